@@ -1,0 +1,216 @@
+//! `CogoAgent`: one agent role run as a scalable pool of pods.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{AgentRole, PodOverrides, Resources, RetryPolicy, SecretKeyRef};
+
+/// Desired state of a CogoAgent: which role it plays, how many pods run it and how they work.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "cogo.xyz",
+    version = "v1alpha1",
+    kind = "CogoAgent",
+    namespaced,
+    doc = "A CogoAgent runs one agent role (Orchestrator, Indexing, Research, GraphRAG or Executor) as a scalable pool of pods that pull AgentTasks from the operator's broker. The operator creates and owns its Deployment, Service and PodDisruptionBudget.",
+    status = "CogoAgentStatus",
+    shortname = "cga",
+    category = "cogo",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role", description = "Agent role"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Desired pods"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready pods"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.queue.pending", description = "Tasks waiting for this agent", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.role",
+    validation = Rule::new(crate::common::NAME_RULE).message("metadata.name must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', starting with a letter) because it names the agent's Service")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)").message("spec.replicas must lie within spec.autoscaling.minReplicas and spec.autoscaling.maxReplicas"))]
+pub struct CogoAgentSpec {
+    /// The agent's role: Orchestrator, Indexing, Research, GraphRAG or Executor. It fixes the
+    /// port (6001 to 6005), the default resources and the task types the agent handles.
+    /// Immutable: create another CogoAgent to run another role.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.role is immutable"))]
+    pub role: AgentRole,
+
+    /// Number of agent pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Container image of the agent runtime. Defaults to the operator's configured agent image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Tasks one pod works on at the same time (1 to 256).
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: i32,
+
+    /// Language model the agent calls. Required by roles that reason with a model (Research,
+    /// Orchestrator); other roles ignore it when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+
+    /// CPU and memory of each pod. Defaults by role: Indexing and GraphRAG get 500m CPU
+    /// (limit 2) and 1Gi; the other roles 250m CPU (limit 1) and 512Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// Bounds for scaling on queue depth. When set, `replicas` must lie within them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// Defaults for tasks sent to this agent that do not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_defaults: Option<TaskDefaults>,
+
+    /// Overrides for the agent's pods (env, scheduling, pull secrets ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_concurrency() -> i32 {
+    4
+}
+
+/// The model provider an agent calls.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ModelProvider {
+    Gemini,
+    OpenAICompatible,
+}
+
+/// Which language model an agent uses and where its API key is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.provider != 'OpenAICompatible' || has(self.endpoint)").message("model.endpoint is required when model.provider is OpenAICompatible"))]
+pub struct ModelSpec {
+    /// The provider's API: Gemini (Google's Generative Language API) or OpenAICompatible (any
+    /// server that speaks the OpenAI chat completions API).
+    #[serde(default = "default_provider")]
+    pub provider: ModelProvider,
+    /// Model name, for example `gemini-2.5-flash-lite`.
+    #[serde(default = "default_model_name")]
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Base URL of the provider's API. Defaults to Google's endpoint for Gemini; required for
+    /// OpenAICompatible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    /// Secret key holding the API key. The Secret must exist in the agent's namespace and
+    /// contain the key, or the agent reports `Ready=False` with reason `ModelSecretNotFound`.
+    pub api_key_secret_ref: SecretKeyRef,
+}
+
+fn default_provider() -> ModelProvider {
+    ModelProvider::Gemini
+}
+fn default_model_name() -> String {
+    "gemini-2.5-flash-lite".into()
+}
+
+/// Bounds and target for scaling an agent on the depth of its task queue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Queued tasks per pod the scaler aims for.
+    #[serde(default = "default_target_queued")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub target_queued_tasks_per_pod: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_target_queued() -> i32 {
+    10
+}
+
+/// Defaults applied to tasks that do not set their own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefaults {
+    /// Seconds a task may run before it fails with reason `DeadlineExceeded`.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: i64,
+    /// Retry policy of tasks that do not set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+fn default_timeout() -> i64 {
+    600
+}
+
+/// Observed state of a CogoAgent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CogoAgentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (all desired pods are ready and up to date), `Progressing` (a rollout or scale
+    /// is under way) and `Degraded` (the spec cannot be carried out, or pods keep failing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pods that exist for this agent.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are ready to take tasks.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the agent's pods, for the scale subresource and HPAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Tasks waiting for and held by this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStatus>,
+    /// Totals of finished tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskTotals>,
+}
+
+/// Depth of an agent's queue.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// Tasks accepted for this agent and not yet leased.
+    pub pending: i64,
+    /// Tasks leased by this agent's pods.
+    pub running: i64,
+}
+
+/// Counts of an agent's finished tasks since the operator started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskTotals {
+    /// Tasks that succeeded.
+    pub succeeded: i64,
+    /// Tasks that failed.
+    pub failed: i64,
+    /// Mean duration of finished tasks, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_duration_ms: Option<i64>,
+}

@@ -1,0 +1,22 @@
+//! Cogo's API: the custom resources of group `cogo.xyz` (`CogoAgent`, `CogoWorker`,
+//! `AgentTask`) and the types shared by the operator and the runtimes.
+//!
+//! This crate knows nothing of a Kubernetes client; it only describes data. The CRD YAML in
+//! `crds/` is generated from these types by the `crdgen` binary (`make crds`).
+
+pub mod agent;
+pub mod common;
+pub mod conditions;
+pub mod crdgen;
+pub mod task;
+pub mod worker;
+
+pub use agent::{AutoscalingSpec, CogoAgent, CogoAgentSpec, CogoAgentStatus, ModelProvider, ModelSpec, TaskDefaults};
+pub use common::{AgentRole, Backoff, PodOverrides, PullPolicy, Resources, RetryPolicy, SecretKeyRef};
+pub use task::{AgentTask, AgentTaskSpec, AgentTaskStatus, TaskPhase};
+pub use worker::{CogoWorker, CogoWorkerSpec, CogoWorkerStatus, SandboxPolicy, WorkerKind};
+
+/// The API group of every Cogo resource.
+pub const GROUP: &str = "cogo.xyz";
+/// The served and stored version.
+pub const VERSION: &str = "v1alpha1";

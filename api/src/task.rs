@@ -1,0 +1,233 @@
+//! `AgentTask`: one unit of work for an agent, the cluster's twin of a row of
+//! `distributed_agent_tasks`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::json_schema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{AgentRole, RetryPolicy};
+
+/// Desired state of an AgentTask. Everything but `cancelRequested` is fixed at creation.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "cogo.xyz",
+    version = "v1alpha1",
+    kind = "AgentTask",
+    namespaced,
+    doc = "An AgentTask is one unit of work for a Cogo agent: a task type and its JSON input, sent to a named CogoAgent or to any agent of a role. The operator queues it, an agent pod leases and runs it, and the outcome is recorded in status (wait for it with `kubectl wait --for=condition=Succeeded`).",
+    status = "AgentTaskStatus",
+    shortname = "at",
+    category = "cogo",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type", description = "Task type"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".status.agent", description = "Agent that runs or ran the task"),
+    printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.attempt", description = "Current attempt"),
+    printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority", priority = 1),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.type",
+    selectable = ".spec.agent"
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.agent) != has(self.role)").message("exactly one of spec.agent and spec.role must be set"))]
+#[x_kube(validation = Rule::new("has(self.agent) == has(oldSelf.agent) && (!has(self.agent) || self.agent == oldSelf.agent) && has(self.role) == has(oldSelf.role) && (!has(self.role) || self.role == oldSelf.role)").message("the task's target (spec.agent or spec.role) is immutable"))]
+#[x_kube(validation = Rule::new("has(self.parent) == has(oldSelf.parent) && (!has(self.parent) || self.parent == oldSelf.parent)").message("spec.parent is immutable"))]
+pub struct AgentTaskSpec {
+    /// Name of the CogoAgent, in the same namespace, that must run the task. Set this or
+    /// `role`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub agent: Option<String>,
+
+    /// Any agent of this role in the namespace may run the task. Set this or `agent`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<AgentRole>,
+
+    /// The task type, `<area>.<action>` in lower case, for example `research.query`,
+    /// `python.execute` or `cogo.echo`. It selects the handler in the agent. Immutable.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 3, max = 128), regex(pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.type is immutable"))]
+    pub task_type: String,
+
+    /// The task's input: any JSON value, passed to the handler as is. Kept small (the
+    /// operator rejects inputs over its configured limit, 256 KiB by default); put large data
+    /// elsewhere and pass a reference. The operator reads it once, when the task is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_json")]
+    pub input: Option<serde_json::Value>,
+
+    /// Higher runs first among the tasks queued for the same agent; equal priorities run in
+    /// creation order (-1000 to 1000).
+    #[serde(default)]
+    #[schemars(range(min = -1000, max = 1000))]
+    pub priority: i32,
+
+    /// Seconds the task may run, across all attempts, before it fails with reason
+    /// `DeadlineExceeded`. Defaults to the agent's `taskDefaults.timeoutSeconds` (600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<i64>,
+
+    /// How failed attempts are retried. Defaults to the agent's `taskDefaults.retry`, else 3
+    /// retries with backoff from 1 s doubling up to 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+
+    /// Seconds after the task finishes when it is deleted. Unset keeps it. Deletion waits
+    /// until the Supabase mirror, when configured, holds the final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i64>,
+
+    /// Name of the parent AgentTask in the same namespace, for sub-tasks an orchestrator
+    /// creates. A sub-task is owned by its parent and deleted with it. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub parent: Option<String>,
+
+    /// Who asked for the task, copied to the Supabase mirror for row-level security.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<Requester>,
+
+    /// Set to true to cancel the task. A queued task ends at once; a running one ends when its
+    /// agent next heartbeats. Cannot be set back to false.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.cancelRequested cannot be set back to false"))]
+    pub cancel_requested: bool,
+}
+
+fn free_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// The user and session on whose behalf a task runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Requester {
+    /// Supabase Auth user id (a UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub user_id: Option<String>,
+    /// Chat session the task belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub session_id: Option<String>,
+}
+
+/// The lifecycle phase of a task. Pending: accepted or waiting for an agent. Running: leased by
+/// an agent pod. Succeeded, Failed, Cancelled: final.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema)]
+pub enum TaskPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskPhase {
+    /// Whether the phase is final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled)
+    }
+
+    /// The phase's name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskPhase::Pending => "Pending",
+            TaskPhase::Running => "Running",
+            TaskPhase::Succeeded => "Succeeded",
+            TaskPhase::Failed => "Failed",
+            TaskPhase::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// Observed state of an AgentTask. Written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentTaskStatus {
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TaskPhase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` (the target exists and the input is valid) and `Succeeded` (Unknown while
+    /// the task is not finished, then True or False).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The CogoAgent that runs or ran the current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The pod that runs or ran the current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Number of the current attempt (1 for the first run), 0 before the first lease.
+    #[serde(default)]
+    pub attempt: i32,
+    /// The most recent attempts, newest last (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub attempts: Vec<TaskAttempt>,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the task reached a final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Earliest time the next attempt may be leased, while a retry backs off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+    /// The handler's result, when it is small enough to keep here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_json")]
+    pub result: Option<serde_json::Value>,
+    /// Where the result is when it was too large for status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<ResultRef>,
+    /// Human-readable summary of the latest transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One attempt of a task.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAttempt {
+    /// Attempt number, from 1.
+    pub number: i32,
+    /// Agent that ran the attempt.
+    pub agent: String,
+    /// Pod that ran the attempt.
+    pub pod: String,
+    /// When the attempt was leased.
+    pub start_time: Time,
+    /// When the attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    /// How the attempt ended, a PascalCase reason such as `Succeeded`, `HandlerFailed` or
+    /// `HeartbeatLost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Details of the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A result kept outside status because of its size.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultRef {
+    /// SHA-256 of the result's JSON, as `sha256:<hex>`.
+    pub digest: String,
+    /// Size of the result's JSON in bytes.
+    pub size_bytes: i64,
+    /// Where the full result is kept, for example `supabase:distributed_agent_tasks`.
+    pub location: String,
+    /// Why the result is not in status.
+    pub reason: String,
+}

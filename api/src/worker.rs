@@ -1,0 +1,204 @@
+//! `CogoWorker`: one worker kind (Python sandbox, browser, Figma) run as a pool of pods that
+//! serve the Executor agent.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{PodOverrides, Resources, SecretKeyRef};
+
+/// Desired state of a CogoWorker.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "cogo.xyz",
+    version = "v1alpha1",
+    kind = "CogoWorker",
+    namespaced,
+    doc = "A CogoWorker runs one worker kind (PythonSandbox, Browser or FigmaMCP) as a pool of pods. Worker pods connect to an Executor agent and run the jobs of python.*, browser.* and figma.* tasks. The operator creates and owns its Deployment, Service and NetworkPolicy.",
+    status = "CogoWorkerStatus",
+    shortname = "cgw",
+    category = "cogo",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind", description = "Worker kind"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Desired pods"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready pods"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
+    printcolumn(name = "Executor", type_ = "string", json_path = ".status.executor", description = "Executor agent served", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.kind",
+    validation = Rule::new(crate::common::NAME_RULE).message("metadata.name must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', starting with a letter) because it names the worker's Service")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind != 'FigmaMCP' || has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is required when spec.kind is FigmaMCP"))]
+#[x_kube(validation = Rule::new("self.kind == 'FigmaMCP' || !has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is only valid when spec.kind is FigmaMCP"))]
+#[x_kube(validation = Rule::new("self.kind == 'PythonSandbox' || !has(self.sandbox) || !has(self.sandbox.allowedPackages) || size(self.sandbox.allowedPackages) == 0").message("spec.sandbox.allowedPackages is only valid when spec.kind is PythonSandbox"))]
+pub struct CogoWorkerSpec {
+    /// The worker kind: PythonSandbox (runs Python code, port 3001), FigmaMCP (reads Figma
+    /// designs, port 3002) or Browser (headless browser automation, port 3003). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.kind is immutable"))]
+    pub kind: WorkerKind,
+
+    /// Number of worker pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Container image of the worker runtime. Defaults to the operator's configured worker image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Jobs one pod runs at the same time (1 to 64).
+    #[serde(default = "default_capacity")]
+    #[schemars(range(min = 1, max = 64))]
+    pub capacity: i32,
+
+    /// Name of the Executor CogoAgent, in the same namespace, that the workers connect to.
+    /// Defaults to the only Executor agent of the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub executor: Option<String>,
+
+    /// Limits of the jobs the workers run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxPolicy>,
+
+    /// Secret key holding the Figma personal access token. Required for, and only valid with,
+    /// kind FigmaMCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figma_token_secret_ref: Option<SecretKeyRef>,
+
+    /// CPU and memory of each pod. Defaults by kind: PythonSandbox 250m CPU (limit 1) and
+    /// 512Mi, Browser 500m CPU (limit 2) and 1Gi, FigmaMCP 100m CPU (limit 500m) and 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// Overrides for the worker's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_capacity() -> i32 {
+    2
+}
+
+/// The three worker kinds: PythonSandbox (port 3001), FigmaMCP (port 3002), Browser (port 3003).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum WorkerKind {
+    PythonSandbox,
+    #[serde(rename = "FigmaMCP")]
+    FigmaMcp,
+    Browser,
+}
+
+impl WorkerKind {
+    /// Every kind, in port order.
+    pub const ALL: [WorkerKind; 3] = [WorkerKind::PythonSandbox, WorkerKind::FigmaMcp, WorkerKind::Browser];
+
+    /// The port the kind's pods serve health and metrics on.
+    pub fn port(self) -> i32 {
+        match self {
+            WorkerKind::PythonSandbox => 3001,
+            WorkerKind::FigmaMcp => 3002,
+            WorkerKind::Browser => 3003,
+        }
+    }
+
+    /// The kind's name as written in resources.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::PythonSandbox => "PythonSandbox",
+            WorkerKind::FigmaMcp => "FigmaMCP",
+            WorkerKind::Browser => "Browser",
+        }
+    }
+
+    /// Lower-case name used in labels.
+    pub fn slug(self) -> &'static str {
+        match self {
+            WorkerKind::PythonSandbox => "python-sandbox",
+            WorkerKind::FigmaMcp => "figma-mcp",
+            WorkerKind::Browser => "browser",
+        }
+    }
+
+    /// Whether pods of this kind may reach the network when the spec does not say: the
+    /// Python sandbox may not (it runs untrusted code); a browser and the Figma client must.
+    pub fn egress_by_default(self) -> bool {
+        !matches!(self, WorkerKind::PythonSandbox)
+    }
+}
+
+impl std::fmt::Display for WorkerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Limits applied to each job a worker runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPolicy {
+    /// Seconds one job may run before the worker kills it.
+    #[serde(default = "default_job_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+    /// Memory one job may use, as a Kubernetes quantity; also the pod's memory limit when
+    /// `resources.memory` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub memory_limit: Option<String>,
+    /// Whether jobs may open network connections beyond the Executor and cluster DNS. Unset
+    /// means: denied for PythonSandbox, allowed for Browser and FigmaMCP. Enforced with a
+    /// NetworkPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_egress: Option<bool>,
+    /// Python packages a job may import beyond the standard library (PythonSandbox only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_packages: Vec<String>,
+}
+
+fn default_job_timeout() -> i32 {
+    60
+}
+
+/// Observed state of a CogoWorker.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CogoWorkerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, as for CogoAgent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pods that exist for this worker.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the worker's pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Name of the Executor agent the workers connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// Worker pods connected to the Executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_workers: Option<i32>,
+    /// Jobs running on this worker's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_jobs: Option<i32>,
+    /// Percentage of finished jobs that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate_percent: Option<i32>,
+}
