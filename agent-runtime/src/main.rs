@@ -1,0 +1,59 @@
+//! `cogo-agent`: the agent pod. One binary for every role; the role comes from `COGO_ROLE`.
+//!
+//! It serves `/livez`, `/readyz` and `/metrics` on the role's port and stops cleanly on
+//! SIGTERM. Pulling tasks from the operator's broker builds on this.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use cogo_api::AgentRole;
+use tracing::info;
+
+mod http;
+
+/// Runs one Cogo agent.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Role of this agent: Orchestrator, Indexing, Research, GraphRAG or Executor.
+    #[arg(long, env = "COGO_ROLE", value_parser = parse_role)]
+    role: AgentRole,
+    /// Name of the CogoAgent this pod belongs to.
+    #[arg(long, env = "COGO_AGENT_NAME", default_value = "local")]
+    agent_name: String,
+    /// Address to serve probes and metrics on (defaults to the role's port on all interfaces).
+    #[arg(long, env = "COGO_LISTEN_ADDR")]
+    listen_addr: Option<SocketAddr>,
+    /// Tasks this pod works on at once.
+    #[arg(long, env = "COGO_CONCURRENCY", default_value_t = 4)]
+    concurrency: u32,
+    /// URL of the operator's broker.
+    #[arg(long, env = "COGO_BROKER_URL")]
+    broker_url: Option<String>,
+}
+
+fn parse_role(s: &str) -> Result<AgentRole, String> {
+    AgentRole::ALL
+        .into_iter()
+        .find(|r| r.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("unknown role {s:?}; expected one of Orchestrator, Indexing, Research, GraphRAG, Executor"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let addr = args.listen_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.role.port() as u16)));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    info!(role = %args.role, agent = %args.agent_name, %addr, concurrency = args.concurrency,
+        broker = args.broker_url.as_deref().unwrap_or("<none>"), "agent started");
+    axum::serve(listener, http::router(args.role))
+        .with_graceful_shutdown(http::termination())
+        .await
+        .context("server failed")?;
+    info!("agent stopped");
+    Ok(())
+}

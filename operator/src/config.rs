@@ -1,0 +1,33 @@
+//! Operator configuration, from flags or environment variables.
+
+use std::time::Duration;
+
+/// Settings every controller reads. Built from the command line in `main`, and directly in tests.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Image for CogoAgents that do not set `spec.image`.
+    pub agent_image: Option<String>,
+    /// Image for CogoWorkers that do not set `spec.image`.
+    pub worker_image: Option<String>,
+    /// Pull policy for the default images (None leaves Kubernetes' rule).
+    pub default_pull_policy: Option<String>,
+    /// URL agent pods use to reach the broker.
+    pub broker_url: String,
+    /// How often a healthy object is reconciled even when nothing changed.
+    pub resync: Duration,
+    /// How long to wait before retrying a reconcile that failed.
+    pub error_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            agent_image: Some(format!("cogo-agent:{}", env!("CARGO_PKG_VERSION"))),
+            worker_image: Some(format!("cogo-worker:{}", env!("CARGO_PKG_VERSION"))),
+            default_pull_policy: None,
+            broker_url: "http://cogo-operator.cogo-system.svc:8080".into(),
+            resync: Duration::from_secs(300),
+            error_backoff: Duration::from_secs(15),
+        }
+    }
+}

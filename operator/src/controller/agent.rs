@@ -1,0 +1,153 @@
+//! The CogoAgent controller: Deployment, Service and PodDisruptionBudget per agent.
+
+use std::sync::Arc;
+
+use cogo_api::{CogoAgent, CogoAgentStatus, conditions};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::{Secret, Service}, policy::v1::PodDisruptionBudget},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, instrument};
+
+use super::{Context, apply, apply_status, delete_owned, error_policy, existing, secret_keys, warn_invalid};
+use crate::{
+    Error, Result,
+    build::{self, Pool},
+    status::{self, Observed},
+    validate::{self, Facts},
+};
+
+/// The agent's pool identity, with its controller owner reference.
+pub fn pool(agent: &CogoAgent) -> Result<Pool<'_>> {
+    let name = agent.metadata.name.as_deref().unwrap_or_default();
+    let namespace = agent
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or_else(|| Error::MissingNamespace { kind: "CogoAgent", name: name.to_string() })?;
+    let owner = agent
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::MissingNamespace { kind: "CogoAgent", name: name.to_string() })?;
+    Ok(Pool { app: build::agent::APP, name, namespace, component: agent.spec.role.slug(), owner })
+}
+
+/// Reconciles one CogoAgent.
+#[instrument(skip_all, fields(namespace = agent.namespace(), name = agent.name_any()))]
+pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started("CogoAgent");
+    let pool = pool(&agent)?;
+    let (ns, name) = (pool.namespace, pool.name);
+    let client = ctx.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let uid = agent.metadata.uid.clone().unwrap_or_default();
+
+    // dereference
+    let found_deployment = deployments.get_opt(name).await?;
+    let found_service = services.get_opt(name).await?;
+    let facts = Facts {
+        secrets: secret_keys(&secrets, validate::agent_secret_names(&agent)).await?,
+        existing: [existing("Deployment", found_deployment.as_ref()), existing("Service", found_service.as_ref())]
+            .into_iter()
+            .flatten()
+            .collect(),
+        agents: vec![],
+    };
+
+    // validate
+    let verdict = validate::agent(&agent, &facts, &ctx.config);
+
+    // build + apply
+    let deployment = match &verdict {
+        Ok(image) => {
+            let applied = apply(&deployments, &build::agent::deployment(&agent, &pool, &ctx.config, image.clone())).await?;
+            apply(&services, &build::agent::service(&agent, &pool)).await?;
+            match build::agent::pod_disruption_budget(&agent, &pool) {
+                Some(pdb) => drop(apply(&pdbs, &pdb).await?),
+                None => delete_owned(&pdbs, name, &uid).await?,
+            }
+            ctx.metrics.applied("CogoAgent");
+            Some(applied)
+        }
+        Err(_) => found_deployment.filter(|d| super::controller_uid(&d.metadata).as_deref() == Some(uid.as_str())),
+    };
+
+    // update_status
+    let now = Time(jiff::Timestamp::now());
+    let previous = agent.status.clone().unwrap_or_default();
+    let computed = status::compute(Observed {
+        generation: agent.metadata.generation,
+        desired: agent.spec.replicas,
+        deployment: deployment.as_ref(),
+        invalid: verdict.as_ref().err(),
+        previous: &previous.conditions,
+        now: &now,
+    });
+    let next = CogoAgentStatus {
+        observed_generation: computed.observed_generation,
+        conditions: computed.conditions,
+        replicas: computed.replicas,
+        ready_replicas: computed.ready_replicas,
+        selector: Some(pool.selector_string()),
+        ..previous.clone()
+    };
+    if next != previous {
+        let api: Api<CogoAgent> = Api::namespaced(client, ns);
+        apply_status(&api, name, &next).await?;
+        ctx.metrics.status_written("CogoAgent");
+        let ready = conditions::find(&next.conditions, conditions::READY);
+        info!(ready = ready.map(|c| c.reason.as_str()), "status updated");
+        if let Err(invalid) = &verdict {
+            let before = conditions::find(&previous.conditions, conditions::READY);
+            if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
+                warn_invalid(&ctx.recorder, agent.as_ref(), invalid).await?;
+            }
+        }
+    }
+    Ok(Action::requeue(ctx.config.resync))
+}
+
+/// Whether the agent references the Secret `name`.
+fn references_secret(agent: &CogoAgent, name: &str) -> bool {
+    validate::agent_secret_names(agent).contains(name)
+}
+
+/// Maps a changed Secret to the agents of its namespace that reference it.
+pub fn agents_for_secret(store: &Store<CogoAgent>, secret: &Secret) -> Vec<ObjectRef<CogoAgent>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|a| a.namespace() == ns && references_secret(a, &name))
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// Runs the CogoAgent controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-agent");
+    let controller = Controller::new(Api::<CogoAgent>::all(client.clone()), watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed)
+        .watches(Api::<Secret>::all(client), watcher::Config::default(), move |s| agents_for_secret(&store, &s))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

@@ -1,0 +1,140 @@
+//! The CogoAgent and CogoWorker controllers. Each reconcile runs the same pipeline:
+//! *dereference → validate → build → apply → update_status*. Only dereference, apply and
+//! update_status talk to the API server; [`validate`](crate::validate),
+//! [`build`](crate::build) and [`status`](crate::status) are pure.
+
+pub mod agent;
+pub mod worker;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Debug,
+    sync::Arc,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::warn;
+
+use crate::{
+    Error, Result,
+    build::FIELD_MANAGER,
+    config::Config,
+    metrics::Metrics,
+    validate::{ExistingChild, Invalid},
+};
+
+/// What every reconcile shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Operator settings.
+    pub config: Config,
+    /// Publishes Events on the reconciled objects.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// A context whose Events are reported as `cogo-operator` by `instance`.
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance };
+        Context { recorder: Recorder::new(client.clone(), reporter), client, config, metrics }
+    }
+}
+
+/// Server-side applies `obj` with the operator's field manager, taking over conflicting fields.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?)
+}
+
+/// Deletes the object `name` if it exists and is controlled by `owner_uid`.
+pub async fn delete_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<()>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    if let Some(obj) = api.get_opt(name).await? {
+        if controller_uid(obj.meta()).as_deref() == Some(owner_uid) {
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// UID of the object's controller owner.
+pub fn controller_uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+    meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
+}
+
+/// Records an existing object under a child's name, for the conflict check.
+pub fn existing<K: Resource>(kind: &'static str, obj: Option<&K>) -> Option<ExistingChild> {
+    obj.map(|o| ExistingChild { kind, controller_uid: controller_uid(o.meta()) })
+}
+
+/// Looks up each named Secret and returns its keys (never its values), or None when missing.
+pub async fn secret_keys(
+    api: &Api<Secret>,
+    names: BTreeSet<String>,
+) -> Result<BTreeMap<String, Option<BTreeSet<String>>>> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        let keys = api.get_opt(&name).await?.map(|s| {
+            let mut keys: BTreeSet<String> = s.data.unwrap_or_default().into_keys().collect();
+            keys.extend(s.string_data.unwrap_or_default().into_keys());
+            keys
+        });
+        out.insert(name, keys);
+    }
+    Ok(out)
+}
+
+/// Writes `status` into the object's status subresource with server-side apply.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// Publishes a Warning Event saying why the object's spec cannot be carried out.
+pub async fn warn_invalid<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, invalid: &Invalid) -> Result<()> {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: invalid.reason.to_string(),
+        note: Some(invalid.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &obj.object_ref(&())).await.map_err(Error::Event)
+}
+
+/// Shared error policy: log, count, and retry after the configured backoff.
+pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let kind = K::kind(&());
+    warn!(%kind, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(&kind, error);
+    Action::requeue(ctx.config.error_backoff)
+}

@@ -1,0 +1,162 @@
+//! The CogoWorker controller: Deployment, Service and NetworkPolicy per worker.
+
+use std::sync::Arc;
+
+use cogo_api::{CogoAgent, CogoWorker, CogoWorkerStatus, conditions};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::{Secret, Service}, networking::v1::NetworkPolicy},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::ListParams,
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, instrument};
+
+use super::{Context, apply, apply_status, error_policy, existing, secret_keys, warn_invalid};
+use crate::{
+    Error, Result,
+    build::{self, Pool},
+    status::{self, Observed},
+    validate::{self, Facts},
+};
+
+/// The worker's pool identity, with its controller owner reference.
+pub fn pool(worker: &CogoWorker) -> Result<Pool<'_>> {
+    let name = worker.metadata.name.as_deref().unwrap_or_default();
+    let missing = || Error::MissingNamespace { kind: "CogoWorker", name: name.to_string() };
+    let namespace = worker.metadata.namespace.as_deref().ok_or_else(missing)?;
+    let owner = worker.controller_owner_ref(&()).ok_or_else(missing)?;
+    Ok(Pool { app: build::worker::APP, name, namespace, component: worker.spec.kind.slug(), owner })
+}
+
+/// Reconciles one CogoWorker.
+#[instrument(skip_all, fields(namespace = worker.namespace(), name = worker.name_any()))]
+pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started("CogoWorker");
+    let pool = pool(&worker)?;
+    let (ns, name) = (pool.namespace, pool.name);
+    let client = ctx.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let agents: Api<CogoAgent> = Api::namespaced(client.clone(), ns);
+    let uid = worker.metadata.uid.clone().unwrap_or_default();
+
+    // dereference
+    let found_deployment = deployments.get_opt(name).await?;
+    let found_service = services.get_opt(name).await?;
+    let facts = Facts {
+        secrets: secret_keys(&secrets, validate::worker_secret_names(&worker)).await?,
+        existing: [existing("Deployment", found_deployment.as_ref()), existing("Service", found_service.as_ref())]
+            .into_iter()
+            .flatten()
+            .collect(),
+        agents: agents.list(&ListParams::default()).await?.items.into_iter().map(|a| (a.name_any(), a.spec.role)).collect(),
+    };
+
+    // validate
+    let verdict = validate::worker(&worker, &facts, &ctx.config);
+
+    // build + apply
+    let deployment = match &verdict {
+        Ok(valid) => {
+            let d = build::worker::deployment(&worker, &pool, &ctx.config, valid.image.clone(), &valid.executor);
+            let applied = apply(&deployments, &d).await?;
+            apply(&services, &build::worker::service(&worker, &pool)).await?;
+            apply(&policies, &build::worker::network_policy(&worker, &pool, &valid.executor)).await?;
+            ctx.metrics.applied("CogoWorker");
+            Some(applied)
+        }
+        Err(_) => found_deployment.filter(|d| super::controller_uid(&d.metadata).as_deref() == Some(uid.as_str())),
+    };
+
+    // update_status
+    let now = Time(jiff::Timestamp::now());
+    let previous = worker.status.clone().unwrap_or_default();
+    let computed = status::compute(Observed {
+        generation: worker.metadata.generation,
+        desired: worker.spec.replicas,
+        deployment: deployment.as_ref(),
+        invalid: verdict.as_ref().err(),
+        previous: &previous.conditions,
+        now: &now,
+    });
+    let next = CogoWorkerStatus {
+        observed_generation: computed.observed_generation,
+        conditions: computed.conditions,
+        replicas: computed.replicas,
+        ready_replicas: computed.ready_replicas,
+        selector: Some(pool.selector_string()),
+        executor: verdict.as_ref().ok().map(|v| v.executor.clone()).or(previous.executor.clone()),
+        ..previous.clone()
+    };
+    if next != previous {
+        let api: Api<CogoWorker> = Api::namespaced(client, ns);
+        apply_status(&api, name, &next).await?;
+        ctx.metrics.status_written("CogoWorker");
+        let ready = conditions::find(&next.conditions, conditions::READY);
+        info!(ready = ready.map(|c| c.reason.as_str()), "status updated");
+        if let Err(invalid) = &verdict {
+            let before = conditions::find(&previous.conditions, conditions::READY);
+            if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
+                warn_invalid(&ctx.recorder, worker.as_ref(), invalid).await?;
+            }
+        }
+    }
+    Ok(Action::requeue(ctx.config.resync))
+}
+
+/// Maps a changed Secret to the workers of its namespace that reference it.
+pub fn workers_for_secret(store: &Store<CogoWorker>, secret: &Secret) -> Vec<ObjectRef<CogoWorker>> {
+    let (ns, name) = (secret.namespace(), secret.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|w| w.namespace() == ns && validate::worker_secret_names(w).contains(&name))
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
+}
+
+/// Maps a changed CogoAgent to the workers whose Executor it may be: every worker of the
+/// namespace when it is an Executor, and any worker that names it in `spec.executor`.
+pub fn workers_for_agent(store: &Store<CogoWorker>, agent: &CogoAgent) -> Vec<ObjectRef<CogoWorker>> {
+    let (ns, name) = (agent.namespace(), agent.name_any());
+    let is_executor = agent.spec.role == cogo_api::AgentRole::Executor;
+    store
+        .state()
+        .into_iter()
+        .filter(|w| w.namespace() == ns && (is_executor || w.spec.executor.as_deref() == Some(name.as_str())))
+        .map(|w| ObjectRef::from_obj(w.as_ref()))
+        .collect()
+}
+
+/// Runs the CogoWorker controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-worker");
+    let controller = Controller::new(Api::<CogoWorker>::all(client.clone()), watcher::Config::default().any_semantic());
+    let (secret_store, agent_store) = (controller.store(), controller.store());
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
+        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |s| {
+            workers_for_secret(&secret_store, &s)
+        })
+        .watches(Api::<CogoAgent>::all(client), watcher::Config::default(), move |a| {
+            workers_for_agent(&agent_store, &a)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

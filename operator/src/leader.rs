@@ -1,0 +1,169 @@
+//! Leader election with a coordination.k8s.io Lease. Only the leader runs the controllers;
+//! a standby takes over once the leader stops renewing for `lease_duration`. A leader that
+//! cannot renew within `renew_deadline` steps down (the process exits and restarts as a
+//! candidate), so two replicas never write at the same time for long.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
+use kube::{
+    Api,
+    api::{PostParams},
+};
+use tracing::{debug, info, warn};
+
+use crate::{Error, Result};
+
+/// Timing of the election.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How long a lease holds without renewal.
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    pub renew_deadline: Duration,
+    /// How often candidates retry and the leader renews.
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One candidate in the election.
+pub struct LeaderElection {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timing: Timing,
+}
+
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+impl LeaderElection {
+    /// A candidate for the Lease `name` in the Api's namespace.
+    pub fn new(api: Api<Lease>, name: impl Into<String>, identity: impl Into<String>, timing: Timing) -> Self {
+        LeaderElection { api, name: name.into(), identity: identity.into(), timing }
+    }
+
+    /// This candidate's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn spec(&self, acquire: MicroTime, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.timing.lease_duration.as_secs() as i32),
+            acquire_time: Some(acquire),
+            renew_time: Some(now()),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// Takes or renews the lease once. True when this candidate holds it afterwards.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                spec: Some(self.spec(now(), 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(e) if is_conflict(&e) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let transitions = spec.lease_transitions.unwrap_or(0);
+        let next = if holder == self.identity {
+            LeaseSpec { renew_time: Some(now()), ..spec }
+        } else {
+            let duration = spec.lease_duration_seconds.unwrap_or(0).max(1) as i64;
+            let expired = match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
+                Some(MicroTime(t)) => jiff::Timestamp::now().duration_since(*t).as_secs() >= duration,
+                None => true,
+            };
+            if !holder.is_empty() && !expired {
+                debug!(%holder, "lease is held");
+                return Ok(false);
+            }
+            self.spec(now(), transitions + 1)
+        };
+        lease.spec = Some(next);
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until this candidate holds the lease.
+    pub async fn acquire(&self) {
+        let mut waiting_logged = false;
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    info!(lease = %self.name, identity = %self.identity, "became leader");
+                    return;
+                }
+                Ok(false) if !waiting_logged => {
+                    info!(lease = %self.name, "another replica leads; waiting to take over");
+                    waiting_logged = true;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "cannot reach the leader lease; retrying"),
+            }
+            tokio::time::sleep(self.timing.retry_period).await;
+        }
+    }
+
+    /// Renews the lease until renewal fails for longer than the renew deadline or another
+    /// replica took it; returns the reason leadership was lost.
+    pub async fn hold(&self) -> Error {
+        let mut last_renewal = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.timing.retry_period).await;
+            match tokio::time::timeout(self.timing.renew_deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
+                Ok(Ok(false)) => return Error::Leader("another replica took the lease".into()),
+                Ok(Err(e)) => warn!(error = %e, "lease renewal failed"),
+                Err(_) => warn!("lease renewal timed out"),
+            }
+            if last_renewal.elapsed() > self.timing.renew_deadline {
+                return Error::Leader(format!("could not renew the lease for {:?}", self.timing.renew_deadline));
+            }
+        }
+    }
+
+    /// Gives the lease up so a standby takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => info!(lease = %self.name, "released the leader lease"),
+            Err(e) => warn!(error = %e, "could not release the leader lease"),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The Cogo operator: controllers that turn `CogoAgent` and `CogoWorker` resources into
+//! Deployments, Services, PodDisruptionBudgets and NetworkPolicies, with leader election,
+//! metrics and health endpoints.
+//!
+//! Each reconcile runs *dereference → validate → build → apply → update_status*:
+//! [`controller`] talks to the API server; [`validate`], [`build`] and [`status`] are pure.
+
+pub mod build;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod server;
+pub mod status;
+pub mod validate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,193 @@
+//! `cogo-operator`: runs the Cogo controllers.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use cogo_operator::{
+    config::Config,
+    controller::{self, Context},
+    leader::{LeaderElection, Timing},
+    metrics::Metrics,
+    server::{self, Health},
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// The Cogo operator for AI agents on Kubernetes.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the CogoAgent and CogoWorker controllers.
+    Run(RunArgs),
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Image for CogoAgents that set no `spec.image`.
+    #[arg(long, env = "COGO_AGENT_IMAGE", default_value = concat!("cogo-agent:", env!("CARGO_PKG_VERSION")))]
+    agent_image: String,
+    /// Image for CogoWorkers that set no `spec.image`.
+    #[arg(long, env = "COGO_WORKER_IMAGE", default_value = concat!("cogo-worker:", env!("CARGO_PKG_VERSION")))]
+    worker_image: String,
+    /// Pull policy for the default images (Always, IfNotPresent, Never).
+    #[arg(long, env = "COGO_IMAGE_PULL_POLICY")]
+    image_pull_policy: Option<String>,
+    /// URL agent pods use to reach the operator's broker.
+    #[arg(long, env = "COGO_BROKER_URL", default_value = "http://cogo-operator.cogo-system.svc:8080")]
+    broker_url: String,
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "COGO_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    health_addr: SocketAddr,
+    /// Seconds between reconciles of an unchanged object.
+    #[arg(long, env = "COGO_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Elect a leader with a Lease, so several replicas can run.
+    #[arg(long, env = "COGO_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "COGO_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "COGO_LEASE_NAME", default_value = "cogo-operator")]
+    lease_name: String,
+    /// This replica's identity in the election and in Events (defaults to the pod name).
+    #[arg(long, env = "COGO_POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "COGO_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let config = Config {
+        agent_image: Some(args.agent_image),
+        worker_image: Some(args.worker_image),
+        default_pull_policy: args.image_pull_policy,
+        broker_url: args.broker_url,
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        ..Config::default()
+    };
+    let client = Client::try_default().await.context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")?;
+    let version = client.apiserver_version().await.context("cannot reach the Kubernetes API server")?;
+    info!(server = %version.git_version, "connected to the API server");
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let listener = tokio::net::TcpListener::bind(args.health_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.health_addr))?;
+    info!(addr = %args.health_addr, "serving /livez, /readyz and /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, server::router(health)).await {
+            error!(error = %e, "health server stopped");
+        }
+    });
+
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("cogo-operator-{}", std::process::id()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            termination().await;
+            info!("termination signal received; shutting down");
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let election = if args.leader_elect {
+        let ns = args.lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let election = Arc::new(LeaderElection::new(api, args.lease_name, identity.clone(), Timing::default()));
+        info!(namespace = %ns, identity = %identity, "campaigning for the leader lease");
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::select! {
+            _ = election.acquire() => {}
+            _ = stopped() => return Ok(()),
+        }
+        metrics.set_leader(true);
+        let (e, stop_tx) = (election.clone(), stop_tx.clone());
+        tokio::spawn(async move {
+            let lost = e.hold().await;
+            error!(error = %lost, "lost leadership; stopping");
+            let _ = stop_tx.send(true);
+        });
+        Some(election)
+    } else {
+        None
+    };
+
+    let ctx = Arc::new(Context::new(client, config, metrics.clone(), Some(identity)));
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    info!("starting the CogoAgent and CogoWorker controllers");
+    tokio::join!(controller::agent::run(ctx.clone(), stopped()), controller::worker::run(ctx, stopped()));
+
+    if let Some(election) = election {
+        metrics.set_leader(false);
+        election.release().await;
+    }
+    info!("stopped");
+    Ok(())
+}

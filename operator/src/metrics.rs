@@ -1,0 +1,112 @@
+//! Prometheus metrics of the operator, served on `/metrics`.
+
+use std::time::Instant;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::Error;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    kind: String,
+    error: String,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabel, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<KindLabel, Histogram>,
+    status_writes: Family<KindLabel, Counter>,
+    applies: Family<KindLabel, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cogo_operator");
+        let reconciles = Family::<KindLabel, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        let status_writes = Family::<KindLabel, Counter>::default();
+        let applies = Family::<KindLabel, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles started, by kind", reconciles.clone());
+        registry.register("reconcile_failures", "Reconciles that failed, by kind and error", failures.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", duration.clone());
+        registry.register("status_writes", "Status subresource writes, by kind", status_writes.clone());
+        registry.register("applies", "Reconciles that applied children, by kind", applies.clone());
+        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        Metrics { registry, reconciles, failures, duration, status_writes, applies, leader }
+    }
+}
+
+/// Observes a reconcile's duration when dropped.
+pub struct ReconcileTimer {
+    start: Instant,
+    histogram: Histogram,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    fn kind(kind: &str) -> KindLabel {
+        KindLabel { kind: kind.to_string() }
+    }
+
+    /// Counts a reconcile and times it until the returned guard drops.
+    pub fn reconcile_started(&self, kind: &str) -> ReconcileTimer {
+        self.reconciles.get_or_create(&Self::kind(kind)).inc();
+        ReconcileTimer { start: Instant::now(), histogram: self.duration.get_or_create(&Self::kind(kind)).clone() }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_failed(&self, kind: &str, error: &Error) {
+        let labels = FailureLabels { kind: kind.to_string(), error: error.metric_label().to_string() };
+        self.failures.get_or_create(&labels).inc();
+    }
+
+    /// Counts a status write.
+    pub fn status_written(&self, kind: &str) {
+        self.status_writes.get_or_create(&Self::kind(kind)).inc();
+    }
+
+    /// Counts a reconcile that applied children.
+    pub fn applied(&self, kind: &str) {
+        self.applies.get_or_create(&Self::kind(kind)).inc();
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Status writes so far for `kind`.
+    pub fn status_writes(&self, kind: &str) -> u64 {
+        self.status_writes.get_or_create(&Self::kind(kind)).get()
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,199 @@
+//! Pure validation of what only the operator can judge: referenced Secrets and keys, name
+//! conflicts with objects it does not own, the worker's Executor, resource bounds. The schema
+//! and its CEL rules have already rejected everything they can; what fails here sets
+//! `Ready=False` with the reason and a Warning Event, and the operator waits for a change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cogo_api::{AgentRole, CogoAgent, CogoWorker, PodOverrides, Resources, SecretKeyRef, conditions::reason};
+
+use crate::build::{agent as build_agent, parse_millicores, worker as build_worker};
+use crate::config::Config;
+
+/// Why a spec cannot be carried out: a PascalCase reason and a message for humans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// PascalCase reason, used in the Ready condition and the Event.
+    pub reason: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Invalid { reason, message: message.into() }
+    }
+}
+
+/// An object that already has the name a child would take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingChild {
+    /// Its kind, for messages.
+    pub kind: &'static str,
+    /// UID of its controller owner, if any.
+    pub controller_uid: Option<String>,
+}
+
+/// What the operator looked up before validating.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// Every Secret the spec references, with its keys; None when it does not exist.
+    pub secrets: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// Objects that exist under the names the children would take.
+    pub existing: Vec<ExistingChild>,
+    /// Agents of the namespace with their roles (looked up for workers only).
+    pub agents: Vec<(String, AgentRole)>,
+}
+
+/// Names of every Secret a pod override references.
+fn pull_secrets(o: Option<&PodOverrides>) -> Vec<String> {
+    o.map(|o| cogo_api::common::image_pull_secret_names(o).map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// Secrets a CogoAgent references: its model key and its image pull secrets.
+pub fn agent_secret_names(agent: &CogoAgent) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = pull_secrets(agent.spec.pod_template.as_ref()).into_iter().collect();
+    if let Some(m) = &agent.spec.model {
+        names.insert(m.api_key_secret_ref.name.clone());
+    }
+    names
+}
+
+/// Secrets a CogoWorker references: its Figma token and its image pull secrets.
+pub fn worker_secret_names(worker: &CogoWorker) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = pull_secrets(worker.spec.pod_template.as_ref()).into_iter().collect();
+    if let Some(t) = &worker.spec.figma_token_secret_ref {
+        names.insert(t.name.clone());
+    }
+    names
+}
+
+fn check_secret_key(
+    facts: &Facts,
+    r: &SecretKeyRef,
+    field: &str,
+    why: &'static str,
+    ns: &str,
+) -> Result<(), Invalid> {
+    match facts.secrets.get(&r.name) {
+        Some(Some(keys)) if keys.contains(&r.key) => Ok(()),
+        Some(Some(_)) => Err(Invalid::new(
+            why,
+            format!("Secret {:?} ({field}) in namespace {ns:?} has no key {:?}", r.name, r.key),
+        )),
+        _ => Err(Invalid::new(why, format!("Secret {:?} ({field}) does not exist in namespace {ns:?}", r.name))),
+    }
+}
+
+fn check_pull_secrets(facts: &Facts, o: Option<&PodOverrides>, ns: &str) -> Result<(), Invalid> {
+    for name in pull_secrets(o) {
+        if !matches!(facts.secrets.get(&name), Some(Some(_))) {
+            return Err(Invalid::new(
+                reason::IMAGE_PULL_SECRET_NOT_FOUND,
+                format!("image pull Secret {name:?} (spec.podTemplate.imagePullSecrets) does not exist in namespace {ns:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_cpu(r: Option<&Resources>) -> Result<(), Invalid> {
+    let Some(r) = r else { return Ok(()) };
+    if let (Some(req), Some(lim)) = (&r.cpu_request, &r.cpu_limit) {
+        if let (Some(a), Some(b)) = (parse_millicores(req), parse_millicores(lim)) {
+            if b < a {
+                return Err(Invalid::new(
+                    reason::INVALID_SPEC,
+                    format!("spec.resources.cpuLimit ({lim}) is below spec.resources.cpuRequest ({req})"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_conflicts(facts: &Facts, owner_uid: Option<&str>, name: &str, owner_kind: &str) -> Result<(), Invalid> {
+    for child in &facts.existing {
+        if child.controller_uid.as_deref() != owner_uid || owner_uid.is_none() {
+            return Err(Invalid::new(
+                reason::NAME_CONFLICT,
+                format!(
+                    "a {} named {name:?} already exists and is not owned by this {owner_kind}; rename one of them",
+                    child.kind
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn require_image(image: Option<String>, what: &str) -> Result<String, Invalid> {
+    image.ok_or_else(|| {
+        Invalid::new(reason::NO_IMAGE, format!("spec.image is not set and the operator has no default {what} image"))
+    })
+}
+
+/// Validates a CogoAgent; on success returns the image its pods run.
+pub fn agent(agent: &CogoAgent, facts: &Facts, cfg: &Config) -> Result<String, Invalid> {
+    let ns = agent.metadata.namespace.as_deref().unwrap_or_default();
+    let name = agent.metadata.name.as_deref().unwrap_or_default();
+    check_conflicts(facts, agent.metadata.uid.as_deref(), name, "CogoAgent")?;
+    let image = require_image(build_agent::image(agent, cfg), "agent")?;
+    if let Some(m) = &agent.spec.model {
+        check_secret_key(facts, &m.api_key_secret_ref, "spec.model.apiKeySecretRef", reason::MODEL_SECRET_NOT_FOUND, ns)?;
+    }
+    check_pull_secrets(facts, agent.spec.pod_template.as_ref(), ns)?;
+    check_cpu(agent.spec.resources.as_ref())?;
+    Ok(image)
+}
+
+/// A valid worker's image and the Executor agent it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidWorker {
+    /// Image its pods run.
+    pub image: String,
+    /// Name of its Executor agent.
+    pub executor: String,
+}
+
+/// Validates a CogoWorker and resolves its Executor.
+pub fn worker(worker: &CogoWorker, facts: &Facts, cfg: &Config) -> Result<ValidWorker, Invalid> {
+    let ns = worker.metadata.namespace.as_deref().unwrap_or_default();
+    let name = worker.metadata.name.as_deref().unwrap_or_default();
+    check_conflicts(facts, worker.metadata.uid.as_deref(), name, "CogoWorker")?;
+    let image = require_image(build_worker::image(worker, cfg), "worker")?;
+    let executor = resolve_executor(worker.spec.executor.as_deref(), &facts.agents, ns)?;
+    if let Some(t) = &worker.spec.figma_token_secret_ref {
+        check_secret_key(facts, t, "spec.figmaTokenSecretRef", reason::FIGMA_SECRET_NOT_FOUND, ns)?;
+    }
+    check_pull_secrets(facts, worker.spec.pod_template.as_ref(), ns)?;
+    check_cpu(worker.spec.resources.as_ref())?;
+    Ok(ValidWorker { image, executor })
+}
+
+fn resolve_executor(wanted: Option<&str>, agents: &[(String, AgentRole)], ns: &str) -> Result<String, Invalid> {
+    let not_found = |m: String| Invalid::new(reason::EXECUTOR_NOT_FOUND, m);
+    match wanted {
+        Some(name) => match agents.iter().find(|(n, _)| n == name) {
+            Some((_, AgentRole::Executor)) => Ok(name.to_string()),
+            Some((_, role)) => Err(not_found(format!(
+                "spec.executor names CogoAgent {name:?}, whose role is {role}, not Executor"
+            ))),
+            None => Err(not_found(format!("spec.executor names CogoAgent {name:?}, which does not exist in namespace {ns:?}"))),
+        },
+        None => {
+            let executors: Vec<_> = agents.iter().filter(|(_, r)| *r == AgentRole::Executor).map(|(n, _)| n).collect();
+            match executors.as_slice() {
+                [one] => Ok(one.to_string()),
+                [] => Err(not_found(format!(
+                    "namespace {ns:?} has no CogoAgent with role Executor; create one or set spec.executor"
+                ))),
+                many => Err(not_found(format!(
+                    "namespace {ns:?} has {} Executor agents ({}); set spec.executor to choose one",
+                    many.len(),
+                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        }
+    }
+}
