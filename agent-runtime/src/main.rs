@@ -37,17 +37,27 @@ fn parse_role(s: &str) -> Result<AgentRole, String> {
     AgentRole::ALL
         .into_iter()
         .find(|r| r.as_str().eq_ignore_ascii_case(s))
-        .ok_or_else(|| format!("unknown role {s:?}; expected one of Orchestrator, Indexing, Research, GraphRAG, Executor"))
+        .ok_or_else(|| {
+            format!(
+                "unknown role {s:?}; expected one of Orchestrator, Indexing, Research, GraphRAG, Executor"
+            )
+        })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
-    let addr = args.listen_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.role.port() as u16)));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = args
+        .listen_addr
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.role.port() as u16)));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     info!(role = %args.role, agent = %args.agent_name, %addr, concurrency = args.concurrency,
         broker = args.broker_url.as_deref().unwrap_or("<none>"), "agent started");
     axum::serve(listener, http::router(args.role))

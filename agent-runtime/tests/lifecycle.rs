@@ -8,7 +8,11 @@ use std::{
 };
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
@@ -40,7 +44,10 @@ fn serves_probes_and_stops_cleanly_on_sigterm() {
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     assert!(get(port, "/metrics").unwrap().contains("role=\"research\""));
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -58,7 +65,10 @@ fn serves_probes_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn rejects_an_unknown_role_with_a_clear_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cogo-agent")).env("COGO_ROLE", "Janitor").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cogo-agent"))
+        .env("COGO_ROLE", "Janitor")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown role \"Janitor\""), "{err}");

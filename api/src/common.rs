@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 /// system specification: Orchestrator 6001 (distributes work and manages workflows), Indexing
 /// 6002 (code analysis and vector search), Research 6003 (web research and AI analysis with
 /// Gemini), GraphRAG 6004 (knowledge-graph reasoning) and Executor 6005 (coordinates worker pods).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema,
+)]
 pub enum AgentRole {
     Orchestrator,
     Indexing,
@@ -254,4 +255,5 @@ pub fn image_pull_secret_names(overrides: &PodOverrides) -> impl Iterator<Item =
 }
 
 /// The CEL rule and message that keep a resource's name usable as a Service name.
-pub(crate) const NAME_RULE: &str = "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+pub(crate) const NAME_RULE: &str =
+    "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";

@@ -110,22 +110,66 @@ mod tests {
     #[test]
     fn transition_time_is_kept_while_status_holds() {
         let mut cs = vec![];
-        set_condition(&mut cs, condition(READY, status::FALSE, reason::ROLLING_OUT, "starting", Some(1), &at(10)));
-        set_condition(&mut cs, condition(READY, status::FALSE, reason::PODS_NOT_READY, "0/1 ready", Some(2), &at(20)));
+        set_condition(
+            &mut cs,
+            condition(
+                READY,
+                status::FALSE,
+                reason::ROLLING_OUT,
+                "starting",
+                Some(1),
+                &at(10),
+            ),
+        );
+        set_condition(
+            &mut cs,
+            condition(
+                READY,
+                status::FALSE,
+                reason::PODS_NOT_READY,
+                "0/1 ready",
+                Some(2),
+                &at(20),
+            ),
+        );
         assert_eq!(cs.len(), 1);
-        assert_eq!(cs[0].last_transition_time, at(10), "same status keeps the old time");
-        assert_eq!(cs[0].reason, reason::PODS_NOT_READY, "reason and message still update");
+        assert_eq!(
+            cs[0].last_transition_time,
+            at(10),
+            "same status keeps the old time"
+        );
+        assert_eq!(
+            cs[0].reason,
+            reason::PODS_NOT_READY,
+            "reason and message still update"
+        );
         assert_eq!(cs[0].observed_generation, Some(2));
 
-        set_condition(&mut cs, condition(READY, status::TRUE, reason::AVAILABLE, "1/1 ready", Some(2), &at(30)));
+        set_condition(
+            &mut cs,
+            condition(
+                READY,
+                status::TRUE,
+                reason::AVAILABLE,
+                "1/1 ready",
+                Some(2),
+                &at(30),
+            ),
+        );
         assert_eq!(cs[0].last_transition_time, at(30), "a flip takes the new time");
     }
 
     #[test]
     fn other_types_are_left_alone() {
         let mut cs = vec![];
-        set_condition(&mut cs, condition(READY, status::TRUE, reason::AVAILABLE, "", None, &at(1)));
-        set_condition(&mut cs, condition(DEGRADED, status::FALSE, reason::AS_EXPECTED, "", None, &at(2)));
+        set_condition(
+            &mut cs,
+            condition(READY, status::TRUE, reason::AVAILABLE, "", None, &at(1)),
+        );
+        set_condition(
+            &mut cs,
+            condition(DEGRADED, status::FALSE, reason::AS_EXPECTED, "", None, &at(2)),
+        );
         assert_eq!(cs.len(), 2);
         assert_eq!(find(&cs, READY).unwrap().last_transition_time, at(1));
         assert_eq!(find(&cs, DEGRADED).unwrap().status, status::FALSE);

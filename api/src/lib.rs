@@ -4,6 +4,9 @@
 //! This crate knows nothing of a Kubernetes client; it only describes data. The CRD YAML in
 //! `crds/` is generated from these types by the `crdgen` binary (`make crds`).
 
+// kube's `printcolumn(...)` attributes repeat keys such as `type_` by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod agent;
 pub mod common;
 pub mod conditions;
@@ -11,7 +14,9 @@ pub mod crdgen;
 pub mod task;
 pub mod worker;
 
-pub use agent::{AutoscalingSpec, CogoAgent, CogoAgentSpec, CogoAgentStatus, ModelProvider, ModelSpec, TaskDefaults};
+pub use agent::{
+    AutoscalingSpec, CogoAgent, CogoAgentSpec, CogoAgentStatus, ModelProvider, ModelSpec, TaskDefaults,
+};
 pub use common::{AgentRole, Backoff, PodOverrides, PullPolicy, Resources, RetryPolicy, SecretKeyRef};
 pub use task::{AgentTask, AgentTaskSpec, AgentTaskStatus, TaskPhase};
 pub use worker::{CogoWorker, CogoWorkerSpec, CogoWorkerStatus, SandboxPolicy, WorkerKind};

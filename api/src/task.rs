@@ -19,12 +19,42 @@ use crate::common::{AgentRole, RetryPolicy};
     status = "AgentTaskStatus",
     shortname = "at",
     category = "cogo",
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type", description = "Task type"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
-    printcolumn(name = "Agent", type_ = "string", json_path = ".status.agent", description = "Agent that runs or ran the task"),
-    printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.attempt", description = "Current attempt"),
-    printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority", priority = 1),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(
+        name = "Type",
+        type_ = "string",
+        json_path = ".spec.type",
+        description = "Task type"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Lifecycle phase"
+    ),
+    printcolumn(
+        name = "Agent",
+        type_ = "string",
+        json_path = ".status.agent",
+        description = "Agent that runs or ran the task"
+    ),
+    printcolumn(
+        name = "Attempt",
+        type_ = "integer",
+        json_path = ".status.attempt",
+        description = "Current attempt"
+    ),
+    printcolumn(
+        name = "Priority",
+        type_ = "integer",
+        json_path = ".spec.priority",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.type",
     selectable = ".spec.agent"
@@ -47,7 +77,10 @@ pub struct AgentTaskSpec {
     /// The task type, `<area>.<action>` in lower case, for example `research.query`,
     /// `python.execute` or `cogo.echo`. It selects the handler in the agent. Immutable.
     #[serde(rename = "type")]
-    #[schemars(length(min = 3, max = 128), regex(pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"))]
+    #[schemars(
+        length(min = 3, max = 128),
+        regex(pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.type is immutable"))]
     pub task_type: String,
 
@@ -108,7 +141,9 @@ fn free_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct Requester {
     /// Supabase Auth user id (a UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub user_id: Option<String>,
     /// Chat session the task belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,7 +166,10 @@ pub enum TaskPhase {
 impl TaskPhase {
     /// Whether the phase is final.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled)
+        matches!(
+            self,
+            TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled
+        )
     }
 
     /// The phase's name as written in status.

@@ -100,7 +100,11 @@ pub enum WorkerKind {
 
 impl WorkerKind {
     /// Every kind, in port order.
-    pub const ALL: [WorkerKind; 3] = [WorkerKind::PythonSandbox, WorkerKind::FigmaMcp, WorkerKind::Browser];
+    pub const ALL: [WorkerKind; 3] = [
+        WorkerKind::PythonSandbox,
+        WorkerKind::FigmaMcp,
+        WorkerKind::Browser,
+    ];
 
     /// The port the kind's pods serve health and metrics on.
     pub fn port(self) -> i32 {

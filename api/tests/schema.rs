@@ -30,15 +30,30 @@ fn generated_crds_are_current() {
 
 fn schema_of(file: &str) -> Value {
     let (_, crd) = crdgen::all().into_iter().find(|(f, _)| *f == file).unwrap();
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
-        .unwrap()
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// Walks every property of a schema and collects the paths that have no description.
 fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
-    let described = schema.get("description").and_then(Value::as_str).is_some_and(|d| !d.trim().is_empty());
+    let described = schema
+        .get("description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| !d.trim().is_empty());
     if !described {
-        out.push(if path.is_empty() { "<root>".into() } else { path.into() });
+        out.push(if path.is_empty() {
+            "<root>".into()
+        } else {
+            path.into()
+        });
     }
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (name, sub) in props {
@@ -53,7 +68,10 @@ fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
     }
-    if let Some(extra) = schema.get("additionalProperties").filter(|a| a.get("properties").is_some()) {
+    if let Some(extra) = schema
+        .get("additionalProperties")
+        .filter(|a| a.get("properties").is_some())
+    {
         undescribed(extra, &format!("{path}{{}}"), out);
     }
 }
@@ -63,12 +81,18 @@ fn every_schema_node_has_a_description() {
     for (file, _) in crdgen::all() {
         let schema = schema_of(file);
         let root = schema["description"].as_str().unwrap_or_default();
-        assert!(!root.contains("Auto-generated"), "{file}: root description is the derive's placeholder");
+        assert!(
+            !root.contains("Auto-generated"),
+            "{file}: root description is the derive's placeholder"
+        );
         let mut missing = Vec::new();
         undescribed(&schema, "", &mut missing);
         // metadata is Kubernetes' own ObjectMeta, described by the API server.
         missing.retain(|p| p != ".metadata");
-        assert!(missing.is_empty(), "{file}: properties without description: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "{file}: properties without description: {missing:#?}"
+        );
     }
 }
 
@@ -77,15 +101,33 @@ fn crds_have_names_columns_and_subresources() {
     for (file, crd) in crdgen::all() {
         assert_eq!(crd.spec.group, "cogo.xyz");
         assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["cogo".to_string()][..]), "{file}");
-        assert_eq!(crd.spec.names.short_names.as_ref().map(Vec::len), Some(1), "{file}");
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["cogo".to_string()][..]),
+            "{file}"
+        );
+        assert_eq!(
+            crd.spec.names.short_names.as_ref().map(Vec::len),
+            Some(1),
+            "{file}"
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
         let sub = v.subresources.as_ref().unwrap();
         assert!(sub.status.is_some(), "{file}: status subresource");
         let scale = sub.scale.is_some();
-        assert_eq!(scale, file != "cogo.xyz_agenttasks.yaml", "{file}: scale subresource only on pools");
-        let cols: Vec<_> = v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            scale,
+            file != "cogo.xyz_agenttasks.yaml",
+            "{file}: scale subresource only on pools"
+        );
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         assert!(cols.contains(&"Age"), "{file}: {cols:?}");
     }
 }
@@ -93,13 +135,29 @@ fn crds_have_names_columns_and_subresources() {
 /// Every Cogo object in examples/, parsed as YAML documents.
 fn examples() -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
-    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+    for path in files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
         let text = std::fs::read_to_string(&path).unwrap();
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-        for doc in docs.into_iter().filter(|d| d["apiVersion"] == "cogo.xyz/v1alpha1") {
-            out.push((format!("{}:{}", path.file_name().unwrap().to_string_lossy(), doc["metadata"]["name"]), doc));
+        for doc in docs
+            .into_iter()
+            .filter(|d| d["apiVersion"] == "cogo.xyz/v1alpha1")
+        {
+            out.push((
+                format!(
+                    "{}:{}",
+                    path.file_name().unwrap().to_string_lossy(),
+                    doc["metadata"]["name"]
+                ),
+                doc,
+            ));
         }
     }
     out
@@ -118,7 +176,10 @@ fn file_for(kind: &str) -> &'static str {
 fn examples_parse_and_pass_every_rule() {
     let all = examples();
     for kind in ["CogoAgent", "CogoWorker", "AgentTask"] {
-        assert!(all.iter().any(|(_, d)| d["kind"] == kind), "examples/ has no {kind}");
+        assert!(
+            all.iter().any(|(_, d)| d["kind"] == kind),
+            "examples/ has no {kind}"
+        );
     }
     for (name, doc) in all {
         let kind = doc["kind"].as_str().unwrap();
@@ -160,17 +221,23 @@ fn cel_rules_reject_bad_objects_naming_the_field() {
         ),
         (
             "replicas outside the autoscaling bounds",
-            agent(json!({"role": "Research", "replicas": 9, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}})),
+            agent(
+                json!({"role": "Research", "replicas": 9, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}),
+            ),
             "spec.replicas must lie within",
         ),
         (
             "OpenAI-compatible model without endpoint",
-            agent(json!({"role": "Research", "model": {"provider": "OpenAICompatible", "apiKeySecretRef": model["apiKeySecretRef"]}})),
+            agent(
+                json!({"role": "Research", "model": {"provider": "OpenAICompatible", "apiKeySecretRef": model["apiKeySecretRef"]}}),
+            ),
             "model.endpoint is required",
         ),
         (
             "retry backoff initial above max",
-            agent(json!({"role": "Research", "taskDefaults": {"retry": {"backoff": {"initialSeconds": 60, "maxSeconds": 5}}}})),
+            agent(
+                json!({"role": "Research", "taskDefaults": {"retry": {"backoff": {"initialSeconds": 60, "maxSeconds": 5}}}}),
+            ),
             "backoff.initialSeconds must not exceed backoff.maxSeconds",
         ),
         (
@@ -215,7 +282,9 @@ fn cel_rules_reject_bad_objects_naming_the_field() {
         ),
         (
             "task retry backoff initial above max",
-            task(json!({"role": "Research", "type": "research.query", "retry": {"backoff": {"initialSeconds": 10, "maxSeconds": 1}}})),
+            task(
+                json!({"role": "Research", "type": "research.query", "retry": {"backoff": {"initialSeconds": 10, "maxSeconds": 1}}}),
+            ),
             "backoff.initialSeconds must not exceed backoff.maxSeconds",
         ),
     ];
@@ -237,10 +306,30 @@ fn cel_rules_reject_bad_updates() {
     let t = |spec: Value| task(spec);
     let base = json!({"agent": "research", "type": "research.query", "input": {"q": 1}});
     let cases: Vec<(&str, Value, Value, &str)> = vec![
-        ("agent role changed", agent(json!({"role": "Research"})), agent(json!({"role": "Indexing"})), "spec.role is immutable"),
-        ("worker kind changed", worker(json!({"kind": "Browser"})), worker(json!({"kind": "PythonSandbox"})), "spec.kind is immutable"),
-        ("task type changed", t(base.clone()), t(json!({"agent": "research", "type": "research.other"})), "spec.type is immutable"),
-        ("task target changed", t(base.clone()), t(json!({"agent": "indexing", "type": "research.query"})), "is immutable"),
+        (
+            "agent role changed",
+            agent(json!({"role": "Research"})),
+            agent(json!({"role": "Indexing"})),
+            "spec.role is immutable",
+        ),
+        (
+            "worker kind changed",
+            worker(json!({"kind": "Browser"})),
+            worker(json!({"kind": "PythonSandbox"})),
+            "spec.kind is immutable",
+        ),
+        (
+            "task type changed",
+            t(base.clone()),
+            t(json!({"agent": "research", "type": "research.other"})),
+            "spec.type is immutable",
+        ),
+        (
+            "task target changed",
+            t(base.clone()),
+            t(json!({"agent": "indexing", "type": "research.query"})),
+            "is immutable",
+        ),
         (
             "task target switched to a role",
             t(base.clone()),
@@ -264,7 +353,10 @@ fn cel_rules_reject_bad_updates() {
         let schema = schema_of(file_for(new["kind"].as_str().unwrap()));
         match Validator::new().validate(&schema, &new, Some(&old)) {
             Ok(()) => panic!("{what}: accepted, expected {expected:?}"),
-            Err(errs) => assert!(errs.iter().any(|e| e.message.contains(expected)), "{what}: got {errs}"),
+            Err(errs) => assert!(
+                errs.iter().any(|e| e.message.contains(expected)),
+                "{what}: got {errs}"
+            ),
         }
     }
     // The allowed change: cancelling a task.
@@ -272,7 +364,9 @@ fn cel_rules_reject_bad_updates() {
     let mut new = old.clone();
     new["spec"]["cancelRequested"] = json!(true);
     let schema = schema_of("cogo.xyz_agenttasks.yaml");
-    Validator::new().validate(&schema, &new, Some(&old)).expect("cancelling is allowed");
+    Validator::new()
+        .validate(&schema, &new, Some(&old))
+        .expect("cancelling is allowed");
 }
 
 #[test]

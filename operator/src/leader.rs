@@ -9,10 +9,7 @@ use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
-use kube::{
-    Api,
-    api::{PostParams},
-};
+use kube::{Api, api::PostParams};
 use tracing::{debug, info, warn};
 
 use crate::{Error, Result};
@@ -56,8 +53,18 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 impl LeaderElection {
     /// A candidate for the Lease `name` in the Api's namespace.
-    pub fn new(api: Api<Lease>, name: impl Into<String>, identity: impl Into<String>, timing: Timing) -> Self {
-        LeaderElection { api, name: name.into(), identity: identity.into(), timing }
+    pub fn new(
+        api: Api<Lease>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+        timing: Timing,
+    ) -> Self {
+        LeaderElection {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            timing,
+        }
     }
 
     /// This candidate's identity.
@@ -80,7 +87,10 @@ impl LeaderElection {
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(self.spec(now(), 0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
@@ -93,7 +103,10 @@ impl LeaderElection {
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let transitions = spec.lease_transitions.unwrap_or(0);
         let next = if holder == self.identity {
-            LeaseSpec { renew_time: Some(now()), ..spec }
+            LeaseSpec {
+                renew_time: Some(now()),
+                ..spec
+            }
         } else {
             let duration = spec.lease_duration_seconds.unwrap_or(0).max(1) as i64;
             let expired = match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
@@ -147,14 +160,19 @@ impl LeaderElection {
                 Err(_) => warn!("lease renewal timed out"),
             }
             if last_renewal.elapsed() > self.timing.renew_deadline {
-                return Error::Leader(format!("could not renew the lease for {:?}", self.timing.renew_deadline));
+                return Error::Leader(format!(
+                    "could not renew the lease for {:?}",
+                    self.timing.renew_deadline
+                ));
             }
         }
     }
 
     /// Gives the lease up so a standby takes over at once.
     pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
         let Some(spec) = lease.spec.as_mut() else { return };
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return;

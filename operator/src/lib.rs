@@ -15,4 +15,7 @@ pub mod server;
 pub mod status;
 pub mod validate;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use error::{Error, Result};

@@ -52,7 +52,11 @@ struct RunArgs {
     #[arg(long, env = "COGO_IMAGE_PULL_POLICY")]
     image_pull_policy: Option<String>,
     /// URL agent pods use to reach the operator's broker.
-    #[arg(long, env = "COGO_BROKER_URL", default_value = "http://cogo-operator.cogo-system.svc:8080")]
+    #[arg(
+        long,
+        env = "COGO_BROKER_URL",
+        default_value = "http://cogo-operator.cogo-system.svc:8080"
+    )]
     broker_url: String,
     /// Address of the health and metrics endpoints.
     #[arg(long, env = "COGO_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
@@ -120,13 +124,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         ..Config::default()
     };
-    let client = Client::try_default().await.context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")?;
-    let version = client.apiserver_version().await.context("cannot reach the Kubernetes API server")?;
+    let client = Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("cannot reach the Kubernetes API server")?;
     info!(server = %version.git_version, "connected to the API server");
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
     let listener = tokio::net::TcpListener::bind(args.health_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.health_addr))?;
@@ -158,9 +170,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let election = if args.leader_elect {
-        let ns = args.lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        let ns = args
+            .lease_namespace
+            .unwrap_or_else(|| client.default_namespace().to_string());
         let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
-        let election = Arc::new(LeaderElection::new(api, args.lease_name, identity.clone(), Timing::default()));
+        let election = Arc::new(LeaderElection::new(
+            api,
+            args.lease_name,
+            identity.clone(),
+            Timing::default(),
+        ));
         info!(namespace = %ns, identity = %identity, "campaigning for the leader lease");
         ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::select! {
@@ -182,7 +201,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(client, config, metrics.clone(), Some(identity)));
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!("starting the CogoAgent and CogoWorker controllers");
-    tokio::join!(controller::agent::run(ctx.clone(), stopped()), controller::worker::run(ctx, stopped()));
+    tokio::join!(
+        controller::agent::run(ctx.clone(), stopped()),
+        controller::worker::run(ctx, stopped())
+    );
 
     if let Some(election) = election {
         metrics.set_leader(false);

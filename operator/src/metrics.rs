@@ -44,12 +44,40 @@ impl Default for Metrics {
         let applies = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles started, by kind", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciles that failed, by kind and error", failures.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", duration.clone());
-        registry.register("status_writes", "Status subresource writes, by kind", status_writes.clone());
-        registry.register("applies", "Reconciles that applied children, by kind", applies.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Metrics { registry, reconciles, failures, duration, status_writes, applies, leader }
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by kind and error",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration, by kind",
+            duration.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status subresource writes, by kind",
+            status_writes.clone(),
+        );
+        registry.register(
+            "applies",
+            "Reconciles that applied children, by kind",
+            applies.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            status_writes,
+            applies,
+            leader,
+        }
     }
 }
 
@@ -67,18 +95,26 @@ impl Drop for ReconcileTimer {
 
 impl Metrics {
     fn kind(kind: &str) -> KindLabel {
-        KindLabel { kind: kind.to_string() }
+        KindLabel {
+            kind: kind.to_string(),
+        }
     }
 
     /// Counts a reconcile and times it until the returned guard drops.
     pub fn reconcile_started(&self, kind: &str) -> ReconcileTimer {
         self.reconciles.get_or_create(&Self::kind(kind)).inc();
-        ReconcileTimer { start: Instant::now(), histogram: self.duration.get_or_create(&Self::kind(kind)).clone() }
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: self.duration.get_or_create(&Self::kind(kind)).clone(),
+        }
     }
 
     /// Counts a failed reconcile.
     pub fn reconcile_failed(&self, kind: &str, error: &Error) {
-        let labels = FailureLabels { kind: kind.to_string(), error: error.metric_label().to_string() };
+        let labels = FailureLabels {
+            kind: kind.to_string(),
+            error: error.metric_label().to_string(),
+        };
         self.failures.get_or_create(&labels).inc();
     }
 

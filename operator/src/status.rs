@@ -41,8 +41,16 @@ pub struct Observed<'a> {
     pub now: &'a Time,
 }
 
-fn deployment_condition<'a>(d: &'a Deployment, type_: &str) -> Option<&'a k8s_openapi::api::apps::v1::DeploymentCondition> {
-    d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+fn deployment_condition<'a>(
+    d: &'a Deployment,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::apps::v1::DeploymentCondition> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Computes the pool's status.
@@ -59,18 +67,57 @@ pub fn compute(o: Observed) -> PoolStatus {
     let available = st.available_replicas.unwrap_or(0);
 
     if let Some(invalid) = o.invalid {
-        set(&mut conds, READY, cs::FALSE, invalid.reason, invalid.message.clone());
-        set(&mut conds, PROGRESSING, cs::FALSE, invalid.reason, "waiting for the spec or a referenced object to change".into());
-        set(&mut conds, DEGRADED, cs::TRUE, invalid.reason, invalid.message.clone());
-        return PoolStatus { observed_generation: gen_, conditions: conds, replicas, ready_replicas: ready };
+        set(
+            &mut conds,
+            READY,
+            cs::FALSE,
+            invalid.reason,
+            invalid.message.clone(),
+        );
+        set(
+            &mut conds,
+            PROGRESSING,
+            cs::FALSE,
+            invalid.reason,
+            "waiting for the spec or a referenced object to change".into(),
+        );
+        set(
+            &mut conds,
+            DEGRADED,
+            cs::TRUE,
+            invalid.reason,
+            invalid.message.clone(),
+        );
+        return PoolStatus {
+            observed_generation: gen_,
+            conditions: conds,
+            replicas,
+            ready_replicas: ready,
+        };
     }
 
     let Some(d) = o.deployment else {
         let m = "the Deployment has not been created yet".to_string();
-        set(&mut conds, READY, cs::FALSE, reason::DEPLOYMENT_PENDING, m.clone());
+        set(
+            &mut conds,
+            READY,
+            cs::FALSE,
+            reason::DEPLOYMENT_PENDING,
+            m.clone(),
+        );
         set(&mut conds, PROGRESSING, cs::TRUE, reason::DEPLOYMENT_PENDING, m);
-        set(&mut conds, DEGRADED, cs::FALSE, reason::AS_EXPECTED, String::new());
-        return PoolStatus { observed_generation: gen_, conditions: conds, ..Default::default() };
+        set(
+            &mut conds,
+            DEGRADED,
+            cs::FALSE,
+            reason::AS_EXPECTED,
+            String::new(),
+        );
+        return PoolStatus {
+            observed_generation: gen_,
+            conditions: conds,
+            ..Default::default()
+        };
     };
 
     // Degraded: the Deployment cannot make progress.
@@ -78,7 +125,13 @@ pub fn compute(o: Observed) -> PoolStatus {
         .filter(|c| c.status == cs::FALSE && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
     let replica_failure = deployment_condition(d, "ReplicaFailure").filter(|c| c.status == cs::TRUE);
     match (deadline, replica_failure) {
-        (_, Some(c)) => set(&mut conds, DEGRADED, cs::TRUE, reason::REPLICA_FAILURE, c.message.clone().unwrap_or_default()),
+        (_, Some(c)) => set(
+            &mut conds,
+            DEGRADED,
+            cs::TRUE,
+            reason::REPLICA_FAILURE,
+            c.message.clone().unwrap_or_default(),
+        ),
         (Some(c), None) => set(
             &mut conds,
             DEGRADED,
@@ -86,7 +139,13 @@ pub fn compute(o: Observed) -> PoolStatus {
             reason::PROGRESS_DEADLINE_EXCEEDED,
             c.message.clone().unwrap_or_default(),
         ),
-        (None, None) => set(&mut conds, DEGRADED, cs::FALSE, reason::AS_EXPECTED, String::new()),
+        (None, None) => set(
+            &mut conds,
+            DEGRADED,
+            cs::FALSE,
+            reason::AS_EXPECTED,
+            String::new(),
+        ),
     }
 
     let desired = o.desired;
@@ -95,19 +154,239 @@ pub fn compute(o: Observed) -> PoolStatus {
     let counts = format!("{ready}/{desired} pods ready, {updated} up to date");
 
     if rolled_out && desired == 0 {
-        set(&mut conds, READY, cs::TRUE, reason::SCALED_TO_ZERO, "scaled to zero pods".into());
+        set(
+            &mut conds,
+            READY,
+            cs::TRUE,
+            reason::SCALED_TO_ZERO,
+            "scaled to zero pods".into(),
+        );
     } else if rolled_out && ready >= desired {
         set(&mut conds, READY, cs::TRUE, reason::AVAILABLE, counts.clone());
     } else if !observed || updated < desired || replicas > desired {
         set(&mut conds, READY, cs::FALSE, reason::ROLLING_OUT, counts.clone());
     } else {
-        set(&mut conds, READY, cs::FALSE, reason::PODS_NOT_READY, counts.clone());
+        set(
+            &mut conds,
+            READY,
+            cs::FALSE,
+            reason::PODS_NOT_READY,
+            counts.clone(),
+        );
     }
     if rolled_out {
-        set(&mut conds, PROGRESSING, cs::FALSE, reason::ROLLOUT_COMPLETE, counts);
+        set(
+            &mut conds,
+            PROGRESSING,
+            cs::FALSE,
+            reason::ROLLOUT_COMPLETE,
+            counts,
+        );
     } else {
         set(&mut conds, PROGRESSING, cs::TRUE, reason::ROLLING_OUT, counts);
     }
 
-    PoolStatus { observed_generation: gen_, conditions: conds, replicas, ready_replicas: ready }
+    PoolStatus {
+        observed_generation: gen_,
+        conditions: conds,
+        replicas,
+        ready_replicas: ready,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn at(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    fn dep(generation: i64, observed: i64, replicas: i32, ready: i32, updated: i32) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                replicas: Some(replicas),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                available_replicas: Some(ready),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn get<'a>(s: &'a PoolStatus, t: &str) -> (&'a str, &'a str) {
+        let c = conditions::find(&s.conditions, t).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn observe(
+        desired: i32,
+        d: Option<&Deployment>,
+        invalid: Option<&Invalid>,
+        prev: &[Condition],
+        now: &Time,
+    ) -> PoolStatus {
+        compute(Observed {
+            generation: Some(7),
+            desired,
+            deployment: d,
+            invalid,
+            previous: prev,
+            now,
+        })
+    }
+
+    #[test]
+    fn table() {
+        let invalid = Invalid {
+            reason: reason::MODEL_SECRET_NOT_FOUND,
+            message: "Secret \"k\" does not exist".into(),
+        };
+        type Case<'a> = (
+            &'a str,
+            i32,
+            Option<Deployment>,
+            Option<&'a Invalid>,
+            [(&'a str, &'a str); 3],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no deployment yet",
+                1,
+                None,
+                None,
+                [
+                    ("False", "DeploymentPending"),
+                    ("True", "DeploymentPending"),
+                    ("False", "AsExpected"),
+                ],
+            ),
+            (
+                "all ready",
+                2,
+                Some(dep(1, 1, 2, 2, 2)),
+                None,
+                [
+                    ("True", "Available"),
+                    ("False", "RolloutComplete"),
+                    ("False", "AsExpected"),
+                ],
+            ),
+            (
+                "pods starting",
+                2,
+                Some(dep(1, 1, 2, 1, 2)),
+                None,
+                [
+                    ("False", "PodsNotReady"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+            ),
+            (
+                "spec not yet observed",
+                2,
+                Some(dep(2, 1, 2, 2, 2)),
+                None,
+                [
+                    ("False", "RollingOut"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+            ),
+            (
+                "old pods still there",
+                2,
+                Some(dep(2, 2, 3, 3, 2)),
+                None,
+                [
+                    ("False", "RollingOut"),
+                    ("True", "RollingOut"),
+                    ("False", "AsExpected"),
+                ],
+            ),
+            (
+                "scaled to zero",
+                0,
+                Some(dep(1, 1, 0, 0, 0)),
+                None,
+                [
+                    ("True", "ScaledToZero"),
+                    ("False", "RolloutComplete"),
+                    ("False", "AsExpected"),
+                ],
+            ),
+            (
+                "invalid spec",
+                1,
+                Some(dep(1, 1, 1, 1, 1)),
+                Some(&invalid),
+                [
+                    ("False", "ModelSecretNotFound"),
+                    ("False", "ModelSecretNotFound"),
+                    ("True", "ModelSecretNotFound"),
+                ],
+            ),
+        ];
+        for (what, desired, d, inv, [ready, progressing, degraded]) in cases {
+            let s = observe(desired, d.as_ref(), inv, &[], &at(100));
+            assert_eq!(get(&s, READY), ready, "{what}: Ready");
+            assert_eq!(get(&s, PROGRESSING), progressing, "{what}: Progressing");
+            assert_eq!(get(&s, DEGRADED), degraded, "{what}: Degraded");
+            assert_eq!(s.observed_generation, Some(7), "{what}");
+        }
+    }
+
+    #[test]
+    fn deployment_failures_degrade() {
+        let mut d = dep(1, 1, 2, 1, 2);
+        d.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "False".into(),
+            reason: Some("ProgressDeadlineExceeded".into()),
+            message: Some("ReplicaSet \"x\" has timed out progressing.".into()),
+            ..Default::default()
+        }]);
+        let s = observe(2, Some(&d), None, &[], &at(1));
+        assert_eq!(get(&s, DEGRADED), ("True", "ProgressDeadlineExceeded"));
+        d.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some("exceeded quota".into()),
+            ..Default::default()
+        }]);
+        let s = observe(2, Some(&d), None, &[], &at(1));
+        assert_eq!(get(&s, DEGRADED), ("True", "ReplicaFailure"));
+        assert_eq!(
+            conditions::find(&s.conditions, DEGRADED).unwrap().message,
+            "exceeded quota"
+        );
+    }
+
+    #[test]
+    fn same_world_computes_the_same_status_later() {
+        let d = dep(1, 1, 1, 1, 1);
+        let first = observe(1, Some(&d), None, &[], &at(100));
+        let again = observe(1, Some(&d), None, &first.conditions, &at(500));
+        assert_eq!(first, again, "nothing changed, so nothing to write");
+        let lost_pod = dep(1, 1, 1, 0, 1);
+        let after = observe(1, Some(&lost_pod), None, &again.conditions, &at(600));
+        let ready = conditions::find(&after.conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.clone()),
+            ("False", at(600))
+        );
+        let degraded = conditions::find(&after.conditions, DEGRADED).unwrap();
+        assert_eq!(degraded.last_transition_time, at(100), "Degraded did not flip");
+    }
 }

@@ -5,7 +5,10 @@ use cogo_api::WorkerKind;
 
 /// Routes `/livez`, `/readyz` and `/metrics`.
 pub fn router(kind: WorkerKind) -> Router {
-    let info = format!("# HELP cogo_worker_info Static information about this worker.\n# TYPE cogo_worker_info gauge\ncogo_worker_info{{kind=\"{}\"}} 1\n", kind.slug());
+    let info = format!(
+        "# HELP cogo_worker_info Static information about this worker.\n# TYPE cogo_worker_info gauge\ncogo_worker_info{{kind=\"{}\"}} 1\n",
+        kind.slug()
+    );
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
@@ -33,10 +36,16 @@ mod tests {
     #[tokio::test]
     async fn probes_answer_and_metrics_name_the_kind() {
         for path in ["/livez", "/readyz"] {
-            let res = router(WorkerKind::FigmaMcp).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+            let res = router(WorkerKind::FigmaMcp)
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
             assert_eq!(res.status(), StatusCode::OK, "{path}");
         }
-        let res = router(WorkerKind::FigmaMcp).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let res = router(WorkerKind::FigmaMcp)
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
         assert!(String::from_utf8_lossy(&body).contains("kind=\"figma-mcp\""));
     }

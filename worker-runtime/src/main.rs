@@ -41,11 +41,17 @@ fn parse_kind(s: &str) -> Result<WorkerKind, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
-    let addr = args.listen_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.kind.port() as u16)));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = args
+        .listen_addr
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.kind.port() as u16)));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     info!(kind = %args.kind, %addr, capacity = args.capacity,
         executor = args.executor_url.as_deref().unwrap_or("<none>"), "worker started");
     axum::serve(listener, http::router(args.kind))

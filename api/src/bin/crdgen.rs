@@ -11,7 +11,9 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--check" => check = true,
             "-h" | "--help" => {
-                println!("usage: crdgen [--check] [DIR ...]\nWrites the Cogo CRDs into each DIR, or prints them when no DIR is given.");
+                println!(
+                    "usage: crdgen [--check] [DIR ...]\nWrites the Cogo CRDs into each DIR, or prints them when no DIR is given."
+                );
                 return ExitCode::SUCCESS;
             }
             _ => dirs.push(arg),
@@ -52,5 +54,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    if stale { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if stale {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -19,9 +19,17 @@ pub const APP: &str = "cogo-agent";
 /// The seed's sizing: Indexing and GraphRAG are CPU heavy and get 1Gi, the others 512Mi.
 pub fn default_resources(role: AgentRole) -> DefaultResources {
     if role.is_heavy() {
-        DefaultResources { cpu_request: "500m", cpu_limit: "2", memory: "1Gi" }
+        DefaultResources {
+            cpu_request: "500m",
+            cpu_limit: "2",
+            memory: "1Gi",
+        }
     } else {
-        DefaultResources { cpu_request: "250m", cpu_limit: "1", memory: "512Mi" }
+        DefaultResources {
+            cpu_request: "250m",
+            cpu_limit: "1",
+            memory: "512Mi",
+        }
     }
 }
 
@@ -72,7 +80,11 @@ pub fn deployment(agent: &CogoAgent, pool: &Pool, cfg: &Config, image: String) -
         env: agent_env(agent, pool.name, cfg),
         resources: resources(default_resources(spec.role), spec.resources.as_ref(), None),
         overrides: spec.pod_template.as_ref(),
-        default_pull_policy: if spec.image.is_none() { cfg.default_pull_policy.clone() } else { None },
+        default_pull_policy: if spec.image.is_none() {
+            cfg.default_pull_policy.clone()
+        } else {
+            None
+        },
         default_grace_seconds: 60,
         scratch_size: "256Mi",
     };
@@ -91,9 +103,173 @@ pub fn pod_disruption_budget(agent: &CogoAgent, pool: &Pool) -> Option<PodDisrup
         metadata: pool.child_meta(),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(pool.selector_labels()), match_expressions: None }),
+            selector: Some(LabelSelector {
+                match_labels: Some(pool.selector_labels()),
+                match_expressions: None,
+            }),
             ..Default::default()
         }),
         status: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use cogo_api::AgentRole;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    use super::*;
+    use crate::testing::{agent, agent_pool};
+
+    fn cfg() -> Config {
+        Config {
+            agent_image: Some("cogo-agent:test".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn pods_are_locked_down() {
+        let a = agent("research", "role: Research");
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "img:1".into());
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".into()]));
+        assert_eq!(
+            c.volume_mounts.as_ref().unwrap()[0].mount_path,
+            "/tmp",
+            "a writable /tmp despite the read-only root"
+        );
+        assert_eq!(c.image.as_deref(), Some("img:1"));
+    }
+
+    #[test]
+    fn each_role_gets_its_seed_port_and_memory() {
+        for (role, port, memory) in [
+            (AgentRole::Orchestrator, 6001, "512Mi"),
+            (AgentRole::Indexing, 6002, "1Gi"),
+            (AgentRole::Research, 6003, "512Mi"),
+            (AgentRole::GraphRag, 6004, "1Gi"),
+            (AgentRole::Executor, 6005, "512Mi"),
+        ] {
+            let a = agent("a", &format!("role: {role}"));
+            let pool = agent_pool(&a);
+            let d = deployment(&a, &pool, &cfg(), "i".into());
+            let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+            assert_eq!(c.ports.as_ref().unwrap()[0].container_port, port, "{role}");
+            let r = c.resources.clone().unwrap();
+            assert_eq!(r.limits.unwrap()["memory"], Quantity(memory.into()), "{role}");
+            assert_eq!(
+                service(&a, &pool).spec.unwrap().ports.unwrap()[0].port,
+                port,
+                "{role}"
+            );
+        }
+    }
+
+    #[test]
+    fn model_key_comes_from_its_secret_never_inline() {
+        let a = agent(
+            "research",
+            "role: Research\nmodel:\n  provider: Gemini\n  name: gemini-2.5-flash-lite\n  apiKeySecretRef: {name: gemini, key: api-key}\n",
+        );
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into());
+        let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let key = env.iter().find(|e| e.name == "COGO_MODEL_API_KEY").unwrap();
+        assert!(key.value.is_none());
+        let sel = key.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("gemini", "api-key"));
+        assert!(
+            env.iter()
+                .any(|e| e.name == "COGO_MODEL_NAME" && e.value.as_deref() == Some("gemini-2.5-flash-lite"))
+        );
+    }
+
+    #[test]
+    fn overrides_apply_but_cannot_steal_the_selector() {
+        let a = agent(
+            "research",
+            r#"
+role: Research
+replicas: 3
+resources: {cpuRequest: "1", cpuLimit: "4", memory: 3Gi}
+podTemplate:
+  labels: {app.kubernetes.io/instance: evil, team: ml}
+  env: [{name: COGO_CONCURRENCY, value: "99"}, {name: EXTRA, value: x}]
+  nodeSelector: {pool: gpu}
+  imagePullSecrets: [{name: regcred}]
+  imagePullPolicy: Never
+  runtimeClassName: gvisor
+  terminationGracePeriodSeconds: 120
+"#,
+        );
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into());
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let tmpl = spec.template;
+        let labels = tmpl.metadata.unwrap().labels.unwrap();
+        assert_eq!(
+            labels["app.kubernetes.io/instance"], "research",
+            "the selector label wins"
+        );
+        assert_eq!(labels["team"], "ml");
+        let pod = tmpl.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["pool"], "gpu");
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(120));
+        let c = &pod.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
+        let env = c.env.clone().unwrap();
+        assert_eq!(env.iter().filter(|e| e.name == "COGO_CONCURRENCY").count(), 1);
+        assert!(
+            env.iter()
+                .any(|e| e.name == "COGO_CONCURRENCY" && e.value.as_deref() == Some("99"))
+        );
+        let r = c.resources.clone().unwrap();
+        assert_eq!(r.limits.unwrap()["cpu"], Quantity("4".into()));
+        assert_eq!(r.requests.unwrap()["memory"], Quantity("3Gi".into()));
+    }
+
+    #[test]
+    fn pdb_only_for_more_than_one_pod() {
+        for (replicas, expected) in [(0, false), (1, false), (2, true), (10, true)] {
+            let a = agent("research", &format!("role: Research\nreplicas: {replicas}"));
+            assert_eq!(
+                pod_disruption_budget(&a, &agent_pool(&a)).is_some(),
+                expected,
+                "replicas {replicas}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_image_gets_the_configured_pull_policy_own_image_does_not() {
+        let cfg = Config {
+            default_pull_policy: Some("Never".into()),
+            ..cfg()
+        };
+        let a = agent("a", "role: Indexing");
+        let d = deployment(&a, &agent_pool(&a), &cfg, image(&a, &cfg).unwrap());
+        let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
+        assert_eq!(
+            (c.image.as_deref(), c.image_pull_policy.as_deref()),
+            (Some("cogo-agent:test"), Some("Never"))
+        );
+        let a = agent("a", "role: Indexing\nimage: mine:2");
+        let d = deployment(&a, &agent_pool(&a), &cfg, image(&a, &cfg).unwrap());
+        let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
+        assert_eq!((c.image.as_deref(), c.image_pull_policy), (Some("mine:2"), None));
+    }
 }

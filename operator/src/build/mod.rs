@@ -14,8 +14,8 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
             HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-            Volume, VolumeMount,
+            ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+            VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -79,7 +79,11 @@ impl Pool<'_> {
 
     /// The selector as a string, for the scale subresource (`status.selector`).
     pub fn selector_string(&self) -> String {
-        self.selector_labels().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        self.selector_labels()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Metadata of a child object: the pool's name, namespace, labels and owner.
@@ -117,7 +121,11 @@ pub struct PodParams<'a> {
 
 /// An environment variable with a literal value.
 pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 /// An environment variable from a field of the pod (downward API).
@@ -126,7 +134,10 @@ pub fn env_from_field(name: &str, path: &str) -> EnvVar {
         name: name.into(),
         value: None,
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
             ..Default::default()
         }),
     }
@@ -146,17 +157,27 @@ pub fn merge_env(mut base: Vec<EnvVar>, extra: &[EnvVar]) -> Vec<EnvVar> {
 
 /// Resource requirements from the defaults with the spec's values on top. Memory request and
 /// limit are equal so the pod is never overcommitted on memory.
-pub fn resources(defaults: DefaultResources, spec: Option<&Resources>, memory_override: Option<&str>) -> ResourceRequirements {
+pub fn resources(
+    defaults: DefaultResources,
+    spec: Option<&Resources>,
+    memory_override: Option<&str>,
+) -> ResourceRequirements {
     let spec = spec.cloned().unwrap_or_default();
     let cpu_request = spec.cpu_request.unwrap_or_else(|| defaults.cpu_request.into());
     let cpu_limit = spec.cpu_limit.unwrap_or_else(|| defaults.cpu_limit.into());
-    let memory = spec.memory.or(memory_override.map(str::to_string)).unwrap_or_else(|| defaults.memory.into());
+    let memory = spec
+        .memory
+        .or(memory_override.map(str::to_string))
+        .unwrap_or_else(|| defaults.memory.into());
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".into(), Quantity(cpu_request)),
             ("memory".into(), Quantity(memory.clone())),
         ])),
-        limits: Some(BTreeMap::from([("cpu".into(), Quantity(cpu_limit)), ("memory".into(), Quantity(memory))])),
+        limits: Some(BTreeMap::from([
+            ("cpu".into(), Quantity(cpu_limit)),
+            ("memory".into(), Quantity(memory)),
+        ])),
         ..Default::default()
     }
 }
@@ -194,7 +215,10 @@ pub fn pod_template(pool: &Pool, params: PodParams) -> PodTemplateSpec {
     let container = Container {
         name: pool.app.trim_start_matches("cogo-").into(),
         image: Some(params.image),
-        image_pull_policy: o.image_pull_policy.map(|p| p.as_str().to_string()).or(params.default_pull_policy),
+        image_pull_policy: o
+            .image_pull_policy
+            .map(|p| p.as_str().to_string())
+            .or(params.default_pull_policy),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.into()),
             container_port: params.port,
@@ -209,10 +233,17 @@ pub fn pod_template(pool: &Pool, params: PodParams) -> PodTemplateSpec {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
         ..Default::default()
     };
     PodTemplateSpec {
@@ -231,7 +262,10 @@ pub fn pod_template(pool: &Pool, params: PodParams) -> PodTemplateSpec {
                 run_as_user: Some(RUN_AS_USER),
                 run_as_group: Some(RUN_AS_USER),
                 fs_group: Some(RUN_AS_USER),
-                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
                 ..Default::default()
             }),
             node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),
@@ -241,7 +275,8 @@ pub fn pod_template(pool: &Pool, params: PodParams) -> PodTemplateSpec {
             priority_class_name: o.priority_class_name.clone(),
             runtime_class_name: o.runtime_class_name.clone(),
             termination_grace_period_seconds: Some(
-                o.termination_grace_period_seconds.unwrap_or(params.default_grace_seconds),
+                o.termination_grace_period_seconds
+                    .unwrap_or(params.default_grace_seconds),
             ),
             volumes: Some(vec![Volume {
                 name: "tmp".into(),
@@ -262,7 +297,10 @@ pub fn deployment(pool: &Pool, replicas: i32, template: PodTemplateSpec) -> Depl
         metadata: pool.child_meta(),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(pool.selector_labels()), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(pool.selector_labels()),
+                match_expressions: None,
+            },
             template,
             revision_history_limit: Some(3),
             ..Default::default()
@@ -297,26 +335,54 @@ mod tests {
 
     #[test]
     fn millicores() {
-        for (q, m) in [("250m", Some(250)), ("1", Some(1000)), ("0.5", Some(500)), ("2.25", Some(2250)), ("x", None), ("m", None)] {
+        for (q, m) in [
+            ("250m", Some(250)),
+            ("1", Some(1000)),
+            ("0.5", Some(500)),
+            ("2.25", Some(2250)),
+            ("x", None),
+            ("m", None),
+        ] {
             assert_eq!(parse_millicores(q), m, "{q}");
         }
     }
 
     #[test]
     fn user_env_replaces_ours_by_name_and_appends_the_rest() {
-        let merged = merge_env(vec![env("A", "1"), env("B", "2")], &[env("B", "user"), env("C", "3")]);
-        let pairs: Vec<_> = merged.iter().map(|e| (e.name.as_str(), e.value.as_deref().unwrap())).collect();
+        let merged = merge_env(
+            vec![env("A", "1"), env("B", "2")],
+            &[env("B", "user"), env("C", "3")],
+        );
+        let pairs: Vec<_> = merged
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap()))
+            .collect();
         assert_eq!(pairs, [("A", "1"), ("B", "user"), ("C", "3")]);
     }
 
     #[test]
     fn resources_take_spec_values_over_defaults() {
-        let d = DefaultResources { cpu_request: "250m", cpu_limit: "1", memory: "512Mi" };
-        let r = resources(d, Some(&Resources { memory: Some("2Gi".into()), ..Default::default() }), None);
+        let d = DefaultResources {
+            cpu_request: "250m",
+            cpu_limit: "1",
+            memory: "512Mi",
+        };
+        let r = resources(
+            d,
+            Some(&Resources {
+                memory: Some("2Gi".into()),
+                ..Default::default()
+            }),
+            None,
+        );
         assert_eq!(r.requests.as_ref().unwrap()["memory"], Quantity("2Gi".into()));
         assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("2Gi".into()));
         assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("250m".into()));
         let r = resources(d, None, Some("768Mi"));
-        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("768Mi".into()), "override beats default");
+        assert_eq!(
+            r.limits.as_ref().unwrap()["memory"],
+            Quantity("768Mi".into()),
+            "override beats default"
+        );
     }
 }

@@ -5,7 +5,11 @@ use std::sync::Arc;
 use cogo_api::{CogoAgent, CogoAgentStatus, conditions};
 use futures::StreamExt;
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::{Secret, Service}, policy::v1::PodDisruptionBudget},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Secret, Service},
+        policy::v1::PodDisruptionBudget,
+    },
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
@@ -34,11 +38,24 @@ pub fn pool(agent: &CogoAgent) -> Result<Pool<'_>> {
         .metadata
         .namespace
         .as_deref()
-        .ok_or_else(|| Error::MissingNamespace { kind: "CogoAgent", name: name.to_string() })?;
-    let owner = agent
+        .ok_or_else(|| Error::MissingNamespace {
+            kind: "CogoAgent",
+            name: name.to_string(),
+        })?;
+    let mut owner = agent
         .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingNamespace { kind: "CogoAgent", name: name.to_string() })?;
-    Ok(Pool { app: build::agent::APP, name, namespace, component: agent.spec.role.slug(), owner })
+        .ok_or_else(|| Error::MissingNamespace {
+            kind: "CogoAgent",
+            name: name.to_string(),
+        })?;
+    owner.block_owner_deletion = Some(true);
+    Ok(Pool {
+        app: build::agent::APP,
+        name,
+        namespace,
+        component: agent.spec.role.slug(),
+        owner,
+    })
 }
 
 /// Reconciles one CogoAgent.
@@ -59,10 +76,13 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     let found_service = services.get_opt(name).await?;
     let facts = Facts {
         secrets: secret_keys(&secrets, validate::agent_secret_names(&agent)).await?,
-        existing: [existing("Deployment", found_deployment.as_ref()), existing("Service", found_service.as_ref())]
-            .into_iter()
-            .flatten()
-            .collect(),
+        existing: [
+            existing("Deployment", found_deployment.as_ref()),
+            existing("Service", found_service.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         agents: vec![],
     };
 
@@ -72,7 +92,11 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     // build + apply
     let deployment = match &verdict {
         Ok(image) => {
-            let applied = apply(&deployments, &build::agent::deployment(&agent, &pool, &ctx.config, image.clone())).await?;
+            let applied = apply(
+                &deployments,
+                &build::agent::deployment(&agent, &pool, &ctx.config, image.clone()),
+            )
+            .await?;
             apply(&services, &build::agent::service(&agent, &pool)).await?;
             match build::agent::pod_disruption_budget(&agent, &pool) {
                 Some(pdb) => drop(apply(&pdbs, &pdb).await?),
@@ -81,7 +105,9 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
             ctx.metrics.applied("CogoAgent");
             Some(applied)
         }
-        Err(_) => found_deployment.filter(|d| super::controller_uid(&d.metadata).as_deref() == Some(uid.as_str())),
+        Err(_) => {
+            found_deployment.filter(|d| super::controller_uid(&d.metadata).as_deref() == Some(uid.as_str()))
+        }
     };
 
     // update_status
@@ -138,14 +164,20 @@ pub fn agents_for_secret(store: &Store<CogoAgent>, secret: &Secret) -> Vec<Objec
 /// Runs the CogoAgent controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-agent");
-    let controller = Controller::new(Api::<CogoAgent>::all(client.clone()), watcher::Config::default().any_semantic());
+    let managed = watcher::Config::default()
+        .labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-agent");
+    let controller = Controller::new(
+        Api::<CogoAgent>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
     controller
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed)
-        .watches(Api::<Secret>::all(client), watcher::Config::default(), move |s| agents_for_secret(&store, &s))
+        .watches(Api::<Secret>::all(client), watcher::Config::default(), move |s| {
+            agents_for_secret(&store, &s)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -47,8 +47,16 @@ pub struct Context {
 impl Context {
     /// A context whose Events are reported as `cogo-operator` by `instance`.
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, config, metrics }
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+        }
     }
 }
 
@@ -58,7 +66,13 @@ where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
 }
 
 /// Deletes the object `name` if it exists and is controlled by `owner_uid`.
@@ -66,13 +80,13 @@ pub async fn delete_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Resul
 where
     K: Resource + DeserializeOwned + Clone + Debug,
 {
-    if let Some(obj) = api.get_opt(name).await? {
-        if controller_uid(obj.meta()).as_deref() == Some(owner_uid) {
-            match api.delete(name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+    if let Some(obj) = api.get_opt(name).await?
+        && controller_uid(obj.meta()).as_deref() == Some(owner_uid)
+    {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -80,12 +94,19 @@ where
 
 /// UID of the object's controller owner.
 pub fn controller_uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-    meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
 }
 
 /// Records an existing object under a child's name, for the conflict check.
 pub fn existing<K: Resource>(kind: &'static str, obj: Option<&K>) -> Option<ExistingChild> {
-    obj.map(|o| ExistingChild { kind, controller_uid: controller_uid(o.meta()) })
+    obj.map(|o| ExistingChild {
+        kind,
+        controller_uid: controller_uid(o.meta()),
+    })
 }
 
 /// Looks up each named Secret and returns its keys (never its values), or None when missing.
@@ -115,12 +136,21 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     Ok(())
 }
 
 /// Publishes a Warning Event saying why the object's spec cannot be carried out.
-pub async fn warn_invalid<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, invalid: &Invalid) -> Result<()> {
+pub async fn warn_invalid<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    invalid: &Invalid,
+) -> Result<()> {
     let event = Event {
         type_: EventType::Warning,
         reason: invalid.reason.to_string(),
@@ -128,11 +158,18 @@ pub async fn warn_invalid<K: Resource<DynamicType = ()>>(recorder: &Recorder, ob
         action: "Reconcile".into(),
         secondary: None,
     };
-    recorder.publish(&event, &obj.object_ref(&())).await.map_err(Error::Event)
+    recorder
+        .publish(&event, &obj.object_ref(&()))
+        .await
+        .map_err(Error::Event)
 }
 
 /// Shared error policy: log, count, and retry after the configured backoff.
-pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let kind = K::kind(&());
     warn!(%kind, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
     ctx.metrics.reconcile_failed(&kind, error);

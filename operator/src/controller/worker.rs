@@ -5,7 +5,11 @@ use std::sync::Arc;
 use cogo_api::{CogoAgent, CogoWorker, CogoWorkerStatus, conditions};
 use futures::StreamExt;
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::{Secret, Service}, networking::v1::NetworkPolicy},
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Secret, Service},
+        networking::v1::NetworkPolicy,
+    },
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
@@ -31,10 +35,20 @@ use crate::{
 /// The worker's pool identity, with its controller owner reference.
 pub fn pool(worker: &CogoWorker) -> Result<Pool<'_>> {
     let name = worker.metadata.name.as_deref().unwrap_or_default();
-    let missing = || Error::MissingNamespace { kind: "CogoWorker", name: name.to_string() };
+    let missing = || Error::MissingNamespace {
+        kind: "CogoWorker",
+        name: name.to_string(),
+    };
     let namespace = worker.metadata.namespace.as_deref().ok_or_else(missing)?;
-    let owner = worker.controller_owner_ref(&()).ok_or_else(missing)?;
-    Ok(Pool { app: build::worker::APP, name, namespace, component: worker.spec.kind.slug(), owner })
+    let mut owner = worker.controller_owner_ref(&()).ok_or_else(missing)?;
+    owner.block_owner_deletion = Some(true);
+    Ok(Pool {
+        app: build::worker::APP,
+        name,
+        namespace,
+        component: worker.spec.kind.slug(),
+        owner,
+    })
 }
 
 /// Reconciles one CogoWorker.
@@ -56,11 +70,20 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     let found_service = services.get_opt(name).await?;
     let facts = Facts {
         secrets: secret_keys(&secrets, validate::worker_secret_names(&worker)).await?,
-        existing: [existing("Deployment", found_deployment.as_ref()), existing("Service", found_service.as_ref())]
+        existing: [
+            existing("Deployment", found_deployment.as_ref()),
+            existing("Service", found_service.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        agents: agents
+            .list(&ListParams::default())
+            .await?
+            .items
             .into_iter()
-            .flatten()
+            .map(|a| (a.name_any(), a.spec.role))
             .collect(),
-        agents: agents.list(&ListParams::default()).await?.items.into_iter().map(|a| (a.name_any(), a.spec.role)).collect(),
     };
 
     // validate
@@ -69,14 +92,21 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     // build + apply
     let deployment = match &verdict {
         Ok(valid) => {
-            let d = build::worker::deployment(&worker, &pool, &ctx.config, valid.image.clone(), &valid.executor);
+            let d =
+                build::worker::deployment(&worker, &pool, &ctx.config, valid.image.clone(), &valid.executor);
             let applied = apply(&deployments, &d).await?;
             apply(&services, &build::worker::service(&worker, &pool)).await?;
-            apply(&policies, &build::worker::network_policy(&worker, &pool, &valid.executor)).await?;
+            apply(
+                &policies,
+                &build::worker::network_policy(&worker, &pool, &valid.executor),
+            )
+            .await?;
             ctx.metrics.applied("CogoWorker");
             Some(applied)
         }
-        Err(_) => found_deployment.filter(|d| super::controller_uid(&d.metadata).as_deref() == Some(uid.as_str())),
+        Err(_) => {
+            found_deployment.filter(|d| super::controller_uid(&d.metadata).as_deref() == Some(uid.as_str()))
+        }
     };
 
     // update_status
@@ -96,7 +126,11 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         replicas: computed.replicas,
         ready_replicas: computed.ready_replicas,
         selector: Some(pool.selector_string()),
-        executor: verdict.as_ref().ok().map(|v| v.executor.clone()).or(previous.executor.clone()),
+        executor: verdict
+            .as_ref()
+            .ok()
+            .map(|v| v.executor.clone())
+            .or(previous.executor.clone()),
         ..previous.clone()
     };
     if next != previous {
@@ -142,19 +176,27 @@ pub fn workers_for_agent(store: &Store<CogoWorker>, agent: &CogoAgent) -> Vec<Ob
 /// Runs the CogoWorker controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-worker");
-    let controller = Controller::new(Api::<CogoWorker>::all(client.clone()), watcher::Config::default().any_semantic());
+    let managed = watcher::Config::default()
+        .labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-worker");
+    let controller = Controller::new(
+        Api::<CogoWorker>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
     let (secret_store, agent_store) = (controller.store(), controller.store());
     controller
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |s| {
-            workers_for_secret(&secret_store, &s)
-        })
-        .watches(Api::<CogoAgent>::all(client), watcher::Config::default(), move |a| {
-            workers_for_agent(&agent_store, &a)
-        })
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |s| workers_for_secret(&secret_store, &s),
+        )
+        .watches(
+            Api::<CogoAgent>::all(client),
+            watcher::Config::default(),
+            move |a| workers_for_agent(&agent_store, &a),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

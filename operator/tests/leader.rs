@@ -1,0 +1,99 @@
+//! Leader election against a scripted API server: take a missing or expired lease, renew our
+//! own, and leave a fresh lease of another replica alone.
+
+use cogo_operator::leader::{LeaderElection, Timing};
+use http::Method;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::{Value, json};
+
+mod support;
+use support::{Reply, run, step};
+
+const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/cogo-system/leases/cogo-operator";
+
+fn lease(holder: &str, renewed_secs_ago: i64, transitions: i32) -> Value {
+    let renew = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(renewed_secs_ago);
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "cogo-operator", "namespace": "cogo-system", "resourceVersion": "42"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renew.to_string(),
+                 "acquireTime": renew.to_string(), "leaseTransitions": transitions}
+    })
+}
+
+async fn attempt(steps: Vec<support::Step>) -> (bool, Vec<support::Seen>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let seen = run(steps, |ctx| async move {
+        let api: Api<Lease> = Api::namespaced(ctx.client.clone(), "cogo-system");
+        let e = LeaderElection::new(api, "cogo-operator", "me", Timing::default());
+        let won = e.try_acquire_or_renew().await?;
+        tx.send(won).unwrap();
+        Ok(())
+    })
+    .await;
+    (rx.recv().unwrap(), seen)
+}
+
+#[tokio::test]
+async fn creates_a_missing_lease() {
+    let created = lease("me", 0, 0);
+    let (won, seen) = attempt(vec![
+        step(Method::GET, PATH, Reply::NotFound),
+        step(
+            Method::POST,
+            "/apis/coordination.k8s.io/v1/namespaces/cogo-system/leases",
+            Reply::Json(created),
+        ),
+    ])
+    .await;
+    assert!(won);
+    assert_eq!(seen[1].body["spec"]["holderIdentity"], "me");
+    assert_eq!(seen[1].body["spec"]["leaseDurationSeconds"], 15);
+}
+
+#[tokio::test]
+async fn leaves_a_fresh_lease_of_another_replica_alone() {
+    let (won, seen) = attempt(vec![step(Method::GET, PATH, Reply::Json(lease("other", 2, 3)))]).await;
+    assert!(!won);
+    assert_eq!(seen.len(), 1, "no write while another replica leads");
+}
+
+#[tokio::test]
+async fn takes_over_an_expired_lease_and_counts_the_transition() {
+    let (won, seen) = attempt(vec![
+        step(Method::GET, PATH, Reply::Json(lease("other", 60, 3))),
+        step(Method::PUT, PATH, Reply::Json(lease("me", 0, 4))),
+    ])
+    .await;
+    assert!(won);
+    let spec = &seen[1].body["spec"];
+    assert_eq!(spec["holderIdentity"], "me");
+    assert_eq!(spec["leaseTransitions"], 4);
+    assert_eq!(
+        seen[1].body["metadata"]["resourceVersion"], "42",
+        "optimistic concurrency on takeover"
+    );
+}
+
+#[tokio::test]
+async fn renews_its_own_lease_without_a_transition() {
+    let (won, seen) = attempt(vec![
+        step(Method::GET, PATH, Reply::Json(lease("me", 5, 7))),
+        step(Method::PUT, PATH, Reply::Json(lease("me", 0, 7))),
+    ])
+    .await;
+    assert!(won);
+    assert_eq!(seen[1].body["spec"]["leaseTransitions"], 7);
+}
+
+#[tokio::test]
+async fn losing_a_race_is_not_an_error() {
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"});
+    let (won, _) = attempt(vec![
+        step(Method::GET, PATH, Reply::Json(lease("other", 60, 1))),
+        step(Method::PUT, PATH, Reply::Status(409, conflict)),
+    ])
+    .await;
+    assert!(!won);
+}
