@@ -1,0 +1,64 @@
+# Cogo's entry points. `make test` is what CI runs; `make demo` shows the operator at work.
+# Heavy tools are built once into $(CACHE) (outside the repository) and reused.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CACHE ?= $(HOME)/.cache/cogo
+K8S_VERSION := 1.36.3
+HELM_VERSION := v3.19.5
+KUBECONFORM_VERSION := v0.7.0
+
+export COGO_TOOLS_DIR := $(CACHE)/bin
+export CARGO_BUILD_JOBS ?= 2
+GOMODCACHE = $(shell go env GOMODCACHE)
+export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
+
+.PHONY: help test tools crds check-crds fmt lint unit demo require-go require-cargo
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+require-go:
+	@command -v go >/dev/null || { echo "error: Go is required to build the test tools (helm, kubeconform, Kubernetes); install Go 1.26 from https://go.dev/dl" >&2; exit 1; }
+
+require-cargo:
+	@command -v cargo >/dev/null || { echo "error: Rust's cargo is required; install it with rustup (https://rustup.rs)" >&2; exit 1; }
+
+$(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION): | require-go
+	@echo ">> building helm $(HELM_VERSION) into $(COGO_TOOLS_DIR) (once)"
+	GOBIN=$(COGO_TOOLS_DIR) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	touch $@
+
+$(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION): | require-go
+	@echo ">> building kubeconform $(KUBECONFORM_VERSION) into $(COGO_TOOLS_DIR) (once)"
+	GOBIN=$(COGO_TOOLS_DIR) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	touch $@
+
+$(COGO_K8S_SWAGGER): | require-go
+	@echo ">> downloading the k8s.io/kubernetes v$(K8S_VERSION) module for its OpenAPI document (once)"
+	go mod download k8s.io/kubernetes@v$(K8S_VERSION)
+
+tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) ## Build the test tools into $(CACHE)
+
+crds: | require-cargo ## Regenerate crds/ and the chart's CRDs from the Rust types
+	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds
+
+check-crds: | require-cargo ## Fail when crds/ or the chart's CRDs are stale
+	cargo run -q -p cogo-api --bin crdgen -- --check crds charts/cogo-operator/crds
+
+fmt: | require-cargo ## Check formatting
+	cargo fmt --all -- --check
+
+lint: | require-cargo ## Clippy, warnings as errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit: | require-cargo ## Rust tests only (no tools needed but helm and kubeconform for the chart tests)
+	cargo test --workspace
+
+test: tools fmt check-crds lint ## Everything CI runs
+	cargo test --workspace
+
+demo: | require-cargo ## Run the operator against the current cluster and show agents, workers and tasks
+	tests/cluster/demo

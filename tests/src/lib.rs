@@ -1,0 +1,67 @@
+//! Support for Cogo's end-to-end tests: finding the tools they need (failing loudly when one
+//! is missing), running them, and building JSON schemas for kubeconform without a network.
+
+pub mod schemas;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// The repository's root directory.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Finds a tool in `$COGO_TOOLS_DIR` (where `make tools` installs them), then on `PATH`.
+/// Panics with instructions when it is missing: a test never skips for a missing tool.
+pub fn tool(name: &str) -> PathBuf {
+    let dirs = std::env::var_os("COGO_TOOLS_DIR")
+        .into_iter()
+        .chain(std::env::var_os("PATH"))
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "the tool {name:?} is missing: run `make tools` (or `make test`, which builds every tool into \
+         ~/.cache/cogo), or set COGO_TOOLS_DIR to a directory that has it"
+    );
+}
+
+/// Runs `tool` with `args`, feeding `stdin`, and returns its output.
+pub fn run(tool_path: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(tool_path)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tool_path.display()));
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for tool")
+}
+
+/// Like [`run`], but panics with the tool's output unless it succeeds; returns stdout.
+pub fn run_ok(tool_path: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let out = run(tool_path, args, stdin);
+    assert!(
+        out.status.success(),
+        "{} {} failed ({}):\n{}\n{}",
+        tool_path.display(),
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The Kubernetes version the project targets (k8s-openapi feature, local control plane).
+pub const KUBERNETES_VERSION: &str = "1.36.3";
