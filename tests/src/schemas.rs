@@ -10,8 +10,16 @@ use serde_json::{Map, Value, json};
 /// The file name kubeconform looks up for `apiVersion` and `kind`.
 pub fn file_name(api_version: &str, kind: &str) -> String {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let first = if group.is_empty() { version } else { group.split('.').next().unwrap_or(group) };
-    let suffix = if group.is_empty() { format!("-{first}") } else { format!("-{first}-{version}") };
+    let first = if group.is_empty() {
+        version
+    } else {
+        group.split('.').next().unwrap_or(group)
+    };
+    let suffix = if group.is_empty() {
+        format!("-{first}")
+    } else {
+        format!("-{first}-{version}")
+    };
     format!("{}{suffix}.json", kind.to_lowercase())
 }
 
@@ -40,7 +48,9 @@ fn plain(schema: &mut Value) {
         }
         return;
     };
-    if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) || map.get("format") == Some(&json!("int-or-string")) {
+    if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+        || map.get("format") == Some(&json!("int-or-string"))
+    {
         map.remove("type");
         map.remove("format");
         map.insert("oneOf".into(), json!([{"type": "string"}, {"type": "integer"}]));
@@ -76,16 +86,24 @@ fn collect_refs(schema: &Value, out: &mut BTreeSet<String>) {
 
 /// Writes the schema of every listed `(apiVersion, kind)` of Kubernetes into `out`, from the
 /// OpenAPI v2 document at `swagger`. Returns the kinds it could not find.
-pub fn write_builtin(swagger: &Path, wanted: &BTreeSet<(String, String)>, out: &Path) -> Vec<(String, String)> {
-    let doc: Value = serde_json::from_slice(&std::fs::read(swagger).expect("read swagger.json")).expect("swagger JSON");
+pub fn write_builtin(
+    swagger: &Path,
+    wanted: &BTreeSet<(String, String)>,
+    out: &Path,
+) -> Vec<(String, String)> {
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(swagger).expect("read swagger.json")).expect("swagger JSON");
     let defs = doc["definitions"].as_object().expect("definitions");
     let mut missing = Vec::new();
     for (api_version, kind) in wanted {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let found = defs.iter().find(|(_, d)| {
-            d["x-kubernetes-group-version-kind"].as_array().is_some_and(|gvks| {
-                gvks.iter().any(|g| g["group"] == group && g["version"] == version && g["kind"] == kind.as_str())
-            })
+            d["x-kubernetes-group-version-kind"]
+                .as_array()
+                .is_some_and(|gvks| {
+                    gvks.iter()
+                        .any(|g| g["group"] == group && g["version"] == version && g["kind"] == kind.as_str())
+                })
         });
         let Some((name, _)) = found else {
             missing.push((api_version.clone(), kind.clone()));
@@ -114,7 +132,11 @@ pub fn write_builtin(swagger: &Path, wanted: &BTreeSet<(String, String)>, out: &
             definitions.insert(n.clone(), d);
         }
         let schema = json!({"$ref": format!("#/definitions/{name}"), "definitions": definitions});
-        std::fs::write(out.join(file_name(api_version, kind)), serde_json::to_vec(&schema).unwrap()).expect("write schema");
+        std::fs::write(
+            out.join(file_name(api_version, kind)),
+            serde_json::to_vec(&schema).unwrap(),
+        )
+        .expect("write schema");
     }
     missing
 }
@@ -136,8 +158,11 @@ pub fn write_crds(crds: &Path, out: &Path) -> usize {
                 schema["properties"]["kind"] = json!({"type": "string"});
                 schema["properties"]["metadata"] = json!({"type": "object"});
                 let api_version = format!("{}/{}", group.as_str().unwrap(), v["name"].as_str().unwrap());
-                std::fs::write(out.join(file_name(&api_version, kind.as_str().unwrap())), serde_json::to_vec(&schema).unwrap())
-                    .expect("write schema");
+                std::fs::write(
+                    out.join(file_name(&api_version, kind.as_str().unwrap())),
+                    serde_json::to_vec(&schema).unwrap(),
+                )
+                .expect("write schema");
                 n += 1;
             }
         }
@@ -153,8 +178,14 @@ mod tests {
     fn names_match_kubeconform() {
         assert_eq!(file_name("apps/v1", "Deployment"), "deployment-apps-v1.json");
         assert_eq!(file_name("v1", "Service"), "service-v1.json");
-        assert_eq!(file_name("networking.k8s.io/v1", "NetworkPolicy"), "networkpolicy-networking-v1.json");
-        assert_eq!(file_name("cogo.xyz/v1alpha1", "CogoAgent"), "cogoagent-cogo-v1alpha1.json");
+        assert_eq!(
+            file_name("networking.k8s.io/v1", "NetworkPolicy"),
+            "networkpolicy-networking-v1.json"
+        );
+        assert_eq!(
+            file_name("cogo.xyz/v1alpha1", "CogoAgent"),
+            "cogoagent-cogo-v1alpha1.json"
+        );
     }
 
     #[test]

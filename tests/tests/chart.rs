@@ -13,13 +13,25 @@ fn chart() -> String {
 
 fn render(extra: &[&str]) -> String {
     let chart = chart();
-    let mut args = vec!["template", "cogo", chart.as_str(), "--namespace", "cogo-system", "--kube-version", KUBERNETES_VERSION];
+    let mut args = vec![
+        "template",
+        "cogo",
+        chart.as_str(),
+        "--namespace",
+        "cogo-system",
+        "--kube-version",
+        KUBERNETES_VERSION,
+    ];
     args.extend_from_slice(extra);
     run_ok(&tool("helm"), &args, None)
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(yaml).expect("YAML").into_iter().filter(|d| !d.is_null()).collect()
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
 }
 
 /// The OpenAPI document of the Kubernetes release the project targets.
@@ -27,9 +39,16 @@ fn swagger() -> PathBuf {
     if let Some(p) = std::env::var_os("COGO_K8S_SWAGGER") {
         return p.into();
     }
-    let out = std::process::Command::new("go").args(["env", "GOMODCACHE"]).output();
-    let modcache = out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let p = PathBuf::from(modcache).join(format!("k8s.io/kubernetes@v{KUBERNETES_VERSION}/api/openapi-spec/swagger.json"));
+    let out = std::process::Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output();
+    let modcache = out
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let p = PathBuf::from(modcache).join(format!(
+        "k8s.io/kubernetes@v{KUBERNETES_VERSION}/api/openapi-spec/swagger.json"
+    ));
     assert!(
         p.is_file(),
         "Kubernetes' OpenAPI document is missing ({}): run `make tools`, which downloads the k8s.io/kubernetes \
@@ -45,7 +64,12 @@ fn schema_dir(objects: &[Value]) -> tempdir::Dir {
     let kinds: BTreeSet<(String, String)> = objects
         .iter()
         .filter(|d| d["apiVersion"] != "cogo.xyz/v1alpha1")
-        .map(|d| (d["apiVersion"].as_str().unwrap().to_string(), d["kind"].as_str().unwrap().to_string()))
+        .map(|d| {
+            (
+                d["apiVersion"].as_str().unwrap().to_string(),
+                d["kind"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let missing = schemas::write_builtin(&swagger(), &kinds, dir.path());
     assert!(missing.is_empty(), "no schema for {missing:?}");
@@ -54,8 +78,15 @@ fn schema_dir(objects: &[Value]) -> tempdir::Dir {
 }
 
 fn kubeconform(dir: &tempdir::Dir, input: &str) -> std::process::Output {
-    let location = format!("{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json", dir.path().display());
-    run(&tool("kubeconform"), &["-strict", "-summary", "-schema-location", &location, "-"], Some(input.as_bytes()))
+    let location = format!(
+        "{}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+        dir.path().display()
+    );
+    run(
+        &tool("kubeconform"),
+        &["-strict", "-summary", "-schema-location", &location, "-"],
+        Some(input.as_bytes()),
+    )
 }
 
 mod tempdir {
@@ -66,7 +97,10 @@ mod tempdir {
 
     impl Dir {
         pub fn new(prefix: &str) -> Self {
-            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
             let p = std::env::temp_dir().join(format!("cogo-{prefix}-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
@@ -85,32 +119,58 @@ mod tempdir {
 
 #[test]
 fn chart_lints() {
-    run_ok(&tool("helm"), &["lint", "--strict", &chart(), "--kube-version", KUBERNETES_VERSION], None);
+    run_ok(
+        &tool("helm"),
+        &["lint", "--strict", &chart(), "--kube-version", KUBERNETES_VERSION],
+        None,
+    );
 }
 
 #[test]
 fn rendered_chart_passes_strict_kubeconform() {
     let yaml = render(&[]);
     let objects = docs(&yaml);
-    let kinds: BTreeSet<_> = objects.iter().map(|d| d["kind"].as_str().unwrap().to_string()).collect();
-    for k in ["Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"] {
+    let kinds: BTreeSet<_> = objects
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_string())
+        .collect();
+    for k in [
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+    ] {
         assert!(kinds.contains(k), "chart renders no {k}: {kinds:?}");
     }
     let dir = schema_dir(&objects);
     let out = kubeconform(&dir, &yaml);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(report.contains(&format!("Valid: {}", objects.len())), "{report}");
 }
 
 #[test]
 fn kubeconform_with_these_schemas_catches_unknown_fields() {
     // Without this, a schema that accepts anything would let the test above pass.
-    let yaml = render(&[]).replace("revisionHistoryLimit: 3", "revisionHistoryLimit: 3\n  replicaz: 2");
+    let yaml = render(&[]).replace(
+        "revisionHistoryLimit: 3",
+        "revisionHistoryLimit: 3\n  replicaz: 2",
+    );
     let objects = docs(&yaml);
     let out = kubeconform(&schema_dir(&objects), &yaml);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("replicaz"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replicaz"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -129,7 +189,11 @@ fn examples_pass_strict_kubeconform() {
 
 #[test]
 fn rendering_is_deterministic() {
-    assert_eq!(render(&[]), render(&[]), "two renders differ: Argo CD would re-sync forever");
+    assert_eq!(
+        render(&[]),
+        render(&[]),
+        "two renders differ: Argo CD would re-sync forever"
+    );
 }
 
 #[test]
@@ -140,22 +204,46 @@ fn bad_values_are_rejected_naming_the_value() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("service.brokerPort=70000", "/service/brokerPort"),
         ("resyncSeconds=1", "/resyncSeconds"),
-        ("runtimeImages.agent.repository=", "/runtimeImages/agent/repository"),
+        (
+            "runtimeImages.agent.repository=",
+            "/runtimeImages/agent/repository",
+        ),
         ("replicas=3", "'replicas' not allowed"),
     ];
     let chart = chart();
     for (set, expected) in cases {
-        let out = run(&tool("helm"), &["template", "cogo", &chart, "--kube-version", KUBERNETES_VERSION, "--set", set], None);
+        let out = run(
+            &tool("helm"),
+            &[
+                "template",
+                "cogo",
+                &chart,
+                "--kube-version",
+                KUBERNETES_VERSION,
+                "--set",
+                set,
+            ],
+            None,
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{set} was accepted");
-        assert!(err.contains(expected), "{set}: error does not name {expected}: {err}");
+        assert!(
+            err.contains(expected),
+            "{set}: error does not name {expected}: {err}"
+        );
     }
 }
 
 #[test]
 fn rbac_is_least_privilege() {
     let objects = docs(&render(&[]));
-    let by_kind = |k: &str| objects.iter().filter(|d| d["kind"] == k).cloned().collect::<Vec<_>>();
+    let by_kind = |k: &str| {
+        objects
+            .iter()
+            .filter(|d| d["kind"] == k)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let cluster = by_kind("ClusterRole");
     assert_eq!(cluster.len(), 1);
     let mut granted = BTreeSet::new();
@@ -163,21 +251,41 @@ fn rbac_is_least_privilege() {
         for group in rule["apiGroups"].as_array().unwrap() {
             for res in rule["resources"].as_array().unwrap() {
                 for verb in rule["verbs"].as_array().unwrap() {
-                    let (g, r, v) = (group.as_str().unwrap(), res.as_str().unwrap(), verb.as_str().unwrap());
-                    assert!(g != "*" && r != "*" && v != "*", "wildcard in the ClusterRole: {rule}");
+                    let (g, r, v) = (
+                        group.as_str().unwrap(),
+                        res.as_str().unwrap(),
+                        verb.as_str().unwrap(),
+                    );
+                    assert!(
+                        g != "*" && r != "*" && v != "*",
+                        "wildcard in the ClusterRole: {rule}"
+                    );
                     granted.insert(format!("{g}/{r}:{v}"));
                 }
             }
         }
     }
-    for forbidden in ["/secrets:create", "/secrets:update", "/secrets:patch", "/secrets:delete", "apps/deployments:delete",
-        "coordination.k8s.io/leases:get", "cogo.xyz/cogoagents:update", "cogo.xyz/cogoagents:patch", "/pods:delete"]
-    {
+    for forbidden in [
+        "/secrets:create",
+        "/secrets:update",
+        "/secrets:patch",
+        "/secrets:delete",
+        "apps/deployments:delete",
+        "coordination.k8s.io/leases:get",
+        "cogo.xyz/cogoagents:update",
+        "cogo.xyz/cogoagents:patch",
+        "/pods:delete",
+    ] {
         assert!(!granted.contains(forbidden), "the ClusterRole grants {forbidden}");
     }
-    for needed in ["cogo.xyz/cogoagents:watch", "cogo.xyz/cogoagents/status:patch", "apps/deployments:patch",
-        "policy/poddisruptionbudgets:delete", "networking.k8s.io/networkpolicies:patch", "events.k8s.io/events:create"]
-    {
+    for needed in [
+        "cogo.xyz/cogoagents:watch",
+        "cogo.xyz/cogoagents/status:patch",
+        "apps/deployments:patch",
+        "policy/poddisruptionbudgets:delete",
+        "networking.k8s.io/networkpolicies:patch",
+        "events.k8s.io/events:create",
+    ] {
         assert!(granted.contains(needed), "the ClusterRole lacks {needed}");
     }
     let roles = by_kind("Role");
@@ -196,9 +304,22 @@ fn operator_pod_is_locked_down_and_wired() {
     let c = &pod["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    let env: Vec<_> = c["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e["value"].clone())).collect();
-    let get = |n: &str| env.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
-    assert_eq!(get("COGO_BROKER_URL"), "http://cogo-cogo-operator.cogo-system.svc:8080");
+    let env: Vec<_> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].clone()))
+        .collect();
+    let get = |n: &str| {
+        env.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        get("COGO_BROKER_URL"),
+        "http://cogo-cogo-operator.cogo-system.svc:8080"
+    );
     assert_eq!(get("COGO_AGENT_IMAGE"), "cogo-agent:0.1.0");
     assert_eq!(get("COGO_IMAGE_PULL_POLICY"), "Never");
     assert_eq!(pod["serviceAccountName"], "cogo-cogo-operator");
