@@ -58,10 +58,10 @@ fn plain(schema: &mut Value) {
     if map.get("nullable") == Some(&Value::Bool(true)) {
         if let Some(Value::String(t)) = map.get("type").cloned() {
             map.insert("type".into(), json!([t, "null"]));
-        } else if let Some(Value::Array(e)) = map.get_mut("enum") {
-            if !e.contains(&Value::Null) {
-                e.push(Value::Null);
-            }
+        } else if let Some(Value::Array(e)) = map.get_mut("enum")
+            && !e.contains(&Value::Null)
+        {
+            e.push(Value::Null);
         }
     }
     for v in map.values_mut() {
@@ -72,10 +72,10 @@ fn plain(schema: &mut Value) {
 fn collect_refs(schema: &Value, out: &mut BTreeSet<String>) {
     match schema {
         Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get("$ref") {
-                if let Some(name) = r.strip_prefix("#/definitions/") {
-                    out.insert(name.to_string());
-                }
+            if let Some(Value::String(r)) = map.get("$ref")
+                && let Some(name) = r.strip_prefix("#/definitions/")
+            {
+                out.insert(name.to_string());
             }
             map.values().for_each(|v| collect_refs(v, out));
         }
