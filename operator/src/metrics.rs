@@ -28,7 +28,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<KindLabel, Histogram>,
     status_writes: Family<KindLabel, Counter>,
-    applies: Family<KindLabel, Counter>,
+    child_writes: Family<KindLabel, Counter>,
     leader: Gauge,
 }
 
@@ -41,7 +41,7 @@ impl Default for Metrics {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         });
         let status_writes = Family::<KindLabel, Counter>::default();
-        let applies = Family::<KindLabel, Counter>::default();
+        let child_writes = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles started, by kind", reconciles.clone());
         registry.register(
@@ -60,9 +60,9 @@ impl Default for Metrics {
             status_writes.clone(),
         );
         registry.register(
-            "applies",
-            "Reconciles that applied children, by kind",
-            applies.clone(),
+            "child_writes",
+            "Writes to owned objects (applies and deletes that changed something), by kind",
+            child_writes.clone(),
         );
         registry.register(
             "leader",
@@ -75,7 +75,7 @@ impl Default for Metrics {
             failures,
             duration,
             status_writes,
-            applies,
+            child_writes,
             leader,
         }
     }
@@ -123,9 +123,9 @@ impl Metrics {
         self.status_writes.get_or_create(&Self::kind(kind)).inc();
     }
 
-    /// Counts a reconcile that applied children.
-    pub fn applied(&self, kind: &str) {
-        self.applies.get_or_create(&Self::kind(kind)).inc();
+    /// Counts writes to owned objects.
+    pub fn child_writes(&self, kind: &str, n: u64) {
+        self.child_writes.get_or_create(&Self::kind(kind)).inc_by(n);
     }
 
     /// Records whether this replica leads.

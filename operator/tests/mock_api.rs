@@ -57,6 +57,16 @@ fn ready_deployment_status(n: i32) -> Value {
     json!({"observedGeneration": 1, "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n})
 }
 
+/// The one request with this method whose path ends with `suffix`.
+fn req<'a>(seen: &'a [Seen], method: Method, suffix: &str) -> &'a Seen {
+    let found: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == method && s.path.ends_with(suffix))
+        .collect();
+    assert_eq!(found.len(), 1, "expected one {method} of *{suffix} in {seen:?}");
+    found[0]
+}
+
 fn assert_ssa(seen: &Seen) {
     assert_eq!(seen.method, Method::PATCH);
     assert!(
@@ -85,6 +95,7 @@ async fn new_agent_gets_its_children_applied_and_a_ready_status() {
     let steps = vec![
         step(Method::GET, apps("deployments", "research"), Reply::NotFound),
         step(Method::GET, core("services", "research"), Reply::NotFound),
+        step(Method::GET, pdb("research"), Reply::NotFound),
         step(
             Method::PATCH,
             apps("deployments", "research"),
@@ -100,7 +111,7 @@ async fn new_agent_gets_its_children_applied_and_a_ready_status() {
     ];
     let seen = run(steps, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
 
-    let deploy = &seen[2];
+    let deploy = req(&seen, Method::PATCH, "/deployments/research");
     assert_ssa(deploy);
     assert_eq!(deploy.body["kind"], "Deployment");
     assert_owned_by_agent(&deploy.body);
@@ -109,16 +120,19 @@ async fn new_agent_gets_its_children_applied_and_a_ready_status() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 6003);
 
-    let svc = &seen[3];
+    let svc = req(&seen, Method::PATCH, "/services/research");
     assert_ssa(svc);
     assert_owned_by_agent(&svc.body);
     assert_eq!(svc.body["spec"]["ports"][0]["port"], 6003);
 
-    assert_ssa(&seen[4]);
-    assert_eq!(seen[4].body["spec"]["maxUnavailable"], 1);
-    assert_owned_by_agent(&seen[4].body);
+    assert_ssa(req(&seen, Method::PATCH, "/poddisruptionbudgets/research"));
+    assert_eq!(
+        req(&seen, Method::PATCH, "/poddisruptionbudgets/research").body["spec"]["maxUnavailable"],
+        1
+    );
+    assert_owned_by_agent(&req(&seen, Method::PATCH, "/poddisruptionbudgets/research").body);
 
-    let status = &seen[5];
+    let status = req(&seen, Method::PATCH, "/status");
     assert_ssa(status);
     assert_eq!(status.body["kind"], "CogoAgent");
     assert!(
@@ -145,12 +159,13 @@ async fn new_agent_gets_its_children_applied_and_a_ready_status() {
 }
 
 #[tokio::test]
-async fn unchanged_agent_causes_no_status_write() {
-    // First reconcile: capture the status it writes.
+async fn an_unchanged_world_costs_no_write() {
+    // First reconcile: capture what it applies and the status it writes.
     let spec = json!({"role": "Research", "replicas": 1, "concurrency": 4});
     let first = vec![
         step(Method::GET, apps("deployments", "research"), Reply::NotFound),
         step(Method::GET, core("services", "research"), Reply::NotFound),
+        step(Method::GET, pdb("research"), Reply::NotFound),
         step(
             Method::PATCH,
             apps("deployments", "research"),
@@ -161,22 +176,51 @@ async fn unchanged_agent_causes_no_status_write() {
             core("services", "research"),
             Reply::Echo(json!({})),
         ),
-        step(Method::GET, pdb("research"), Reply::NotFound),
         step(Method::PATCH, agent_status_path("research"), agent_reply()),
     ];
     let a = new_agent(spec.clone(), None);
     let seen = run(first, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
-    let written = seen[5].body["status"].clone();
+    let written = req(&seen, Method::PATCH, "/status").body["status"].clone();
 
-    // Second reconcile of the same world, with that status in place: no status write.
-    let owned = json!({"metadata": {"ownerReferences": [{"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "name": "research", "uid": UID, "controller": true}]}});
+    // The live objects as the API server would return them: what was applied, plus defaults
+    // and status the server adds.
+    let mut deployment = req(&seen, Method::PATCH, "/deployments/research").body.clone();
+    deployment["metadata"]["generation"] = json!(1);
+    deployment["metadata"]["resourceVersion"] = json!("7");
+    deployment["spec"]["strategy"] = json!({"type": "RollingUpdate"});
+    deployment["status"] = ready_deployment_status(1);
+    let mut service = req(&seen, Method::PATCH, "/services/research").body.clone();
+    service["spec"]["clusterIP"] = json!("10.96.0.20");
+
+    // Second reconcile of the same world, with that status in place: reads only.
     let again = vec![
+        step(
+            Method::GET,
+            apps("deployments", "research"),
+            Reply::Json(deployment),
+        ),
+        step(Method::GET, core("services", "research"), Reply::Json(service)),
+        step(Method::GET, pdb("research"), Reply::NotFound),
+    ];
+    let a = new_agent(spec, Some(written));
+    let seen = run(again, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
+    assert!(
+        seen.iter().all(|s| s.method == Method::GET),
+        "no write expected: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_spec_is_applied_even_when_the_children_exist() {
+    let owned = json!({"metadata": {"ownerReferences": [{"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "name": "research", "uid": UID, "controller": true}]}});
+    let steps = vec![
         step(
             Method::GET,
             apps("deployments", "research"),
             Reply::Json(owned.clone()),
         ),
         step(Method::GET, core("services", "research"), Reply::Json(owned)),
+        step(Method::GET, pdb("research"), Reply::NotFound),
         step(
             Method::PATCH,
             apps("deployments", "research"),
@@ -187,14 +231,10 @@ async fn unchanged_agent_causes_no_status_write() {
             core("services", "research"),
             Reply::Echo(json!({})),
         ),
-        step(Method::GET, pdb("research"), Reply::NotFound),
+        step(Method::PATCH, agent_status_path("research"), agent_reply()),
     ];
-    let a = new_agent(spec, Some(written));
-    let seen = run(again, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
-    assert!(
-        seen.iter().all(|s| !s.path.ends_with("/status")),
-        "no status write expected: {seen:?}"
-    );
+    let a = new_agent(json!({"role": "Research", "replicas": 1, "concurrency": 4}), None);
+    run(steps, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
 }
 
 #[tokio::test]
@@ -203,6 +243,7 @@ async fn scaling_down_to_one_deletes_the_pdb_it_owns() {
     let steps = vec![
         step(Method::GET, apps("deployments", "research"), Reply::NotFound),
         step(Method::GET, core("services", "research"), Reply::NotFound),
+        step(Method::GET, pdb("research"), Reply::Json(owned.clone())),
         step(
             Method::PATCH,
             apps("deployments", "research"),
@@ -213,7 +254,6 @@ async fn scaling_down_to_one_deletes_the_pdb_it_owns() {
             core("services", "research"),
             Reply::Echo(json!({})),
         ),
-        step(Method::GET, pdb("research"), Reply::Json(owned.clone())),
         step(Method::DELETE, pdb("research"), Reply::Json(owned)),
         step(Method::PATCH, agent_status_path("research"), agent_reply()),
     ];
@@ -231,6 +271,7 @@ async fn missing_model_secret_sets_ready_false_with_an_event_and_applies_nothing
     let steps = vec![
         step(Method::GET, apps("deployments", "research"), Reply::NotFound),
         step(Method::GET, core("services", "research"), Reply::NotFound),
+        step(Method::GET, pdb("research"), Reply::NotFound),
         step(Method::GET, core("secrets", "gemini"), Reply::NotFound),
         step(Method::PATCH, agent_status_path("research"), agent_reply()),
         step(
@@ -240,7 +281,7 @@ async fn missing_model_secret_sets_ready_false_with_an_event_and_applies_nothing
         ),
     ];
     let seen = run(steps, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
-    let st = &seen[3].body["status"];
+    let st = &req(&seen, Method::PATCH, "/status").body["status"];
     let ready = st["conditions"]
         .as_array()
         .unwrap()
@@ -253,7 +294,7 @@ async fn missing_model_secret_sets_ready_false_with_an_event_and_applies_nothing
         ready["message"].as_str().unwrap().contains("Secret \"gemini\""),
         "{ready}"
     );
-    let event = &seen[4].body;
+    let event = &req(&seen, Method::POST, "/events").body;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "ModelSecretNotFound");
     assert_eq!(event["regarding"]["name"], "research");
@@ -265,6 +306,7 @@ async fn an_existing_deployment_of_someone_else_is_not_taken_over() {
     let steps = vec![
         step(Method::GET, apps("deployments", "research"), Reply::Json(foreign)),
         step(Method::GET, core("services", "research"), Reply::NotFound),
+        step(Method::GET, pdb("research"), Reply::NotFound),
         step(Method::PATCH, agent_status_path("research"), agent_reply()),
         step(
             Method::POST,
@@ -274,7 +316,7 @@ async fn an_existing_deployment_of_someone_else_is_not_taken_over() {
     ];
     let a = new_agent(json!({"role": "Research", "replicas": 1, "concurrency": 4}), None);
     let seen = run(steps, |ctx| agent::reconcile(Arc::new(a), ctx)).await;
-    let ready = seen[2].body["status"]["conditions"]
+    let ready = req(&seen, Method::PATCH, "/status").body["status"]["conditions"]
         .as_array()
         .unwrap()
         .iter()
@@ -283,7 +325,8 @@ async fn an_existing_deployment_of_someone_else_is_not_taken_over() {
         .clone();
     assert_eq!(ready["reason"], "NameConflict");
     assert_eq!(
-        seen[2].body["status"]["replicas"], 0,
+        req(&seen, Method::PATCH, "/status").body["status"]["replicas"],
+        0,
         "a foreign Deployment's pods are not counted"
     );
 }
@@ -311,6 +354,11 @@ async fn sandbox_worker_gets_a_deny_egress_policy_towards_its_executor() {
         step(Method::GET, core("services", "python"), Reply::NotFound),
         step(
             Method::GET,
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/python"),
+            Reply::NotFound,
+        ),
+        step(
+            Method::GET,
             format!("/apis/cogo.xyz/v1alpha1/namespaces/{NS}/cogoagents"),
             agent_list(json!([executor])),
         ),
@@ -333,21 +381,25 @@ async fn sandbox_worker_gets_a_deny_egress_policy_towards_its_executor() {
     ];
     let w = new_worker(json!({"kind": "PythonSandbox", "replicas": 1, "capacity": 2}));
     let seen = run(steps, |ctx| worker::reconcile(Arc::new(w), ctx)).await;
-    let env = seen[3].body["spec"]["template"]["spec"]["containers"][0]["env"]
+    let env = req(&seen, Method::PATCH, "/deployments/python").body["spec"]["template"]["spec"]["containers"]
+        [0]["env"]
         .as_array()
         .unwrap()
         .clone();
     let url = env.iter().find(|e| e["name"] == "COGO_EXECUTOR_URL").unwrap();
     assert_eq!(url["value"], format!("ws://exec.{NS}.svc:6005/v1/workers"));
-    let policy = &seen[5].body;
-    assert_ssa(&seen[5]);
+    let policy = &req(&seen, Method::PATCH, "/networkpolicies/python").body;
+    assert_ssa(req(&seen, Method::PATCH, "/networkpolicies/python"));
     let egress = policy["spec"]["egress"].as_array().unwrap();
     assert_eq!(egress.len(), 2, "DNS and the Executor only: {egress:?}");
     assert_eq!(
         egress[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
         "exec"
     );
-    assert_eq!(seen[6].body["status"]["executor"], "exec");
+    assert_eq!(
+        req(&seen, Method::PATCH, "/status").body["status"]["executor"],
+        "exec"
+    );
 }
 
 #[tokio::test]
@@ -355,6 +407,11 @@ async fn worker_without_an_executor_waits_with_a_clear_reason() {
     let steps = vec![
         step(Method::GET, apps("deployments", "python"), Reply::NotFound),
         step(Method::GET, core("services", "python"), Reply::NotFound),
+        step(
+            Method::GET,
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/python"),
+            Reply::NotFound,
+        ),
         step(
             Method::GET,
             format!("/apis/cogo.xyz/v1alpha1/namespaces/{NS}/cogoagents"),
@@ -373,7 +430,7 @@ async fn worker_without_an_executor_waits_with_a_clear_reason() {
     ];
     let w = new_worker(json!({"kind": "PythonSandbox", "replicas": 1, "capacity": 2}));
     let seen = run(steps, |ctx| worker::reconcile(Arc::new(w), ctx)).await;
-    let ready = seen[3].body["status"]["conditions"]
+    let ready = req(&seen, Method::PATCH, "/status").body["status"]["conditions"]
         .as_array()
         .unwrap()
         .iter()

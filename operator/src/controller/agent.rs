@@ -23,7 +23,9 @@ use kube::{
 };
 use tracing::{info, instrument};
 
-use super::{Context, apply, apply_status, delete_owned, error_policy, existing, secret_keys, warn_invalid};
+use super::{
+    Context, apply_if_changed, apply_status, delete, error_policy, existing, secret_keys, warn_invalid,
+};
 use crate::{
     Error, Result,
     build::{self, Pool},
@@ -74,6 +76,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     // dereference
     let found_deployment = deployments.get_opt(name).await?;
     let found_service = services.get_opt(name).await?;
+    let found_pdb = pdbs.get_opt(name).await?;
     let facts = Facts {
         secrets: secret_keys(&secrets, validate::agent_secret_names(&agent)).await?,
         existing: [
@@ -92,17 +95,21 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     // build + apply
     let deployment = match &verdict {
         Ok(image) => {
-            let applied = apply(
-                &deployments,
-                &build::agent::deployment(&agent, &pool, &ctx.config, image.clone()),
-            )
-            .await?;
-            apply(&services, &build::agent::service(&agent, &pool)).await?;
-            match build::agent::pod_disruption_budget(&agent, &pool) {
-                Some(pdb) => drop(apply(&pdbs, &pdb).await?),
-                None => delete_owned(&pdbs, name, &uid).await?,
+            let desired = build::agent::deployment(&agent, &pool, &ctx.config, image.clone());
+            let (applied, mut writes) = apply_if_changed(&deployments, &desired, found_deployment).await?;
+            let service = build::agent::service(&agent, &pool);
+            writes += apply_if_changed(&services, &service, found_service).await?.1;
+            match (build::agent::pod_disruption_budget(&agent, &pool), found_pdb) {
+                (Some(pdb), live) => writes += apply_if_changed(&pdbs, &pdb, live).await?.1,
+                (None, Some(live))
+                    if super::controller_uid(&live.metadata).as_deref() == Some(uid.as_str()) =>
+                {
+                    delete(&pdbs, name).await?;
+                    writes += 1;
+                }
+                (None, _) => {}
             }
-            ctx.metrics.applied("CogoAgent");
+            ctx.metrics.child_writes("CogoAgent", writes);
             Some(applied)
         }
         Err(_) => {

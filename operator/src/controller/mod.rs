@@ -22,6 +22,7 @@ use kube::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
 use tracing::warn;
 
 use crate::{
@@ -75,21 +76,54 @@ where
         .await?)
 }
 
-/// Deletes the object `name` if it exists and is controlled by `owner_uid`.
-pub async fn delete_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<()>
+/// Whether every field of `desired` is present in `live` with the same value: objects by key
+/// (extra keys in `live`, such as defaults the API server filled in, are fine), lists by
+/// position with the same length, scalars by equality.
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => {
+            d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)))
+        }
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        (d, l) => d == l,
+    }
+}
+
+/// Applies `desired` unless `live` (the object as last read) already holds all of it, so an
+/// unchanged world costs no write. Returns the object as it now is and the number of writes
+/// made (0 or 1).
+pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<K>) -> Result<(K, u64)>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    if let Some(live) = live {
+        let d = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+            what: "desired object",
+            source,
+        })?;
+        let l = serde_json::to_value(&live).map_err(|source| Error::Serialize {
+            what: "live object",
+            source,
+        })?;
+        if is_subset(&d, &l) {
+            return Ok((live, 0));
+        }
+    }
+    Ok((apply(api, desired).await?, 1))
+}
+
+/// Deletes the object `name`; one that is already gone is fine.
+pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: Resource + DeserializeOwned + Clone + Debug,
 {
-    if let Some(obj) = api.get_opt(name).await?
-        && controller_uid(obj.meta()).as_deref() == Some(owner_uid)
-    {
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// UID of the object's controller owner.
@@ -174,4 +208,27 @@ pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(
     warn!(%kind, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
     ctx.metrics.reconcile_failed(&kind, error);
     Action::requeue(ctx.config.error_backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::is_subset;
+
+    #[test]
+    fn subset_ignores_server_defaults_but_not_changes() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http"}]}});
+        let live = json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http", "protocol": "TCP"}], "sessionAffinity": "None"}, "status": {}});
+        assert!(is_subset(&desired, &live));
+        let scaled = json!({"spec": {"replicas": 3, "ports": [{"port": 6003, "name": "http"}]}});
+        assert!(!is_subset(&scaled, &live), "a changed value");
+        let extra_port =
+            json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http"}, {"port": 1}]}});
+        assert!(!is_subset(&extra_port, &live), "a longer list");
+        assert!(
+            !is_subset(&json!({"spec": {"new": true}}), &live),
+            "a missing key"
+        );
+    }
 }

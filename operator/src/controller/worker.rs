@@ -24,7 +24,7 @@ use kube::{
 };
 use tracing::{info, instrument};
 
-use super::{Context, apply, apply_status, error_policy, existing, secret_keys, warn_invalid};
+use super::{Context, apply_if_changed, apply_status, error_policy, existing, secret_keys, warn_invalid};
 use crate::{
     Error, Result,
     build::{self, Pool},
@@ -68,6 +68,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     // dereference
     let found_deployment = deployments.get_opt(name).await?;
     let found_service = services.get_opt(name).await?;
+    let found_policy = policies.get_opt(name).await?;
     let facts = Facts {
         secrets: secret_keys(&secrets, validate::worker_secret_names(&worker)).await?,
         existing: [
@@ -94,14 +95,12 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         Ok(valid) => {
             let d =
                 build::worker::deployment(&worker, &pool, &ctx.config, valid.image.clone(), &valid.executor);
-            let applied = apply(&deployments, &d).await?;
-            apply(&services, &build::worker::service(&worker, &pool)).await?;
-            apply(
-                &policies,
-                &build::worker::network_policy(&worker, &pool, &valid.executor),
-            )
-            .await?;
-            ctx.metrics.applied("CogoWorker");
+            let (applied, mut writes) = apply_if_changed(&deployments, &d, found_deployment).await?;
+            let service = build::worker::service(&worker, &pool);
+            writes += apply_if_changed(&services, &service, found_service).await?.1;
+            let policy = build::worker::network_policy(&worker, &pool, &valid.executor);
+            writes += apply_if_changed(&policies, &policy, found_policy).await?.1;
+            ctx.metrics.child_writes("CogoWorker", writes);
             Some(applied)
         }
         Err(_) => {
