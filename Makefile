@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools crds check-crds fmt lint unit demo require-go require-cargo
+.PHONY: help test tools crds check-crds fmt lint unit e2e cluster-up cluster-down demo require-go require-cargo
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,11 +54,23 @@ fmt: | require-cargo ## Check formatting
 lint: | require-cargo ## Clippy, warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-unit: | require-cargo ## Rust tests only (no tools needed but helm and kubeconform for the chart tests)
+unit: tools | require-cargo ## Unit, controller and chart tests (no cluster needed)
 	cargo test --workspace
 
-test: tools fmt check-crds lint ## Everything CI runs
-	cargo test --workspace
+cluster-up: | require-go ## Build (once) and start the local control plane; prints the kubeconfig path
+	@tests/cluster/up
 
-demo: | require-cargo ## Run the operator against the current cluster and show agents, workers and tasks
+cluster-down: ## Stop the local control plane and remove its state
+	@tests/cluster/down
+
+e2e: tools | require-cargo require-go ## End-to-end tests on the local control plane (kwok nodes)
+	tests/cluster/build
+	cargo build -p cogo-operator
+	kubeconfig=$$(tests/cluster/up); \
+	trap 'tests/cluster/down' EXIT; \
+	COGO_E2E_KUBECONFIG=$$kubeconfig cargo test -p cogo-e2e --features e2e --test e2e -- --test-threads=1
+
+test: tools fmt check-crds lint unit e2e ## Everything CI runs
+
+demo: | require-cargo ## Run the operator on the current cluster (or a local one) and show agents, workers and tasks
 	tests/cluster/demo

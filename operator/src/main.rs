@@ -20,6 +20,9 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{error, info};
 
+/// User-Agent of every request to the API server.
+const USER_AGENT: &str = concat!("cogo-operator/", env!("CARGO_PKG_VERSION"));
+
 /// The Cogo operator for AI agents on Kubernetes.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -124,9 +127,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         ..Config::default()
     };
-    let client = Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
         .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")?;
+    // The API server's audit log and metrics name the operator by this.
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    let client = Client::try_from(kube_config).context("cannot build the Kubernetes client")?;
     let version = client
         .apiserver_version()
         .await

@@ -1,6 +1,7 @@
 //! Support for Cogo's end-to-end tests: finding the tools they need (failing loudly when one
 //! is missing), running them, and building JSON schemas for kubeconform without a network.
 
+pub mod cluster;
 pub mod schemas;
 
 use std::{

@@ -1,0 +1,358 @@
+//! Handles on the local control plane (`tests/cluster/up`) for end-to-end tests: kubectl,
+//! namespaces that clean up after themselves, the operator as a local process, the audit log.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{repo, run, tool};
+
+/// The cluster the end-to-end tests run against.
+pub struct Cluster {
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// The cluster named by `COGO_E2E_KUBECONFIG` (set by `make test` after `tests/cluster/up`).
+    /// Panics with instructions when it is unset: these tests never skip.
+    pub fn from_env() -> Cluster {
+        let path = std::env::var_os("COGO_E2E_KUBECONFIG").unwrap_or_else(|| {
+            panic!(
+                "COGO_E2E_KUBECONFIG is not set: run the end-to-end tests with `make e2e` (or `make test`), \
+                 which starts the local control plane with tests/cluster/up"
+            )
+        });
+        let kubeconfig = PathBuf::from(path);
+        assert!(
+            kubeconfig.is_file(),
+            "{} does not exist: is the local control plane up?",
+            kubeconfig.display()
+        );
+        Cluster { kubeconfig }
+    }
+
+    /// The API server's audit log (one JSON line per write), next to the kubeconfig.
+    pub fn audit_log(&self) -> PathBuf {
+        self.kubeconfig
+            .parent()
+            .expect("kubeconfig dir")
+            .join("logs/audit.log")
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut full = vec!["--kubeconfig", self.kubeconfig.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        run(&tool("kubectl"), &full, stdin.map(str::as_bytes))
+    }
+
+    /// Runs kubectl and returns stdout; panics with its output when it fails.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get -o json` of one object, or None when it does not exist.
+    pub fn get_json(&self, ns: &str, what: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", "-n", ns, what, "-o", "json", "--ignore-not-found"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || text.trim().is_empty() {
+            return None;
+        }
+        Some(serde_json::from_str(&text).expect("kubectl JSON"))
+    }
+
+    /// Installs the CRDs from `crds/` and waits until they are served.
+    pub fn install_crds(&self) {
+        let crds = repo().join("crds");
+        self.kubectl_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                crds.to_str().unwrap(),
+            ],
+            None,
+        );
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/cogoagents.cogo.xyz",
+                "crd/cogoworkers.cogo.xyz",
+                "crd/agenttasks.cogo.xyz",
+            ],
+            None,
+        );
+    }
+}
+
+/// A namespace created for one test and deleted when dropped.
+pub struct Namespace<'a> {
+    cluster: &'a Cluster,
+    /// Its name.
+    pub name: String,
+}
+
+impl<'a> Namespace<'a> {
+    /// Creates the namespace `name`.
+    pub fn create(cluster: &'a Cluster, name: &str) -> Self {
+        cluster.kubectl(
+            &[
+                "delete",
+                "namespace",
+                name,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        cluster.kubectl_ok(&["create", "namespace", name], None);
+        Namespace {
+            cluster,
+            name: name.to_string(),
+        }
+    }
+
+    /// Takes charge of an existing namespace: it is deleted when dropped.
+    pub fn adopt(cluster: &'a Cluster, name: &str) -> Self {
+        Namespace {
+            cluster,
+            name: name.to_string(),
+        }
+    }
+
+    /// Applies YAML into the namespace.
+    pub fn apply(&self, yaml: &str) -> Output {
+        self.cluster
+            .kubectl(&["apply", "-n", &self.name, "-f", "-"], Some(yaml))
+    }
+
+    /// Applies YAML into the namespace; panics when kubectl fails.
+    pub fn apply_ok(&self, yaml: &str) {
+        self.cluster
+            .kubectl_ok(&["apply", "-n", &self.name, "-f", "-"], Some(yaml));
+    }
+
+    /// Runs kubectl with `-n <namespace>` appended.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["-n", &self.name]);
+        self.cluster.kubectl_ok(&full, None)
+    }
+
+    /// Waits for `condition` on `what` (for example `cogoagent/research`).
+    pub fn wait(&self, what: &str, condition: &str, timeout_secs: u64) {
+        self.kubectl_ok(&[
+            "wait",
+            what,
+            &format!("--for={condition}"),
+            &format!("--timeout={timeout_secs}s"),
+        ]);
+    }
+}
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        self.cluster.kubectl(
+            &[
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+/// The operator running as a local process against the cluster. Killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Port of its /metrics, /livez, /readyz.
+    pub health_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The operator binary: `$COGO_OPERATOR_BIN`, else `target/debug/cogo-operator`.
+pub fn operator_binary() -> PathBuf {
+    let path = std::env::var_os("COGO_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/debug/cogo-operator"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p cogo-operator`",
+        path.display()
+    );
+    path
+}
+
+impl Operator {
+    /// Starts the operator without leader election and waits until it serves /readyz.
+    pub fn start(cluster: &Cluster, log_name: &str) -> Operator {
+        let health_port = free_port();
+        let log = std::env::temp_dir().join(format!("cogo-e2e-{log_name}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(operator_binary())
+            .args([
+                "run",
+                "--leader-elect=false",
+                "--health-addr",
+                &format!("127.0.0.1:{health_port}"),
+            ])
+            .args(["--resync-seconds", "30", "--image-pull-policy", "Never"])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,cogo_operator=debug")
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the operator");
+        let op = Operator {
+            child: Some(child),
+            log,
+            health_port,
+        };
+        wait_until(Duration::from_secs(30), "the operator to serve /readyz", || {
+            http_get(health_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        });
+        op
+    }
+
+    /// The operator's Prometheus metrics.
+    pub fn metrics(&self) -> String {
+        http_get(self.health_port, "/metrics").unwrap_or_default()
+    }
+
+    /// A counter's value summed over its label sets.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| {
+                l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator ignored SIGTERM; log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP GET to 127.0.0.1:port.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Polls `f` every 200 ms until it returns true; panics after `timeout` naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Writes recorded in the audit log at or after line `from` by clients whose User-Agent starts
+/// with `agent`, as `(verb, resource, namespace, name)`.
+pub fn audited_writes(log: &Path, from: usize, agent: &str) -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .skip(from)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["userAgent"].as_str().is_some_and(|u| u.starts_with(agent)))
+        .map(|e| {
+            let o = &e["objectRef"];
+            let res = match o["subresource"].as_str() {
+                Some(sub) => format!("{}/{sub}", o["resource"].as_str().unwrap_or_default()),
+                None => o["resource"].as_str().unwrap_or_default().to_string(),
+            };
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (s(&e["verb"]), res, s(&o["namespace"]), s(&o["name"]))
+        })
+        .collect()
+}
+
+/// The number of lines in the audit log now.
+pub fn audit_lines(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}

@@ -1,0 +1,521 @@
+//! End-to-end tests against the local control plane (`tests/cluster/up`: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok nodes), with the operator as a local
+//! process. Run with `make e2e`; the tests run one at a time, each in its own namespace.
+
+use std::time::Duration;
+
+use cogo_e2e::{
+    cluster::{Cluster, Namespace, Operator, audit_lines, audited_writes, wait_until},
+    repo, run, tool,
+};
+use serde_json::Value;
+
+fn cluster() -> Cluster {
+    let c = Cluster::from_env();
+    c.install_crds();
+    c
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(repo().join("examples").join(name)).expect("example")
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+#[test]
+fn crds_are_served_and_documented() {
+    let c = cluster();
+    let explain = c.kubectl_ok(&["explain", "cogoagent.spec.role"], None);
+    assert!(explain.contains("The agent's role"), "{explain}");
+    let explain = c.kubectl_ok(&["explain", "agenttask.spec.input"], None);
+    assert!(explain.contains("any JSON value"), "{explain}");
+    let resources = c.kubectl_ok(
+        &["api-resources", "--api-group", "cogo.xyz", "--no-headers"],
+        None,
+    );
+    for (plural, short) in [
+        ("cogoagents", "cga"),
+        ("cogoworkers", "cgw"),
+        ("agenttasks", "at"),
+    ] {
+        assert!(
+            resources
+                .lines()
+                .any(|l| l.starts_with(plural) && l.contains(short)),
+            "{resources}"
+        );
+    }
+    // The category lists all three kinds (an empty cluster prints "No resources found").
+    let out = c.kubectl(&["get", "cogo", "-A"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every bad resource in this table is rejected by the API server with a message naming the field.
+#[test]
+fn the_api_server_rejects_bad_resources_naming_the_field() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-invalid");
+    let agent = |name: &str, spec: &str| {
+        format!("apiVersion: cogo.xyz/v1alpha1\nkind: CogoAgent\nmetadata: {{name: {name}}}\nspec:\n{spec}")
+    };
+    let worker = |spec: &str| {
+        format!("apiVersion: cogo.xyz/v1alpha1\nkind: CogoWorker\nmetadata: {{name: w}}\nspec:\n{spec}")
+    };
+    let task = |spec: &str| {
+        format!("apiVersion: cogo.xyz/v1alpha1\nkind: AgentTask\nmetadata: {{name: t}}\nspec:\n{spec}")
+    };
+    let cases = [
+        (agent("a", "  role: Janitor"), "spec.role"),
+        (agent("a", "  role: Research\n  replicas: -1"), "spec.replicas"),
+        (
+            agent("a", "  role: Research\n  concurrency: 0"),
+            "spec.concurrency",
+        ),
+        (
+            agent(
+                "a",
+                "  role: Research\n  autoscaling: {minReplicas: 5, maxReplicas: 2}",
+            ),
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        ),
+        (
+            agent(
+                "a",
+                "  role: Research\n  replicas: 9\n  autoscaling: {maxReplicas: 3}",
+            ),
+            "spec.replicas must lie within",
+        ),
+        (
+            agent(
+                "a",
+                "  role: Research\n  model: {provider: OpenAICompatible, apiKeySecretRef: {name: k, key: k}}",
+            ),
+            "model.endpoint is required",
+        ),
+        (
+            agent("a", "  role: Research\n  model: {apiKeySecretRef: {name: k}}"),
+            "spec.model.apiKeySecretRef.key",
+        ),
+        (
+            agent("a", "  role: Research\n  resources: {memory: lots}"),
+            "spec.resources.memory",
+        ),
+        (
+            agent("9lives", "  role: Research"),
+            "metadata.name must be a DNS-1035 label",
+        ),
+        (
+            agent("a", "  role: Research\n  taskDefaults: {retry: {limit: 21}}"),
+            "spec.taskDefaults.retry.limit",
+        ),
+        (
+            worker("  kind: FigmaMCP"),
+            "spec.figmaTokenSecretRef is required when spec.kind is FigmaMCP",
+        ),
+        (
+            worker("  kind: Browser\n  figmaTokenSecretRef: {name: f, key: t}"),
+            "spec.figmaTokenSecretRef is only valid",
+        ),
+        (
+            worker("  kind: Browser\n  sandbox: {allowedPackages: [numpy]}"),
+            "spec.sandbox.allowedPackages is only valid",
+        ),
+        (worker("  kind: PythonSandbox\n  capacity: 0"), "spec.capacity"),
+        (worker("  kind: Shell"), "spec.kind"),
+        (
+            task("  agent: a\n  role: Research\n  type: research.query"),
+            "exactly one of spec.agent and spec.role must be set",
+        ),
+        (
+            task("  type: research.query"),
+            "exactly one of spec.agent and spec.role must be set",
+        ),
+        (task("  role: Research\n  type: Research"), "spec.type"),
+        (
+            task("  role: Research\n  type: research.query\n  priority: 5000"),
+            "spec.priority",
+        ),
+        (
+            task(
+                "  role: Research\n  type: research.query\n  retry: {backoff: {initialSeconds: 9, maxSeconds: 1}}",
+            ),
+            "backoff.initialSeconds must not exceed",
+        ),
+        (
+            task("  role: Research\n  type: research.query\n  timeoutSeconds: 0"),
+            "spec.timeoutSeconds",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let out = c.kubectl(
+            &["apply", "--dry-run=server", "-n", &ns.name, "-f", "-"],
+            Some(&yaml),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+        assert!(
+            err.contains(expected),
+            "the error for\n{yaml}\ndoes not name {expected:?}: {err}"
+        );
+    }
+
+    // Transition rules: create valid objects, then change what may not change.
+    ns.apply_ok(&agent("a", "  role: Research"));
+    ns.apply_ok(&task(
+        "  agent: a\n  type: research.query\n  cancelRequested: true",
+    ));
+    let updates = [
+        (agent("a", "  role: Indexing"), "spec.role is immutable"),
+        (
+            task("  agent: a\n  type: research.other\n  cancelRequested: true"),
+            "spec.type is immutable",
+        ),
+        (
+            task("  agent: b\n  type: research.query\n  cancelRequested: true"),
+            "is immutable",
+        ),
+        (
+            task("  agent: a\n  type: research.query\n  cancelRequested: false"),
+            "spec.cancelRequested cannot be set back to false",
+        ),
+    ];
+    for (yaml, expected) in updates {
+        let out = ns.apply(&yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(expected),
+            "update\n{yaml}\nexpected {expected:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn agents_and_workers_become_ready_scale_and_are_collected() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-ready");
+    let _op = Operator::start(&c, "ready");
+    for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
+        ns.apply_ok(&example(f));
+    }
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoagents",
+        "--all",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoworkers",
+        "--all",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+
+    // Children, as the examples ask.
+    let research = c
+        .get_json(&ns.name, "deployment/research")
+        .expect("research Deployment");
+    assert_eq!(research["spec"]["replicas"], 2);
+    let svc = c
+        .get_json(&ns.name, "service/research")
+        .expect("research Service");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 6003);
+    assert!(
+        c.get_json(&ns.name, "poddisruptionbudget/research").is_some(),
+        "2 replicas get a PDB"
+    );
+    assert!(
+        c.get_json(&ns.name, "poddisruptionbudget/indexing").is_none(),
+        "1 replica gets none"
+    );
+    let policy = c
+        .get_json(&ns.name, "networkpolicy/python")
+        .expect("sandbox NetworkPolicy");
+    assert_eq!(policy["spec"]["egress"].as_array().unwrap().len(), 2);
+    let agent = c.get_json(&ns.name, "cogoagent/research").unwrap();
+    assert_eq!(agent["status"]["readyReplicas"], 2);
+    assert_eq!(
+        agent["status"]["observedGeneration"],
+        agent["metadata"]["generation"]
+    );
+
+    // kubectl scale goes through the scale subresource to the Deployment.
+    ns.kubectl_ok(&["scale", "cogoagent/research", "--replicas=3"]);
+    wait_until(Duration::from_secs(60), "research to have 3 ready pods", || {
+        let a = c.get_json(&ns.name, "cogoagent/research").unwrap();
+        a["status"]["readyReplicas"] == 3 && condition(&a, "Ready").is_some_and(|(s, _)| s == "True")
+    });
+    let d = c.get_json(&ns.name, "deployment/research").unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+
+    // A spec change bumps the generation, and status follows it.
+    ns.kubectl_ok(&[
+        "patch",
+        "cogoagent/indexing",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"concurrency":9}}"#,
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "indexing to observe its new generation",
+        || {
+            let a = c.get_json(&ns.name, "cogoagent/indexing").unwrap();
+            a["metadata"]["generation"] == 2 && a["status"]["observedGeneration"] == 2
+        },
+    );
+
+    // Pods that cannot come back make Ready False; when they can, it turns True again.
+    let nodes = c.kubectl_ok(&["get", "nodes", "-o", "name"], None);
+    let nodes: Vec<&str> = nodes.lines().collect();
+    for n in &nodes {
+        c.kubectl_ok(&["cordon", n], None);
+    }
+    ns.kubectl_ok(&[
+        "delete",
+        "pods",
+        "-l",
+        "app.kubernetes.io/instance=graphrag",
+        "--wait=false",
+    ]);
+    wait_until(Duration::from_secs(60), "graphrag Ready=False", || {
+        let a = c.get_json(&ns.name, "cogoagent/graphrag").unwrap();
+        condition(&a, "Ready").is_some_and(|(s, _)| s == "False")
+    });
+    for n in &nodes {
+        c.kubectl_ok(&["uncordon", n], None);
+    }
+    ns.wait("cogoagent/graphrag", "condition=Ready", 60);
+
+    // Deleting the resource collects its children.
+    ns.kubectl_ok(&["delete", "cogoagent/research", "--wait=true", "--timeout=60s"]);
+    wait_until(
+        Duration::from_secs(60),
+        "research's children to be collected",
+        || {
+            c.get_json(&ns.name, "deployment/research").is_none()
+                && c.get_json(&ns.name, "service/research").is_none()
+                && c.get_json(&ns.name, "poddisruptionbudget/research").is_none()
+        },
+    );
+}
+
+#[test]
+fn missing_references_wait_with_a_reason_and_recover() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-references");
+    let _op = Operator::start(&c, "references");
+    ns.apply_ok(
+        "apiVersion: cogo.xyz/v1alpha1\nkind: CogoAgent\nmetadata: {name: research}\nspec:\n  role: Research\n  model: {apiKeySecretRef: {name: gemini, key: api-key}}\n",
+    );
+    ns.apply_ok(
+        "apiVersion: cogo.xyz/v1alpha1\nkind: CogoWorker\nmetadata: {name: browser}\nspec: {kind: Browser}\n",
+    );
+    let reason = |what: &str| c.get_json(&ns.name, what).and_then(|o| condition(&o, "Ready"));
+    wait_until(Duration::from_secs(60), "ModelSecretNotFound", || {
+        reason("cogoagent/research") == Some(("False".into(), "ModelSecretNotFound".into()))
+    });
+    wait_until(Duration::from_secs(60), "ExecutorNotFound", || {
+        reason("cogoworker/browser") == Some(("False".into(), "ExecutorNotFound".into()))
+    });
+    assert!(
+        c.get_json(&ns.name, "deployment/research").is_none(),
+        "nothing is created for an invalid spec"
+    );
+    let events = ns.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=ModelSecretNotFound",
+        "-o",
+        "json",
+    ]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let items = events["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "a Warning Event names the cause");
+    assert_eq!(items[0]["type"], "Warning");
+
+    // Creating what was missing is noticed without any change to the resources.
+    ns.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "gemini",
+        "--from-literal=api-key=test",
+    ]);
+    ns.apply_ok("apiVersion: cogo.xyz/v1alpha1\nkind: CogoAgent\nmetadata: {name: executor}\nspec: {role: Executor}\n");
+    ns.wait("cogoagent/research", "condition=Ready", 60);
+    ns.wait("cogoworker/browser", "condition=Ready", 60);
+}
+
+#[test]
+fn helm_installs_the_chart_with_least_privilege() {
+    let c = cluster();
+    let release_ns = "e2e-helm";
+    c.kubectl(
+        &[
+            "delete",
+            "namespace",
+            release_ns,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let helm = tool("helm");
+    let chart = repo().join("charts/cogo-operator");
+    let kc = c.kubeconfig.to_str().unwrap();
+    let install = run(
+        &helm,
+        &[
+            "install",
+            "cogo",
+            chart.to_str().unwrap(),
+            "--kubeconfig",
+            kc,
+            "-n",
+            release_ns,
+            "--create-namespace",
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+        None,
+    );
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let _cleanup = Namespace::adopt(&c, release_ns);
+    for what in [
+        "deployment/cogo-cogo-operator",
+        "serviceaccount/cogo-cogo-operator",
+        "service/cogo-cogo-operator",
+        "role/cogo-cogo-operator-leader",
+        "rolebinding/cogo-cogo-operator-leader",
+    ] {
+        assert!(
+            c.get_json(release_ns, what).is_some(),
+            "helm did not create {what}"
+        );
+    }
+    assert!(c.get_json("", "clusterrole/cogo-cogo-operator").is_some());
+    let sa = format!("system:serviceaccount:{release_ns}:cogo-cogo-operator");
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i", "--as", sa.as_str()];
+        full.extend_from_slice(args);
+        c.kubectl(&full, None).status.success()
+    };
+    assert!(can(&["watch", "cogoagents.cogo.xyz", "-A"]));
+    assert!(can(&[
+        "patch",
+        "cogoagents.cogo.xyz",
+        "--subresource=status",
+        "-n",
+        "default"
+    ]));
+    assert!(can(&["patch", "deployments.apps", "-n", "default"]));
+    assert!(can(&["update", "leases.coordination.k8s.io", "-n", release_ns]));
+    assert!(
+        !can(&["update", "leases.coordination.k8s.io", "-n", "default"]),
+        "leases only in the release namespace"
+    );
+    assert!(!can(&["create", "secrets", "-n", "default"]));
+    assert!(
+        !can(&["patch", "cogoagents.cogo.xyz", "-n", "default"]),
+        "the operator never writes spec"
+    );
+    assert!(!can(&["delete", "deployments.apps", "-n", "default"]));
+    let out = run(
+        &helm,
+        &[
+            "uninstall",
+            "cogo",
+            "--kubeconfig",
+            kc,
+            "-n",
+            release_ns,
+            "--wait",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_operator_survives_a_crash_and_a_restart_writes_nothing() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-restart");
+    let mut op = Operator::start(&c, "crash");
+    for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
+        ns.apply_ok(&example(f));
+    }
+    // Crash while the first reconciles are under way.
+    wait_until(Duration::from_secs(30), "the first reconcile", || {
+        op.counter("cogo_operator_reconciles_total") > 0
+    });
+    op.kill();
+    let mut op = Operator::start(&c, "after-crash");
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoagents",
+        "--all",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoworkers",
+        "--all",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+    assert!(
+        op.stop().success(),
+        "a clean exit on SIGTERM; log:\n{}",
+        op.log_text()
+    );
+
+    // A second start over an unchanged world makes no write in the namespace.
+    let mark = audit_lines(&c.audit_log());
+    let op = Operator::start(&c, "restart");
+    wait_until(
+        Duration::from_secs(60),
+        "the restarted operator to reconcile all 8 objects",
+        || op.counter("cogo_operator_reconciles_total") >= 8,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let writes: Vec<_> = audited_writes(&c.audit_log(), mark, "cogo-operator/")
+        .into_iter()
+        .filter(|(_, _, namespace, _)| namespace == &ns.name)
+        .collect();
+    assert!(writes.is_empty(), "spurious writes after a restart: {writes:#?}");
+    assert_eq!(
+        op.counter("cogo_operator_status_writes_total"),
+        0,
+        "{}",
+        op.metrics()
+    );
+    assert_eq!(
+        op.counter("cogo_operator_child_writes_total"),
+        0,
+        "{}",
+        op.metrics()
+    );
+}
