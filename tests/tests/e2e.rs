@@ -20,6 +20,31 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(repo().join("examples").join(name)).expect("example")
 }
 
+/// Applies the example Secrets, agents and workers.
+fn apply_examples(ns: &Namespace) {
+    for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
+        ns.apply_ok(&example(f));
+    }
+}
+
+/// Waits until every agent and worker of the namespace is Ready.
+fn wait_all_ready(ns: &Namespace) {
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoagents",
+        "--all",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoworkers",
+        "--all",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+}
+
 fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
     obj["status"]["conditions"]
         .as_array()?
@@ -205,23 +230,8 @@ fn agents_and_workers_become_ready_scale_and_are_collected() {
     let c = cluster();
     let ns = Namespace::create(&c, "e2e-ready");
     let _op = Operator::start(&c, "ready");
-    for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
-        ns.apply_ok(&example(f));
-    }
-    ns.kubectl_ok(&[
-        "wait",
-        "cogoagents",
-        "--all",
-        "--for=condition=Ready",
-        "--timeout=120s",
-    ]);
-    ns.kubectl_ok(&[
-        "wait",
-        "cogoworkers",
-        "--all",
-        "--for=condition=Ready",
-        "--timeout=120s",
-    ]);
+    apply_examples(&ns);
+    wait_all_ready(&ns);
 
     // Children, as the examples ask.
     let research = c
@@ -463,29 +473,14 @@ fn the_operator_survives_a_crash_and_a_restart_writes_nothing() {
     let c = cluster();
     let ns = Namespace::create(&c, "e2e-restart");
     let mut op = Operator::start(&c, "crash");
-    for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
-        ns.apply_ok(&example(f));
-    }
+    apply_examples(&ns);
     // Crash while the first reconciles are under way.
     wait_until(Duration::from_secs(30), "the first reconcile", || {
         op.counter("cogo_operator_reconciles_total") > 0
     });
     op.kill();
     let mut op = Operator::start(&c, "after-crash");
-    ns.kubectl_ok(&[
-        "wait",
-        "cogoagents",
-        "--all",
-        "--for=condition=Ready",
-        "--timeout=120s",
-    ]);
-    ns.kubectl_ok(&[
-        "wait",
-        "cogoworkers",
-        "--all",
-        "--for=condition=Ready",
-        "--timeout=120s",
-    ]);
+    wait_all_ready(&ns);
     assert!(
         op.stop().success(),
         "a clean exit on SIGTERM; log:\n{}",

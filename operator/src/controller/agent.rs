@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cogo_api::{CogoAgent, CogoAgentStatus, conditions};
+use cogo_api::{CogoAgent, CogoAgentStatus};
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
@@ -21,11 +21,9 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, instrument};
+use tracing::instrument;
 
-use super::{
-    Context, apply_if_changed, apply_status, delete, error_policy, existing, secret_keys, warn_invalid,
-};
+use super::{Context, apply_if_changed, delete, error_policy, existing, secret_keys, update_status};
 use crate::{
     Error, Result,
     build::{self, Pool},
@@ -136,19 +134,14 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
         selector: Some(pool.selector_string()),
         ..previous.clone()
     };
-    if next != previous {
-        let api: Api<CogoAgent> = Api::namespaced(client, ns);
-        apply_status(&api, name, &next).await?;
-        ctx.metrics.status_written("CogoAgent");
-        let ready = conditions::find(&next.conditions, conditions::READY);
-        info!(ready = ready.map(|c| c.reason.as_str()), "status updated");
-        if let Err(invalid) = &verdict {
-            let before = conditions::find(&previous.conditions, conditions::READY);
-            if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
-                warn_invalid(&ctx.recorder, agent.as_ref(), invalid).await?;
-            }
-        }
-    }
+    update_status(
+        &ctx,
+        agent.as_ref(),
+        (&previous, &previous.conditions),
+        (&next, &next.conditions),
+        verdict.as_ref().err(),
+    )
+    .await?;
     Ok(Action::requeue(ctx.config.resync))
 }
 

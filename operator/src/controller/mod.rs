@@ -12,7 +12,9 @@ use std::{
     sync::Arc,
 };
 
+use cogo_api::conditions;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -23,7 +25,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     Error, Result,
@@ -176,6 +178,42 @@ where
         &Patch::Apply(&body),
     )
     .await?;
+    Ok(())
+}
+
+/// Writes `next` as the object's status when it differs from `previous`; when the spec is
+/// invalid and the Ready condition's reason or message changed, also publishes a Warning Event
+/// (once per cause, not once per reconcile).
+pub async fn update_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    (previous, previous_conditions): (&S, &[Condition]),
+    (next, next_conditions): (&S, &[Condition]),
+    invalid: Option<&Invalid>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+    S: Serialize + PartialEq,
+{
+    if next == previous {
+        return Ok(());
+    }
+    let kind = K::kind(&());
+    let ns = obj.meta().namespace.as_deref().unwrap_or_default();
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    apply_status(&Api::<K>::namespaced(ctx.client.clone(), ns), name, next).await?;
+    ctx.metrics.status_written(&kind);
+    let ready = conditions::find(next_conditions, conditions::READY);
+    info!(ready = ready.map(|c| c.reason.as_str()), "status updated");
+    if let Some(invalid) = invalid {
+        let before = conditions::find(previous_conditions, conditions::READY);
+        if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
+            warn_invalid(&ctx.recorder, obj, invalid).await?;
+        }
+    }
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cogo_api::{CogoAgent, CogoWorker, CogoWorkerStatus, conditions};
+use cogo_api::{CogoAgent, CogoWorker, CogoWorkerStatus};
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
@@ -22,9 +22,9 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, instrument};
+use tracing::instrument;
 
-use super::{Context, apply_if_changed, apply_status, error_policy, existing, secret_keys, warn_invalid};
+use super::{Context, apply_if_changed, error_policy, existing, secret_keys, update_status};
 use crate::{
     Error, Result,
     build::{self, Pool},
@@ -132,19 +132,14 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
             .or(previous.executor.clone()),
         ..previous.clone()
     };
-    if next != previous {
-        let api: Api<CogoWorker> = Api::namespaced(client, ns);
-        apply_status(&api, name, &next).await?;
-        ctx.metrics.status_written("CogoWorker");
-        let ready = conditions::find(&next.conditions, conditions::READY);
-        info!(ready = ready.map(|c| c.reason.as_str()), "status updated");
-        if let Err(invalid) = &verdict {
-            let before = conditions::find(&previous.conditions, conditions::READY);
-            if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
-                warn_invalid(&ctx.recorder, worker.as_ref(), invalid).await?;
-            }
-        }
-    }
+    update_status(
+        &ctx,
+        worker.as_ref(),
+        (&previous, &previous.conditions),
+        (&next, &next.conditions),
+        verdict.as_ref().err(),
+    )
+    .await?;
     Ok(Action::requeue(ctx.config.resync))
 }
 
