@@ -15,7 +15,11 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools crds check-crds fmt lint unit e2e cluster-up cluster-down demo require-go require-cargo
+.PHONY: help test tools crds check-crds fmt lint unit e2e images cluster-up cluster-down demo require-go require-cargo
+
+# The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
+# COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
+export COGO_REAL_NODE ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,12 +67,22 @@ cluster-up: | require-go ## Build (once) and start the local control plane; prin
 cluster-down: ## Stop the local control plane and remove its state
 	@tests/cluster/down
 
-e2e: tools | require-cargo require-go ## End-to-end tests on the local control plane (kwok nodes)
+images: | require-cargo ## Build the OCI images (operator, agent, worker, pause) into $(CACHE)/images
+	tests/images/build
+
+e2e: tools | require-cargo require-go ## End-to-end tests on the local control plane (real node + kwok nodes)
 	tests/cluster/build
+	if [ "$(COGO_REAL_NODE)" = 1 ]; then tests/images/build; fi
 	cargo build -p cogo-operator
 	kubeconfig=$$(tests/cluster/up); \
 	trap 'tests/cluster/down' EXIT; \
-	COGO_E2E_KUBECONFIG=$$kubeconfig cargo test -p cogo-e2e --features e2e --test e2e -- --test-threads=1
+	export COGO_E2E_KUBECONFIG=$$kubeconfig; \
+	cargo test -p cogo-e2e --features e2e --test e2e -- --test-threads=1; \
+	if [ "$(COGO_REAL_NODE)" = 1 ]; then \
+	  cargo test -p cogo-e2e --features e2e --test node -- --test-threads=1; \
+	else \
+	  echo "NOTE: COGO_REAL_NODE=0: the real-node tests (tests/tests/node.rs) did not run"; \
+	fi
 
 test: tools fmt check-crds lint unit e2e ## Everything CI runs
 

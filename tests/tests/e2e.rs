@@ -20,10 +20,19 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(repo().join("examples").join(name)).expect("example")
 }
 
-/// Applies the example Secrets, agents and workers.
+/// Applies the example Secrets, agents and workers, with their pods placed on the kwok nodes
+/// (which a cluster with a real node taints): this suite checks the operator at kwok's scale.
 fn apply_examples(ns: &Namespace) {
     for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
-        ns.apply_ok(&example(f));
+        for mut doc in serde_saphyr::from_multiple::<Value>(&example(f)).expect("example YAML") {
+            if doc["kind"] == "CogoAgent" || doc["kind"] == "CogoWorker" {
+                doc["spec"]["podTemplate"] = serde_json::json!({
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+                });
+            }
+            ns.apply_ok(&doc.to_string());
+        }
     }
 }
 

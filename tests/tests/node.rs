@@ -1,0 +1,250 @@
+//! Real-node tests: the local control plane with `COGO_REAL_NODE=1` (containerd, runc, CNI,
+//! kubelet and kube-proxy on this machine). Pods run the project's own images; the checks
+//! read what the kernel enforces for them from the host's /proc and cgroup files.
+
+use std::{path::PathBuf, time::Duration};
+
+use cogo_e2e::{
+    cluster::{Cluster, Namespace, wait_until},
+    repo, run, tool,
+};
+use serde_json::Value;
+
+fn cluster() -> Cluster {
+    let c = Cluster::from_env();
+    let nodes = c.kubectl_ok(&["get", "nodes", "-l", "cogo.xyz/node=real", "-o", "name"], None);
+    assert!(
+        nodes.contains("node/cogo-node"),
+        "no real node in the cluster: start it with COGO_REAL_NODE=1 tests/cluster/up (make e2e does)"
+    );
+    c.install_crds();
+    c
+}
+
+/// Host PIDs of processes whose command line starts with `binary`.
+fn pids_of(binary: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.starts_with(binary.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// The memory cgroup (v1) directory of a process.
+fn memory_cgroup(pid: u32) -> PathBuf {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        })
+        .expect("a memory cgroup");
+    PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+}
+
+fn agent_yaml(name: &str, memory: &str) -> String {
+    format!(
+        "apiVersion: cogo.xyz/v1alpha1\nkind: CogoAgent\nmetadata: {{name: {name}}}\nspec:\n  role: Research\n  \
+         resources: {{memory: {memory}, cpuRequest: 100m}}\n  podTemplate: {{terminationGracePeriodSeconds: 60}}\n"
+    )
+}
+
+fn pod_of(c: &Cluster, ns: &str, instance: &str) -> Value {
+    let pods = c.kubectl_ok(
+        &[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            &format!("app.kubernetes.io/instance={instance}"),
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let pods: Value = serde_json::from_str(&pods).unwrap();
+    pods["items"][0].clone()
+}
+
+/// The chart runs the operator as a pod with its own ServiceAccount and RBAC; it takes the
+/// leader Lease and runs a CogoAgent whose pods pass their real probes on the real node.
+#[test]
+fn the_chart_runs_the_operator_in_the_cluster() {
+    let c = cluster();
+    let release_ns = "e2e-incluster";
+    c.kubectl(
+        &[
+            "delete",
+            "namespace",
+            release_ns,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=90s",
+        ],
+        None,
+    );
+    let kc = c.kubeconfig.to_str().unwrap().to_string();
+    let chart = repo().join("charts/cogo-operator");
+    let helm = tool("helm");
+    let out = run(
+        &helm,
+        &[
+            "install",
+            "cogo",
+            chart.to_str().unwrap(),
+            "--kubeconfig",
+            &kc,
+            "-n",
+            release_ns,
+            "--create-namespace",
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            "runtimeImages.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _cleanup = Namespace::adopt(&c, release_ns);
+
+    let operator = pod_of(&c, release_ns, "cogo");
+    assert_eq!(operator["spec"]["nodeName"], "cogo-node");
+    let pod_name = operator["metadata"]["name"].as_str().unwrap().to_string();
+    wait_until(
+        Duration::from_secs(60),
+        "the operator pod to take the leader Lease",
+        || {
+            c.get_json(release_ns, "lease/cogo-cogo-operator")
+                .is_some_and(|l| l["spec"]["holderIdentity"].as_str() == Some(pod_name.as_str()))
+        },
+    );
+
+    let ns = Namespace::create(&c, "e2e-incluster-agents");
+    ns.apply_ok(&agent_yaml("research", "256Mi"));
+    ns.wait("cogoagent/research", "condition=Ready", 180);
+    let agent_pod = pod_of(&c, &ns.name, "research");
+    assert_eq!(agent_pod["spec"]["nodeName"], "cogo-node");
+    let status = &agent_pod["status"]["containerStatuses"][0];
+    assert_eq!(status["ready"], true);
+    assert!(
+        status["image"].as_str().unwrap().contains("cogo-agent:"),
+        "{status}"
+    );
+    drop(ns);
+
+    let out = run(
+        &helm,
+        &[
+            "uninstall",
+            "cogo",
+            "--kubeconfig",
+            &kc,
+            "-n",
+            release_ns,
+            "--wait",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Non-root, no new privileges, seccomp, a read-only root filesystem and the memory limit are
+/// what the kernel applies to the agent's process, not just what the pod spec says.
+#[test]
+fn security_settings_are_enforced_by_the_kernel() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-enforced");
+    let mut operator = cogo_e2e::cluster::Operator::start(&c, "enforced");
+    ns.apply_ok(&agent_yaml("locked", "320Mi"));
+    ns.wait("cogoagent/locked", "condition=Ready", 180);
+
+    let before: Vec<u32> = pids_of("/usr/local/bin/cogo-agent");
+    assert!(!before.is_empty(), "no agent process runs on this host");
+    // The pod's own process: the one whose memory cgroup carries this pod's UID.
+    let pod = pod_of(&c, &ns.name, "locked");
+    let uid = pod["metadata"]["uid"].as_str().unwrap().replace('-', "_");
+    let uid_dash = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let pid = *before
+        .iter()
+        .find(|p| {
+            let cg = memory_cgroup(**p).to_string_lossy().into_owned();
+            cg.contains(&uid) || cg.contains(&uid_dash)
+        })
+        .expect("the agent process of this pod");
+
+    assert_eq!(status_field(pid, "Uid"), "65532", "runs as UID 65532");
+    assert_eq!(status_field(pid, "Gid"), "65532");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1", "no privilege escalation");
+    assert_eq!(
+        status_field(pid, "Seccomp"),
+        "2",
+        "a seccomp filter (RuntimeDefault) is active"
+    );
+    assert_eq!(
+        status_field(pid, "CapEff"),
+        "0000000000000000",
+        "all capabilities dropped"
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .expect("root mount");
+    assert!(
+        root.split_whitespace()
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "root is read-only: {root}"
+    );
+    let limit = std::fs::read_to_string(memory_cgroup(pid).join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(
+        limit.trim(),
+        (320u64 * 1024 * 1024).to_string(),
+        "the memory limit is in the pod's cgroup"
+    );
+
+    // Deleting the pod sends SIGTERM; the runtime exits at once, well inside its 60 s grace.
+    let started = std::time::Instant::now();
+    ns.kubectl_ok(&[
+        "delete",
+        "pod",
+        pod["metadata"]["name"].as_str().unwrap(),
+        "--wait=false",
+    ]);
+    wait_until(
+        Duration::from_secs(30),
+        "the agent process to exit after SIGTERM",
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the runtime was not killed at the end of its grace period"
+    );
+    let _ = operator.stop();
+}
