@@ -10,6 +10,7 @@ use clap::Parser;
 use cogo_api::AgentRole;
 use tracing::info;
 
+mod broker;
 mod http;
 
 /// Runs one Cogo agent.
@@ -60,6 +61,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     info!(role = %args.role, agent = %args.agent_name, %addr, concurrency = args.concurrency,
         broker = args.broker_url.as_deref().unwrap_or("<none>"), "agent started");
+    if let Some(url) = args.broker_url.clone() {
+        tokio::spawn(broker::resolve(url));
+    }
     axum::serve(listener, http::router(args.role))
         .with_graceful_shutdown(http::termination())
         .await

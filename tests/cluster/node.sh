@@ -251,4 +251,9 @@ node_start() {
   start kube-proxy "$KUBE_BIN" kube-proxy --config "$CLUSTER_DIR/kube-proxy.yaml"
   wait_for "[[ \$(kube kubectl --kubeconfig '$KUBECONFIG_OUT' get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True ]]" 90 \
     || die "the node did not become Ready; see $CLUSTER_DIR/logs/kubelet.log"
+
+  log "starting cluster DNS (CoreDNS $COREDNS_VERSION at $CLUSTER_DNS)"
+  sed "s/COREDNS_TAG/${COREDNS_VERSION#v}/" "$here/coredns.yaml" | kube kubectl --kubeconfig "$KUBECONFIG_OUT" apply -f - >/dev/null
+  kube kubectl --kubeconfig "$KUBECONFIG_OUT" -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null \
+    || die "CoreDNS did not become ready; see kubectl -n kube-system describe pods -l k8s-app=kube-dns"
 }
