@@ -8,6 +8,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod agent;
+pub mod broker;
 pub mod common;
 pub mod conditions;
 pub mod crdgen;

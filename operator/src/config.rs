@@ -17,6 +17,8 @@ pub struct Config {
     pub resync: Duration,
     /// How long to wait before retrying a reconcile that failed.
     pub error_backoff: Duration,
+    /// The largest `spec.input` of an AgentTask, serialized, that the operator accepts.
+    pub max_task_input_bytes: usize,
 }
 
 impl Default for Config {
@@ -28,6 +30,7 @@ impl Default for Config {
             broker_url: "http://cogo-operator.cogo-system.svc:8080".into(),
             resync: Duration::from_secs(300),
             error_backoff: Duration::from_secs(15),
+            max_task_input_bytes: 256 * 1024,
         }
     }
 }

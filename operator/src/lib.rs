@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod server;
 pub mod status;
+pub mod task;
 pub mod validate;
 
 #[cfg(test)]

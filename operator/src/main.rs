@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use cogo_api::CogoAgent;
 use cogo_operator::{
     config::Config,
     controller::{self, Context},
@@ -15,8 +16,12 @@ use cogo_operator::{
     metrics::Metrics,
     server::{self, Health},
 };
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, reflector, watcher},
+};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -82,6 +87,9 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "COGO_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The largest AgentTask `spec.input` accepted, in bytes of JSON.
+    #[arg(long, env = "COGO_MAX_TASK_INPUT_BYTES", default_value_t = 256 * 1024)]
+    max_task_input_bytes: usize,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -125,6 +133,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_pull_policy: args.image_pull_policy,
         broker_url: args.broker_url,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        max_task_input_bytes: args.max_task_input_bytes,
         ..Config::default()
     };
     let mut kube_config = kube::Config::infer()
@@ -207,12 +216,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
 
-    let ctx = Arc::new(Context::new(client, config, metrics.clone(), Some(identity)));
+    // Every CogoAgent, for the task controller's lookups; filled before tasks are judged.
+    let (agents, writer) = reflector::store::<CogoAgent>();
+    let agent_watch = reflector(
+        writer,
+        watcher(Api::<CogoAgent>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(agent_watch);
+    agents
+        .wait_until_ready()
+        .await
+        .context("cannot list CogoAgents")?;
+
+    let ctx = Arc::new(Context::new(client, config, metrics.clone(), Some(identity)).with_agents(agents));
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    info!("starting the CogoAgent and CogoWorker controllers");
+    info!("starting the CogoAgent, CogoWorker and AgentTask controllers");
     tokio::join!(
         controller::agent::run(ctx.clone(), stopped()),
-        controller::worker::run(ctx, stopped())
+        controller::worker::run(ctx.clone(), stopped()),
+        controller::task::run(ctx, stopped()),
     );
 
     if let Some(election) = election {

@@ -206,6 +206,7 @@ node_start() {
   kubeconfig node node
   kubeconfig kube-proxy kube-proxy
 
+  touch "$CLUSTER_DIR/run/real-node"
   local path
   for path in "${NODE_HOST_PATHS[@]}"; do
     [[ -e "$path" ]] || echo "$path" >> "$CLUSTER_DIR/run/created-paths"

@@ -523,3 +523,92 @@ fn the_operator_survives_a_crash_and_a_restart_writes_nothing() {
         op.metrics()
     );
 }
+
+/// kwok's scale: two agents of 1,000 pods each become Ready, and scale back down.
+#[test]
+fn two_thousand_pods_on_kwok_nodes() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-scale");
+    let _op = Operator::start(&c, "scale");
+    for name in ["wide-a", "wide-b"] {
+        let agent = serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
+            "spec": {
+                "role": "Research", "replicas": 1000, "resources": {"cpuRequest": "10m", "memory": "16Mi"},
+                "podTemplate": {
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+                },
+            },
+        });
+        ns.apply_ok(&agent.to_string());
+    }
+    for name in ["wide-a", "wide-b"] {
+        ns.wait(&format!("cogoagent/{name}"), "condition=Ready", 600);
+        let a = c.get_json(&ns.name, &format!("cogoagent/{name}")).unwrap();
+        assert_eq!(a["status"]["readyReplicas"], 1000, "{name}");
+    }
+    ns.kubectl_ok(&["scale", "cogoagent/wide-a", "--replicas=10"]);
+    wait_until(
+        Duration::from_secs(300),
+        "wide-a to scale down to 10 ready pods",
+        || {
+            let a = c.get_json(&ns.name, "cogoagent/wide-a").unwrap();
+            a["status"]["replicas"] == 10 && condition(&a, "Ready").is_some_and(|(s, _)| s == "True")
+        },
+    );
+    // The namespace's deletion removes the pods; nothing waits for it.
+}
+
+/// Tasks are accepted when their target exists, wait with a reason when it does not, and are
+/// accepted as soon as it appears; an oversized input is refused with its size.
+#[test]
+fn tasks_are_accepted_or_told_why_not() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-tasks");
+    let _op = Operator::start(&c, "tasks");
+    ns.apply_ok(&example("tasks.yaml"));
+    let big = serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "too-big"},
+        "spec": {"agent": "orchestrator", "type": "cogo.echo", "input": {"blob": "x".repeat(300 * 1024)}},
+    });
+    // `create`, not `apply`: apply would copy the input into an annotation, which has its own limit.
+    c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&big.to_string()));
+    let accepted = |name: &str| {
+        c.get_json(&ns.name, &format!("agenttask/{name}"))
+            .and_then(|t| condition(&t, "Accepted"))
+    };
+    for (name, reason) in [
+        ("hello-echo", "AgentNotFound"),
+        ("research-rust-operators", "NoAgentForRole"),
+        ("too-big", "InputTooLarge"),
+    ] {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{name} to say {reason}"),
+            || accepted(name) == Some(("False".into(), reason.into())),
+        );
+        let t = c.get_json(&ns.name, &format!("agenttask/{name}")).unwrap();
+        assert_eq!(t["status"]["phase"], "Pending", "{name}");
+        assert_eq!(
+            condition(&t, "Succeeded").map(|(s, _)| s),
+            Some("Unknown".into()),
+            "{name}"
+        );
+    }
+    wait_until(Duration::from_secs(30), "a Warning Event naming the task", || {
+        let selector = "reason=AgentNotFound,type=Warning";
+        let jsonpath = "jsonpath={.items[*].involvedObject.name}";
+        ns.kubectl_ok(&["get", "events", "--field-selector", selector, "-o", jsonpath])
+            .contains("hello-echo")
+    });
+
+    // The agents appear: the waiting tasks are accepted without being touched.
+    apply_examples(&ns);
+    ns.wait("agenttask/hello-echo", "condition=Accepted", 60);
+    ns.wait("agenttask/research-rust-operators", "condition=Accepted", 60);
+    assert_eq!(
+        accepted("too-big"),
+        Some(("False".into(), "InputTooLarge".into()))
+    );
+}

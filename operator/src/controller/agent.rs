@@ -137,6 +137,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     update_status(
         &ctx,
         agent.as_ref(),
+        cogo_api::conditions::READY,
         (&previous, &previous.conditions),
         (&next, &next.conditions),
         verdict.as_ref().err(),

@@ -4,6 +4,7 @@
 //! [`build`](crate::build) and [`status`](crate::status) are pure.
 
 pub mod agent;
+pub mod task;
 pub mod worker;
 
 use std::{
@@ -12,7 +13,7 @@ use std::{
     sync::Arc,
 };
 
-use cogo_api::conditions;
+use cogo_api::{CogoAgent, conditions};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
@@ -21,6 +22,7 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, Store},
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -45,6 +47,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Every CogoAgent, as watched (empty until a reflector fills it).
+    pub agents: Store<CogoAgent>,
 }
 
 impl Context {
@@ -54,12 +58,20 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance,
         };
+        let (agents, _) = reflector::store();
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             metrics,
+            agents,
         }
+    }
+
+    /// The same context, reading agents from `agents`.
+    pub fn with_agents(mut self, agents: Store<CogoAgent>) -> Self {
+        self.agents = agents;
+        self
     }
 }
 
@@ -182,11 +194,12 @@ where
 }
 
 /// Writes `next` as the object's status when it differs from `previous`; when the spec is
-/// invalid and the Ready condition's reason or message changed, also publishes a Warning Event
-/// (once per cause, not once per reconcile).
+/// invalid and the `watched` condition's reason or message changed, also publishes a Warning
+/// Event (once per cause, not once per reconcile).
 pub async fn update_status<K, S>(
     ctx: &Context,
     obj: &K,
+    watched: &str,
     (previous, previous_conditions): (&S, &[Condition]),
     (next, next_conditions): (&S, &[Condition]),
     invalid: Option<&Invalid>,
@@ -206,10 +219,14 @@ where
     let name = obj.meta().name.as_deref().unwrap_or_default();
     apply_status(&Api::<K>::namespaced(ctx.client.clone(), ns), name, next).await?;
     ctx.metrics.status_written(&kind);
-    let ready = conditions::find(next_conditions, conditions::READY);
-    info!(ready = ready.map(|c| c.reason.as_str()), "status updated");
+    let ready = conditions::find(next_conditions, watched);
+    info!(
+        condition = watched,
+        reason = ready.map(|c| c.reason.as_str()),
+        "status updated"
+    );
     if let Some(invalid) = invalid {
-        let before = conditions::find(previous_conditions, conditions::READY);
+        let before = conditions::find(previous_conditions, watched);
         if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
             warn_invalid(&ctx.recorder, obj, invalid).await?;
         }

@@ -135,6 +135,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     update_status(
         &ctx,
         worker.as_ref(),
+        cogo_api::conditions::READY,
         (&previous, &previous.conditions),
         (&next, &next.conditions),
         verdict.as_ref().err(),

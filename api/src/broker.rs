@@ -1,0 +1,198 @@
+//! Wire types of the operator's task broker (HTTP + JSON, under `/v1`), shared by the operator
+//! that serves it and the agent runtime that calls it.
+//!
+//! Agents pull: `POST /v1/namespaces/{ns}/agents/{agent}/lease` long-polls for up to `slots`
+//! tasks; each leased task is then heartbeated (`.../tasks/{name}/heartbeat`) and completed
+//! (`.../tasks/{name}/complete`). Every call after the lease names the attempt it belongs to,
+//! so a late call from a pod whose lease was taken away cannot change a newer attempt.
+
+use serde::{Deserialize, Serialize};
+
+/// The path prefix of every broker endpoint.
+pub const API_PREFIX: &str = "/v1";
+/// The audience of broker tokens.
+pub const TOKEN_AUDIENCE: &str = "cogo-broker";
+/// The longest a lease request may wait for work.
+pub const MAX_WAIT_SECONDS: u32 = 30;
+
+/// `POST /v1/namespaces/{ns}/agents/{agent}/lease`: ask for up to `slots` tasks.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The pod asking, recorded as the task's assignee.
+    pub pod: String,
+    /// Free slots: the most tasks to return (1 to 256).
+    pub slots: u32,
+    /// Seconds to wait for work when none is queued (0 to [`MAX_WAIT_SECONDS`]).
+    #[serde(default)]
+    pub wait_seconds: u32,
+}
+
+/// The answer to a lease: zero or more tasks, now Running on the asking pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseResponse {
+    /// The leased tasks.
+    pub tasks: Vec<LeasedTask>,
+}
+
+/// One leased task.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeasedTask {
+    /// Namespace of the AgentTask.
+    pub namespace: String,
+    /// Name of the AgentTask.
+    pub name: String,
+    /// UID of the AgentTask.
+    pub uid: String,
+    /// The task type, which selects the handler.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// The task's input.
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// The attempt this lease is for; every later call names it.
+    pub attempt: i32,
+    /// Seconds between heartbeats; a lease not renewed for three of them is lost.
+    pub heartbeat_seconds: u32,
+    /// When the task's deadline passes (RFC 3339), after which it fails as `DeadlineExceeded`.
+    pub deadline: String,
+}
+
+/// `POST /v1/namespaces/{ns}/tasks/{name}/heartbeat`: keep a lease alive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The pod holding the lease.
+    pub pod: String,
+    /// The attempt the lease is for.
+    pub attempt: i32,
+}
+
+/// The answer to a heartbeat.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// True when the task was cancelled: the agent should stop and complete it as cancelled.
+    pub cancelled: bool,
+}
+
+/// How an attempt ended, as the agent reports it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler returned a result.
+    Succeeded,
+    /// The handler failed.
+    Failed,
+    /// The agent stopped because the task was cancelled.
+    Cancelled,
+}
+
+/// `POST /v1/namespaces/{ns}/tasks/{name}/complete`: report the outcome of an attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The pod holding the lease.
+    pub pod: String,
+    /// The attempt the outcome is for.
+    pub attempt: i32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The handler's result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// What went wrong, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether a failure may succeed if retried (a timeout upstream, say); false fails the
+    /// task at once.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// The answer to a completion.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteResponse {
+    /// The task's phase after the report, as written in its status.
+    pub phase: crate::TaskPhase,
+    /// False when the report was for an attempt that is no longer current and changed nothing.
+    pub applied: bool,
+}
+
+/// The body of every error answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// A stable, PascalCase code, such as `Unauthorized` or `LeaseLost`.
+    pub code: String,
+    /// What is wrong, for humans.
+    pub message: String,
+}
+
+/// Claims of a broker token: which agent the bearer may act as.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    /// `agent:<namespace>/<name>`.
+    pub sub: String,
+    /// Always [`TOKEN_AUDIENCE`].
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+}
+
+impl Claims {
+    /// The subject naming an agent.
+    pub fn subject(namespace: &str, agent: &str) -> String {
+        format!("agent:{namespace}/{agent}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn requests_reject_unknown_fields() {
+        let err =
+            serde_json::from_value::<LeaseRequest>(json!({"pod": "p", "slots": 2, "slot": 3})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `slot`"), "{err}");
+        let ok: LeaseRequest = serde_json::from_value(json!({"pod": "p", "slots": 2})).unwrap();
+        assert_eq!(ok.wait_seconds, 0);
+    }
+
+    #[test]
+    fn completions_carry_the_attempt_and_outcome() {
+        let c: CompleteRequest = serde_json::from_value(
+            json!({"pod": "p", "attempt": 2, "outcome": "Failed", "error": "boom", "retryable": true}),
+        )
+        .unwrap();
+        assert_eq!((c.attempt, c.outcome, c.retryable), (2, Outcome::Failed, true));
+        assert!(
+            serde_json::from_value::<CompleteRequest>(json!({"pod": "p", "attempt": 1, "outcome": "Done"}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn leased_tasks_name_their_type_field_type() {
+        let t = LeasedTask {
+            namespace: "ns".into(),
+            name: "t".into(),
+            uid: "u".into(),
+            task_type: "cogo.echo".into(),
+            input: json!({"a": 1}),
+            attempt: 1,
+            heartbeat_seconds: 5,
+            deadline: "2026-01-01T00:00:00Z".into(),
+        };
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["type"], "cogo.echo");
+        assert_eq!(v["heartbeatSeconds"], 5);
+    }
+}

@@ -1,0 +1,297 @@
+//! Pure decisions about AgentTasks before they are leased: is the target there, is the input
+//! acceptable, and what status says so. The broker owns every later transition.
+
+use cogo_api::{
+    AgentRole, AgentTask, AgentTaskStatus, TaskPhase,
+    conditions::{self, ACCEPTED, SUCCEEDED, status as cs},
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::validate::Invalid;
+
+/// Reasons of the `Accepted` and `Succeeded` conditions of a task.
+pub mod reason {
+    /// The target exists and the task waits in its queue.
+    pub const QUEUED: &str = "Queued";
+    /// Not finished yet.
+    pub const PENDING: &str = "Pending";
+    /// `spec.agent` names no CogoAgent of the namespace.
+    pub const AGENT_NOT_FOUND: &str = "AgentNotFound";
+    /// No CogoAgent of the namespace has `spec.role`.
+    pub const NO_AGENT_FOR_ROLE: &str = "NoAgentForRole";
+    /// `spec.input` is larger than the operator accepts.
+    pub const INPUT_TOO_LARGE: &str = "InputTooLarge";
+    /// `spec.parent` names no AgentTask of the namespace.
+    pub const PARENT_NOT_FOUND: &str = "ParentNotFound";
+}
+
+/// Where an accepted task is queued.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// A named CogoAgent.
+    Agent(String),
+    /// Any CogoAgent of a role.
+    Role(AgentRole),
+}
+
+/// What the operator looked up about a task's namespace.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFacts {
+    /// The namespace's CogoAgents and their roles.
+    pub agents: Vec<(String, AgentRole)>,
+    /// Whether the parent named in `spec.parent` exists (None when there is no parent).
+    pub parent_exists: Option<bool>,
+}
+
+/// Decides whether a task can be queued, and where.
+pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> Result<Target, Invalid> {
+    let spec = &task.spec;
+    if let Some(input) = &spec.input {
+        let size = serde_json::to_vec(input).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > max_input_bytes {
+            return Err(Invalid {
+                reason: reason::INPUT_TOO_LARGE,
+                message: format!(
+                    "spec.input is {size} bytes, more than the {max_input_bytes} bytes the operator accepts; \
+                     store large data elsewhere and pass a reference"
+                ),
+            });
+        }
+    }
+    if facts.parent_exists == Some(false) {
+        return Err(Invalid {
+            reason: reason::PARENT_NOT_FOUND,
+            message: format!(
+                "spec.parent names AgentTask {:?}, which does not exist",
+                spec.parent.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    match (&spec.agent, spec.role) {
+        (Some(agent), _) => {
+            if facts.agents.iter().any(|(n, _)| n == agent) {
+                Ok(Target::Agent(agent.clone()))
+            } else {
+                Err(Invalid {
+                    reason: reason::AGENT_NOT_FOUND,
+                    message: format!(
+                        "spec.agent names CogoAgent {agent:?}, which does not exist in this namespace"
+                    ),
+                })
+            }
+        }
+        (None, Some(role)) => {
+            if facts.agents.iter().any(|(_, r)| *r == role) {
+                Ok(Target::Role(role))
+            } else {
+                Err(Invalid {
+                    reason: reason::NO_AGENT_FOR_ROLE,
+                    message: format!(
+                        "no CogoAgent of this namespace has role {role}; create one to run this task"
+                    ),
+                })
+            }
+        }
+        // The schema's CEL rule makes this impossible; treat it like an unknown agent.
+        (None, None) => Err(Invalid {
+            reason: reason::AGENT_NOT_FOUND,
+            message: "the task names neither spec.agent nor spec.role".into(),
+        }),
+    }
+}
+
+/// The status of a task that is not leased yet: `phase: Pending`, `Accepted` from the
+/// verdict, `Succeeded: Unknown`. Returns None once the broker owns the task (it is Running or
+/// finished), so the controller leaves such a status alone.
+pub fn compute_pending(
+    task: &AgentTask,
+    verdict: &Result<Target, Invalid>,
+    now: &Time,
+) -> Option<AgentTaskStatus> {
+    let previous = task.status.clone().unwrap_or_default();
+    if matches!(previous.phase, Some(p) if p != TaskPhase::Pending) {
+        return None;
+    }
+    let gen_ = task.metadata.generation;
+    let mut next = AgentTaskStatus {
+        phase: Some(TaskPhase::Pending),
+        observed_generation: gen_,
+        ..previous
+    };
+    let accepted = match verdict {
+        Ok(Target::Agent(a)) => conditions::condition(
+            ACCEPTED,
+            cs::TRUE,
+            reason::QUEUED,
+            format!("queued for agent {a}"),
+            gen_,
+            now,
+        ),
+        Ok(Target::Role(r)) => conditions::condition(
+            ACCEPTED,
+            cs::TRUE,
+            reason::QUEUED,
+            format!("queued for any {r} agent"),
+            gen_,
+            now,
+        ),
+        Err(invalid) => conditions::condition(
+            ACCEPTED,
+            cs::FALSE,
+            invalid.reason,
+            invalid.message.clone(),
+            gen_,
+            now,
+        ),
+    };
+    conditions::set_condition(&mut next.conditions, accepted);
+    conditions::set_condition(
+        &mut next.conditions,
+        conditions::condition(
+            SUCCEEDED,
+            cs::UNKNOWN,
+            reason::PENDING,
+            "the task has not run yet",
+            gen_,
+            now,
+        ),
+    );
+    next.message = Some(match verdict {
+        Ok(_) => "waiting for an agent to lease it".into(),
+        Err(invalid) => invalid.message.clone(),
+    });
+    Some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(yaml: &str) -> AgentTask {
+        let spec = serde_saphyr::from_str(yaml).unwrap();
+        let mut t = AgentTask::new("t", spec);
+        t.metadata.namespace = Some("team".into());
+        t.metadata.generation = Some(1);
+        t
+    }
+
+    fn at(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    fn facts(agents: &[(&str, AgentRole)]) -> TaskFacts {
+        TaskFacts {
+            agents: agents.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+            parent_exists: None,
+        }
+    }
+
+    /// Every bad task input the operator judges, with its reason and a fragment of the message.
+    #[test]
+    fn bad_tasks() {
+        let big = format!(
+            "agent: research\ntype: cogo.echo\ninput: {{blob: \"{}\"}}",
+            "x".repeat(300)
+        );
+        let cases: Vec<(&str, String, TaskFacts, &str, &str)> = vec![
+            (
+                "unknown agent",
+                "agent: nobody\ntype: cogo.echo".into(),
+                facts(&[("research", AgentRole::Research)]),
+                reason::AGENT_NOT_FOUND,
+                "CogoAgent \"nobody\"",
+            ),
+            (
+                "no agent of the role",
+                "role: GraphRAG\ntype: graph.query".into(),
+                facts(&[("research", AgentRole::Research)]),
+                reason::NO_AGENT_FOR_ROLE,
+                "role GraphRAG",
+            ),
+            (
+                "input over the limit",
+                big,
+                facts(&[("research", AgentRole::Research)]),
+                reason::INPUT_TOO_LARGE,
+                "more than the 256 bytes",
+            ),
+            (
+                "missing parent",
+                "agent: research\ntype: cogo.echo\nparent: gone".into(),
+                TaskFacts {
+                    parent_exists: Some(false),
+                    ..facts(&[("research", AgentRole::Research)])
+                },
+                reason::PARENT_NOT_FOUND,
+                "AgentTask \"gone\"",
+            ),
+        ];
+        for (what, yaml, facts, reason, fragment) in cases {
+            let err = validate(&task(&yaml), &facts, 256).expect_err(what);
+            assert_eq!(err.reason, reason, "{what}");
+            assert!(err.message.contains(fragment), "{what}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn targets_resolve_by_name_or_role() {
+        let f = facts(&[("r1", AgentRole::Research), ("x", AgentRole::Executor)]);
+        assert_eq!(
+            validate(&task("agent: x\ntype: cogo.echo"), &f, 1024),
+            Ok(Target::Agent("x".into()))
+        );
+        assert_eq!(
+            validate(&task("role: Research\ntype: research.query"), &f, 1024),
+            Ok(Target::Role(AgentRole::Research))
+        );
+    }
+
+    #[test]
+    fn pending_status_is_stable_and_left_alone_once_leased() {
+        let mut t = task("agent: r\ntype: cogo.echo");
+        let ok = Ok(Target::Agent("r".into()));
+        let first = compute_pending(&t, &ok, &at(10)).unwrap();
+        assert_eq!(first.phase, Some(TaskPhase::Pending));
+        let accepted = conditions::find(&first.conditions, ACCEPTED).unwrap();
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("True", reason::QUEUED)
+        );
+        assert_eq!(
+            conditions::find(&first.conditions, SUCCEEDED).unwrap().status,
+            "Unknown"
+        );
+        t.status = Some(first.clone());
+        assert_eq!(
+            compute_pending(&t, &ok, &at(99)).unwrap(),
+            first,
+            "nothing changed, nothing to write"
+        );
+
+        t.status.as_mut().unwrap().phase = Some(TaskPhase::Running);
+        assert!(
+            compute_pending(&t, &ok, &at(100)).is_none(),
+            "the broker owns a running task"
+        );
+    }
+
+    #[test]
+    fn a_rejected_task_says_why_and_flips_when_fixed() {
+        let mut t = task("role: Research\ntype: research.query");
+        let bad = validate(&t, &facts(&[]), 1024);
+        let s = compute_pending(&t, &bad, &at(10)).unwrap();
+        let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("False", reason::NO_AGENT_FOR_ROLE)
+        );
+        t.status = Some(s);
+        let good = validate(&t, &facts(&[("r", AgentRole::Research)]), 1024);
+        let s = compute_pending(&t, &good, &at(20)).unwrap();
+        let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
+        assert_eq!(
+            (accepted.status.as_str(), accepted.last_transition_time.clone()),
+            ("True", at(20))
+        );
+    }
+}
