@@ -499,29 +499,28 @@ fn the_operator_survives_a_crash_and_a_restart_writes_nothing() {
     // A second start over an unchanged world makes no write in the namespace.
     let mark = audit_lines(&c.audit_log());
     let op = Operator::start(&c, "restart");
+    // Its first reconcile of everything it watches is over when the count stops growing.
+    let mut last = 0;
     wait_until(
-        Duration::from_secs(60),
-        "the restarted operator to reconcile all 8 objects",
-        || op.counter("cogo_operator_reconciles_total") >= 8,
+        Duration::from_secs(120),
+        "the restarted operator's first reconciles to finish",
+        || {
+            let now = op.counter("cogo_operator_reconciles_total");
+            let settled = now >= 8 && now == last;
+            last = now;
+            if !settled {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            settled
+        },
     );
-    std::thread::sleep(Duration::from_secs(2));
     let writes: Vec<_> = audited_writes(&c.audit_log(), mark, "cogo-operator/")
         .into_iter()
         .filter(|(_, _, namespace, _)| namespace == &ns.name)
         .collect();
     assert!(writes.is_empty(), "spurious writes after a restart: {writes:#?}");
-    assert_eq!(
-        op.counter("cogo_operator_status_writes_total"),
-        0,
-        "{}",
-        op.metrics()
-    );
-    assert_eq!(
-        op.counter("cogo_operator_child_writes_total"),
-        0,
-        "{}",
-        op.metrics()
-    );
+    // (The operator's own write counters cover every namespace, including ones earlier tests are
+    // still deleting, so the audit log, filtered to this namespace, is the measure here.)
 }
 
 /// kwok's scale: two agents of 1,000 pods each become Ready, and scale back down.
