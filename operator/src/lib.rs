@@ -5,6 +5,7 @@
 //! Each reconcile runs *dereference → validate → build → apply → update_status*:
 //! [`controller`] talks to the API server; [`validate`], [`build`] and [`status`] are pure.
 
+pub mod broker;
 pub mod build;
 pub mod config;
 pub mod controller;

@@ -1,0 +1,5 @@
+//! The task broker's building blocks: the in-memory queue of accepted tasks and the tokens
+//! agents present. The HTTP endpoints that use them are described in `cogo_api::broker`.
+
+pub mod auth;
+pub mod queue;

@@ -1,0 +1,160 @@
+//! The in-memory queue of accepted, not yet leased tasks: one queue per target (a named agent,
+//! or a role) in each namespace, ordered by priority (higher first), then creation time, then
+//! name. It holds no state of its own worth keeping: it is rebuilt from the watch cache on start.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap},
+};
+
+use cogo_api::AgentRole;
+
+use crate::task::Target;
+
+/// A queued task's place in its queue.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    priority: Reverse<i32>,
+    created: i64,
+    name: String,
+}
+
+type QueueKey = (String, Target);
+
+/// Queued tasks of every namespace and target.
+#[derive(Debug, Default)]
+pub struct TaskQueue {
+    queues: HashMap<QueueKey, BTreeSet<Entry>>,
+    index: HashMap<(String, String), (QueueKey, Entry)>,
+}
+
+impl TaskQueue {
+    /// Queues (or re-queues, after a change) the task `name` of namespace `ns`.
+    /// `created` orders equal priorities: older first.
+    pub fn upsert(&mut self, ns: &str, name: &str, target: Target, priority: i32, created: i64) {
+        self.remove(ns, name);
+        let key = (ns.to_string(), target);
+        let entry = Entry {
+            priority: Reverse(priority),
+            created,
+            name: name.to_string(),
+        };
+        self.queues.entry(key.clone()).or_default().insert(entry.clone());
+        self.index
+            .insert((ns.to_string(), name.to_string()), (key, entry));
+    }
+
+    /// Removes a task; true when it was queued.
+    pub fn remove(&mut self, ns: &str, name: &str) -> bool {
+        let Some((key, entry)) = self.index.remove(&(ns.to_string(), name.to_string())) else {
+            return false;
+        };
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.remove(&entry);
+            if q.is_empty() {
+                self.queues.remove(&key);
+            }
+        }
+        true
+    }
+
+    /// Takes up to `n` tasks for the agent `agent` of role `role` in `ns`: those sent to it by
+    /// name and those sent to its role, merged in queue order.
+    pub fn pop_for(&mut self, ns: &str, agent: &str, role: AgentRole, n: usize) -> Vec<String> {
+        let by_name = (ns.to_string(), Target::Agent(agent.to_string()));
+        let by_role = (ns.to_string(), Target::Role(role));
+        let mut taken = Vec::with_capacity(n);
+        while taken.len() < n {
+            let a = self.queues.get(&by_name).and_then(|q| q.first().cloned());
+            let r = self.queues.get(&by_role).and_then(|q| q.first().cloned());
+            let entry = match (a, r) {
+                (Some(a), Some(r)) => a.min(r),
+                (Some(a), None) => a,
+                (None, Some(r)) => r,
+                (None, None) => break,
+            };
+            self.remove(ns, &entry.name);
+            taken.push(entry.name);
+        }
+        taken
+    }
+
+    /// Tasks waiting for the agent `agent` of role `role` in `ns` (by name or by role).
+    pub fn pending_for(&self, ns: &str, agent: &str, role: AgentRole) -> usize {
+        let count = |t: Target| self.queues.get(&(ns.to_string(), t)).map_or(0, BTreeSet::len);
+        count(Target::Agent(agent.to_string())) + count(Target::Role(role))
+    }
+
+    /// Every queued task.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str) -> Target {
+        Target::Agent(name.into())
+    }
+
+    #[test]
+    fn priority_then_age_then_name() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "old-low", agent("a"), 0, 1);
+        q.upsert("ns", "new-high", agent("a"), 10, 5);
+        q.upsert("ns", "old-high", agent("a"), 10, 2);
+        q.upsert("ns", "b-tie", agent("a"), 0, 7);
+        q.upsert("ns", "a-tie", agent("a"), 0, 7);
+        assert_eq!(
+            q.pop_for("ns", "a", AgentRole::Research, 10),
+            ["old-high", "new-high", "old-low", "a-tie", "b-tie"]
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn named_and_role_queues_merge_in_order_and_stay_apart_across_namespaces() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "by-role", Target::Role(AgentRole::Research), 5, 1);
+        q.upsert("ns", "by-name", agent("r1"), 5, 2);
+        q.upsert("ns", "other-agent", agent("r2"), 100, 0);
+        q.upsert("ns", "other-role", Target::Role(AgentRole::Indexing), 100, 0);
+        q.upsert("other", "elsewhere", Target::Role(AgentRole::Research), 100, 0);
+        assert_eq!(q.pending_for("ns", "r1", AgentRole::Research), 2);
+        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 1), ["by-role"]);
+        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 5), ["by-name"]);
+        assert_eq!(
+            q.pop_for("ns", "r1", AgentRole::Research, 5),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            q.len(),
+            3,
+            "other agents', roles' and namespaces' tasks stay queued"
+        );
+    }
+
+    #[test]
+    fn upsert_replaces_and_remove_forgets() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "t", agent("a"), 0, 1);
+        q.upsert("ns", "t", agent("a"), 9, 1);
+        assert_eq!(q.len(), 1);
+        q.upsert("ns", "u", agent("a"), 5, 0);
+        assert_eq!(
+            q.pop_for("ns", "a", AgentRole::Research, 1),
+            ["t"],
+            "the new priority counts"
+        );
+        assert!(q.remove("ns", "u"));
+        assert!(!q.remove("ns", "u"));
+        assert!(q.is_empty());
+    }
+}
