@@ -187,6 +187,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    let lost_leadership = Arc::new(AtomicBool::new(false));
     let election = if args.leader_elect {
         let ns = args
             .lease_namespace
@@ -205,10 +206,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = stopped() => return Ok(()),
         }
         metrics.set_leader(true);
-        let (e, stop_tx) = (election.clone(), stop_tx.clone());
+        let (e, stop_tx, lost) = (election.clone(), stop_tx.clone(), lost_leadership.clone());
         tokio::spawn(async move {
-            let lost = e.hold().await;
-            error!(error = %lost, "lost leadership; stopping");
+            let reason = e.hold().await;
+            error!(error = %reason, "lost leadership; stopping");
+            lost.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = stop_tx.send(true);
         });
         Some(election)
@@ -242,6 +244,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(election) = election {
         metrics.set_leader(false);
         election.release().await;
+    }
+    // A replica that lost the lease exits non-zero, so it is seen and restarts as a candidate.
+    if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
+        anyhow::bail!("stopped after losing leadership");
     }
     info!("stopped");
     Ok(())
