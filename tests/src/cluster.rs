@@ -66,6 +66,39 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs helm against this cluster; panics with its output when it fails.
+    pub fn helm_ok(&self, args: &[&str]) {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--kubeconfig", self.kubeconfig.to_str().expect("utf-8 path")]);
+        let out = run(&tool("helm"), &full, None);
+        assert!(
+            out.status.success(),
+            "helm {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Installs the chart as release `cogo` into `ns` (created), with extra `--set` values, and
+    /// waits for it.
+    pub fn helm_install(&self, ns: &str, sets: &[&str]) {
+        let chart = repo().join("charts/cogo-operator");
+        let mut args = vec![
+            "install",
+            "cogo",
+            chart.to_str().expect("utf-8 path"),
+            "-n",
+            ns,
+            "--create-namespace",
+        ];
+        for set in sets {
+            args.extend_from_slice(&["--set", set]);
+        }
+        args.extend_from_slice(&["--wait", "--timeout", "180s"]);
+        self.helm_ok(&args);
+    }
+
     /// `kubectl get -o json` of one object, or None when it does not exist.
     pub fn get_json(&self, ns: &str, what: &str) -> Option<Value> {
         let out = self.kubectl(&["get", "-n", ns, what, "-o", "json", "--ignore-not-found"], None);

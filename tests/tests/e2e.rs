@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cogo_e2e::{
     cluster::{Cluster, Namespace, Operator, audit_lines, audited_writes, wait_until},
-    repo, run, tool,
+    repo,
 };
 use serde_json::Value;
 
@@ -394,33 +394,7 @@ fn helm_installs_the_chart_with_least_privilege() {
         ],
         None,
     );
-    let helm = tool("helm");
-    let chart = repo().join("charts/cogo-operator");
-    let kc = c.kubeconfig.to_str().unwrap();
-    let install = run(
-        &helm,
-        &[
-            "install",
-            "cogo",
-            chart.to_str().unwrap(),
-            "--kubeconfig",
-            kc,
-            "-n",
-            release_ns,
-            "--create-namespace",
-            "--set",
-            "image.pullPolicy=Never",
-            "--wait",
-            "--timeout",
-            "120s",
-        ],
-        None,
-    );
-    assert!(
-        install.status.success(),
-        "{}",
-        String::from_utf8_lossy(&install.stderr)
-    );
+    c.helm_install(release_ns, &["image.pullPolicy=Never"]);
     let _cleanup = Namespace::adopt(&c, release_ns);
     for what in [
         "deployment/cogo-cogo-operator",
@@ -461,20 +435,7 @@ fn helm_installs_the_chart_with_least_privilege() {
         "the operator never writes spec"
     );
     assert!(!can(&["delete", "deployments.apps", "-n", "default"]));
-    let out = run(
-        &helm,
-        &[
-            "uninstall",
-            "cogo",
-            "--kubeconfig",
-            kc,
-            "-n",
-            release_ns,
-            "--wait",
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.helm_ok(&["uninstall", "cogo", "-n", release_ns, "--wait"]);
 }
 
 #[test]

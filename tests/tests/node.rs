@@ -4,10 +4,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use cogo_e2e::{
-    cluster::{Cluster, Namespace, wait_until},
-    repo, run, tool,
-};
+use cogo_e2e::cluster::{Cluster, Namespace, wait_until};
 use serde_json::Value;
 
 fn cluster() -> Cluster {
@@ -104,31 +101,10 @@ fn the_chart_runs_the_operator_in_the_cluster() {
         ],
         None,
     );
-    let kc = c.kubeconfig.to_str().unwrap().to_string();
-    let chart = repo().join("charts/cogo-operator");
-    let helm = tool("helm");
-    let out = run(
-        &helm,
-        &[
-            "install",
-            "cogo",
-            chart.to_str().unwrap(),
-            "--kubeconfig",
-            &kc,
-            "-n",
-            release_ns,
-            "--create-namespace",
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "runtimeImages.pullPolicy=Never",
-            "--wait",
-            "--timeout",
-            "180s",
-        ],
-        None,
+    c.helm_install(
+        release_ns,
+        &["image.pullPolicy=Never", "runtimeImages.pullPolicy=Never"],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _cleanup = Namespace::adopt(&c, release_ns);
 
     let operator = pod_of(&c, release_ns, "cogo");
@@ -154,22 +130,28 @@ fn the_chart_runs_the_operator_in_the_cluster() {
         status["image"].as_str().unwrap().contains("cogo-agent:"),
         "{status}"
     );
+
+    // The agent found the broker by its Service name, through cluster DNS.
+    let service = c
+        .get_json(release_ns, "service/cogo-cogo-operator")
+        .expect("the operator's Service");
+    let endpoint = format!(
+        "{}:8080",
+        service["spec"]["clusterIP"].as_str().expect("a ClusterIP")
+    );
+    let pod = agent_pod["metadata"]["name"].as_str().unwrap().to_string();
+    wait_until(
+        Duration::from_secs(60),
+        "the agent to resolve the broker's Service name",
+        || {
+            let logs = c.kubectl(&["logs", "-n", &ns.name, &pod], None);
+            let text = String::from_utf8_lossy(&logs.stdout);
+            text.contains("resolved the broker's address") && text.contains(&endpoint)
+        },
+    );
     drop(ns);
 
-    let out = run(
-        &helm,
-        &[
-            "uninstall",
-            "cogo",
-            "--kubeconfig",
-            &kc,
-            "-n",
-            release_ns,
-            "--wait",
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.helm_ok(&["uninstall", "cogo", "-n", release_ns, "--wait"]);
 }
 
 /// Non-root, no new privileges, seccomp, a read-only root filesystem and the memory limit are

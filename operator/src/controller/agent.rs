@@ -23,7 +23,7 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, apply_if_changed, delete, error_policy, existing, secret_keys, update_status};
+use super::{Context, PoolChildren, apply_if_changed, delete, error_policy, secret_keys, update_status};
 use crate::{
     Error, Result,
     build::{self, Pool},
@@ -72,20 +72,18 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     let uid = agent.metadata.uid.clone().unwrap_or_default();
 
     // dereference
-    let found_deployment = deployments.get_opt(name).await?;
-    let found_service = services.get_opt(name).await?;
+    let children = PoolChildren::fetch(&client, ns, name).await?;
     let found_pdb = pdbs.get_opt(name).await?;
     let facts = Facts {
         secrets: secret_keys(&secrets, validate::agent_secret_names(&agent)).await?,
-        existing: [
-            existing("Deployment", found_deployment.as_ref()),
-            existing("Service", found_service.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        existing: children.existing(),
         agents: vec![],
     };
+
+    let PoolChildren {
+        deployment: found_deployment,
+        service: found_service,
+    } = children;
 
     // validate
     let verdict = validate::agent(&agent, &facts, &ctx.config);

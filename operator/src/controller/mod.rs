@@ -149,6 +149,36 @@ pub fn controller_uid(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Obj
         .map(|o| o.uid.clone())
 }
 
+/// The Deployment and Service that exist under a pool's name, as read at the start of a
+/// reconcile: for the conflict check, for the apply's comparison, and for status.
+pub struct PoolChildren {
+    /// The Deployment of that name, if any.
+    pub deployment: Option<k8s_openapi::api::apps::v1::Deployment>,
+    /// The Service of that name, if any.
+    pub service: Option<k8s_openapi::api::core::v1::Service>,
+}
+
+impl PoolChildren {
+    /// Reads both.
+    pub async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Self> {
+        Ok(PoolChildren {
+            deployment: Api::namespaced(client.clone(), ns).get_opt(name).await?,
+            service: Api::namespaced(client.clone(), ns).get_opt(name).await?,
+        })
+    }
+
+    /// What exists under the pool's name, for the conflict check.
+    pub fn existing(&self) -> Vec<ExistingChild> {
+        [
+            existing("Deployment", self.deployment.as_ref()),
+            existing("Service", self.service.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// Records an existing object under a child's name, for the conflict check.
 pub fn existing<K: Resource>(kind: &'static str, obj: Option<&K>) -> Option<ExistingChild> {
     obj.map(|o| ExistingChild {

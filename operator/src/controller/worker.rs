@@ -24,7 +24,7 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, apply_if_changed, error_policy, existing, secret_keys, update_status};
+use super::{Context, PoolChildren, apply_if_changed, error_policy, secret_keys, update_status};
 use crate::{
     Error, Result,
     build::{self, Pool},
@@ -66,18 +66,11 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     let uid = worker.metadata.uid.clone().unwrap_or_default();
 
     // dereference
-    let found_deployment = deployments.get_opt(name).await?;
-    let found_service = services.get_opt(name).await?;
+    let children = PoolChildren::fetch(&client, ns, name).await?;
     let found_policy = policies.get_opt(name).await?;
     let facts = Facts {
         secrets: secret_keys(&secrets, validate::worker_secret_names(&worker)).await?,
-        existing: [
-            existing("Deployment", found_deployment.as_ref()),
-            existing("Service", found_service.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        existing: children.existing(),
         agents: agents
             .list(&ListParams::default())
             .await?
@@ -86,6 +79,11 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
             .map(|a| (a.name_any(), a.spec.role))
             .collect(),
     };
+
+    let PoolChildren {
+        deployment: found_deployment,
+        service: found_service,
+    } = children;
 
     // validate
     let verdict = validate::worker(&worker, &facts, &ctx.config);
