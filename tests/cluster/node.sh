@@ -198,6 +198,19 @@ nodePortAddresses: [127.0.0.1/32]
 YAML
 }
 
+# Imports every image archive of $CACHE/images into the node's containerd.
+node_load_images() {
+  local archive base
+  for archive in "$CACHE"/images/*.tar; do
+    [[ -f "$archive" ]] || die "no images in $CACHE/images: run tests/images/build (make images)"
+    base=$(basename "$archive" .tar); base=${base%%_*}
+    "$CONTAINERD_DIR/ctr" --address "$CLUSTER_DIR/containerd/containerd.sock" -n k8s.io images import \
+      --base-name "docker.io/library/$base" --digests=false "$archive" >/dev/null \
+      || die "cannot import $archive"
+  done
+  log "loaded $(ls "$CACHE"/images/*.tar | wc -l) images into containerd"
+}
+
 node_start() {
   local pki=$CLUSTER_DIR/pki
   node_write_config
@@ -234,15 +247,7 @@ node_start() {
   PATH=$CONTAINERD_DIR:$PATH start containerd "$CONTAINERD_DIR/containerd" --config "$CLUSTER_DIR/containerd/config.toml"
   wait_for "'$CONTAINERD_DIR/ctr' --address '$CLUSTER_DIR/containerd/containerd.sock' version" 30 \
     || die "containerd did not start; see $CLUSTER_DIR/logs/containerd.log"
-  local archive
-  for archive in "$CACHE"/images/*.tar; do
-    [[ -f "$archive" ]] || die "no images in $CACHE/images: run tests/images/build (make images)"
-    local base; base=$(basename "$archive" .tar); base=${base%%_*}
-    "$CONTAINERD_DIR/ctr" --address "$CLUSTER_DIR/containerd/containerd.sock" -n k8s.io images import \
-      --base-name "docker.io/library/$base" --digests=false "$archive" >/dev/null \
-      || die "cannot import $archive"
-  done
-  log "loaded $(ls "$CACHE"/images/*.tar | wc -l) images into containerd"
+  node_load_images
 
   log "starting the kubelet (node $NODE_NAME) and kube-proxy"
   start kubelet "$KUBE_BIN" kubelet --config "$CLUSTER_DIR/kubelet/config.yaml" \

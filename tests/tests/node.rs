@@ -204,6 +204,11 @@ fn security_settings_are_enforced_by_the_kernel() {
             .any(|o| o == "ro"),
         "root is read-only: {root}"
     );
+    // A write to the container's root filesystem fails even for root on the host; its /tmp
+    // (a size-limited emptyDir) takes one.
+    let denied = std::fs::write(format!("/proc/{pid}/root/cogo-write-probe"), b"x").unwrap_err();
+    assert_eq!(denied.raw_os_error(), Some(30), "EROFS expected, got {denied}");
+    std::fs::write(format!("/proc/{pid}/root/tmp/cogo-write-probe"), b"x").expect("/tmp is writable");
     let limit = std::fs::read_to_string(memory_cgroup(pid).join("memory.limit_in_bytes")).unwrap();
     assert_eq!(
         limit.trim(),
