@@ -73,7 +73,7 @@ images: | require-cargo ## Build the OCI images (operator, agent, worker, pause)
 e2e: tools | require-cargo require-go ## End-to-end tests on the local control plane (real node + kwok nodes)
 	tests/cluster/build
 	if [ "$(COGO_REAL_NODE)" = 1 ]; then tests/images/build; fi
-	cargo build -p cogo-operator
+	cargo build -p cogo-operator -p cogo-agent
 	kubeconfig=$$(tests/cluster/up); \
 	trap 'tests/cluster/down' EXIT; \
 	export COGO_E2E_KUBECONFIG=$$kubeconfig; \

@@ -11,7 +11,9 @@ use cogo_api::AgentRole;
 use tracing::info;
 
 mod broker;
+mod handlers;
 mod http;
+mod pull;
 
 /// Runs one Cogo agent.
 #[derive(Parser, Debug)]
@@ -32,6 +34,18 @@ struct Args {
     /// URL of the operator's broker.
     #[arg(long, env = "COGO_BROKER_URL")]
     broker_url: Option<String>,
+    /// Bearer token for the broker (the operator puts it in the agent's `<name>-broker-token` Secret).
+    #[arg(long, env = "COGO_BROKER_TOKEN", hide_env_values = true)]
+    broker_token: Option<String>,
+    /// Namespace of the agent.
+    #[arg(long, env = "COGO_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Name of this pod, recorded on the tasks it runs.
+    #[arg(long, env = "COGO_POD_NAME")]
+    pod_name: Option<String>,
+    /// Seconds to let held tasks finish after SIGTERM.
+    #[arg(long, env = "COGO_SHUTDOWN_GRACE_SECONDS", default_value_t = 50)]
+    shutdown_grace_seconds: u64,
 }
 
 fn parse_role(s: &str) -> Result<AgentRole, String> {
@@ -61,13 +75,45 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     info!(role = %args.role, agent = %args.agent_name, %addr, concurrency = args.concurrency,
         broker = args.broker_url.as_deref().unwrap_or("<none>"), "agent started");
-    if let Some(url) = args.broker_url.clone() {
-        tokio::spawn(broker::resolve(url));
-    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let puller = match (args.broker_url.clone(), args.broker_token.clone()) {
+        (Some(url), Some(token)) => {
+            let pod = args
+                .pod_name
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "local".into());
+            let client =
+                pull::BrokerClient::new(&url, token, args.namespace.clone(), args.agent_name.clone(), pod);
+            let registry = std::sync::Arc::new(handlers::Registry::builtin());
+            let grace = std::time::Duration::from_secs(args.shutdown_grace_seconds);
+            let (concurrency, stop) = (args.concurrency, stop_rx.clone());
+            Some(tokio::spawn(async move {
+                broker::resolve(url).await;
+                pull::run(client, registry, concurrency, stop, grace).await;
+            }))
+        }
+        (Some(url), None) => {
+            tokio::spawn(broker::resolve(url));
+            tracing::warn!("no broker token (COGO_BROKER_TOKEN): serving probes only, leasing no tasks");
+            None
+        }
+        _ => None,
+    };
+    let mut stop = stop_rx.clone();
     axum::serve(listener, http::router(args.role))
-        .with_graceful_shutdown(http::termination())
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = http::termination() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        })
         .await
         .context("server failed")?;
+    let _ = stop_tx.send(true);
+    if let Some(p) = puller {
+        let _ = p.await;
+    }
     info!("agent stopped");
     Ok(())
 }

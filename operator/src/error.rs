@@ -32,6 +32,10 @@ pub enum Error {
     /// Leader election failed.
     #[error("leader election: {0}")]
     Leader(String),
+
+    /// The broker cannot work (its keys, its listener).
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 impl Error {
@@ -43,6 +47,7 @@ impl Error {
             Error::MissingNamespace { .. } => "missing_namespace",
             Error::Event(_) => "event",
             Error::Leader(_) => "leader",
+            Error::Broker(_) => "broker",
         }
     }
 }

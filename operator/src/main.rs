@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use cogo_api::CogoAgent;
 use cogo_operator::{
+    broker,
     config::Config,
     controller::{self, Context},
     leader::{LeaderElection, Timing},
@@ -87,6 +88,12 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "COGO_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Address of the broker agents pull tasks from (served by the leader).
+    #[arg(long, env = "COGO_BROKER_ADDR", default_value = "0.0.0.0:8080")]
+    broker_addr: SocketAddr,
+    /// Seconds between an agent's heartbeats.
+    #[arg(long, env = "COGO_HEARTBEAT_SECONDS", default_value_t = 5)]
+    heartbeat_seconds: u32,
     /// The largest AgentTask `spec.input` accepted, in bytes of JSON.
     #[arg(long, env = "COGO_MAX_TASK_INPUT_BYTES", default_value_t = 256 * 1024)]
     max_task_input_bytes: usize,
@@ -191,6 +198,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let election = if args.leader_elect {
         let ns = args
             .lease_namespace
+            .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
         let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let election = Arc::new(LeaderElection::new(
@@ -232,7 +240,48 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot list CogoAgents")?;
 
-    let ctx = Arc::new(Context::new(client, config, metrics.clone(), Some(identity)).with_agents(agents));
+    // The broker's signing keys live in a Secret of the operator's namespace.
+    let keys_ns = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let keys = broker::keys::load_or_create(&Api::namespaced(client.clone(), &keys_ns))
+        .await
+        .context("cannot load the broker's signing keys")?;
+    let ctx = Context::new(
+        client.clone(),
+        config.clone(),
+        metrics.clone(),
+        Some(identity.clone()),
+    )
+    .with_agents(agents.clone())
+    .with_keys(keys.clone());
+    let ctx = Arc::new(ctx);
+
+    let broker_state = broker::server::Broker {
+        client: client.clone(),
+        keys,
+        queue: ctx.queue.clone(),
+        queued: ctx.queued.clone(),
+        agents,
+        heartbeat_seconds: args.heartbeat_seconds.max(1),
+        max_result_bytes: 64 * 1024,
+        default_timeout_seconds: 600,
+        recorder: ctx.recorder.clone(),
+    };
+    let broker_listener = tokio::net::TcpListener::bind(args.broker_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.broker_addr))?;
+    info!(addr = %args.broker_addr, "serving the task broker");
+    let broker_stop = stopped();
+    tokio::spawn(async move {
+        let served = axum::serve(broker_listener, broker::server::router(broker_state))
+            .with_graceful_shutdown(broker_stop)
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "the broker stopped");
+        }
+    });
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!("starting the CogoAgent, CogoWorker and AgentTask controllers");
     tokio::join!(

@@ -224,6 +224,8 @@ pub struct Operator {
     pub log: PathBuf,
     /// Port of its /metrics, /livez, /readyz.
     pub health_port: u16,
+    /// Port of its task broker.
+    pub broker_port: u16,
 }
 
 fn free_port() -> u16 {
@@ -234,23 +236,86 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The operator binary: `$COGO_OPERATOR_BIN`, else `target/debug/cogo-operator`.
-pub fn operator_binary() -> PathBuf {
-    let path = std::env::var_os("COGO_OPERATOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/debug/cogo-operator"));
+/// A binary of this workspace: `target/debug/<name>`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let path = repo().join("target/debug").join(name);
     assert!(
         path.is_file(),
-        "{} is missing: build it with `cargo build -p cogo-operator`",
+        "{} is missing: build it with `cargo build -p {name}`",
         path.display()
     );
     path
 }
 
+/// The operator binary: `$COGO_OPERATOR_BIN`, else `target/debug/cogo-operator`.
+pub fn operator_binary() -> PathBuf {
+    std::env::var_os("COGO_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_binary("cogo-operator"))
+}
+
+/// An agent runtime running as a local process, pulling from a local operator's broker with
+/// the token the operator issued to its CogoAgent. Killed when dropped.
+pub struct AgentProcess {
+    child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `cogo-agent` as pod `pod` of the CogoAgent `agent` (role `role`) of `ns`.
+    pub fn start(
+        cluster: &Cluster,
+        ns: &str,
+        agent: &str,
+        role: &str,
+        pod: &str,
+        broker_port: u16,
+    ) -> AgentProcess {
+        let secret = format!("secret/{agent}-broker-token");
+        let mut token = String::new();
+        wait_until(
+            Duration::from_secs(60),
+            &format!("the operator to issue {secret}"),
+            || {
+                let template = "go-template={{.data.token | base64decode}}";
+                let out = cluster.kubectl(&["get", "-n", ns, &secret, "-o", template], None);
+                token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                out.status.success() && !token.is_empty()
+            },
+        );
+        let log = std::env::temp_dir().join(format!("cogo-e2e-agent-{pod}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(workspace_binary("cogo-agent"))
+            .env("COGO_ROLE", role)
+            .env("COGO_AGENT_NAME", agent)
+            .env("COGO_NAMESPACE", ns)
+            .env("COGO_POD_NAME", pod)
+            .env("COGO_CONCURRENCY", "8")
+            .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("COGO_BROKER_URL", format!("http://127.0.0.1:{broker_port}"))
+            .env("COGO_BROKER_TOKEN", token)
+            .env("RUST_LOG", "info,cogo_agent=debug")
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start cogo-agent");
+        AgentProcess { child, log }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Operator {
     /// Starts the operator without leader election and waits until it serves /readyz.
     pub fn start(cluster: &Cluster, log_name: &str) -> Operator {
-        let health_port = free_port();
+        let (health_port, broker_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("cogo-e2e-{log_name}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(operator_binary())
@@ -261,6 +326,12 @@ impl Operator {
                 &format!("127.0.0.1:{health_port}"),
             ])
             .args(["--resync-seconds", "30", "--image-pull-policy", "Never"])
+            .args([
+                "--broker-addr",
+                &format!("127.0.0.1:{broker_port}"),
+                "--heartbeat-seconds",
+                "2",
+            ])
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,cogo_operator=debug")
             .stdout(file.try_clone().expect("log"))
@@ -272,6 +343,7 @@ impl Operator {
             child: Some(child),
             log,
             health_port,
+            broker_port,
         };
         wait_until(Duration::from_secs(30), "the operator to serve /readyz", || {
             http_get(health_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))

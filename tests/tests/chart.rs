@@ -266,9 +266,7 @@ fn rbac_is_least_privilege() {
         }
     }
     for forbidden in [
-        "/secrets:create",
         "/secrets:update",
-        "/secrets:patch",
         "/secrets:delete",
         "apps/deployments:delete",
         "coordination.k8s.io/leases:get",

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cogo_e2e::{
-    cluster::{Cluster, Namespace, Operator, audit_lines, audited_writes, wait_until},
+    cluster::{AgentProcess, Cluster, Namespace, Operator, audit_lines, audited_writes, wait_until},
     repo,
 };
 use serde_json::Value;
@@ -429,7 +429,8 @@ fn helm_installs_the_chart_with_least_privilege() {
         !can(&["update", "leases.coordination.k8s.io", "-n", "default"]),
         "leases only in the release namespace"
     );
-    assert!(!can(&["create", "secrets", "-n", "default"]));
+    assert!(!can(&["delete", "secrets", "-n", "default"]));
+    assert!(!can(&["update", "secrets", "-n", "default"]));
     assert!(
         !can(&["patch", "cogoagents.cogo.xyz", "-n", "default"]),
         "the operator never writes spec"
@@ -570,5 +571,70 @@ fn tasks_are_accepted_or_told_why_not() {
     assert_eq!(
         accepted("too-big"),
         Some(("False".into(), "InputTooLarge".into()))
+    );
+}
+
+/// The task path end to end: 200 `cogo.echo` tasks for a role, served by two agents (runtimes
+/// as local processes pulling from the operator's broker), all succeed with their input as
+/// result, and both agents take part.
+#[test]
+fn two_hundred_echo_tasks_across_two_agents() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-echo");
+    let op = Operator::start(&c, "echo");
+    for name in ["echo-a", "echo-b"] {
+        let agent = serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
+            "spec": {"role": "Research", "concurrency": 8, "podTemplate": {
+                "nodeSelector": {"type": "kwok"},
+                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            }},
+        });
+        ns.apply_ok(&agent.to_string());
+    }
+    let _agents: Vec<AgentProcess> = ["echo-a", "echo-b"]
+        .iter()
+        .map(|a| AgentProcess::start(&c, &ns.name, a, "Research", &format!("{a}-local"), op.broker_port))
+        .collect();
+    let tasks: Vec<Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({
+                "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": format!("echo-{i:03}")},
+                "spec": {"role": "Research", "type": "cogo.echo", "input": {"n": i, "text": format!("hello {i}")}},
+            })
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": tasks});
+    c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&list.to_string()));
+
+    let mut items = Vec::new();
+    wait_until(Duration::from_secs(180), "all 200 tasks to succeed", || {
+        let out = ns.kubectl_ok(&["get", "agenttasks", "-o", "json"]);
+        items = serde_json::from_str::<Value>(&out).unwrap()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        items.len() == 200 && items.iter().all(|t| t["status"]["phase"] == "Succeeded")
+    });
+    let mut by_agent = std::collections::BTreeMap::<String, usize>::new();
+    for t in &items {
+        assert_eq!(
+            t["status"]["result"], t["spec"]["input"],
+            "{}",
+            t["metadata"]["name"]
+        );
+        assert_eq!(
+            condition(t, "Succeeded"),
+            Some(("True".into(), "Succeeded".into()))
+        );
+        assert_eq!(t["status"]["attempt"], 1);
+        *by_agent
+            .entry(t["status"]["agent"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_agent.keys().cloned().collect::<Vec<_>>(),
+        ["echo-a", "echo-b"],
+        "both agents ran tasks: {by_agent:?}"
     );
 }

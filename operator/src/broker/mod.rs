@@ -2,4 +2,7 @@
 //! agents present. The HTTP endpoints that use them are described in `cogo_api::broker`.
 
 pub mod auth;
+pub mod keys;
 pub mod queue;
+pub mod server;
+pub mod transition;

@@ -4,7 +4,7 @@ use cogo_api::{AgentRole, CogoAgent};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Service},
+        core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector, Service},
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -71,13 +71,51 @@ fn agent_env(agent: &CogoAgent, name: &str, cfg: &Config) -> Vec<EnvVar> {
     vars
 }
 
-/// The agent's Deployment.
-pub fn deployment(agent: &CogoAgent, pool: &Pool, cfg: &Config, image: String) -> Deployment {
+/// Name of the Secret holding an agent's broker token.
+pub fn token_secret_name(agent: &str) -> String {
+    format!("{agent}-broker-token")
+}
+
+/// The Secret holding the agent's broker token, owned by the agent.
+pub fn token_secret(pool: &Pool, token: &str) -> Secret {
+    let mut meta = pool.child_meta();
+    meta.name = Some(token_secret_name(pool.name));
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        string_data: Some([("token".to_string(), token.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// The agent's Deployment. With `token_secret`, its pods get their broker token from it.
+pub fn deployment(
+    agent: &CogoAgent,
+    pool: &Pool,
+    cfg: &Config,
+    image: String,
+    token_secret: Option<&str>,
+) -> Deployment {
     let spec = &agent.spec;
+    let mut env = agent_env(agent, pool.name, cfg);
+    if let Some(secret) = token_secret {
+        env.push(EnvVar {
+            name: "COGO_BROKER_TOKEN".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.into(),
+                    key: "token".into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        });
+    }
     let params = PodParams {
         image,
         port: spec.role.port(),
-        env: agent_env(agent, pool.name, cfg),
+        env,
         resources: resources(default_resources(spec.role), spec.resources.as_ref(), None),
         overrides: spec.pod_template.as_ref(),
         default_pull_policy: if spec.image.is_none() {
@@ -131,7 +169,7 @@ mod tests {
     #[test]
     fn pods_are_locked_down() {
         let a = agent("research", "role: Research");
-        let d = deployment(&a, &agent_pool(&a), &cfg(), "img:1".into());
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "img:1".into(), None);
         let pod = d.spec.unwrap().template.spec.unwrap();
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -162,7 +200,7 @@ mod tests {
         ] {
             let a = agent("a", &format!("role: {role}"));
             let pool = agent_pool(&a);
-            let d = deployment(&a, &pool, &cfg(), "i".into());
+            let d = deployment(&a, &pool, &cfg(), "i".into(), None);
             let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
             assert_eq!(c.ports.as_ref().unwrap()[0].container_port, port, "{role}");
             let r = c.resources.clone().unwrap();
@@ -181,7 +219,7 @@ mod tests {
             "research",
             "role: Research\nmodel:\n  provider: Gemini\n  name: gemini-2.5-flash-lite\n  apiKeySecretRef: {name: gemini, key: api-key}\n",
         );
-        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into());
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into(), None);
         let env = d.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()
@@ -214,7 +252,7 @@ podTemplate:
   terminationGracePeriodSeconds: 120
 "#,
         );
-        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into());
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into(), None);
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         let tmpl = spec.template;
@@ -261,14 +299,14 @@ podTemplate:
             ..cfg()
         };
         let a = agent("a", "role: Indexing");
-        let d = deployment(&a, &agent_pool(&a), &cfg, image(&a, &cfg).unwrap());
+        let d = deployment(&a, &agent_pool(&a), &cfg, image(&a, &cfg).unwrap(), None);
         let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
         assert_eq!(
             (c.image.as_deref(), c.image_pull_policy.as_deref()),
             (Some("cogo-agent:test"), Some("Never"))
         );
         let a = agent("a", "role: Indexing\nimage: mine:2");
-        let d = deployment(&a, &agent_pool(&a), &cfg, image(&a, &cfg).unwrap());
+        let d = deployment(&a, &agent_pool(&a), &cfg, image(&a, &cfg).unwrap(), None);
         let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
         assert_eq!((c.image.as_deref(), c.image_pull_policy), (Some("mine:2"), None));
     }

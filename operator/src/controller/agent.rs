@@ -91,8 +91,18 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     // build + apply
     let deployment = match &verdict {
         Ok(image) => {
-            let desired = build::agent::deployment(&agent, &pool, &ctx.config, image.clone());
-            let (applied, mut writes) = apply_if_changed(&deployments, &desired, found_deployment).await?;
+            let mut writes = 0;
+            let token_secret = match &ctx.keys {
+                Some(keys) => {
+                    writes += ensure_token(&secrets, &pool, keys).await?;
+                    Some(build::agent::token_secret_name(name))
+                }
+                None => None,
+            };
+            let desired =
+                build::agent::deployment(&agent, &pool, &ctx.config, image.clone(), token_secret.as_deref());
+            let (applied, w) = apply_if_changed(&deployments, &desired, found_deployment).await?;
+            writes += w;
             let service = build::agent::service(&agent, &pool);
             writes += apply_if_changed(&services, &service, found_service).await?.1;
             match (build::agent::pod_disruption_budget(&agent, &pool), found_pdb) {
@@ -139,14 +149,49 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
         (&previous, &previous.conditions),
         (&next, &next.conditions),
         verdict.as_ref().err(),
+        None,
     )
     .await?;
     Ok(Action::requeue(ctx.config.resync))
 }
 
-/// Whether the agent references the Secret `name`.
+/// Tokens are valid this long, and reissued when less than a month is left.
+const TOKEN_TTL_SECONDS: i64 = 365 * 24 * 3600;
+const TOKEN_RENEW_SECONDS: i64 = 30 * 24 * 3600;
+
+/// Makes sure the agent's token Secret holds a valid token for it; returns the writes made.
+async fn ensure_token(
+    secrets: &Api<Secret>,
+    pool: &Pool<'_>,
+    keys: &crate::broker::auth::Keys,
+) -> Result<u64> {
+    let name = build::agent::token_secret_name(pool.name);
+    let now = jiff::Timestamp::now().as_second();
+    if let Some(existing) = secrets.get_opt(&name).await? {
+        let token = existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get("token"))
+            .map(|t| String::from_utf8_lossy(&t.0).into_owned());
+        let owned = super::controller_uid(&existing.metadata).as_deref() == Some(pool.owner.uid.as_str());
+        let fresh = token
+            .and_then(|t| keys.verify(&t, pool.namespace, pool.name).ok())
+            .is_some_and(|c| c.exp - now > TOKEN_RENEW_SECONDS);
+        if owned && fresh {
+            return Ok(0);
+        }
+    }
+    let token = keys
+        .issue(pool.namespace, pool.name, now, TOKEN_TTL_SECONDS)
+        .map_err(|e| Error::Broker(format!("cannot sign a token: {e}")))?;
+    super::apply(secrets, &build::agent::token_secret(pool, &token)).await?;
+    Ok(1)
+}
+
+/// Whether the agent references the Secret `name`, or owns it as its broker token.
 fn references_secret(agent: &CogoAgent, name: &str) -> bool {
-    validate::agent_secret_names(agent).contains(name)
+    name == build::agent::token_secret_name(&agent.name_any())
+        || validate::agent_secret_names(agent).contains(name)
 }
 
 /// Maps a changed Secret to the agents of its namespace that reference it.

@@ -49,6 +49,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every CogoAgent, as watched (empty until a reflector fills it).
     pub agents: Store<CogoAgent>,
+    /// Accepted tasks waiting for a lease, shared with the broker.
+    pub queue: Arc<std::sync::Mutex<crate::broker::queue::TaskQueue>>,
+    /// Woken whenever a task is queued.
+    pub queued: Arc<tokio::sync::Notify>,
+    /// Keys for the agents' broker tokens; None runs without the broker (no tokens issued).
+    pub keys: Option<crate::broker::auth::Keys>,
 }
 
 impl Context {
@@ -65,7 +71,16 @@ impl Context {
             config,
             metrics,
             agents,
+            queue: Default::default(),
+            queued: Default::default(),
+            keys: None,
         }
+    }
+
+    /// The same context, issuing broker tokens signed with `keys`.
+    pub fn with_keys(mut self, keys: crate::broker::auth::Keys) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// The same context, reading agents from `agents`.
@@ -204,16 +219,25 @@ pub async fn secret_keys(
     Ok(out)
 }
 
-/// Writes `status` into the object's status subresource with server-side apply.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+/// Writes `status` into the object's status subresource with server-side apply; with a
+/// `resource_version`, only if the object is still at that version (409 otherwise).
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> Result<()>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -233,6 +257,7 @@ pub async fn update_status<K, S>(
     (previous, previous_conditions): (&S, &[Condition]),
     (next, next_conditions): (&S, &[Condition]),
     invalid: Option<&Invalid>,
+    resource_version: Option<&str>,
 ) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -247,7 +272,13 @@ where
     let kind = K::kind(&());
     let ns = obj.meta().namespace.as_deref().unwrap_or_default();
     let name = obj.meta().name.as_deref().unwrap_or_default();
-    apply_status(&Api::<K>::namespaced(ctx.client.clone(), ns), name, next).await?;
+    apply_status(
+        &Api::<K>::namespaced(ctx.client.clone(), ns),
+        name,
+        next,
+        resource_version,
+    )
+    .await?;
     ctx.metrics.status_written(&kind);
     let ready = conditions::find(next_conditions, watched);
     info!(

@@ -60,19 +60,51 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 
     // update_status (nothing to build or apply before the lease)
     let now = Time(jiff::Timestamp::now());
-    if let Some(next) = task::compute_pending(&t, &verdict, &now) {
-        let previous = t.status.clone().unwrap_or_default();
-        update_status(
-            &ctx,
-            t.as_ref(),
-            ACCEPTED,
-            (&previous, &previous.conditions),
-            (&next, &next.conditions),
-            verdict.as_ref().err(),
-        )
-        .await?;
+    let Some(next) = task::compute_pending(&t, &verdict, &now) else {
+        // Leased or finished: the broker owns it now.
+        dequeue(&ctx, &ns, &t.name_any());
+        return Ok(Action::await_change());
+    };
+    let previous = t.status.clone().unwrap_or_default();
+    let rv = t.resource_version();
+    // Written only if the task is unchanged since read, so a lease the broker just wrote is
+    // never overwritten by this older view; the change that conflicted triggers a new reconcile.
+    match update_status(
+        &ctx,
+        t.as_ref(),
+        ACCEPTED,
+        (&previous, &previous.conditions),
+        (&next, &next.conditions),
+        verdict.as_ref().err(),
+        rv.as_deref(),
+    )
+    .await
+    {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
+        other => other?,
+    }
+    match verdict {
+        Ok(target) => {
+            let created = t
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|c| c.0.as_second())
+                .unwrap_or_default();
+            if let Ok(mut q) = ctx.queue.lock() {
+                q.upsert(&ns, &t.name_any(), target, t.spec.priority, created);
+            }
+            ctx.queued.notify_waiters();
+        }
+        Err(_) => dequeue(&ctx, &ns, &t.name_any()),
     }
     Ok(Action::requeue(ctx.config.resync))
+}
+
+fn dequeue(ctx: &Context, ns: &str, name: &str) {
+    if let Ok(mut q) = ctx.queue.lock() {
+        q.remove(ns, name);
+    }
 }
 
 /// Maps a changed CogoAgent to the waiting tasks of its namespace that it may serve.

@@ -137,6 +137,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         (&previous, &previous.conditions),
         (&next, &next.conditions),
         verdict.as_ref().err(),
+        None,
     )
     .await?;
     Ok(Action::requeue(ctx.config.resync))

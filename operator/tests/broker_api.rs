@@ -1,0 +1,227 @@
+//! The broker refuses bad requests with a JSON error and a stable code, before it touches the
+//! API server: missing, malformed, expired, unsigned or foreign tokens, malformed and oversized
+//! bodies, out-of-range requests, unknown agents and endpoints.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use cogo_api::broker::ErrorBody;
+use cogo_operator::broker::{
+    auth::{Key, Keys},
+    server::{Broker, MAX_BODY_BYTES, router},
+};
+use http::{Request, Response, StatusCode};
+use kube::{
+    Client,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector,
+    },
+};
+use tower::ServiceExt;
+
+fn keys() -> Keys {
+    Keys {
+        current: Key {
+            id: "k1".into(),
+            secret: vec![1; 32],
+        },
+        previous: vec![],
+    }
+}
+
+fn broker() -> Broker {
+    // A client whose every request fails at once (its server side is gone): none of these
+    // calls may reach the API, and one that did would answer 503, failing the assertion.
+    let (svc, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+    drop(handle);
+    let client = Client::new(svc, "default");
+    let (agents, _) = reflector::store();
+    Broker {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        ),
+        client,
+        keys: keys(),
+        queue: Arc::new(Mutex::new(Default::default())),
+        queued: Default::default(),
+        agents,
+        heartbeat_seconds: 5,
+        max_result_bytes: 1024,
+        default_timeout_seconds: 600,
+    }
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+async fn post(path: &str, token: Option<&str>, body: String) -> (StatusCode, ErrorBody) {
+    let mut req = Request::post(path).header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let res = router(broker())
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let err: ErrorBody = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not a JSON error body ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, err)
+}
+
+const LEASE: &str = "/v1/namespaces/team/agents/research/lease";
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_error() {
+    let good = keys().issue("team", "research", now(), 3600).unwrap();
+    let expired = keys().issue("team", "research", now() - 7200, 60).unwrap();
+    let other_agent = keys().issue("team", "indexing", now(), 3600).unwrap();
+    let stranger = Keys {
+        current: Key {
+            id: "k1".into(),
+            secret: vec![9; 32],
+        },
+        previous: vec![],
+    }
+    .issue("team", "research", now(), 3600)
+    .unwrap();
+    let ok_body = r#"{"pod": "p", "slots": 1}"#.to_string();
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "no token",
+            LEASE,
+            None,
+            ok_body.clone(),
+            StatusCode::UNAUTHORIZED,
+            "MissingToken",
+        ),
+        (
+            "not a JWT",
+            LEASE,
+            Some("nonsense"),
+            ok_body.clone(),
+            StatusCode::UNAUTHORIZED,
+            "MalformedToken",
+        ),
+        (
+            "expired",
+            LEASE,
+            Some(&expired),
+            ok_body.clone(),
+            StatusCode::UNAUTHORIZED,
+            "TokenExpired",
+        ),
+        (
+            "forged",
+            LEASE,
+            Some(&stranger),
+            ok_body.clone(),
+            StatusCode::UNAUTHORIZED,
+            "InvalidSignature",
+        ),
+        (
+            "another agent's token",
+            LEASE,
+            Some(&other_agent),
+            ok_body.clone(),
+            StatusCode::FORBIDDEN,
+            "WrongAgent",
+        ),
+        (
+            "malformed JSON",
+            LEASE,
+            Some(&good),
+            "{\"pod\": ".into(),
+            StatusCode::BAD_REQUEST,
+            "MalformedRequest",
+        ),
+        (
+            "unknown field",
+            LEASE,
+            Some(&good),
+            r#"{"pod": "p", "slots": 1, "priority": 9}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MalformedRequest",
+        ),
+        (
+            "zero slots",
+            LEASE,
+            Some(&good),
+            r#"{"pod": "p", "slots": 0}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+        ),
+        (
+            "too long a wait",
+            LEASE,
+            Some(&good),
+            r#"{"pod": "p", "slots": 1, "waitSeconds": 600}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+        ),
+        (
+            "oversized body",
+            LEASE,
+            Some(&good),
+            format!(r#"{{"pod": "{}", "slots": 1}}"#, "p".repeat(MAX_BODY_BYTES)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+        ),
+        (
+            "unknown agent",
+            LEASE,
+            Some(&good),
+            ok_body.clone(),
+            StatusCode::NOT_FOUND,
+            "AgentNotFound",
+        ),
+        (
+            "unknown endpoint",
+            "/v2/whatever",
+            Some(&good),
+            ok_body,
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+    ];
+    for (what, path, token, body, status, code) in cases {
+        let (got, err) = post(path, token, body).await;
+        assert_eq!(
+            (got, err.code.as_str()),
+            (status, code),
+            "{what}: {}",
+            err.message
+        );
+        assert!(!err.message.is_empty(), "{what}: the message says why");
+    }
+}
+
+#[tokio::test]
+async fn task_endpoints_refuse_bad_tokens_before_reading_the_task() {
+    let expired = keys().issue("team", "research", now() - 7200, 60).unwrap();
+    for path in [
+        "/v1/namespaces/team/tasks/t/heartbeat",
+        "/v1/namespaces/team/tasks/t/complete",
+    ] {
+        let (status, err) = post(path, None, "{}".into()).await;
+        assert_eq!(
+            (status, err.code.as_str()),
+            (StatusCode::UNAUTHORIZED, "MissingToken"),
+            "{path}"
+        );
+        let (status, err) = post(path, Some(&expired), "{}".into()).await;
+        assert_eq!(
+            (status, err.code.as_str()),
+            (StatusCode::UNAUTHORIZED, "TokenExpired"),
+            "{path}"
+        );
+    }
+}
