@@ -59,6 +59,15 @@ fn parse_role(s: &str) -> Result<AgentRole, String> {
         })
 }
 
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -89,8 +98,10 @@ async fn main() -> anyhow::Result<()> {
             let grace = std::time::Duration::from_secs(args.shutdown_grace_seconds);
             let (concurrency, stop) = (args.concurrency, stop_rx.clone());
             Some(tokio::spawn(async move {
-                broker::resolve(url).await;
-                pull::run(client, registry, concurrency, stop, grace).await;
+                tokio::select! {
+                    _ = broker::resolve(url) => pull::run(client, registry, concurrency, stop, grace).await,
+                    _ = stopped(stop.clone()) => {}
+                }
             }))
         }
         (Some(url), None) => {

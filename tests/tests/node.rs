@@ -149,6 +149,23 @@ fn the_chart_runs_the_operator_in_the_cluster() {
             text.contains("resolved the broker's address") && text.contains(&endpoint)
         },
     );
+
+    // And it runs tasks: the in-cluster agent leases from the in-cluster broker.
+    let task = serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "echo-in-cluster"},
+        "spec": {"agent": "research", "type": "cogo.echo", "input": {"from": "the real node"}},
+    });
+    ns.apply_ok(&task.to_string());
+    ns.wait("agenttask/echo-in-cluster", "condition=Succeeded", 120);
+    let done = c.get_json(&ns.name, "agenttask/echo-in-cluster").unwrap();
+    assert_eq!(
+        done["status"]["result"],
+        serde_json::json!({"from": "the real node"})
+    );
+    assert_eq!(
+        done["status"]["pod"], agent_pod["metadata"]["name"],
+        "the agent's pod ran it"
+    );
     drop(ns);
 
     c.helm_ok(&["uninstall", "cogo", "-n", release_ns, "--wait"]);
