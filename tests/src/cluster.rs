@@ -81,8 +81,29 @@ impl Cluster {
     }
 
     /// Installs the chart as release `cogo` into `ns` (created), with extra `--set` values, and
-    /// waits for it.
+    /// waits for it. What an earlier, failed run may have left (the namespace, the release's
+    /// cluster-scoped RBAC) is removed first.
     pub fn helm_install(&self, ns: &str, sets: &[&str]) {
+        self.kubectl(
+            &[
+                "delete",
+                "namespace",
+                ns,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=90s",
+            ],
+            None,
+        );
+        self.kubectl(
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "cogo-cogo-operator",
+                "--ignore-not-found",
+            ],
+            None,
+        );
         let chart = repo().join("charts/cogo-operator");
         let mut args = vec![
             "install",

@@ -90,17 +90,6 @@ fn pod_of(c: &Cluster, ns: &str, instance: &str) -> Value {
 fn the_chart_runs_the_operator_in_the_cluster() {
     let c = cluster();
     let release_ns = "e2e-incluster";
-    c.kubectl(
-        &[
-            "delete",
-            "namespace",
-            release_ns,
-            "--ignore-not-found",
-            "--wait=true",
-            "--timeout=90s",
-        ],
-        None,
-    );
     c.helm_install(
         release_ns,
         &["image.pullPolicy=Never", "runtimeImages.pullPolicy=Never"],
