@@ -71,6 +71,15 @@ node_sweep() {
     umount -l "$m" 2>/dev/null || true
   done
   # (Pod network namespaces are mounts under the state directory: unmounted above.)
+  # Every process still in a pod cgroup of the kubelet, whatever runc knows of it (a container
+  # whose `runc create` was cut short by the sweep above never reaches runc's state).
+  local procs
+  for _ in 1 2 3 4 5; do
+    procs=$(find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+    [[ -z "$procs" ]] && break
+    for pid in $procs; do kill -9 "$pid" 2>/dev/null || true; done
+    sleep 0.5
+  done
   # The kubelet's cgroups, once their processes are gone.
   local cg
   for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
