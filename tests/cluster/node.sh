@@ -75,7 +75,7 @@ node_sweep() {
   # whose `runc create` was cut short by the sweep above never reaches runc's state).
   local procs
   for _ in 1 2 3 4 5; do
-    procs=$(find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+    procs=$({ find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | sort -u)
     [[ -z "$procs" ]] && break
     for pid in $procs; do kill -9 "$pid" 2>/dev/null || true; done
     sleep 0.5
