@@ -7,13 +7,13 @@ use std::{sync::Arc, time::Duration};
 
 use cogo_api::broker::{
     CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, LeasedTask,
-    Outcome,
+    Outcome, SubtaskRequest, TaskView,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::handlers::{Registry, TaskContext};
+use crate::handlers::{Parent, Registry, TaskContext};
 
 /// How the agent reaches the broker and who it is.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct BrokerClient {
     token: String,
     namespace: String,
     agent: String,
-    pod: String,
+    pub(crate) pod: String,
 }
 
 /// A failed broker call.
@@ -77,18 +77,7 @@ impl BrokerClient {
             .send()
             .await
             .map_err(|e| CallError::Transport(e.to_string()))?;
-        let status = res.status();
-        if status.is_success() {
-            return res
-                .json()
-                .await
-                .map_err(|e| CallError::Transport(format!("unreadable answer: {e}")));
-        }
-        let body = res.json::<ErrorBody>().await.unwrap_or_else(|e| ErrorBody {
-            code: "Unknown".into(),
-            message: format!("an error without a readable body ({e})"),
-        });
-        Err(CallError::Refused(status.as_u16(), body))
+        answer(res).await
     }
 
     /// Leases up to `slots` tasks, waiting up to `wait_seconds` for one.
@@ -116,12 +105,55 @@ impl BrokerClient {
         Ok(res.cancelled)
     }
 
+    /// Creates a sub-task of `parent`, which this pod runs.
+    pub async fn create_subtask(
+        &self,
+        parent: &LeasedTask,
+        req: &SubtaskRequest,
+    ) -> Result<TaskView, CallError> {
+        let path = format!(
+            "/v1/namespaces/{}/tasks/{}/subtasks",
+            parent.namespace, parent.name
+        );
+        self.call(&path, req, Duration::from_secs(15)).await
+    }
+
+    /// Reads a task of the agent's namespace.
+    pub async fn get_task(&self, name: &str) -> Result<TaskView, CallError> {
+        let url = format!("{}/v1/namespaces/{}/tasks/{name}", self.base, self.namespace);
+        let res = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        answer(res).await
+    }
+
     /// Reports an attempt's outcome.
     pub async fn complete(&self, task: &LeasedTask, req: &CompleteRequest) -> Result<(), CallError> {
         let path = format!("/v1/namespaces/{}/tasks/{}/complete", task.namespace, task.name);
         let _: serde_json::Value = self.call(&path, req, Duration::from_secs(15)).await?;
         Ok(())
     }
+}
+
+/// The body of a successful answer, or the broker's error.
+async fn answer<R: DeserializeOwned>(res: reqwest::Response) -> Result<R, CallError> {
+    let status = res.status();
+    if status.is_success() {
+        return res
+            .json()
+            .await
+            .map_err(|e| CallError::Transport(format!("unreadable answer: {e}")));
+    }
+    let body = res.json::<ErrorBody>().await.unwrap_or_else(|e| ErrorBody {
+        code: "Unknown".into(),
+        message: format!("an error without a readable body ({e})"),
+    });
+    Err(CallError::Refused(status.as_u16(), body))
 }
 
 /// Runs the pull loop until `shutdown` turns true, then waits up to `grace` for held tasks.
@@ -198,8 +230,8 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
                         return;
                     }
                     Ok(false) => {}
-                    Err(CallError::Refused(409, _)) => {
-                        warn!(task = %task.name, "the lease was lost; stopping the task");
+                    Err(CallError::Refused(409 | 404, body)) => {
+                        warn!(task = %task.name, code = %body.code, "the lease was lost or the task deleted; stopping the task");
                         let _ = cancel_tx.send(true);
                         return;
                     }
@@ -210,6 +242,11 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
     };
     let ctx = TaskContext {
         cancelled: cancel_rx.clone(),
+        attempt: task.attempt,
+        broker: Some(Arc::new(Parent {
+            client: client.clone(),
+            task: task.clone(),
+        })),
     };
     let outcome = match registry.get(&task.task_type) {
         None => Err((
@@ -225,7 +262,6 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
             .await
             .map_err(|e| (e.message, e.retryable)),
     };
-    beat.abort();
     let cancelled = *cancel_rx.borrow();
     let req = match outcome {
         Ok(result) => CompleteRequest {
@@ -253,19 +289,26 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
             retryable,
         },
     };
+    // The heartbeats go on until the outcome is reported, so a broker that is away for a
+    // while (an operator restart) finds the lease still held when it is back.
     let mut delay = Duration::from_millis(200);
-    for _ in 0..5 {
+    for _ in 0..COMPLETE_TRIES {
         match client.complete(&task, &req).await {
-            Ok(()) => return,
-            Err(CallError::Refused(409, body)) => {
-                debug!(task = %task.name, code = %body.code, "the broker already has this attempt's outcome");
-                return;
+            Ok(()) => break,
+            Err(CallError::Refused(409 | 404, body)) => {
+                debug!(task = %task.name, code = %body.code, "the broker has this attempt's outcome, or the task is gone");
+                break;
             }
             Err(e) => {
                 warn!(task = %task.name, error = %e, "cannot report the outcome; retrying");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }
+    beat.abort();
 }
+
+/// How often an outcome is offered to the broker before it is given up (about 30 s): the
+/// attempt then ends by its lease running out, and is retried by the task's policy.
+const COMPLETE_TRIES: usize = 18;

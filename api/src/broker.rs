@@ -4,7 +4,9 @@
 //! Agents pull: `POST /v1/namespaces/{ns}/agents/{agent}/lease` long-polls for up to `slots`
 //! tasks; each leased task is then heartbeated (`.../tasks/{name}/heartbeat`) and completed
 //! (`.../tasks/{name}/complete`). Every call after the lease names the attempt it belongs to,
-//! so a late call from a pod whose lease was taken away cannot change a newer attempt.
+//! so a late call from a pod whose lease was taken away cannot change a newer attempt. A
+//! running task may create sub-tasks (`.../tasks/{name}/subtasks`), and any agent may read a
+//! task of its namespace (`GET .../tasks/{name}`).
 
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +121,70 @@ pub struct CompleteResponse {
     pub phase: crate::TaskPhase,
     /// False when the report was for an attempt that is no longer current and changed nothing.
     pub applied: bool,
+}
+
+/// `POST /v1/namespaces/{ns}/tasks/{parent}/subtasks`: create a sub-task of a task the caller
+/// runs. The sub-task is owned by its parent (deleted with it) and inherits its requester.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubtaskRequest {
+    /// The pod running the parent.
+    pub pod: String,
+    /// The parent's attempt the caller runs; a caller whose lease was taken away is refused.
+    pub attempt: i32,
+    /// Name of the sub-task; when unset, one is generated from the parent's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// CogoAgent to run the sub-task (set this or `role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Any agent of this role may run the sub-task (set this or `agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::AgentRole>,
+    /// The sub-task's type.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// The sub-task's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Queue priority (-1000 to 1000).
+    #[serde(default)]
+    pub priority: i32,
+    /// Seconds the sub-task may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+}
+
+/// A task as the broker shows it: `GET /v1/namespaces/{ns}/tasks/{name}`, and the answer to
+/// creating a sub-task.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    /// Namespace of the task.
+    pub namespace: String,
+    /// Name of the task.
+    pub name: String,
+    /// UID of the task.
+    pub uid: String,
+    /// The task's type.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Parent task, for sub-tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Lifecycle phase (`Pending` until the operator has seen it).
+    pub phase: crate::TaskPhase,
+    /// Current attempt, 0 before the first lease.
+    pub attempt: i32,
+    /// The result, when the task succeeded and it was small enough to keep in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The digest and size of a result too large for status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<crate::task::ResultRef>,
+    /// Summary of the latest transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The body of every error answer.

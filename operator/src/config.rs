@@ -19,6 +19,9 @@ pub struct Config {
     pub error_backoff: Duration,
     /// The largest `spec.input` of an AgentTask, serialized, that the operator accepts.
     pub max_task_input_bytes: usize,
+    /// How long a running task's lease lasts after its pod's last heartbeat (three heartbeat
+    /// intervals); an attempt whose lease runs out ends with reason `HeartbeatLost`.
+    pub lease_duration: Duration,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             error_backoff: Duration::from_secs(15),
             max_task_input_bytes: 256 * 1024,
+            lease_duration: Duration::from_secs(15),
         }
     }
 }

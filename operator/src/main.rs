@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use cogo_api::CogoAgent;
+use cogo_api::{AgentTask, CogoAgent, TaskPhase};
 use cogo_operator::{
     broker,
     config::Config,
@@ -20,7 +20,8 @@ use cogo_operator::{
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
+    api::ListParams,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use tokio::sync::watch;
@@ -124,6 +125,35 @@ async fn termination() {
     let _ = ctrl_c.await;
 }
 
+/// Gives every Running task a fresh lease in `ctx.leases`; returns how many there were.
+async fn seed_leases(client: &Client, ctx: &Context) -> anyhow::Result<usize> {
+    let api = Api::<AgentTask>::all(client.clone());
+    let mut params = ListParams::default().limit(500);
+    let mut running = 0;
+    loop {
+        let page = api.list(&params).await?;
+        let now = std::time::Instant::now();
+        if let Ok(mut leases) = ctx.leases.lock() {
+            for t in &page.items {
+                let Some(s) = t.status.as_ref().filter(|s| s.phase == Some(TaskPhase::Running)) else {
+                    continue;
+                };
+                let ns = t.namespace().unwrap_or_default();
+                let (agent, pod) = (
+                    s.agent.clone().unwrap_or_default(),
+                    s.pod.clone().unwrap_or_default(),
+                );
+                leases.hold(&ns, &t.name_any(), &agent, &pod, s.attempt, now);
+                running += 1;
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(running),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -141,6 +171,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         broker_url: args.broker_url,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         max_task_input_bytes: args.max_task_input_bytes,
+        lease_duration: Duration::from_secs(3 * u64::from(args.heartbeat_seconds.max(1))),
         ..Config::default()
     };
     let mut kube_config = kube::Config::infer()
@@ -266,9 +297,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         agents,
         heartbeat_seconds: args.heartbeat_seconds.max(1),
         max_result_bytes: 64 * 1024,
-        default_timeout_seconds: 600,
+        leases: ctx.leases.clone(),
         recorder: ctx.recorder.clone(),
     };
+    // Running tasks keep their pods: each gets a fresh lease, and counts against its agent's
+    // concurrency, before the first lease request is served.
+    let running = seed_leases(&client, &ctx)
+        .await
+        .context("cannot list AgentTasks")?;
+    info!(running, "leases of running tasks restored");
     let broker_listener = tokio::net::TcpListener::bind(args.broker_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.broker_addr))?;

@@ -52,7 +52,9 @@ fn broker() -> Broker {
         agents,
         heartbeat_seconds: 5,
         max_result_bytes: 1024,
-        default_timeout_seconds: 600,
+        leases: Arc::new(Mutex::new(cogo_operator::broker::leases::Leases::new(
+            std::time::Duration::from_secs(15),
+        ))),
     }
 }
 
@@ -61,7 +63,11 @@ fn now() -> i64 {
 }
 
 async fn post(path: &str, token: Option<&str>, body: String) -> (StatusCode, ErrorBody) {
-    let mut req = Request::post(path).header("content-type", "application/json");
+    send(Request::post(path), token, body).await
+}
+
+async fn send(req: http::request::Builder, token: Option<&str>, body: String) -> (StatusCode, ErrorBody) {
+    let mut req = req.header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -210,6 +216,7 @@ async fn task_endpoints_refuse_bad_tokens_before_reading_the_task() {
     for path in [
         "/v1/namespaces/team/tasks/t/heartbeat",
         "/v1/namespaces/team/tasks/t/complete",
+        "/v1/namespaces/team/tasks/t/subtasks",
     ] {
         let (status, err) = post(path, None, "{}".into()).await;
         assert_eq!(
@@ -224,4 +231,27 @@ async fn task_endpoints_refuse_bad_tokens_before_reading_the_task() {
             "{path}"
         );
     }
+}
+
+#[tokio::test]
+async fn reading_a_task_needs_a_token_of_its_namespace() {
+    let path = "/v1/namespaces/team/tasks/t";
+    let other_ns = keys().issue("elsewhere", "research", now(), 3600).unwrap();
+    let expired = keys().issue("team", "research", now() - 7200, 60).unwrap();
+    let cases = [
+        (None, StatusCode::UNAUTHORIZED, "MissingToken"),
+        (Some(expired.as_str()), StatusCode::UNAUTHORIZED, "TokenExpired"),
+        (Some(other_ns.as_str()), StatusCode::FORBIDDEN, "WrongAgent"),
+    ];
+    for (token, status, code) in cases {
+        let (got, err) = send(Request::get(path), token, String::new()).await;
+        assert_eq!((got, err.code.as_str()), (status, code), "{}", err.message);
+    }
+    // A token of the namespace passes the check and reaches the API, which this client cannot.
+    let good = keys().issue("team", "indexing", now(), 3600).unwrap();
+    let (got, err) = send(Request::get(path), Some(&good), String::new()).await;
+    assert_eq!(
+        (got, err.code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "KubernetesUnavailable")
+    );
 }

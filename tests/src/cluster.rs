@@ -326,6 +326,19 @@ impl AgentProcess {
     }
 }
 
+impl AgentProcess {
+    /// Kills the process at once (SIGKILL), as a node failure would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -336,9 +349,19 @@ impl Drop for AgentProcess {
 impl Operator {
     /// Starts the operator without leader election and waits until it serves /readyz.
     pub fn start(cluster: &Cluster, log_name: &str) -> Operator {
-        let (health_port, broker_port) = (free_port(), free_port());
+        Operator::start_on(cluster, log_name, free_port())
+    }
+
+    /// Starts the operator with its broker on `broker_port` (to restart one in place); its
+    /// log is appended to.
+    pub fn start_on(cluster: &Cluster, log_name: &str, broker_port: u16) -> Operator {
+        let health_port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-{log_name}-{}.log", std::process::id()));
-        let file = std::fs::File::create(&log).expect("log file");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(operator_binary())
             .args([
                 "run",

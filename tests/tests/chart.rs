@@ -272,6 +272,8 @@ fn rbac_is_least_privilege() {
         "coordination.k8s.io/leases:get",
         "cogo.xyz/cogoagents:update",
         "cogo.xyz/cogoagents:patch",
+        "cogo.xyz/cogoworkers:patch",
+        "cogo.xyz/cogoagents:delete",
         "/pods:delete",
     ] {
         assert!(!granted.contains(forbidden), "the ClusterRole grants {forbidden}");
@@ -283,6 +285,8 @@ fn rbac_is_least_privilege() {
         "policy/poddisruptionbudgets:delete",
         "networking.k8s.io/networkpolicies:patch",
         "events.k8s.io/events:create",
+        "cogo.xyz/agenttasks:create",
+        "cogo.xyz/agenttasks:delete",
     ] {
         assert!(granted.contains(needed), "the ClusterRole lacks {needed}");
     }

@@ -5,9 +5,12 @@
 //! | `POST /v1/namespaces/{ns}/agents/{agent}/lease` | long-poll for up to `slots` tasks |
 //! | `POST /v1/namespaces/{ns}/tasks/{name}/heartbeat` | keep a lease; learn of cancellation |
 //! | `POST /v1/namespaces/{ns}/tasks/{name}/complete` | report an attempt's outcome |
+//! | `POST /v1/namespaces/{ns}/tasks/{name}/subtasks` | create a sub-task of a running task |
+//! | `GET /v1/namespaces/{ns}/tasks/{name}` | read a task of the agent's namespace |
 //!
 //! Every call carries `Authorization: Bearer <token>` for the agent it acts for. Errors are
-//! JSON `{code, message}` with a fitting HTTP status.
+//! JSON `{code, message}` with a fitting HTTP status. `docs/broker-openapi.json` describes it
+//! all; `make crds` writes it from these types.
 
 use std::{
     sync::{Arc, Mutex},
@@ -19,13 +22,13 @@ use axum::{
     extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
     http::{HeaderMap, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use cogo_api::{
     AgentTask, AgentTaskStatus, CogoAgent, TaskPhase,
     broker::{
         CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-        LeaseResponse, LeasedTask, MAX_WAIT_SECONDS,
+        LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -34,7 +37,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         events::{Event, EventType, Recorder},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
     },
 };
 use tokio::sync::Notify;
@@ -42,8 +45,9 @@ use tracing::{debug, warn};
 
 use super::{
     auth::{AuthError, Keys},
+    leases::Leases,
     queue::TaskQueue,
-    transition::{self, Fence},
+    transition::{self, Fence, Policy},
 };
 use crate::{build::FIELD_MANAGER, task::Target};
 
@@ -67,8 +71,8 @@ pub struct Broker {
     pub heartbeat_seconds: u32,
     /// Results larger than this stay out of status.
     pub max_result_bytes: usize,
-    /// Timeout of tasks that set none.
-    pub default_timeout_seconds: i64,
+    /// Leases of running tasks, shared with the task controller.
+    pub leases: Arc<Mutex<Leases>>,
     /// Publishes Events on tasks.
     pub recorder: Recorder,
 }
@@ -145,6 +149,8 @@ pub fn router(broker: Broker) -> Router {
         .route("/v1/namespaces/{ns}/agents/{agent}/lease", post(lease))
         .route("/v1/namespaces/{ns}/tasks/{name}/heartbeat", post(heartbeat))
         .route("/v1/namespaces/{ns}/tasks/{name}/complete", post(complete))
+        .route("/v1/namespaces/{ns}/tasks/{name}/subtasks", post(subtask))
+        .route("/v1/namespaces/{ns}/tasks/{name}", get(read_task))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -217,13 +223,13 @@ impl Broker {
             let rv = task.resource_version().unwrap_or_default();
             match write_status(&api, name, &rv, &status).await {
                 Ok(_) => {
-                    let timeout = task.spec.timeout_seconds.unwrap_or(self.default_timeout_seconds);
-                    let started = status
-                        .start_time
-                        .clone()
-                        .map(|t| t.0)
-                        .unwrap_or_else(jiff::Timestamp::now);
-                    let deadline = started + jiff::SignedDuration::from_secs(timeout);
+                    if let Ok(mut l) = self.leases.lock() {
+                        l.hold(ns, name, agent, pod, status.attempt, std::time::Instant::now());
+                    }
+                    let policy = Policy::of(&task, self.agent(ns, agent).as_deref());
+                    let deadline = policy.deadline(&status).unwrap_or_else(|| {
+                        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds)
+                    });
                     return Ok(Some(LeasedTask {
                         namespace: ns.to_string(),
                         name: name.to_string(),
@@ -243,6 +249,44 @@ impl Broker {
             }
         }
         Ok(None)
+    }
+
+    fn agent(&self, ns: &str, name: &str) -> Option<Arc<CogoAgent>> {
+        self.agents.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// Takes up to `slots` queued tasks for `agent`, never more than the agent's free slots
+    /// (`replicas x concurrency` minus the tasks its pods hold), and reserves a lease for each.
+    fn take(&self, ns: &str, agent: &CogoAgent, pod: &str, slots: usize) -> Vec<String> {
+        let name = agent.name_any();
+        let Ok(mut leases) = self.leases.lock() else {
+            return Vec::new();
+        };
+        let cap =
+            (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
+        let free = cap.saturating_sub(leases.running_for(ns, &name)).min(slots);
+        if free == 0 {
+            return Vec::new();
+        }
+        let names = self
+            .queue
+            .lock()
+            .map(|mut q| q.pop_for(ns, &name, agent.spec.role, free))
+            .unwrap_or_default();
+        let now = std::time::Instant::now();
+        for n in &names {
+            // Attempt 0 is a reservation: it counts against the cap until the lease is written.
+            leases.hold(ns, n, &name, pod, 0, now);
+        }
+        names
+    }
+
+    fn unreserve(&self, ns: &str, name: &str) {
+        if let Ok(mut l) = self.leases.lock()
+            && l.state(ns, name, 0, std::time::Instant::now()) != super::leases::LeaseState::Unknown
+        {
+            l.release(ns, name);
+        }
     }
 
     fn requeue(&self, task: &AgentTask) {
@@ -275,13 +319,19 @@ impl Broker {
     ) -> Result<(Api<AgentTask>, AgentTask), ApiError> {
         let claims = self.keys.verify_signature(bearer(headers)?)?;
         let api: Api<AgentTask> = Api::namespaced(self.client.clone(), ns);
-        let task = api.get_opt(name).await?.ok_or_else(|| {
-            ApiError::new(
+        let Some(task) = api.get_opt(name).await? else {
+            // Deleted while it ran: its slot is free again.
+            if let Ok(mut l) = self.leases.lock()
+                && l.release(ns, name).is_some()
+            {
+                self.queued.notify_waiters();
+            }
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "TaskNotFound",
                 format!("no AgentTask {ns}/{name}"),
-            )
-        })?;
+            ));
+        };
         let agent = task
             .status
             .as_ref()
@@ -309,35 +359,38 @@ async fn lease(
             format!("slots must be 1 to 256, pod must be set, and waitSeconds at most {MAX_WAIT_SECONDS}"),
         ));
     }
-    let role = b
-        .agents
-        .state()
-        .iter()
-        .find(|a| a.namespace().as_deref() == Some(ns.as_str()) && a.name_any() == agent)
-        .map(|a| a.spec.role)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "AgentNotFound",
-                format!("no CogoAgent {ns}/{agent}"),
-            )
-        })?;
+    let agent_obj = b.agent(&ns, &agent).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "AgentNotFound",
+            format!("no CogoAgent {ns}/{agent}"),
+        )
+    })?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds.into());
     loop {
         // Register for wake-ups before looking, so a task queued in between is not missed.
         let woken = b.queued.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let names = b
-            .queue
-            .lock()
-            .map(|mut q| q.pop_for(&ns, &agent, role, req.slots as usize))
-            .unwrap_or_default();
+        let names = b.take(&ns, &agent_obj, &req.pod, req.slots as usize);
         let mut tasks = Vec::new();
+        let mut failed = None;
         for name in names {
-            if let Some(t) = b.try_lease(&ns, &name, &agent, &req.pod).await? {
-                tasks.push(t);
+            match b.try_lease(&ns, &name, &agent, &req.pod).await {
+                Ok(Some(t)) => tasks.push(t),
+                Ok(None) => b.unreserve(&ns, &name),
+                // try_lease gave the task back to the queue.
+                Err(e) => {
+                    b.unreserve(&ns, &name);
+                    failed = Some(e);
+                }
             }
+        }
+        // Tasks already leased are handed out even if a later lease failed.
+        if let Some(e) = failed
+            && tasks.is_empty()
+        {
+            return Err(e);
         }
         if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(LeaseResponse { tasks }));
@@ -358,6 +411,21 @@ async fn heartbeat(
     let (_, task) = b.assigned_task(&headers, &ns, &name).await?;
     let Json(req) = body?;
     transition::check_lease(&task, &req.pod, req.attempt).map_err(fence_error)?;
+    let agent = task
+        .status
+        .as_ref()
+        .and_then(|s| s.agent.clone())
+        .unwrap_or_default();
+    if let Ok(mut l) = b.leases.lock() {
+        l.renew(
+            &ns,
+            &name,
+            &agent,
+            &req.pod,
+            req.attempt,
+            std::time::Instant::now(),
+        );
+    }
     Ok(Json(HeartbeatResponse {
         cancelled: task.spec.cancel_requested,
     }))
@@ -387,7 +455,13 @@ async fn complete(
     let (api, mut task) = b.assigned_task(&headers, &ns, &name).await?;
     let Json(req) = body?;
     for _ in 0..3 {
-        let status = match transition::completed(&task, &req, &now(), b.max_result_bytes) {
+        let agent = task
+            .status
+            .as_ref()
+            .and_then(|s| s.agent.clone())
+            .unwrap_or_default();
+        let policy = Policy::of(&task, b.agent(&ns, &agent).as_deref());
+        let status = match transition::completed(&task, &req, &policy, &now(), b.max_result_bytes) {
             Ok(s) => s,
             Err(Fence::AlreadyRecorded(phase)) => {
                 return Ok(Json(CompleteResponse {
@@ -400,21 +474,30 @@ async fn complete(
         let rv = task.resource_version().unwrap_or_default();
         match write_status(&api, &name, &rv, &status).await {
             Ok(_) => {
+                if let Ok(mut l) = b.leases.lock()
+                    && l.release(&ns, &name).is_some()
+                {
+                    b.queued.notify_waiters();
+                }
                 let phase = status.phase.unwrap_or(TaskPhase::Running);
-                let (type_, reason) = match phase {
-                    TaskPhase::Succeeded => (EventType::Normal, "Succeeded"),
-                    TaskPhase::Cancelled => (EventType::Normal, "Cancelled"),
-                    _ => (EventType::Warning, "Failed"),
+                // Success is in status; an Event for it would be one more write per task.
+                let event = match phase {
+                    TaskPhase::Succeeded => None,
+                    TaskPhase::Cancelled => Some((EventType::Normal, "Cancelled")),
+                    TaskPhase::Pending => Some((EventType::Warning, "BackingOff")),
+                    _ => Some((EventType::Warning, "Failed")),
                 };
-                let event = Event {
-                    type_,
-                    reason: reason.into(),
-                    note: status.message.clone().map(|m| m.chars().take(1000).collect()),
-                    action: "Complete".into(),
-                    secondary: None,
-                };
-                if let Err(e) = b.recorder.publish(&event, &task.object_ref(&())).await {
-                    warn!(error = %e, "cannot publish the task's Event");
+                if let Some((type_, reason)) = event {
+                    let event = Event {
+                        type_,
+                        reason: reason.into(),
+                        note: status.message.clone().map(|m| m.chars().take(1000).collect()),
+                        action: "Complete".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = b.recorder.publish(&event, &task.object_ref(&())).await {
+                        warn!(error = %e, "cannot publish the task's Event");
+                    }
                 }
                 return Ok(Json(CompleteResponse { phase, applied: true }));
             }
@@ -435,4 +518,131 @@ async fn complete(
         "Busy",
         "the task kept changing; try again",
     ))
+}
+
+fn view(task: &AgentTask) -> TaskView {
+    let s = task.status.clone().unwrap_or_default();
+    TaskView {
+        namespace: task.namespace().unwrap_or_default(),
+        name: task.name_any(),
+        uid: task.metadata.uid.clone().unwrap_or_default(),
+        task_type: task.spec.task_type.clone(),
+        parent: task.spec.parent.clone(),
+        phase: s.phase.unwrap_or_default(),
+        attempt: s.attempt,
+        result: s.result,
+        result_ref: s.result_ref,
+        message: s.message,
+    }
+}
+
+/// The longest generated-name prefix: the API server appends 5 characters to it.
+const MAX_GENERATE_NAME_PREFIX: usize = 58;
+
+async fn subtask(
+    State(b): State<Arc<Broker>>,
+    Path((ns, parent_name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<SubtaskRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let (api, parent) = b.assigned_task(&headers, &ns, &parent_name).await?;
+    let Json(req) = body?;
+    transition::check_lease(&parent, &req.pod, req.attempt).map_err(fence_error)?;
+    if req.agent.is_some() == req.role.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "set exactly one of agent and role",
+        ));
+    }
+    let mut meta = kube::api::ObjectMeta {
+        namespace: Some(ns.clone()),
+        owner_references: Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: AgentTask::api_version(&()).into(),
+                kind: AgentTask::kind(&()).into(),
+                name: parent_name.clone(),
+                uid: parent.metadata.uid.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    match &req.name {
+        Some(n) => meta.name = Some(n.clone()),
+        None => {
+            let mut prefix: String = parent_name.chars().take(MAX_GENERATE_NAME_PREFIX - 1).collect();
+            prefix.push('-');
+            meta.generate_name = Some(prefix);
+        }
+    }
+    let child = AgentTask {
+        metadata: meta,
+        spec: cogo_api::AgentTaskSpec {
+            agent: req.agent.clone(),
+            role: req.role,
+            task_type: req.task_type.clone(),
+            input: req.input.clone(),
+            priority: req.priority,
+            timeout_seconds: req.timeout_seconds,
+            retry: None,
+            ttl_seconds_after_finished: None,
+            parent: Some(parent_name.clone()),
+            requester: parent.spec.requester.clone(),
+            cancel_requested: false,
+        },
+        status: None,
+    };
+    let params = kube::api::PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    match api.create(&params, &child).await {
+        Ok(created) => Ok((StatusCode::CREATED, Json(view(&created)))),
+        // A retried call finds the sub-task it created the first time.
+        Err(kube::Error::Api(e)) if e.code == 409 && req.name.is_some() => {
+            let name = req.name.clone().unwrap_or_default();
+            match api.get_opt(&name).await? {
+                Some(existing) if existing.spec.parent.as_deref() == Some(parent_name.as_str()) => {
+                    Ok((StatusCode::OK, Json(view(&existing))))
+                }
+                _ => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("an AgentTask {ns}/{name} exists and is not a sub-task of {parent_name}"),
+                )),
+            }
+        }
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InvalidTask",
+            e.message,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn read_task(
+    State(b): State<Arc<Broker>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<TaskView>, ApiError> {
+    let claims = b.keys.verify_signature(bearer(&headers)?)?;
+    if !claims
+        .sub
+        .starts_with(&cogo_api::broker::Claims::subject(&ns, ""))
+    {
+        return Err(AuthError::WrongAgent.into());
+    }
+    let task = Api::<AgentTask>::namespaced(b.client.clone(), &ns)
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "TaskNotFound",
+                format!("no AgentTask {ns}/{name}"),
+            )
+        })?;
+    Ok(Json(view(&task)))
 }

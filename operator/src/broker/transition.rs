@@ -3,7 +3,7 @@
 //! lease was taken away cannot change a newer attempt.
 
 use cogo_api::{
-    AgentTask, AgentTaskStatus, TaskPhase,
+    AgentTask, AgentTaskStatus, CogoAgent, RetryPolicy, TaskPhase,
     broker::{CompleteRequest, Outcome},
     conditions::{self, SUCCEEDED, status as cs},
     task::{ResultRef, TaskAttempt},
@@ -26,7 +26,67 @@ pub mod reason {
     pub const CANCELLED: &str = "Cancelled";
     /// The result was too large for status.
     pub const RESULT_TOO_LARGE: &str = "ResultTooLarge";
+    /// The attempt's pod stopped heartbeating (it died, hung or lost the network).
+    pub const HEARTBEAT_LOST: &str = "HeartbeatLost";
+    /// The task ran longer than its timeout.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    /// An attempt failed and the next one waits for its backoff.
+    pub const BACKING_OFF: &str = "BackingOff";
 }
+
+/// The retry policy and timeout that apply to a task: its own, else its agent's
+/// `taskDefaults`, else the built-in defaults (3 retries, 1 s doubling to 300 s; 600 s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Seconds the task may run across all attempts, from its first start.
+    pub timeout_seconds: i64,
+}
+
+impl Policy {
+    /// The policy of `task`, whose agent (the one it names, or the one that ran it) is `agent`.
+    pub fn of(task: &AgentTask, agent: Option<&CogoAgent>) -> Policy {
+        let defaults = agent.and_then(|a| a.spec.task_defaults.as_ref());
+        Policy {
+            retry: task
+                .spec
+                .retry
+                .clone()
+                .or_else(|| defaults.and_then(|d| d.retry.clone()))
+                .unwrap_or_default(),
+            timeout_seconds: task
+                .spec
+                .timeout_seconds
+                .or_else(|| defaults.map(|d| d.timeout_seconds))
+                .unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+        }
+    }
+
+    /// Seconds to wait before the attempt after failed attempt `attempt` (from 1):
+    /// `initialSeconds * factor^(attempt-1)`, at most `maxSeconds`.
+    pub fn backoff_seconds(&self, attempt: i32) -> i64 {
+        let b = &self.retry.backoff;
+        let max = i64::from(b.max_seconds);
+        let mut delay = i64::from(b.initial_seconds);
+        for _ in 1..attempt.max(1) {
+            delay = delay.saturating_mul(i64::from(b.factor.max(1)));
+            if delay >= max {
+                break;
+            }
+        }
+        delay.min(max)
+    }
+
+    /// When the task's time is up, counted from its first start; None before it started.
+    pub fn deadline(&self, status: &AgentTaskStatus) -> Option<jiff::Timestamp> {
+        let start = status.start_time.as_ref()?.0;
+        Some(start + jiff::SignedDuration::from_secs(self.timeout_seconds))
+    }
+}
+
+/// Timeout of tasks whose agent sets none.
+pub const DEFAULT_TIMEOUT_SECONDS: i64 = 600;
 
 /// Why a call about an attempt was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,11 +148,13 @@ pub fn check_lease(task: &AgentTask, pod: &str, attempt: i32) -> Result<(), Fenc
     }
 }
 
-/// The status after the agent's report of an attempt's outcome. Results larger than
+/// The status after the agent's report of an attempt's outcome. A retryable failure goes back
+/// to Pending for the next attempt while `policy` allows. Results larger than
 /// `max_result_bytes` are not kept in status: a digest and size are, and the reason.
 pub fn completed(
     task: &AgentTask,
     req: &CompleteRequest,
+    policy: &Policy,
     now: &Time,
     max_result_bytes: usize,
 ) -> Result<AgentTaskStatus, Fence> {
@@ -127,6 +189,9 @@ pub fn completed(
             "the task was cancelled".into(),
         ),
     };
+    if phase == TaskPhase::Failed && req.retryable {
+        return Ok(end_attempt(task, why, &message, policy, now));
+    }
     s.phase = Some(phase);
     s.completion_time = Some(now.clone());
     s.message = Some(message.clone());
@@ -159,6 +224,133 @@ pub fn completed(
     Ok(s)
 }
 
+/// Ends the running attempt, which failed with `why`: the task waits for its next attempt
+/// (`Pending` with `retryAfter`) while the retry policy allows and it is not cancelled, and
+/// otherwise ends as Failed (or Cancelled) with `why` as its reason.
+pub fn end_attempt(
+    task: &AgentTask,
+    why: &str,
+    message: &str,
+    policy: &Policy,
+    now: &Time,
+) -> AgentTaskStatus {
+    let mut s = task.status.clone().unwrap_or_default();
+    let gen_ = task.metadata.generation;
+    let attempt = s.attempt;
+    if let Some(last) = s.attempts.last_mut().filter(|a| a.number == attempt) {
+        last.finish_time = Some(now.clone());
+        last.outcome = Some(why.to_string());
+        last.message = Some(message.to_string());
+    }
+    s.pod = None;
+    let (phase, status, reason, text) = if task.spec.cancel_requested {
+        (
+            TaskPhase::Cancelled,
+            cs::FALSE,
+            reason::CANCELLED,
+            format!("the task was cancelled; attempt {attempt}: {message}"),
+        )
+    } else if attempt <= policy.retry.limit {
+        let delay = policy.backoff_seconds(attempt);
+        s.phase = Some(TaskPhase::Pending);
+        s.retry_after = Some(Time(now.0 + jiff::SignedDuration::from_secs(delay)));
+        let text = format!(
+            "attempt {attempt} failed ({why}: {message}); retry {attempt} of {} in {delay}s",
+            policy.retry.limit
+        );
+        s.message = Some(text.clone());
+        conditions::set_condition(
+            &mut s.conditions,
+            conditions::condition(SUCCEEDED, cs::UNKNOWN, reason::BACKING_OFF, text, gen_, now),
+        );
+        return s;
+    } else {
+        let retries = match policy.retry.limit {
+            0 => "the retry policy allows no retries".to_string(),
+            n => format!("all {n} retries are used"),
+        };
+        (
+            TaskPhase::Failed,
+            cs::FALSE,
+            why,
+            format!("attempt {attempt} failed: {message}; {retries}"),
+        )
+    };
+    s.phase = Some(phase);
+    s.completion_time = Some(now.clone());
+    s.retry_after = None;
+    s.message = Some(text.clone());
+    conditions::set_condition(
+        &mut s.conditions,
+        conditions::condition(SUCCEEDED, status, reason, text, gen_, now),
+    );
+    s
+}
+
+/// The status of a task whose time is up at `now`, or None while it has time left (or it is
+/// finished, or never started). A running attempt ends with it.
+pub fn deadline_exceeded(task: &AgentTask, policy: &Policy, now: &Time) -> Option<AgentTaskStatus> {
+    let mut s = task.status.clone().unwrap_or_default();
+    if s.phase.is_none_or(TaskPhase::is_terminal) || policy.deadline(&s)? > now.0 {
+        return None;
+    }
+    let text = format!(
+        "the task ran past its timeout of {}s (across {} attempt(s))",
+        policy.timeout_seconds, s.attempt
+    );
+    if s.phase == Some(TaskPhase::Running) {
+        let attempt = s.attempt;
+        if let Some(last) = s.attempts.last_mut().filter(|a| a.number == attempt) {
+            last.finish_time = Some(now.clone());
+            last.outcome = Some(reason::DEADLINE_EXCEEDED.into());
+            last.message = Some(text.clone());
+        }
+    }
+    s.phase = Some(TaskPhase::Failed);
+    s.pod = None;
+    s.retry_after = None;
+    s.completion_time = Some(now.clone());
+    s.message = Some(text.clone());
+    conditions::set_condition(
+        &mut s.conditions,
+        conditions::condition(
+            SUCCEEDED,
+            cs::FALSE,
+            reason::DEADLINE_EXCEEDED,
+            text,
+            task.metadata.generation,
+            now,
+        ),
+    );
+    Some(s)
+}
+
+/// The status of a task cancelled before any pod runs it (Pending, or waiting for a retry),
+/// or None when it is not cancelled or not waiting.
+pub fn cancelled_while_waiting(task: &AgentTask, now: &Time) -> Option<AgentTaskStatus> {
+    let mut s = task.status.clone().unwrap_or_default();
+    if !task.spec.cancel_requested || s.phase.is_some_and(|p| p != TaskPhase::Pending) {
+        return None;
+    }
+    let text = "the task was cancelled before it ran".to_string();
+    s.phase = Some(TaskPhase::Cancelled);
+    s.retry_after = None;
+    s.completion_time = Some(now.clone());
+    s.message = Some(text.clone());
+    conditions::set_condition(
+        &mut s.conditions,
+        conditions::condition(
+            SUCCEEDED,
+            cs::FALSE,
+            reason::CANCELLED,
+            text,
+            task.metadata.generation,
+            now,
+        ),
+    );
+    Some(s)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -184,6 +376,10 @@ mod tests {
             ..Default::default()
         });
         t
+    }
+
+    fn pol() -> Policy {
+        Policy::of(&task(), None)
     }
 
     fn complete(
@@ -229,6 +425,7 @@ mod tests {
         let s = completed(
             &t,
             &complete("p", 1, Outcome::Succeeded, Some(json!({"echo": 1}))),
+            &pol(),
             &at(12),
             1024,
         )
@@ -243,7 +440,14 @@ mod tests {
         );
         assert_eq!(s.attempts[0].outcome.as_deref(), Some(reason::SUCCEEDED));
 
-        let f = completed(&t, &complete("p", 1, Outcome::Failed, None), &at(12), 1024).unwrap();
+        let f = completed(
+            &t,
+            &complete("p", 1, Outcome::Failed, None),
+            &pol(),
+            &at(12),
+            1024,
+        )
+        .unwrap();
         assert_eq!(f.phase, Some(TaskPhase::Failed));
         assert_eq!(f.message.as_deref(), Some("boom"));
     }
@@ -252,12 +456,39 @@ mod tests {
     fn late_and_duplicate_reports_are_fenced() {
         let mut t = task();
         t.status = leased(&t, "a", "p", &at(10));
-        let late = completed(&t, &complete("p", 0, Outcome::Succeeded, None), &at(12), 1024);
+        let late = completed(
+            &t,
+            &complete("p", 0, Outcome::Succeeded, None),
+            &pol(),
+            &at(12),
+            1024,
+        );
         assert_eq!(late, Err(Fence::LeaseLost { current: 1 }));
-        let other_pod = completed(&t, &complete("q", 1, Outcome::Succeeded, None), &at(12), 1024);
+        let other_pod = completed(
+            &t,
+            &complete("q", 1, Outcome::Succeeded, None),
+            &pol(),
+            &at(12),
+            1024,
+        );
         assert_eq!(other_pod, Err(Fence::LeaseLost { current: 1 }));
-        t.status = Some(completed(&t, &complete("p", 1, Outcome::Succeeded, None), &at(12), 1024).unwrap());
-        let again = completed(&t, &complete("p", 1, Outcome::Failed, None), &at(13), 1024);
+        t.status = Some(
+            completed(
+                &t,
+                &complete("p", 1, Outcome::Succeeded, None),
+                &pol(),
+                &at(12),
+                1024,
+            )
+            .unwrap(),
+        );
+        let again = completed(
+            &t,
+            &complete("p", 1, Outcome::Failed, None),
+            &pol(),
+            &at(13),
+            1024,
+        );
         assert_eq!(
             again,
             Err(Fence::AlreadyRecorded(TaskPhase::Succeeded)),
@@ -273,6 +504,7 @@ mod tests {
         let s = completed(
             &t,
             &complete("p", 1, Outcome::Succeeded, Some(big.clone())),
+            &pol(),
             &at(12),
             1024,
         )
@@ -297,5 +529,178 @@ mod tests {
         assert_eq!(s.attempt, 15);
         assert_eq!(s.attempts.len(), MAX_ATTEMPTS_KEPT);
         assert_eq!(s.attempts.first().unwrap().number, 6);
+    }
+
+    fn with_retry(limit: i32) -> Policy {
+        let mut p = pol();
+        p.retry.limit = limit;
+        p
+    }
+
+    #[test]
+    fn backoff_grows_by_the_factor_up_to_the_cap() {
+        let p = pol();
+        let delays: Vec<i64> = (1..=11).map(|a| p.backoff_seconds(a)).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        let mut flat = pol();
+        flat.retry.backoff.factor = 1;
+        flat.retry.backoff.initial_seconds = 7;
+        assert_eq!(flat.backoff_seconds(20), 7);
+    }
+
+    #[test]
+    fn the_task_then_its_agent_then_the_defaults_set_the_policy() {
+        let mut agent = CogoAgent::new(
+            "a",
+            serde_json::from_value(
+                json!({"role": "Research", "taskDefaults": {"timeoutSeconds": 60, "retry": {"limit": 1}}}),
+            )
+            .unwrap(),
+        );
+        let mut t = task();
+        assert_eq!(Policy::of(&t, None).timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
+        assert_eq!(Policy::of(&t, None).retry.limit, 3);
+        let p = Policy::of(&t, Some(&agent));
+        assert_eq!((p.timeout_seconds, p.retry.limit), (60, 1));
+        t.spec.timeout_seconds = Some(5);
+        t.spec.retry = Some(RetryPolicy {
+            limit: 0,
+            ..Default::default()
+        });
+        let p = Policy::of(&t, Some(&agent));
+        assert_eq!((p.timeout_seconds, p.retry.limit), (5, 0));
+        agent.spec.task_defaults = None;
+        t.spec.retry = None;
+        assert_eq!(Policy::of(&t, Some(&agent)).retry.limit, 3);
+    }
+
+    #[test]
+    fn a_retryable_failure_backs_off_then_fails_when_retries_are_used() {
+        let mut t = task();
+        t.status = leased(&t, "a", "p", &at(10));
+        let mut req = complete("p", 1, Outcome::Failed, None);
+        req.retryable = true;
+        let s = completed(&t, &req, &with_retry(1), &at(12), 1024).unwrap();
+        assert_eq!(s.phase, Some(TaskPhase::Pending));
+        assert_eq!(s.retry_after, Some(at(13)), "1 s after the first failure");
+        assert_eq!(s.pod, None);
+        assert!(s.completion_time.is_none());
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", reason::BACKING_OFF)
+        );
+        assert_eq!(s.attempts[0].outcome.as_deref(), Some(reason::HANDLER_FAILED));
+
+        t.status = Some(s);
+        t.status = leased(&t, "a", "q", &at(14));
+        req.pod = "q".into();
+        req.attempt = 2;
+        let s = completed(&t, &req, &with_retry(1), &at(15), 1024).unwrap();
+        assert_eq!(s.phase, Some(TaskPhase::Failed));
+        assert_eq!(s.retry_after, None);
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reason::HANDLER_FAILED)
+        );
+        assert!(c.message.contains("all 1 retries are used"), "{}", c.message);
+
+        let mut fatal = complete("q", 2, Outcome::Failed, None);
+        fatal.retryable = false;
+        let s = completed(&t, &fatal, &with_retry(5), &at(15), 1024).unwrap();
+        assert_eq!(
+            s.phase,
+            Some(TaskPhase::Failed),
+            "a failure that is not retryable is final"
+        );
+    }
+
+    #[test]
+    fn a_lost_heartbeat_retries_or_fails_saying_why() {
+        let mut t = task();
+        t.status = leased(&t, "a", "p", &at(10));
+        let s = end_attempt(
+            &t,
+            reason::HEARTBEAT_LOST,
+            "pod p stopped heartbeating",
+            &with_retry(2),
+            &at(30),
+        );
+        assert_eq!(s.phase, Some(TaskPhase::Pending));
+        assert_eq!(s.attempts[0].outcome.as_deref(), Some(reason::HEARTBEAT_LOST));
+
+        let s = end_attempt(
+            &t,
+            reason::HEARTBEAT_LOST,
+            "pod p stopped heartbeating",
+            &with_retry(0),
+            &at(30),
+        );
+        assert_eq!(s.phase, Some(TaskPhase::Failed));
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        assert_eq!(c.reason, reason::HEARTBEAT_LOST);
+        assert!(
+            c.message.contains("pod p stopped heartbeating") && c.message.contains("allows no retries"),
+            "{}",
+            c.message
+        );
+
+        t.spec.cancel_requested = true;
+        let s = end_attempt(&t, reason::HEARTBEAT_LOST, "gone", &with_retry(2), &at(30));
+        assert_eq!(
+            s.phase,
+            Some(TaskPhase::Cancelled),
+            "a cancelled task is not retried"
+        );
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_first_start_across_attempts() {
+        let mut t = task();
+        let mut p = pol();
+        p.timeout_seconds = 60;
+        assert!(deadline_exceeded(&t, &p, &at(1000)).is_none(), "never started");
+        t.status = leased(&t, "a", "p", &at(10));
+        assert!(deadline_exceeded(&t, &p, &at(69)).is_none());
+        let mut retried = end_attempt(&t, reason::HEARTBEAT_LOST, "gone", &p, &at(20));
+        retried.start_time = Some(at(10));
+        let mut waiting = t.clone();
+        waiting.status = Some(retried);
+        let s = deadline_exceeded(&waiting, &p, &at(70)).unwrap();
+        assert_eq!(
+            s.phase,
+            Some(TaskPhase::Failed),
+            "a task waiting for a retry times out too"
+        );
+
+        let s = deadline_exceeded(&t, &p, &at(70)).unwrap();
+        assert_eq!(s.phase, Some(TaskPhase::Failed));
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reason::DEADLINE_EXCEEDED)
+        );
+        assert_eq!(s.attempts[0].outcome.as_deref(), Some(reason::DEADLINE_EXCEEDED));
+        t.status = Some(s);
+        assert!(
+            deadline_exceeded(&t, &p, &at(99)).is_none(),
+            "finished tasks stay as they are"
+        );
+    }
+
+    #[test]
+    fn cancelling_a_waiting_task_ends_it_at_once() {
+        let mut t = task();
+        assert!(cancelled_while_waiting(&t, &at(5)).is_none());
+        t.spec.cancel_requested = true;
+        let s = cancelled_while_waiting(&t, &at(5)).unwrap();
+        assert_eq!(s.phase, Some(TaskPhase::Cancelled));
+        assert_eq!(s.completion_time, Some(at(5)));
+        t.status = leased(&t, "a", "p", &at(10));
+        assert!(
+            cancelled_while_waiting(&t, &at(11)).is_none(),
+            "a running task learns of it by heartbeat"
+        );
     }
 }

@@ -55,6 +55,8 @@ pub struct Context {
     pub queued: Arc<tokio::sync::Notify>,
     /// Keys for the agents' broker tokens; None runs without the broker (no tokens issued).
     pub keys: Option<crate::broker::auth::Keys>,
+    /// Leases of running tasks, shared with the broker.
+    pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
 }
 
 impl Context {
@@ -65,6 +67,7 @@ impl Context {
             instance,
         };
         let (agents, _) = reflector::store();
+        let leases = crate::broker::leases::Leases::new(config.lease_duration);
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -74,6 +77,7 @@ impl Context {
             queue: Default::default(),
             queued: Default::default(),
             keys: None,
+            leases: Arc::new(std::sync::Mutex::new(leases)),
         }
     }
 

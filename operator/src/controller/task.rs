@@ -1,26 +1,43 @@
-//! The AgentTask controller, up to the lease: it resolves each task's target and accepts the
-//! task (`Accepted=True`, `phase: Pending`, `Succeeded=Unknown`) or says why it cannot
-//! (`Accepted=False` with a reason and a Warning Event), and looks again when agents change.
+//! The AgentTask controller. Before the lease it resolves each task's target and accepts the
+//! task (`Accepted=True`, `phase: Pending`, `Succeeded=Unknown`, queued for the broker) or says
+//! why it cannot (`Accepted=False` with a reason and a Warning Event), and looks again when
+//! agents change. It ends waiting tasks that are cancelled or out of time, re-queues retries
+//! once their backoff has passed, ends running attempts whose pod stopped heartbeating or whose
+//! deadline passed, makes sub-tasks owned by their parent, and deletes finished tasks after
+//! `ttlSecondsAfterFinished`. The broker (leases and completions) owns every other transition.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use cogo_api::{AgentTask, CogoAgent, conditions::ACCEPTED};
+use cogo_api::{
+    AgentTask, AgentTaskStatus, CogoAgent, TaskPhase,
+    conditions::{self, ACCEPTED, SUCCEEDED},
+};
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::{
         Controller,
         controller::Action,
+        events::{Event, EventType},
         reflector::{ObjectRef, Store},
         watcher,
     },
 };
-use tracing::instrument;
+use tracing::{info, instrument, warn};
 
-use super::{Context, error_policy, update_status};
+use super::{Context, apply_status, error_policy, update_status};
 use crate::{
     Error, Result,
+    broker::{
+        leases::LeaseState,
+        transition::{self, Policy, reason},
+    },
+    build::FIELD_MANAGER,
     task::{self, TaskFacts},
 };
 
@@ -32,6 +49,29 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         kind: "AgentTask",
         name: t.name_any(),
     })?;
+    let name = t.name_any();
+    let status = t.status.clone().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let policy = Policy::of(&t, agent_of(&ctx, &ns, &t).as_deref());
+
+    match status.phase {
+        Some(p) if p.is_terminal() => {
+            dequeue(&ctx, &ns, &name);
+            release(&ctx, &ns, &name);
+            return expire_finished(&ctx, &t, &ns).await;
+        }
+        Some(TaskPhase::Running) => return supervise(&ctx, &t, &ns, &policy, &now).await,
+        _ => {}
+    }
+
+    // Waiting (new, queued, or backing off before a retry): cancellation and the deadline
+    // end it without a pod.
+    if let Some(next) = transition::cancelled_while_waiting(&t, &now)
+        .or_else(|| transition::deadline_exceeded(&t, &policy, &now))
+    {
+        dequeue(&ctx, &ns, &name);
+        return finish(&ctx, &t, next).await;
+    }
 
     // dereference
     let agents = ctx
@@ -41,31 +81,31 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
         .map(|a| (a.name_any(), a.spec.role))
         .collect();
-    let parent_exists = match &t.spec.parent {
-        Some(parent) => Some(
-            Api::<AgentTask>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(parent)
-                .await?
-                .is_some(),
-        ),
+    let parent = match &t.spec.parent {
+        Some(parent) => Api::<AgentTask>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(parent)
+            .await?
+            .map(Some)
+            .unwrap_or(None),
         None => None,
     };
     let facts = TaskFacts {
         agents,
-        parent_exists,
+        parent_exists: t.spec.parent.as_ref().map(|_| parent.is_some()),
     };
 
     // validate
     let verdict = task::validate(&t, &facts, ctx.config.max_task_input_bytes);
 
-    // update_status (nothing to build or apply before the lease)
-    let now = Time(jiff::Timestamp::now());
+    // apply: a sub-task created with kubectl is owned by its parent, as the broker's are.
+    if let Some(parent) = &parent {
+        adopt(&ctx, &t, &ns, parent).await?;
+    }
+
+    // update_status
     let Some(next) = task::compute_pending(&t, &verdict, &now) else {
-        // Leased or finished: the broker owns it now.
-        dequeue(&ctx, &ns, &t.name_any());
         return Ok(Action::await_change());
     };
-    let previous = t.status.clone().unwrap_or_default();
     let rv = t.resource_version();
     // Written only if the task is unchanged since read, so a lease the broker just wrote is
     // never overwritten by this older view; the change that conflicted triggers a new reconcile.
@@ -73,7 +113,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         &ctx,
         t.as_ref(),
         ACCEPTED,
-        (&previous, &previous.conditions),
+        (&status, &status.conditions),
         (&next, &next.conditions),
         verdict.as_ref().err(),
         rv.as_deref(),
@@ -83,22 +123,196 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
         other => other?,
     }
-    match verdict {
-        Ok(target) => {
-            let created = t
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|c| c.0.as_second())
-                .unwrap_or_default();
-            if let Ok(mut q) = ctx.queue.lock() {
-                q.upsert(&ns, &t.name_any(), target, t.spec.priority, created);
-            }
-            ctx.queued.notify_waiters();
+    let Ok(target) = verdict else {
+        dequeue(&ctx, &ns, &name);
+        return Ok(Action::requeue(ctx.config.resync));
+    };
+    // A retry waits for its backoff before it is queued again.
+    let mut wake = ctx.config.resync;
+    if let Some(after) = next.retry_after.as_ref().map(|t| t.0)
+        && after > now.0
+    {
+        dequeue(&ctx, &ns, &name);
+        wake = wake.min(until(after, now.0));
+    } else {
+        let created = t
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|c| c.0.as_second())
+            .unwrap_or_default();
+        if let Ok(mut q) = ctx.queue.lock() {
+            q.upsert(&ns, &name, target, t.spec.priority, created);
         }
-        Err(_) => dequeue(&ctx, &ns, &t.name_any()),
+        ctx.queued.notify_waiters();
     }
-    Ok(Action::requeue(ctx.config.resync))
+    if let Some(deadline) = policy.deadline(&next) {
+        wake = wake.min(until(deadline, now.0));
+    }
+    Ok(Action::requeue(wake))
+}
+
+/// Time from `now` until `at` (a little past it, so the reconcile finds it passed).
+fn until(at: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    Duration::from_millis(d.as_millis().clamp(0, i64::MAX as i128) as u64) + Duration::from_millis(50)
+}
+
+/// The CogoAgent whose defaults apply to the task: the one that runs it, else the one it names.
+fn agent_of(ctx: &Context, ns: &str, t: &AgentTask) -> Option<Arc<CogoAgent>> {
+    let name = t
+        .status
+        .as_ref()
+        .and_then(|s| s.agent.clone())
+        .or_else(|| t.spec.agent.clone())?;
+    ctx.agents.get(&ObjectRef::new(&name).within(ns))
+}
+
+/// Watches over a running task: its deadline, and its pod's heartbeats.
+async fn supervise(ctx: &Context, t: &AgentTask, ns: &str, policy: &Policy, now: &Time) -> Result<Action> {
+    let name = t.name_any();
+    dequeue(ctx, ns, &name);
+    if let Some(next) = transition::deadline_exceeded(t, policy, now) {
+        return finish(ctx, t, next).await;
+    }
+    let status = t.status.clone().unwrap_or_default();
+    let clock = Instant::now();
+    let state = ctx
+        .leases
+        .lock()
+        .map(|l| l.state(ns, &name, status.attempt, clock))
+        .unwrap_or(LeaseState::Unknown);
+    let expires = match state {
+        LeaseState::Held(expires) => expires,
+        // Leased before this operator started (or by another replica): the pod gets a full
+        // lease from now to show it is alive.
+        LeaseState::Unknown => {
+            let agent = status.agent.clone().unwrap_or_default();
+            let pod = status.pod.clone().unwrap_or_default();
+            let mut l = ctx
+                .leases
+                .lock()
+                .map_err(|_| Error::Broker("the lease table is poisoned".into()))?;
+            l.hold(ns, &name, &agent, &pod, status.attempt, clock);
+            clock + l.ttl()
+        }
+        LeaseState::Expired => {
+            let message = format!(
+                "pod {} sent no heartbeat for {}s",
+                status.pod.as_deref().unwrap_or("?"),
+                ctx.config.lease_duration.as_secs()
+            );
+            let next = transition::end_attempt(t, reason::HEARTBEAT_LOST, &message, policy, now);
+            return finish(ctx, t, next).await;
+        }
+    };
+    let mut wake = expires.saturating_duration_since(clock) + Duration::from_millis(50);
+    if let Some(deadline) = policy.deadline(&status) {
+        wake = wake.min(until(deadline, now.0));
+    }
+    Ok(Action::requeue(wake))
+}
+
+/// Writes a transition the controller decided (a final phase, or back to Pending for a
+/// retry), fenced by the task's resourceVersion, and says so in an Event.
+async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<Action> {
+    let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let api = Api::<AgentTask>::namespaced(ctx.client.clone(), &ns);
+    match apply_status(&api, &name, &next, t.resource_version().as_deref()).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
+        other => other?,
+    }
+    ctx.metrics.status_written("AgentTask");
+    release(ctx, &ns, &name);
+    let c = conditions::find(&next.conditions, SUCCEEDED);
+    let reason = c.map(|c| c.reason.clone()).unwrap_or_default();
+    info!(phase = ?next.phase, %reason, "task transition");
+    let type_ = if next.phase == Some(TaskPhase::Cancelled) {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let event = Event {
+        type_,
+        reason,
+        note: next.message.as_ref().map(|m| m.chars().take(1000).collect()),
+        action: "Supervise".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &t.object_ref(&())).await {
+        warn!(error = %e, "cannot publish the task's Event");
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletes a finished task once `ttlSecondsAfterFinished` has passed; waits otherwise.
+async fn expire_finished(ctx: &Context, t: &AgentTask, ns: &str) -> Result<Action> {
+    let (Some(ttl), Some(done)) = (
+        t.spec.ttl_seconds_after_finished,
+        t.status.as_ref().and_then(|s| s.completion_time.as_ref()),
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let now = jiff::Timestamp::now();
+    let at = done.0 + jiff::SignedDuration::from_secs(ttl);
+    if at > now {
+        return Ok(Action::requeue(until(at, now)));
+    }
+    let api = Api::<AgentTask>::namespaced(ctx.client.clone(), ns);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: t.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&t.name_any(), &params).await {
+        Ok(_) => info!("deleted {ttl}s after the task finished (ttlSecondsAfterFinished)"),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+/// Makes `parent` an owner of the sub-task `t`, so deleting the parent deletes it.
+async fn adopt(ctx: &Context, t: &AgentTask, ns: &str, parent: &AgentTask) -> Result<()> {
+    let Some(uid) = parent.uid() else {
+        return Ok(());
+    };
+    if t.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    let owner = OwnerReference {
+        api_version: AgentTask::api_version(&()).into(),
+        kind: AgentTask::kind(&()).into(),
+        name: parent.name_any(),
+        uid,
+        ..Default::default()
+    };
+    let body = serde_json::json!({
+        "apiVersion": AgentTask::api_version(&()),
+        "kind": AgentTask::kind(&()),
+        "metadata": {"name": t.name_any(), "ownerReferences": [owner]},
+    });
+    Api::<AgentTask>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            &t.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    ctx.metrics.child_writes("AgentTask", 1);
+    Ok(())
+}
+
+fn release(ctx: &Context, ns: &str, name: &str) {
+    if let Ok(mut l) = ctx.leases.lock()
+        && l.release(ns, name).is_some()
+    {
+        // A slot of the agent is free again.
+        ctx.queued.notify_waiters();
+    }
 }
 
 fn dequeue(ctx: &Context, ns: &str, name: &str) {

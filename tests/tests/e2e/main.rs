@@ -65,5 +65,6 @@ pub(crate) fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
         })
 }
 
+mod lifecycle;
 mod resources;
 mod tasks;

@@ -1,0 +1,163 @@
+//! Which pod holds which running task, and until when. Heartbeats extend a lease in memory
+//! only (they cost no API write); the task controller ends attempts whose lease ran out. The
+//! table is rebuilt on start from the Running tasks, each given a fresh lease, so a restart of
+//! the operator never takes a task away from a pod that is still working on it.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+/// One held lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The CogoAgent whose pod runs the task.
+    pub agent: String,
+    /// The pod running the task.
+    pub pod: String,
+    /// The attempt the pod runs.
+    pub attempt: i32,
+    /// When the lease runs out unless renewed.
+    pub expires: Instant,
+}
+
+/// What the table knows of a task's lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Held until the given instant.
+    Held(Instant),
+    /// Ran out: the pod stopped heartbeating.
+    Expired,
+    /// The table has no lease for this attempt (a new operator, or a newer attempt).
+    Unknown,
+}
+
+/// Leases of running tasks, by namespace and task name.
+#[derive(Debug)]
+pub struct Leases {
+    ttl: Duration,
+    held: HashMap<(String, String), Lease>,
+}
+
+impl Leases {
+    /// A table whose leases last `ttl` past the last heartbeat.
+    pub fn new(ttl: Duration) -> Self {
+        Leases {
+            ttl,
+            held: HashMap::new(),
+        }
+    }
+
+    /// How long a lease lasts after a heartbeat.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Records that `pod` of `agent` holds attempt `attempt` of `ns/name` from `now`.
+    pub fn hold(&mut self, ns: &str, name: &str, agent: &str, pod: &str, attempt: i32, now: Instant) {
+        self.held.insert(
+            (ns.to_string(), name.to_string()),
+            Lease {
+                agent: agent.to_string(),
+                pod: pod.to_string(),
+                attempt,
+                expires: now + self.ttl,
+            },
+        );
+    }
+
+    /// Extends the lease of `pod` on attempt `attempt` of `ns/name`; a pod the table does not
+    /// know (after an operator restart) is taken at its word, the caller having checked the
+    /// task's status. Returns the new expiry.
+    pub fn renew(
+        &mut self,
+        ns: &str,
+        name: &str,
+        agent: &str,
+        pod: &str,
+        attempt: i32,
+        now: Instant,
+    ) -> Instant {
+        self.hold(ns, name, agent, pod, attempt, now);
+        now + self.ttl
+    }
+
+    /// Forgets the lease of `ns/name`.
+    pub fn release(&mut self, ns: &str, name: &str) -> Option<Lease> {
+        self.held.remove(&(ns.to_string(), name.to_string()))
+    }
+
+    /// The state of the lease of attempt `attempt` of `ns/name` at `now`.
+    pub fn state(&self, ns: &str, name: &str, attempt: i32, now: Instant) -> LeaseState {
+        match self.held.get(&(ns.to_string(), name.to_string())) {
+            Some(l) if l.attempt == attempt && l.expires > now => LeaseState::Held(l.expires),
+            Some(l) if l.attempt == attempt => LeaseState::Expired,
+            _ => LeaseState::Unknown,
+        }
+    }
+
+    /// Tasks the pods of `agent` in `ns` hold.
+    pub fn running_for(&self, ns: &str, agent: &str) -> usize {
+        self.held
+            .iter()
+            .filter(|((n, _), l)| n == ns && l.agent == agent)
+            .count()
+    }
+
+    /// Every held lease.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_run_out_unless_renewed() {
+        let t0 = Instant::now();
+        let mut l = Leases::new(Duration::from_secs(15));
+        l.hold("ns", "t", "a", "p", 1, t0);
+        assert_eq!(
+            l.state("ns", "t", 1, t0),
+            LeaseState::Held(t0 + Duration::from_secs(15))
+        );
+        assert_eq!(
+            l.state("ns", "t", 1, t0 + Duration::from_secs(15)),
+            LeaseState::Expired
+        );
+        l.renew("ns", "t", "a", "p", 1, t0 + Duration::from_secs(10));
+        assert_eq!(
+            l.state("ns", "t", 1, t0 + Duration::from_secs(20)),
+            LeaseState::Held(t0 + Duration::from_secs(25))
+        );
+        assert_eq!(
+            l.state("ns", "t", 2, t0),
+            LeaseState::Unknown,
+            "another attempt's lease is not this one"
+        );
+        assert_eq!(l.state("ns", "u", 1, t0), LeaseState::Unknown);
+    }
+
+    #[test]
+    fn running_tasks_are_counted_per_agent_and_namespace() {
+        let t0 = Instant::now();
+        let mut l = Leases::new(Duration::from_secs(15));
+        l.hold("ns", "t1", "a", "p", 1, t0);
+        l.hold("ns", "t2", "a", "q", 1, t0);
+        l.hold("ns", "t3", "b", "r", 1, t0);
+        l.hold("other", "t1", "a", "p", 1, t0);
+        assert_eq!(l.running_for("ns", "a"), 2);
+        assert_eq!(l.running_for("ns", "b"), 1);
+        assert!(l.release("ns", "t1").is_some());
+        assert!(l.release("ns", "t1").is_none());
+        assert_eq!(l.running_for("ns", "a"), 1);
+        assert_eq!(l.len(), 3);
+    }
+}
