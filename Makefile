@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools crds check-crds fmt lint unit e2e images cluster-up cluster-down demo require-go require-cargo
+.PHONY: help test tools crds check-crds fmt lint unit e2e bench images cluster-up cluster-down demo require-go require-cargo
 
 # The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
 # COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
@@ -46,11 +46,11 @@ $(COGO_K8S_SWAGGER): | require-go
 
 tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) ## Build the test tools into $(CACHE)
 
-crds: | require-cargo ## Regenerate crds/ and the chart's CRDs from the Rust types
-	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds
+crds: | require-cargo ## Regenerate crds/, the chart's CRDs and docs/broker-openapi.json from the Rust types
+	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds docs/broker-openapi.json
 
-check-crds: | require-cargo ## Fail when crds/ or the chart's CRDs are stale
-	cargo run -q -p cogo-api --bin crdgen -- --check crds charts/cogo-operator/crds
+check-crds: | require-cargo ## Fail when crds/, the chart's CRDs or the broker's OpenAPI document are stale
+	cargo run -q -p cogo-api --bin crdgen -- --check crds charts/cogo-operator/crds docs/broker-openapi.json
 
 fmt: | require-cargo ## Check formatting
 	cargo fmt --all -- --check
@@ -85,6 +85,15 @@ e2e: tools | require-cargo require-go ## End-to-end tests on the local control p
 	fi
 
 test: tools fmt check-crds lint unit e2e ## Everything CI runs
+
+bench: | require-cargo require-go ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
+	tests/cluster/build
+	cargo build --release -p cogo-operator -p cogo-agent
+	cargo build --release -p cogo-e2e --features bench --bin cogo-bench
+	kubeconfig=$$(COGO_REAL_NODE=0 tests/cluster/up); \
+	trap 'COGO_REAL_NODE=0 tests/cluster/down' EXIT; \
+	COGO_E2E_KUBECONFIG=$$kubeconfig COGO_BIN_DIR=$(CURDIR)/target/release \
+	  COGO_E2E_OPERATOR_LOG=info COGO_E2E_AGENT_LOG=warn target/release/cogo-bench
 
 demo: | require-cargo ## Run the operator on the current cluster (or a local one) and show agents, workers and tasks
 	tests/cluster/demo

@@ -18,7 +18,7 @@ pub const TOKEN_AUDIENCE: &str = "cogo-broker";
 pub const MAX_WAIT_SECONDS: u32 = 30;
 
 /// `POST /v1/namespaces/{ns}/agents/{agent}/lease`: ask for up to `slots` tasks.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaseRequest {
     /// The pod asking, recorded as the task's assignee.
@@ -31,7 +31,7 @@ pub struct LeaseRequest {
 }
 
 /// The answer to a lease: zero or more tasks, now Running on the asking pod.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseResponse {
     /// The leased tasks.
@@ -39,7 +39,7 @@ pub struct LeaseResponse {
 }
 
 /// One leased task.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeasedTask {
     /// Namespace of the AgentTask.
@@ -63,7 +63,7 @@ pub struct LeasedTask {
 }
 
 /// `POST /v1/namespaces/{ns}/tasks/{name}/heartbeat`: keep a lease alive.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The pod holding the lease.
@@ -73,7 +73,7 @@ pub struct HeartbeatRequest {
 }
 
 /// The answer to a heartbeat.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatResponse {
     /// True when the task was cancelled: the agent should stop and complete it as cancelled.
@@ -81,7 +81,7 @@ pub struct HeartbeatResponse {
 }
 
 /// How an attempt ended, as the agent reports it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum Outcome {
     /// The handler returned a result.
     Succeeded,
@@ -92,7 +92,7 @@ pub enum Outcome {
 }
 
 /// `POST /v1/namespaces/{ns}/tasks/{name}/complete`: report the outcome of an attempt.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompleteRequest {
     /// The pod holding the lease.
@@ -114,7 +114,7 @@ pub struct CompleteRequest {
 }
 
 /// The answer to a completion.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteResponse {
     /// The task's phase after the report, as written in its status.
@@ -125,7 +125,7 @@ pub struct CompleteResponse {
 
 /// `POST /v1/namespaces/{ns}/tasks/{parent}/subtasks`: create a sub-task of a task the caller
 /// runs. The sub-task is owned by its parent (deleted with it) and inherits its requester.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubtaskRequest {
     /// The pod running the parent.
@@ -157,7 +157,7 @@ pub struct SubtaskRequest {
 
 /// A task as the broker shows it: `GET /v1/namespaces/{ns}/tasks/{name}`, and the answer to
 /// creating a sub-task.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     /// Namespace of the task.
@@ -188,7 +188,7 @@ pub struct TaskView {
 }
 
 /// The body of every error answer.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// A stable, PascalCase code, such as `Unauthorized` or `LeaseLost`.

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod common;
 pub mod conditions;
 pub mod crdgen;
+pub mod openapi;
 pub mod task;
 pub mod worker;
 

@@ -28,6 +28,44 @@ fn generated_crds_are_current() {
     }
 }
 
+#[test]
+fn the_broker_openapi_document_is_current_and_complete() {
+    let path = repo().join(cogo_api::openapi::FILE);
+    let on_disk = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}); run `make crds`", path.display()));
+    assert!(
+        on_disk == cogo_api::openapi::render(),
+        "{} is stale; run `make crds` and commit the result",
+        path.display()
+    );
+    let doc = cogo_api::openapi::broker();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "LeaseRequest",
+        "LeasedTask",
+        "CompleteRequest",
+        "SubtaskRequest",
+        "TaskView",
+        "ErrorBody",
+    ] {
+        assert!(schemas.contains_key(name), "{name} is not in the document");
+    }
+    // Every $ref resolves, and requests refuse unknown fields as the broker does.
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &r[..r.find('"').unwrap()];
+        assert!(schemas.contains_key(name), "dangling $ref to {name}");
+    }
+    assert_eq!(schemas["LeaseRequest"]["additionalProperties"], false);
+    let ops: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(ops, 5, "lease, heartbeat, complete, subtasks, get");
+}
+
 fn schema_of(file: &str) -> Value {
     let (_, crd) = crdgen::all().into_iter().find(|(f, _)| *f == file).unwrap();
     serde_json::to_value(

@@ -298,6 +298,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         heartbeat_seconds: args.heartbeat_seconds.max(1),
         max_result_bytes: 64 * 1024,
         leases: ctx.leases.clone(),
+        tasks: ctx.tasks.clone(),
         recorder: ctx.recorder.clone(),
     };
     // Running tasks keep their pods: each gets a fresh lease, and counts against its agent's

@@ -52,6 +52,7 @@ fn broker() -> Broker {
         agents,
         heartbeat_seconds: 5,
         max_result_bytes: 1024,
+        tasks: Default::default(),
         leases: Arc::new(Mutex::new(cogo_operator::broker::leases::Leases::new(
             std::time::Duration::from_secs(15),
         ))),
@@ -254,4 +255,31 @@ async fn reading_a_task_needs_a_token_of_its_namespace() {
         (got, err.code.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "KubernetesUnavailable")
     );
+}
+
+/// Every operation of the published OpenAPI document is served (the route exists and asks for
+/// a token), so the document cannot drift from the router.
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let doc = cogo_api::openapi::broker();
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{namespace}", "team")
+            .replace("{agent}", "research")
+            .replace("{task}", "t");
+        for method in item.as_object().unwrap().keys() {
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&concrete);
+            let (status, err) = send(req, None, "{}".into()).await;
+            assert_eq!(
+                (status, err.code.as_str()),
+                (StatusCode::UNAUTHORIZED, "MissingToken"),
+                "{method} {path}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 5);
 }

@@ -257,9 +257,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A binary of this workspace: `target/debug/<name>`.
+/// A binary of this workspace: `target/debug/<name>`, or from `$COGO_BIN_DIR` when set
+/// (the benchmark runs release builds).
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let path = repo().join("target/debug").join(name);
+    let dir = std::env::var_os("COGO_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/debug"));
+    let path = dir.join(name);
     assert!(
         path.is_file(),
         "{} is missing: build it with `cargo build -p {name}`",
@@ -284,7 +288,8 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `cogo-agent` as pod `pod` of the CogoAgent `agent` (role `role`) of `ns`.
+    /// Starts `cogo-agent` as pod `pod` of the CogoAgent `agent` (role `role`) of `ns`, with 8
+    /// slots.
     pub fn start(
         cluster: &Cluster,
         ns: &str,
@@ -292,6 +297,18 @@ impl AgentProcess {
         role: &str,
         pod: &str,
         broker_port: u16,
+    ) -> AgentProcess {
+        AgentProcess::start_with(cluster, ns, (agent, role, pod), broker_port, 8)
+    }
+
+    /// Starts `cogo-agent` as pod `pod` of the CogoAgent `agent` (role `role`) of `ns`, with
+    /// `concurrency` slots.
+    pub fn start_with(
+        cluster: &Cluster,
+        ns: &str,
+        (agent, role, pod): (&str, &str, &str),
+        broker_port: u16,
+        concurrency: u32,
     ) -> AgentProcess {
         let secret = format!("secret/{agent}-broker-token");
         let mut token = String::new();
@@ -312,11 +329,14 @@ impl AgentProcess {
             .env("COGO_AGENT_NAME", agent)
             .env("COGO_NAMESPACE", ns)
             .env("COGO_POD_NAME", pod)
-            .env("COGO_CONCURRENCY", "8")
+            .env("COGO_CONCURRENCY", concurrency.to_string())
             .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("COGO_BROKER_URL", format!("http://127.0.0.1:{broker_port}"))
             .env("COGO_BROKER_TOKEN", token)
-            .env("RUST_LOG", "info,cogo_agent=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("COGO_E2E_AGENT_LOG").unwrap_or("info,cogo_agent=debug".into()),
+            )
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .stdin(Stdio::null())
@@ -377,7 +397,10 @@ impl Operator {
                 "2",
             ])
             .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("RUST_LOG", "info,cogo_operator=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("COGO_E2E_OPERATOR_LOG").unwrap_or("info,cogo_operator=debug".into()),
+            )
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .stdin(Stdio::null())
@@ -393,6 +416,11 @@ impl Operator {
             http_get(health_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
         });
         op
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The operator's Prometheus metrics.

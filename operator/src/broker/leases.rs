@@ -96,6 +96,11 @@ impl Leases {
         }
     }
 
+    /// Whether a lease (or a reservation) of `ns/name` is held.
+    pub fn contains(&self, ns: &str, name: &str) -> bool {
+        self.held.contains_key(&(ns.to_string(), name.to_string()))
+    }
+
     /// Tasks the pods of `agent` in `ns` hold.
     pub fn running_for(&self, ns: &str, agent: &str) -> usize {
         self.held

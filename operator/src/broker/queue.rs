@@ -7,7 +7,9 @@ use std::{
     collections::{BTreeSet, HashMap},
 };
 
-use cogo_api::AgentRole;
+use std::sync::Arc;
+
+use cogo_api::{AgentRole, AgentTask};
 
 use crate::task::Target;
 
@@ -26,13 +28,15 @@ type QueueKey = (String, Target);
 pub struct TaskQueue {
     queues: HashMap<QueueKey, BTreeSet<Entry>>,
     index: HashMap<(String, String), (QueueKey, Entry)>,
+    /// The task as last seen by the controller, so the broker can lease it without a read.
+    objects: HashMap<(String, String), Arc<AgentTask>>,
 }
 
 impl TaskQueue {
     /// Queues (or re-queues, after a change) the task `name` of namespace `ns`.
     /// `created` orders equal priorities: older first.
     pub fn upsert(&mut self, ns: &str, name: &str, target: Target, priority: i32, created: i64) {
-        self.remove(ns, name);
+        self.unlink(ns, name);
         let key = (ns.to_string(), target);
         let entry = Entry {
             priority: Reverse(priority),
@@ -44,8 +48,24 @@ impl TaskQueue {
             .insert((ns.to_string(), name.to_string()), (key, entry));
     }
 
+    /// Keeps `task` (as the controller last saw it) with its queue entry, for the lease.
+    pub fn attach(&mut self, ns: &str, name: &str, task: Arc<AgentTask>) {
+        self.objects.insert((ns.to_string(), name.to_string()), task);
+    }
+
+    /// The task kept with a popped entry, if any.
+    pub fn take_object(&mut self, ns: &str, name: &str) -> Option<Arc<AgentTask>> {
+        self.objects.remove(&(ns.to_string(), name.to_string()))
+    }
+
     /// Removes a task; true when it was queued.
     pub fn remove(&mut self, ns: &str, name: &str) -> bool {
+        self.objects.remove(&(ns.to_string(), name.to_string()));
+        self.unlink(ns, name)
+    }
+
+    /// Removes a task's entry, keeping its object for [`TaskQueue::take_object`].
+    fn unlink(&mut self, ns: &str, name: &str) -> bool {
         let Some((key, entry)) = self.index.remove(&(ns.to_string(), name.to_string())) else {
             return false;
         };
@@ -73,7 +93,7 @@ impl TaskQueue {
                 (None, Some(r)) => r,
                 (None, None) => break,
             };
-            self.remove(ns, &entry.name);
+            self.unlink(ns, &entry.name);
             taken.push(entry.name);
         }
         taken
@@ -83,6 +103,11 @@ impl TaskQueue {
     pub fn pending_for(&self, ns: &str, agent: &str, role: AgentRole) -> usize {
         let count = |t: Target| self.queues.get(&(ns.to_string(), t)).map_or(0, BTreeSet::len);
         count(Target::Agent(agent.to_string())) + count(Target::Role(role))
+    }
+
+    /// Whether `ns/name` is queued.
+    pub fn contains(&self, ns: &str, name: &str) -> bool {
+        self.index.contains_key(&(ns.to_string(), name.to_string()))
     }
 
     /// Every queued task.

@@ -13,7 +13,7 @@
 //! all; `make crds` writes it from these types.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -31,6 +31,7 @@ use cogo_api::{
         LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView,
     },
 };
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -50,6 +51,9 @@ use super::{
     transition::{self, Fence, Policy},
 };
 use crate::{build::FIELD_MANAGER, task::Target};
+
+/// Lease writes one lease request makes at a time.
+const LEASE_WRITES_IN_FLIGHT: usize = 16;
 
 /// Largest request body the broker reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -73,6 +77,9 @@ pub struct Broker {
     pub max_result_bytes: usize,
     /// Leases of running tasks, shared with the task controller.
     pub leases: Arc<Mutex<Leases>>,
+    /// The task controller's cache of AgentTasks, once it runs. Reads start there and go to
+    /// the API server when the cached view is missing or too old to decide.
+    pub tasks: Arc<OnceLock<Store<AgentTask>>>,
     /// Publishes Events on tasks.
     pub recorder: Recorder,
 }
@@ -209,16 +216,27 @@ impl Broker {
         &self,
         ns: &str,
         name: &str,
+        mut seen: Option<Arc<AgentTask>>,
         agent: &str,
         pod: &str,
     ) -> Result<Option<LeasedTask>, ApiError> {
         let api: Api<AgentTask> = Api::namespaced(self.client.clone(), ns);
+        let mut fresh = false;
         for _ in 0..3 {
-            let Some(task) = api.get_opt(name).await? else {
+            // The object the controller queued is the newest it knew: no read needed.
+            let task = match seen.take() {
+                Some(t) if !fresh => Some((*t).clone()),
+                _ => self.read(&api, ns, name, fresh).await?,
+            };
+            let Some(task) = task else {
                 return Ok(None);
             };
             let Some(status) = transition::leased(&task, agent, pod, &now()) else {
-                return Ok(None);
+                if fresh {
+                    return Ok(None);
+                }
+                fresh = true;
+                continue;
             };
             let rv = task.resource_version().unwrap_or_default();
             match write_status(&api, name, &rv, &status).await {
@@ -241,7 +259,10 @@ impl Broker {
                         deadline: deadline.to_string(),
                     }));
                 }
-                Err(e) if is_conflict(&e) => debug!(task = name, "lease conflicted; reading again"),
+                Err(e) if is_conflict(&e) => {
+                    debug!(task = name, "lease conflicted; reading again");
+                    fresh = true;
+                }
                 Err(e) => {
                     self.requeue(&task);
                     return Err(e.into());
@@ -251,13 +272,38 @@ impl Broker {
         Ok(None)
     }
 
+    /// The task as cached, or as the API server has it when `fresh` or when not cached.
+    async fn read(
+        &self,
+        api: &Api<AgentTask>,
+        ns: &str,
+        name: &str,
+        fresh: bool,
+    ) -> Result<Option<AgentTask>, ApiError> {
+        if !fresh
+            && let Some(t) = self
+                .tasks
+                .get()
+                .and_then(|s| s.get(&ObjectRef::new(name).within(ns)))
+        {
+            return Ok(Some((*t).clone()));
+        }
+        Ok(api.get_opt(name).await?)
+    }
+
     fn agent(&self, ns: &str, name: &str) -> Option<Arc<CogoAgent>> {
         self.agents.get(&ObjectRef::new(name).within(ns))
     }
 
     /// Takes up to `slots` queued tasks for `agent`, never more than the agent's free slots
     /// (`replicas x concurrency` minus the tasks its pods hold), and reserves a lease for each.
-    fn take(&self, ns: &str, agent: &CogoAgent, pod: &str, slots: usize) -> Vec<String> {
+    fn take(
+        &self,
+        ns: &str,
+        agent: &CogoAgent,
+        pod: &str,
+        slots: usize,
+    ) -> Vec<(String, Option<Arc<AgentTask>>)> {
         let name = agent.name_any();
         let Ok(mut leases) = self.leases.lock() else {
             return Vec::new();
@@ -268,13 +314,21 @@ impl Broker {
         if free == 0 {
             return Vec::new();
         }
-        let names = self
-            .queue
-            .lock()
-            .map(|mut q| q.pop_for(ns, &name, agent.spec.role, free))
-            .unwrap_or_default();
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let names = queue.pop_for(ns, &name, agent.spec.role, free);
         let now = std::time::Instant::now();
-        for n in &names {
+        // A task already held (being leased from an older queue entry) is not taken twice.
+        let names: Vec<_> = names
+            .into_iter()
+            .map(|n| {
+                let obj = queue.take_object(ns, &n);
+                (n, obj)
+            })
+            .filter(|(n, _)| !leases.contains(ns, n))
+            .collect();
+        for (n, _) in &names {
             // Attempt 0 is a reservation: it counts against the cap until the lease is written.
             leases.hold(ns, n, &name, pod, 0, now);
         }
@@ -310,16 +364,49 @@ impl Broker {
         self.queued.notify_waiters();
     }
 
+    /// Reads a task and checks that the bearer acts for the agent it is assigned to, and that
+    /// `pod` holds the lease of `attempt`. The cached view is tried first; when it fails a
+    /// check (it may predate the lease), the API server's view decides.
+    async fn held_task(
+        &self,
+        headers: &HeaderMap,
+        ns: &str,
+        name: &str,
+        lease: Option<(&str, i32)>,
+    ) -> Result<(Api<AgentTask>, AgentTask), ApiError> {
+        let cached = self
+            .assigned_task(headers, ns, name, false)
+            .await
+            .and_then(|(api, t)| {
+                if let Some((pod, attempt)) = lease {
+                    transition::check_lease(&t, pod, attempt).map_err(fence_error)?;
+                }
+                Ok((api, t))
+            });
+        match cached {
+            Ok(found) => Ok(found),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(e),
+            Err(_) => {
+                let (api, t) = self.assigned_task(headers, ns, name, true).await?;
+                if let Some((pod, attempt)) = lease {
+                    transition::check_lease(&t, pod, attempt).map_err(fence_error)?;
+                }
+                Ok((api, t))
+            }
+        }
+    }
+
     /// Reads a task and checks that the bearer acts for the agent it is assigned to.
     async fn assigned_task(
         &self,
         headers: &HeaderMap,
         ns: &str,
         name: &str,
+        fresh: bool,
     ) -> Result<(Api<AgentTask>, AgentTask), ApiError> {
         let claims = self.keys.verify_signature(bearer(headers)?)?;
         let api: Api<AgentTask> = Api::namespaced(self.client.clone(), ns);
-        let Some(task) = api.get_opt(name).await? else {
+        let Some(task) = self.read(&api, ns, name, fresh).await? else {
             // Deleted while it ran: its slot is free again.
             if let Ok(mut l) = self.leases.lock()
                 && l.release(ns, name).is_some()
@@ -373,10 +460,20 @@ async fn lease(
         tokio::pin!(woken);
         woken.as_mut().enable();
         let names = b.take(&ns, &agent_obj, &req.pod, req.slots as usize);
+        // Leased side by side: a large batch must not age the first leases before the pod
+        // even receives them.
+        let results: Vec<_> = futures::stream::iter(names)
+            .map(|(name, seen)| {
+                let (b, ns, agent, pod) = (&b, &ns, &agent, &req.pod);
+                async move { (b.try_lease(ns, &name, seen, agent, pod).await, name) }
+            })
+            .buffer_unordered(LEASE_WRITES_IN_FLIGHT)
+            .collect()
+            .await;
         let mut tasks = Vec::new();
         let mut failed = None;
-        for name in names {
-            match b.try_lease(&ns, &name, &agent, &req.pod).await {
+        for (result, name) in results {
+            match result {
                 Ok(Some(t)) => tasks.push(t),
                 Ok(None) => b.unreserve(&ns, &name),
                 // try_lease gave the task back to the queue.
@@ -384,6 +481,13 @@ async fn lease(
                     b.unreserve(&ns, &name);
                     failed = Some(e);
                 }
+            }
+        }
+        // The leases run from the moment the pod is told, not from the write.
+        if let Ok(mut l) = b.leases.lock() {
+            let now = std::time::Instant::now();
+            for t in &tasks {
+                l.renew(&ns, &t.name, &agent, &req.pod, t.attempt, now);
             }
         }
         // Tasks already leased are handed out even if a later lease failed.
@@ -408,9 +512,11 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let (_, task) = b.assigned_task(&headers, &ns, &name).await?;
+    b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
-    transition::check_lease(&task, &req.pod, req.attempt).map_err(fence_error)?;
+    let (_, task) = b
+        .held_task(&headers, &ns, &name, Some((&req.pod, req.attempt)))
+        .await?;
     let agent = task
         .status
         .as_ref()
@@ -452,8 +558,10 @@ async fn complete(
     headers: HeaderMap,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
-    let (api, mut task) = b.assigned_task(&headers, &ns, &name).await?;
+    b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
+    let (api, mut task) = b.held_task(&headers, &ns, &name, None).await?;
+    let mut fresh = false;
     for _ in 0..3 {
         let agent = task
             .status
@@ -468,6 +576,12 @@ async fn complete(
                     phase,
                     applied: false,
                 }));
+            }
+            // The cached view may predate the lease: ask the API server.
+            Err(Fence::LeaseLost { .. }) if !fresh => {
+                fresh = true;
+                task = b.assigned_task(&headers, &ns, &name, true).await?.1;
+                continue;
             }
             Err(f) => return Err(fence_error(f)),
         };
@@ -502,6 +616,7 @@ async fn complete(
                 return Ok(Json(CompleteResponse { phase, applied: true }));
             }
             Err(e) if is_conflict(&e) => {
+                fresh = true;
                 task = api.get_opt(&name).await?.ok_or_else(|| {
                     ApiError::new(
                         StatusCode::NOT_FOUND,
@@ -545,9 +660,11 @@ async fn subtask(
     headers: HeaderMap,
     body: Result<Json<SubtaskRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    let (api, parent) = b.assigned_task(&headers, &ns, &parent_name).await?;
+    b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
-    transition::check_lease(&parent, &req.pod, req.attempt).map_err(fence_error)?;
+    let (api, parent) = b
+        .held_task(&headers, &ns, &parent_name, Some((&req.pod, req.attempt)))
+        .await?;
     if req.agent.is_some() == req.role.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -5,7 +5,7 @@
 use cogo_api::{
     AgentTask, AgentTaskStatus, CogoAgent, RetryPolicy, TaskPhase,
     broker::{CompleteRequest, Outcome},
-    conditions::{self, SUCCEEDED, status as cs},
+    conditions::{self, ACCEPTED, SUCCEEDED, status as cs},
     task::{ResultRef, TaskAttempt},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -108,6 +108,19 @@ pub fn leased(task: &AgentTask, agent: &str, pod: &str, now: &Time) -> Option<Ag
     }
     s.attempt += 1;
     s.phase = Some(TaskPhase::Running);
+    s.observed_generation = task.metadata.generation;
+    // A task leased before the controller wrote its first status is accepted by the lease.
+    if conditions::find(&s.conditions, ACCEPTED).is_none_or(|c| c.status != cs::TRUE) {
+        let c = conditions::condition(
+            ACCEPTED,
+            cs::TRUE,
+            crate::task::reason::QUEUED,
+            format!("leased by agent {agent}"),
+            task.metadata.generation,
+            now,
+        );
+        conditions::set_condition(&mut s.conditions, c);
+    }
     s.agent = Some(agent.to_string());
     s.pod = Some(pod.to_string());
     s.start_time.get_or_insert_with(|| now.clone());
@@ -411,6 +424,12 @@ mod tests {
             conditions::find(&s.conditions, SUCCEEDED).unwrap().reason,
             reason::RUNNING
         );
+        let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
+        assert_eq!(
+            accepted.status, "True",
+            "a task leased before its first status write is accepted by the lease"
+        );
+        assert_eq!(s.observed_generation, Some(1));
         t.status = Some(s);
         assert!(
             leased(&t, "a", "a-pod-2", &at(11)).is_none(),

@@ -57,6 +57,10 @@ pub struct Context {
     pub keys: Option<crate::broker::auth::Keys>,
     /// Leases of running tasks, shared with the broker.
     pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
+    /// New tasks queued before their first status write (see the task controller).
+    pub deferred: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// The task controller's cache, shared with the broker once the controller runs.
+    pub tasks: Arc<std::sync::OnceLock<Store<cogo_api::AgentTask>>>,
 }
 
 impl Context {
@@ -78,6 +82,8 @@ impl Context {
             queued: Default::default(),
             keys: None,
             leases: Arc::new(std::sync::Mutex::new(leases)),
+            tasks: Default::default(),
+            deferred: Default::default(),
         }
     }
 
@@ -230,7 +236,7 @@ pub async fn apply_status<K>(
     name: &str,
     status: &impl Serialize,
     resource_version: Option<&str>,
-) -> Result<()>
+) -> Result<K>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
@@ -242,18 +248,19 @@ where
     if let Some(rv) = resource_version {
         body["metadata"] = serde_json::json!({ "resourceVersion": rv });
     }
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?)
 }
 
 /// Writes `next` as the object's status when it differs from `previous`; when the spec is
 /// invalid and the `watched` condition's reason or message changed, also publishes a Warning
-/// Event (once per cause, not once per reconcile).
+/// Event (once per cause, not once per reconcile). Returns the object as written, or None
+/// when nothing needed writing.
 pub async fn update_status<K, S>(
     ctx: &Context,
     obj: &K,
@@ -262,7 +269,7 @@ pub async fn update_status<K, S>(
     (next, next_conditions): (&S, &[Condition]),
     invalid: Option<&Invalid>,
     resource_version: Option<&str>,
-) -> Result<()>
+) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + DeserializeOwned
@@ -271,12 +278,12 @@ where
     S: Serialize + PartialEq,
 {
     if next == previous {
-        return Ok(());
+        return Ok(None);
     }
     let kind = K::kind(&());
     let ns = obj.meta().namespace.as_deref().unwrap_or_default();
     let name = obj.meta().name.as_deref().unwrap_or_default();
-    apply_status(
+    let written = apply_status(
         &Api::<K>::namespaced(ctx.client.clone(), ns),
         name,
         next,
@@ -296,7 +303,7 @@ where
             warn_invalid(&ctx.recorder, obj, invalid).await?;
         }
     }
-    Ok(())
+    Ok(Some(written))
 }
 
 /// Publishes a Warning Event saying why the object's spec cannot be carried out.

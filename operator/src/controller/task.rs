@@ -102,6 +102,19 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         adopt(&ctx, &t, &ns, parent).await?;
     }
 
+    // A new, valid task is queued at once and its first status write waits ACCEPT_GRACE: a
+    // task leased by then is accepted and Running in one write (the broker's).
+    if let (None, Ok(target)) = (&t.status, &verdict) {
+        let first = ctx
+            .deferred
+            .lock()
+            .is_ok_and(|mut d| d.insert((ns.clone(), name.clone())));
+        if first {
+            enqueue(&ctx, &ns, &name, target.clone(), t.clone());
+            return Ok(Action::requeue(ACCEPT_GRACE));
+        }
+    }
+
     // update_status
     let Some(next) = task::compute_pending(&t, &verdict, &now) else {
         return Ok(Action::await_change());
@@ -109,7 +122,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     let rv = t.resource_version();
     // Written only if the task is unchanged since read, so a lease the broker just wrote is
     // never overwritten by this older view; the change that conflicted triggers a new reconcile.
-    match update_status(
+    let written = match update_status(
         &ctx,
         t.as_ref(),
         ACCEPTED,
@@ -122,7 +135,8 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     {
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
         other => other?,
-    }
+    };
+    forget_deferred(&ctx, &ns, &name);
     let Ok(target) = verdict else {
         dequeue(&ctx, &ns, &name);
         return Ok(Action::requeue(ctx.config.resync));
@@ -135,16 +149,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         dequeue(&ctx, &ns, &name);
         wake = wake.min(until(after, now.0));
     } else {
-        let created = t
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|c| c.0.as_second())
-            .unwrap_or_default();
-        if let Ok(mut q) = ctx.queue.lock() {
-            q.upsert(&ns, &name, target, t.spec.priority, created);
-        }
-        ctx.queued.notify_waiters();
+        enqueue(&ctx, &ns, &name, target, written.map(Arc::new).unwrap_or(t));
     }
     if let Some(deadline) = policy.deadline(&next) {
         wake = wake.min(until(deadline, now.0));
@@ -222,7 +227,7 @@ async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<A
     match apply_status(&api, &name, &next, t.resource_version().as_deref()).await {
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
         other => other?,
-    }
+    };
     ctx.metrics.status_written("AgentTask");
     release(ctx, &ns, &name);
     let c = conditions::find(&next.conditions, SUCCEEDED);
@@ -315,10 +320,39 @@ fn release(ctx: &Context, ns: &str, name: &str) {
     }
 }
 
+/// How long a new task waits in the queue before the controller writes its first status.
+pub const ACCEPT_GRACE: Duration = Duration::from_secs(1);
+
+/// Queues `t` for the broker, with the object as last seen so the lease needs no read. A task
+/// being leased right now is not queued again from an older view.
+fn enqueue(ctx: &Context, ns: &str, name: &str, target: task::Target, t: Arc<AgentTask>) {
+    if ctx.leases.lock().is_ok_and(|l| l.contains(ns, name)) {
+        return;
+    }
+    let created = t
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|c| c.0.as_second())
+        .unwrap_or_default();
+    if let Ok(mut q) = ctx.queue.lock() {
+        q.upsert(ns, name, target, t.spec.priority, created);
+        q.attach(ns, name, t);
+    }
+    ctx.queued.notify_waiters();
+}
+
+fn forget_deferred(ctx: &Context, ns: &str, name: &str) {
+    if let Ok(mut d) = ctx.deferred.lock() {
+        d.remove(&(ns.to_string(), name.to_string()));
+    }
+}
+
 fn dequeue(ctx: &Context, ns: &str, name: &str) {
     if let Ok(mut q) = ctx.queue.lock() {
         q.remove(ns, name);
     }
+    forget_deferred(ctx, ns, name);
 }
 
 /// Maps a changed CogoAgent to the waiting tasks of its namespace that it may serve.
@@ -347,6 +381,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
+    // The broker reads tasks from this cache first.
+    let _ = ctx.tasks.set(store.clone());
     controller
         .watches(
             Api::<CogoAgent>::all(client),

@@ -114,6 +114,11 @@ fn two_hundred_echo_tasks_across_two_agents() {
             Some(("True".into(), "Succeeded".into()))
         );
         assert_eq!(t["status"]["attempt"], 1);
+        assert_eq!(
+            condition(t, "Accepted").map(|(s, _)| s),
+            Some("True".into()),
+            "a task leased before its first status write is accepted by the lease"
+        );
         *by_agent
             .entry(t["status"]["agent"].as_str().unwrap_or_default().to_string())
             .or_default() += 1;

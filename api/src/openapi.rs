@@ -1,0 +1,215 @@
+//! The broker's API as an OpenAPI 3.1 document, built from the wire types in
+//! [`crate::broker`]. `make crds` writes it to `docs/broker-openapi.json`; a test fails when
+//! that file is stale.
+
+use schemars::{SchemaGenerator, generate::SchemaSettings};
+use serde_json::{Map, Value, json};
+
+use crate::broker::{
+    CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
+    LeaseResponse, SubtaskRequest, TaskView,
+};
+
+/// Where the document is written, relative to the repository.
+pub const FILE: &str = "docs/broker-openapi.json";
+
+/// One operation of the broker.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    request: Option<Value>,
+    ok: (&'static str, Value),
+    errors: &'static [(&'static str, &'static str)],
+}
+
+const AUTH_ERRORS: [(&str, &str); 2] = [
+    (
+        "401",
+        "MissingToken, MalformedToken, TokenExpired, InvalidSignature, WrongAudience: the bearer token is missing or not valid",
+    ),
+    (
+        "403",
+        "WrongAgent: the token belongs to another agent (or namespace)",
+    ),
+];
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn response(description: &str, schema: &Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
+}
+
+/// The OpenAPI document of the broker.
+pub fn broker() -> Value {
+    let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+    }));
+    let mut schema = |f: fn(&mut SchemaGenerator) -> schemars::Schema| f(&mut generator).to_value();
+    let lease_req = schema(|g| g.subschema_for::<LeaseRequest>());
+    let lease_res = schema(|g| g.subschema_for::<LeaseResponse>());
+    let beat_req = schema(|g| g.subschema_for::<HeartbeatRequest>());
+    let beat_res = schema(|g| g.subschema_for::<HeartbeatResponse>());
+    let done_req = schema(|g| g.subschema_for::<CompleteRequest>());
+    let done_res = schema(|g| g.subschema_for::<CompleteResponse>());
+    let sub_req = schema(|g| g.subschema_for::<SubtaskRequest>());
+    let view = schema(|g| g.subschema_for::<TaskView>());
+    let error = schema(|g| g.subschema_for::<ErrorBody>());
+    let ops = [
+        Op {
+            method: "post",
+            path: "/v1/namespaces/{namespace}/agents/{agent}/lease",
+            id: "lease",
+            summary: "Long-poll for up to `slots` tasks; each returned task is now Running on the calling pod. Never more than the agent's replicas x concurrency run at once.",
+            request: Some(body(lease_req)),
+            ok: (
+                "200",
+                response(
+                    "The leased tasks (none when the wait ended without work)",
+                    &lease_res,
+                ),
+            ),
+            errors: &[
+                (
+                    "400",
+                    "InvalidRequest, MalformedRequest: the body is not a valid lease request",
+                ),
+                ("404", "AgentNotFound: no such CogoAgent"),
+            ],
+        },
+        Op {
+            method: "post",
+            path: "/v1/namespaces/{namespace}/tasks/{task}/heartbeat",
+            id: "heartbeat",
+            summary: "Keep the lease of a running attempt (it runs out three heartbeat intervals after the last one); the answer says whether the task was cancelled.",
+            request: Some(body(beat_req)),
+            ok: ("200", response("The lease is held", &beat_res)),
+            errors: &[
+                ("404", "TaskNotFound: the task was deleted"),
+                (
+                    "409",
+                    "LeaseLost: this pod no longer holds this attempt; stop working on it",
+                ),
+            ],
+        },
+        Op {
+            method: "post",
+            path: "/v1/namespaces/{namespace}/tasks/{task}/complete",
+            id: "complete",
+            summary: "Report an attempt's outcome. A retryable failure is retried by the task's policy; a repeated report of a recorded outcome is harmless.",
+            request: Some(body(done_req)),
+            ok: (
+                "200",
+                response("The outcome, and whether this call recorded it", &done_res),
+            ),
+            errors: &[
+                ("404", "TaskNotFound: the task was deleted"),
+                (
+                    "409",
+                    "LeaseLost: the attempt was taken away from this pod; its outcome is not recorded",
+                ),
+            ],
+        },
+        Op {
+            method: "post",
+            path: "/v1/namespaces/{namespace}/tasks/{task}/subtasks",
+            id: "createSubtask",
+            summary: "Create a sub-task of a task the calling pod runs. It is owned by its parent and deleted with it; creating one of the same name again returns it.",
+            request: Some(body(sub_req)),
+            ok: (
+                "201",
+                response("The sub-task (200 when it existed already)", &view),
+            ),
+            errors: &[
+                ("400", "InvalidRequest: set exactly one of agent and role"),
+                (
+                    "409",
+                    "LeaseLost, AlreadyExists: the caller does not run the parent, or the name is taken",
+                ),
+                (
+                    "422",
+                    "InvalidTask: the API server refused the sub-task (its message says why)",
+                ),
+            ],
+        },
+        Op {
+            method: "get",
+            path: "/v1/namespaces/{namespace}/tasks/{task}",
+            id: "getTask",
+            summary: "Read a task of the agent's namespace: phase, attempt and result.",
+            request: None,
+            ok: ("200", response("The task", &view)),
+            errors: &[("404", "TaskNotFound: no such task")],
+        },
+    ];
+    let mut paths = Map::new();
+    for op in ops {
+        let mut responses = Map::new();
+        responses.insert(op.ok.0.into(), op.ok.1);
+        for (code, description) in AUTH_ERRORS.iter().chain(op.errors) {
+            responses.insert((*code).into(), response(description, &error));
+        }
+        responses.insert(
+            "413".into(),
+            response("RequestTooLarge: the body is over 64 KiB", &error),
+        );
+        responses.insert(
+            "503".into(),
+            response("KubernetesUnavailable, Busy: try again with backoff", &error),
+        );
+        let mut params = vec![param("namespace", "Namespace of the agent and its tasks")];
+        params.push(if op.path.contains("{agent}") {
+            param("agent", "Name of the CogoAgent the token was issued for")
+        } else {
+            param("task", "Name of the AgentTask")
+        });
+        let mut operation = json!({
+            "operationId": op.id,
+            "summary": op.summary,
+            "parameters": params,
+            "responses": responses,
+        });
+        if let Some(request) = op.request {
+            operation["requestBody"] = request;
+        }
+        paths
+            .entry(op.path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path item")
+            .insert(op.method.into(), operation);
+    }
+    let schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Cogo task broker",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The API agent pods call to lease, heartbeat and complete AgentTasks, create sub-tasks and read tasks. Served by the leading cogo-operator replica (port 8080). Generated by `make crds` from cogo_api::broker; do not edit by hand.",
+        },
+        "servers": [{"url": "http://cogo-operator.cogo-system.svc:8080"}],
+        "security": [{"agentToken": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"agentToken": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "HS256 token the operator issues to each CogoAgent (Secret `<agent>-broker-token`), audience `cogo-broker`, subject `agent:<namespace>/<agent>`.",
+            }},
+            "schemas": schemas,
+        },
+    })
+}
+
+/// The document as written to [`FILE`].
+pub fn render() -> String {
+    let mut text = serde_json::to_string_pretty(&broker()).expect("JSON values always serialize");
+    text.push('\n');
+    text
+}

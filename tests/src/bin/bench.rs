@@ -1,0 +1,399 @@
+//! `make bench`: the task path's performance on the local control plane (kwok nodes; the
+//! operator and agents as local release-built processes).
+//!
+//! It measures, in this order:
+//! 1. the ceiling: small-object writes per second this API server takes (ConfigMap creates
+//!    from 32 concurrent writers for 10 s);
+//! 2. end-to-end throughput for 1,000 and 10,000 `cogo.echo` tasks (all created at once, time
+//!    from the first create to the last `Succeeded` seen on a watch), the operator's API
+//!    writes per task (from the audit log), the achieved write rate against the ceiling, and
+//!    the operator's peak memory with the 10,000 tasks cached;
+//! 3. lease latency (create sent -> `Running` seen on a watch) for 1,000 tasks created at
+//!    100 tasks/s: p50 and p99.
+//!
+//! The figures go to stdout and to `target/bench/report.md`. A benchmark, not a test: it
+//! asserts nothing about speed.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use cogo_api::{AgentTask, TaskPhase};
+use cogo_e2e::{
+    cluster::{AgentProcess, Cluster, Operator, audit_lines, audited_writes},
+    repo,
+};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// When each task was sent, first seen leased (Running or later), and first seen finished.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    sent: Option<Instant>,
+    leased: Option<Instant>,
+    done: Option<Instant>,
+}
+
+type Book = Arc<Mutex<HashMap<String, Seen>>>;
+
+const AGENT_PODS: usize = 4;
+const SLOTS_PER_POD: u32 = 64;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let c = Cluster::from_env();
+    c.install_crds();
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&c.kubeconfig)?,
+        &KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = Client::try_from(config)?;
+    let mut report = vec![format!("Machine: {}", machine())];
+
+    eprintln!("[bench] measuring the API server's write ceiling (10 s)");
+    let ceiling = ceiling(&client).await?;
+    report.push(format!(
+        "API write ceiling: {ceiling:.0} small-object writes/s (ConfigMap creates, 32 concurrent writers, 10 s)"
+    ));
+
+    let mut op = Operator::start(&c, "bench");
+    let mut rows = Vec::new();
+    for n in [1_000usize, 10_000] {
+        eprintln!("[bench] {n} cogo.echo tasks, all created at once");
+        let r = throughput(&c, &client, &op, n).await?;
+        let achieved = r.writes_per_second();
+        rows.push(format!(
+            "| {n} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {} |",
+            r.elapsed.as_secs_f64(),
+            n as f64 / r.elapsed.as_secs_f64(),
+            r.operator_writes as f64 / n as f64,
+            achieved,
+            achieved / ceiling,
+            r.breakdown
+        ));
+        if n == 10_000 {
+            let hwm = op.pid().map(|p| status_kib(p, "VmHWM")).unwrap_or_default();
+            report.push(format!(
+                "Operator peak memory (VmHWM) with 10,000 tasks cached: {:.1} MiB",
+                hwm as f64 / 1024.0
+            ));
+        }
+        delete_namespace(&client, &r.namespace).await;
+    }
+    report.push(String::new());
+    report.push(
+        "| tasks | seconds | tasks/s | operator API writes per task | API writes/s achieved (creates + operator) | of ceiling | operator writes |"
+            .into(),
+    );
+    report.push("|---|---|---|---|---|---|---|".into());
+    report.extend(rows);
+    report.push(String::new());
+
+    eprintln!("[bench] lease latency: 1,000 tasks at 100 tasks/s");
+    let (p50, p99, max) = latency(&c, &client, &op, 1_000, 100).await?;
+    report.push(format!(
+        "Lease latency (create sent -> Running seen), 1,000 tasks at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+    ));
+    op.stop();
+
+    let text = report.join("\n") + "\n";
+    println!("\n{text}");
+    let dir = repo().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("report.md"), &text)?;
+    eprintln!("[bench] written to target/bench/report.md");
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = status_field("/proc/meminfo", "MemTotal") / 1024 / 1024;
+    format!("{cores} cores ({cpu}), {mem} GiB RAM")
+}
+
+fn status_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    status_field(&format!("/proc/{pid}/status"), field)
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    delete_namespace(client, name).await;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+/// Deletes a namespace and waits until it is gone (at most two minutes).
+async fn delete_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::background()).await;
+    for _ in 0..600 {
+        if matches!(api.get_opt(name).await, Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("[bench] namespace {name} is still terminating; going on");
+}
+
+async fn ceiling(client: &Client) -> Result<f64, Error> {
+    let ns = "bench-ceiling";
+    create_namespace(client, ns).await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let stop = Instant::now() + Duration::from_secs(10);
+    let start = Instant::now();
+    let workers = (0..32).map(|w| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": format!("w{w}-{n}")}, "data": {"k": "v"},
+                }))
+                .expect("configmap");
+                if api.create(&PostParams::default(), &cm).await.is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        })
+    });
+    let mut total = 0;
+    for w in futures::future::join_all(workers).await {
+        total += w?;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    delete_namespace(client, ns).await;
+    Ok(rate)
+}
+
+/// Starts the bench agent (one CogoAgent, `AGENT_PODS` local pods) in `ns`.
+fn agents(c: &Cluster, ns: &str, op: &Operator) -> Vec<AgentProcess> {
+    let agent = json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "bench"},
+        "spec": {"role": "Research", "replicas": AGENT_PODS, "concurrency": SLOTS_PER_POD, "podTemplate": {
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        }},
+    });
+    c.kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&agent.to_string()));
+    (0..AGENT_PODS)
+        .map(|i| {
+            AgentProcess::start_with(
+                c,
+                ns,
+                ("bench", "Research", &format!("bench-{i}")),
+                op.broker_port,
+                SLOTS_PER_POD,
+            )
+        })
+        .collect()
+}
+
+/// Watches the tasks of `ns`, noting when each is first seen leased and finished.
+fn watch(client: &Client, ns: &str, book: Book) -> tokio::task::JoinHandle<()> {
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default()).applied_objects();
+        futures::pin_mut!(stream);
+        while let Ok(Some(t)) = stream.try_next().await {
+            let now = Instant::now();
+            let phase = t.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+            let mut b = book.lock().expect("book");
+            let seen = b.entry(t.name_any()).or_default();
+            if phase != TaskPhase::Pending {
+                seen.leased.get_or_insert(now);
+            }
+            if phase.is_terminal() {
+                seen.done.get_or_insert(now);
+            }
+        }
+    })
+}
+
+fn echo(name: &str, i: usize) -> Result<AgentTask, Error> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+        "spec": {"agent": "bench", "type": "cogo.echo", "input": {"n": i}},
+    }))?)
+}
+
+async fn wait_done(book: &Book, n: usize, what: &str) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let done = book
+            .lock()
+            .expect("book")
+            .values()
+            .filter(|s| s.done.is_some())
+            .count();
+        if done >= n {
+            return Ok(());
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "[bench] {what}: {done}/{n} finished after {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            return Err(format!("{what}: only {done} of {n} tasks finished in 30 minutes").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Run {
+    namespace: String,
+    elapsed: Duration,
+    operator_writes: usize,
+    creates: usize,
+    breakdown: String,
+}
+
+impl Run {
+    fn writes_per_second(&self) -> f64 {
+        (self.operator_writes + self.creates) as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn throughput(c: &Cluster, client: &Client, op: &Operator, n: usize) -> Result<Run, Error> {
+    let ns = format!("bench-{n}");
+    create_namespace(client, &ns).await?;
+    let _agents = agents(c, &ns, op);
+    let book: Book = Default::default();
+    let watching = watch(client, &ns, book.clone());
+    let log = c.audit_log();
+    let from = audit_lines(&log);
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), &ns);
+    let start = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let t = echo(&format!("echo-{i:05}"), i)?;
+                api.create(&PostParams::default(), &t).await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    wait_done(&book, n, &format!("{n} tasks")).await?;
+    let last = book
+        .lock()
+        .expect("book")
+        .values()
+        .filter_map(|s| s.done)
+        .max()
+        .unwrap_or_else(Instant::now);
+    watching.abort();
+    let failed = api
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|t| t.status.as_ref().and_then(|s| s.phase) != Some(TaskPhase::Succeeded))
+        .count();
+    if failed > 0 {
+        return Err(format!("{failed} of {n} tasks did not succeed").into());
+    }
+    // The audit log is written asynchronously: let it catch up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes: Vec<_> = audited_writes(&log, from, "cogo-operator")
+        .into_iter()
+        .filter(|(_, _, wns, _)| *wns == ns)
+        .collect();
+    let mut by_kind = BTreeMap::<String, usize>::new();
+    for (verb, resource, _, _) in &writes {
+        *by_kind.entry(format!("{verb} {resource}")).or_default() += 1;
+    }
+    let breakdown = by_kind
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(Run {
+        namespace: ns,
+        elapsed: last - start,
+        operator_writes: writes.len(),
+        creates: n,
+        breakdown,
+    })
+}
+
+async fn latency(
+    c: &Cluster,
+    client: &Client,
+    op: &Operator,
+    n: usize,
+    rate: u64,
+) -> Result<(f64, f64, f64), Error> {
+    let ns = "bench-latency";
+    create_namespace(client, ns).await?;
+    let _agents = agents(c, ns, op);
+    let book: Book = Default::default();
+    let watching = watch(client, ns, book.clone());
+    // Let the agents' first long-polls arrive before the clock starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut sends = Vec::new();
+    for i in 0..n {
+        tick.tick().await;
+        let name = format!("lat-{i:05}");
+        let t = echo(&name, i)?;
+        book.lock().expect("book").entry(name).or_default().sent = Some(Instant::now());
+        let api = api.clone();
+        sends.push(tokio::spawn(async move {
+            api.create(&PostParams::default(), &t).await
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    wait_done(&book, n, "latency run").await?;
+    watching.abort();
+    let mut ms: Vec<f64> = book
+        .lock()
+        .expect("book")
+        .values()
+        .filter_map(|s| Some((s.leased? - s.sent?).as_secs_f64() * 1000.0))
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    let out = (pct(0.50), pct(0.99), *ms.last().unwrap_or(&0.0));
+    delete_namespace(client, ns).await;
+    Ok(out)
+}
