@@ -56,7 +56,7 @@ fmt: | require-cargo ## Check formatting
 	cargo fmt --all -- --check
 
 lint: | require-cargo ## Clippy, warnings as errors
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features cogo-e2e/e2e,cogo-e2e/bench -- -D warnings
 
 unit: tools | require-cargo ## Unit, controller and chart tests (no cluster needed)
 	cargo test --workspace

@@ -30,6 +30,8 @@ pub struct Metrics {
     status_writes: Family<KindLabel, Counter>,
     child_writes: Family<KindLabel, Counter>,
     leader: Gauge,
+    tasks_queued: Gauge,
+    tasks_running: Gauge,
 }
 
 impl Default for Metrics {
@@ -43,6 +45,18 @@ impl Default for Metrics {
         let status_writes = Family::<KindLabel, Counter>::default();
         let child_writes = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
+        let tasks_queued = Gauge::default();
+        let tasks_running = Gauge::default();
+        registry.register(
+            "tasks_queued",
+            "AgentTasks accepted and waiting for a lease",
+            tasks_queued.clone(),
+        );
+        registry.register(
+            "tasks_running",
+            "AgentTasks leased by agent pods (leases this replica holds)",
+            tasks_running.clone(),
+        );
         registry.register("reconciles", "Reconciles started, by kind", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -77,6 +91,8 @@ impl Default for Metrics {
             status_writes,
             child_writes,
             leader,
+            tasks_queued,
+            tasks_running,
         }
     }
 }
@@ -126,6 +142,12 @@ impl Metrics {
     /// Counts writes to owned objects.
     pub fn child_writes(&self, kind: &str, n: u64) {
         self.child_writes.get_or_create(&Self::kind(kind)).inc_by(n);
+    }
+
+    /// Records the depth of the task queue and the number of leases held.
+    pub fn set_tasks(&self, queued: usize, running: usize) {
+        self.tasks_queued.set(queued as i64);
+        self.tasks_running.set(running as i64);
     }
 
     /// Records whether this replica leads.

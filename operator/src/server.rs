@@ -77,5 +77,11 @@ mod tests {
             text.contains("cogo_operator_status_writes_total{kind=\"CogoAgent\"} 1"),
             "{text}"
         );
+        h.metrics.set_tasks(7, 3);
+        let text = get(&h, "/metrics").await.1;
+        assert!(
+            text.contains("cogo_operator_tasks_queued 7") && text.contains("cogo_operator_tasks_running 3"),
+            "{text}"
+        );
     }
 }

@@ -155,6 +155,30 @@ fn the_chart_runs_the_operator_in_the_cluster() {
         done["status"]["pod"], agent_pod["metadata"]["name"],
         "the agent's pod ran it"
     );
+
+    // SIGKILL the agent's process mid-task: its heartbeats stop, the lease runs out (three
+    // intervals of 5 s), and the restarted container runs attempt 2 to success.
+    let task = serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "survives-a-kill"},
+        "spec": {"agent": "research", "type": "cogo.sleep", "input": {"seconds": 5}},
+    });
+    ns.apply_ok(&task.to_string());
+    ns.wait(
+        "agenttask/survives-a-kill",
+        "jsonpath={.status.phase}=Running",
+        60,
+    );
+    let pids = pids_of("/usr/local/bin/cogo-agent");
+    assert_eq!(pids.len(), 1, "one agent process on the node: {pids:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    ns.wait("agenttask/survives-a-kill", "condition=Succeeded", 120);
+    let done = c.get_json(&ns.name, "agenttask/survives-a-kill").unwrap();
+    assert_eq!(done["status"]["attempt"], 2, "{}", done["status"]);
+    assert_eq!(done["status"]["attempts"][0]["outcome"], "HeartbeatLost");
     drop(ns);
 
     c.helm_ok(&["uninstall", "cogo", "-n", release_ns, "--wait"]);

@@ -45,6 +45,9 @@ use crate::{
 #[instrument(skip_all, fields(namespace = t.namespace(), name = t.name_any()))]
 pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started("AgentTask");
+    let queued = ctx.queue.lock().map(|q| q.len()).unwrap_or_default();
+    let running = ctx.leases.lock().map(|l| l.len()).unwrap_or_default();
+    ctx.metrics.set_tasks(queued, running);
     let ns = t.namespace().ok_or_else(|| Error::MissingNamespace {
         kind: "AgentTask",
         name: t.name_any(),
