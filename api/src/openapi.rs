@@ -158,7 +158,10 @@ pub fn broker() -> Value {
         }
         responses.insert(
             "413".into(),
-            response("RequestTooLarge: the body is over 64 KiB", &error),
+            response(
+                "RequestTooLarge: the body is over 64 KiB (16 MiB for complete)",
+                &error,
+            ),
         );
         responses.insert(
             "503".into(),

@@ -1,6 +1,7 @@
 //! The Cogo operator: controllers that turn `CogoAgent` and `CogoWorker` resources into
 //! Deployments, Services, PodDisruptionBudgets and NetworkPolicies, with leader election,
-//! metrics and health endpoints.
+//! metrics and health endpoints; the AgentTask controller and the task broker; and the Supabase
+//! mirror.
 //!
 //! Each reconcile runs *dereference → validate → build → apply → update_status*:
 //! [`controller`] talks to the API server; [`validate`], [`build`] and [`status`] are pure.
@@ -12,6 +13,7 @@ pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod mirror;
 pub mod server;
 pub mod status;
 pub mod task;

@@ -98,6 +98,10 @@ struct RunArgs {
     /// The largest AgentTask `spec.input` accepted, in bytes of JSON.
     #[arg(long, env = "COGO_MAX_TASK_INPUT_BYTES", default_value_t = 256 * 1024)]
     max_task_input_bytes: usize,
+    /// Secret, in the operator's namespace, whose key `url` is the connection string of
+    /// Supabase's Postgres; every AgentTask is mirrored there. Unset: no mirror.
+    #[arg(long, env = "COGO_SUPABASE_SECRET")]
+    supabase_secret: Option<String>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -287,6 +291,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .with_agents(agents.clone())
     .with_keys(keys.clone());
+    let mirror = args.supabase_secret.clone().map(|secret| {
+        let mirror = cogo_operator::mirror::Mirror::new(metrics.clone());
+        info!(secret = %secret, namespace = %keys_ns, "mirroring AgentTasks to Supabase");
+        tokio::spawn(mirror.clone().run(
+            client.clone(),
+            agents.clone(),
+            (keys_ns.clone(), secret),
+            stopped(),
+        ));
+        mirror
+    });
+    let ctx = ctx.with_mirror(mirror.clone());
     let ctx = Arc::new(ctx);
 
     let broker_state = broker::server::Broker {
@@ -299,6 +315,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_result_bytes: 64 * 1024,
         leases: ctx.leases.clone(),
         tasks: ctx.tasks.clone(),
+        mirror,
         recorder: ctx.recorder.clone(),
     };
     // Running tasks keep their pods: each gets a fresh lease, and counts against its agent's

@@ -32,6 +32,11 @@ pub struct Metrics {
     leader: Gauge,
     tasks_queued: Gauge,
     tasks_running: Gauge,
+    mirror_lag: Histogram,
+    mirror_waiting: Gauge,
+    mirror_failures: Counter,
+    mirror_rows: Counter,
+    mirror_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,6 +50,36 @@ impl Default for Metrics {
         let status_writes = Family::<KindLabel, Counter>::default();
         let child_writes = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
+        let mirror_lag = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0]);
+        let mirror_waiting = Gauge::default();
+        let mirror_failures = Counter::default();
+        let mirror_rows = Counter::default();
+        let mirror_last_success = Gauge::default();
+        registry.register(
+            "mirror_lag_seconds",
+            "Time from a task change seen to its row written to Supabase",
+            mirror_lag.clone(),
+        );
+        registry.register(
+            "mirror_waiting",
+            "Task changes waiting to be written to Supabase",
+            mirror_waiting.clone(),
+        );
+        registry.register(
+            "mirror_failures",
+            "Failed connects and writes of the Supabase mirror",
+            mirror_failures.clone(),
+        );
+        registry.register(
+            "mirror_rows",
+            "Rows the Supabase mirror wrote",
+            mirror_rows.clone(),
+        );
+        registry.register(
+            "mirror_last_success_timestamp_seconds",
+            "Unix time of the mirror's last successful write",
+            mirror_last_success.clone(),
+        );
         let tasks_queued = Gauge::default();
         let tasks_running = Gauge::default();
         registry.register(
@@ -93,6 +128,11 @@ impl Default for Metrics {
             leader,
             tasks_queued,
             tasks_running,
+            mirror_lag,
+            mirror_waiting,
+            mirror_failures,
+            mirror_rows,
+            mirror_last_success,
         }
     }
 }
@@ -148,6 +188,27 @@ impl Metrics {
     pub fn set_tasks(&self, queued: usize, running: usize) {
         self.tasks_queued.set(queued as i64);
         self.tasks_running.set(running as i64);
+    }
+
+    /// Records the lag of one mirrored change.
+    pub fn mirror_lag(&self, lag: std::time::Duration) {
+        self.mirror_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Records the changes waiting for the mirror.
+    pub fn set_mirror_waiting(&self, n: usize) {
+        self.mirror_waiting.set(n as i64);
+    }
+
+    /// Counts a failed connect or write of the mirror.
+    pub fn mirror_failed(&self) {
+        self.mirror_failures.inc();
+    }
+
+    /// Counts rows written and notes the time of the write.
+    pub fn mirror_written(&self, rows: usize) {
+        self.mirror_rows.inc_by(rows as u64);
+        self.mirror_last_success.set(jiff::Timestamp::now().as_second());
     }
 
     /// Records whether this replica leads.

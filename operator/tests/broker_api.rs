@@ -53,6 +53,7 @@ fn broker() -> Broker {
         heartbeat_seconds: 5,
         max_result_bytes: 1024,
         tasks: Default::default(),
+        mirror: None,
         leases: Arc::new(Mutex::new(cogo_operator::broker::leases::Leases::new(
             std::time::Duration::from_secs(15),
         ))),

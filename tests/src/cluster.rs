@@ -249,7 +249,8 @@ pub struct Operator {
     pub broker_port: u16,
 }
 
-fn free_port() -> u16 {
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -375,6 +376,11 @@ impl Operator {
     /// Starts the operator with its broker on `broker_port` (to restart one in place); its
     /// log is appended to.
     pub fn start_on(cluster: &Cluster, log_name: &str, broker_port: u16) -> Operator {
+        Operator::start_with(cluster, log_name, broker_port, &[])
+    }
+
+    /// Starts the operator with its broker on `broker_port` and `extra` arguments.
+    pub fn start_with(cluster: &Cluster, log_name: &str, broker_port: u16, extra: &[&str]) -> Operator {
         let health_port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-{log_name}-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
@@ -396,6 +402,7 @@ impl Operator {
                 "--heartbeat-seconds",
                 "2",
             ])
+            .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env(
                 "RUST_LOG",

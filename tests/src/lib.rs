@@ -2,6 +2,7 @@
 //! is missing), running them, and building JSON schemas for kubeconform without a network.
 
 pub mod cluster;
+pub mod postgres;
 pub mod schemas;
 
 use std::{

@@ -209,6 +209,7 @@ fn bad_values_are_rejected_naming_the_value() {
             "/runtimeImages/agent/repository",
         ),
         ("replicas=3", "'replicas' not allowed"),
+        ("supabase.secretName=Not_A_Name", "/supabase/secretName"),
     ];
     let chart = chart();
     for (set, expected) in cases {
@@ -324,5 +325,17 @@ fn operator_pod_is_locked_down_and_wired() {
     );
     assert_eq!(get("COGO_AGENT_IMAGE"), "cogo-agent:0.1.0");
     assert_eq!(get("COGO_IMAGE_PULL_POLICY"), "Never");
+    assert_eq!(get("COGO_SUPABASE_SECRET"), Value::Null, "no mirror unless asked");
     assert_eq!(pod["serviceAccountName"], "cogo-cogo-operator");
+
+    let objects = docs(&render(&["--set", "supabase.secretName=supabase-db"]));
+    let d = objects.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "COGO_SUPABASE_SECRET" && e["value"] == "supabase-db"),
+        "{env}"
+    );
 }

@@ -55,7 +55,11 @@ use crate::{build::FIELD_MANAGER, task::Target};
 /// Lease writes one lease request makes at a time.
 const LEASE_WRITES_IN_FLIGHT: usize = 16;
 
-/// Largest request body the broker reads.
+/// Largest completion body the broker reads: results too large for status are kept whole
+/// for the Supabase mirror.
+pub const MAX_COMPLETE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest request body the broker reads (but for completions).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the broker's handlers share.
@@ -77,6 +81,8 @@ pub struct Broker {
     pub max_result_bytes: usize,
     /// Leases of running tasks, shared with the task controller.
     pub leases: Arc<Mutex<Leases>>,
+    /// The Supabase mirror, when configured: it keeps results too large for status.
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
     /// The task controller's cache of AgentTasks, once it runs. Reads start there and go to
     /// the API server when the cached view is missing or too old to decide.
     pub tasks: Arc<OnceLock<Store<AgentTask>>>,
@@ -155,7 +161,10 @@ pub fn router(broker: Broker) -> Router {
     Router::new()
         .route("/v1/namespaces/{ns}/agents/{agent}/lease", post(lease))
         .route("/v1/namespaces/{ns}/tasks/{name}/heartbeat", post(heartbeat))
-        .route("/v1/namespaces/{ns}/tasks/{name}/complete", post(complete))
+        .route(
+            "/v1/namespaces/{ns}/tasks/{name}/complete",
+            post(complete).layer(DefaultBodyLimit::max(MAX_COMPLETE_BYTES)),
+        )
         .route("/v1/namespaces/{ns}/tasks/{name}/subtasks", post(subtask))
         .route("/v1/namespaces/{ns}/tasks/{name}", get(read_task))
         .fallback(|| async {
@@ -586,6 +595,11 @@ async fn complete(
             Err(f) => return Err(fence_error(f)),
         };
         let rv = task.resource_version().unwrap_or_default();
+        if status.result_ref.is_some()
+            && let (Some(mirror), Some(result)) = (&b.mirror, &req.result)
+        {
+            mirror.hold_result(&task.uid().unwrap_or_default(), result.clone());
+        }
         match write_status(&api, &name, &rv, &status).await {
             Ok(_) => {
                 if let Ok(mut l) = b.leases.lock()

@@ -57,6 +57,8 @@ pub struct Context {
     pub keys: Option<crate::broker::auth::Keys>,
     /// Leases of running tasks, shared with the broker.
     pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
+    /// The Supabase mirror, when configured: TTL deletion waits until it holds a task.
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
     /// New tasks queued before their first status write (see the task controller).
     pub deferred: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The task controller's cache, shared with the broker once the controller runs.
@@ -84,12 +86,19 @@ impl Context {
             leases: Arc::new(std::sync::Mutex::new(leases)),
             tasks: Default::default(),
             deferred: Default::default(),
+            mirror: None,
         }
     }
 
     /// The same context, issuing broker tokens signed with `keys`.
     pub fn with_keys(mut self, keys: crate::broker::auth::Keys) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// The same context, with the Supabase mirror `mirror`.
+    pub fn with_mirror(mut self, mirror: Option<Arc<crate::mirror::Mirror>>) -> Self {
+        self.mirror = mirror;
         self
     }
 

@@ -28,7 +28,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::{Context, apply_status, error_policy, update_status};
 use crate::{
@@ -266,6 +266,13 @@ async fn expire_finished(ctx: &Context, t: &AgentTask, ns: &str) -> Result<Actio
     let at = done.0 + jiff::SignedDuration::from_secs(ttl);
     if at > now {
         return Ok(Action::requeue(until(at, now)));
+    }
+    // The row keeps the task's history: delete only once the database holds its final state.
+    if let Some(mirror) = &ctx.mirror
+        && !mirror.holds(&t.uid().unwrap_or_default(), crate::mirror::row::version(t))
+    {
+        debug!("waiting for the Supabase mirror before deleting the finished task");
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let api = Api::<AgentTask>::namespaced(ctx.client.clone(), ns);
     let params = DeleteParams {

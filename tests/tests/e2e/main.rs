@@ -66,5 +66,6 @@ pub(crate) fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
 }
 
 mod lifecycle;
+mod mirror;
 mod resources;
 mod tasks;

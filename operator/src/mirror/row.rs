@@ -1,0 +1,168 @@
+//! How an AgentTask becomes a row of `distributed_agent_tasks` (pure).
+
+use cogo_api::{AgentRole, AgentTask, TaskPhase};
+use kube::ResourceExt;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One row of `distributed_agent_tasks`, as the mirror writes it. Field names are the
+/// table's column names; the batch travels as JSON into `jsonb_to_recordset`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The AgentTask's UID.
+    pub id: String,
+    /// The task type.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// The role slug of the agent kind that runs it (`research`, `indexing`, ...).
+    pub agent_type: String,
+    /// The task's input.
+    pub data: Option<Value>,
+    /// The phase in lower case: `pending`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    /// The full result (also when status keeps only its digest).
+    pub result_data: Option<Value>,
+    /// When the AgentTask was created (RFC 3339).
+    pub created_at: Option<String>,
+    /// The requester's Supabase user id.
+    pub user_id: Option<String>,
+    /// Namespace of the AgentTask.
+    pub namespace: String,
+    /// Name of the AgentTask.
+    pub name: String,
+    /// The CogoAgent that runs or ran it, else the one it names.
+    pub agent: Option<String>,
+    /// The phase as Kubernetes writes it.
+    pub phase: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// When the first attempt started.
+    pub started_at: Option<String>,
+    /// When the task finished.
+    pub finished_at: Option<String>,
+    /// Why the task failed or was cancelled.
+    pub error_message: Option<String>,
+    /// The requester's chat session.
+    pub session_id: Option<String>,
+    /// The parent task, for sub-tasks.
+    pub parent: Option<String>,
+    /// Queue priority.
+    pub priority: i32,
+    /// Digest of a result too large for status.
+    pub result_digest: Option<String>,
+    /// Size of a result too large for status.
+    pub result_size: Option<i64>,
+    /// Orders writes: the object's resourceVersion (etcd's revision, which grows with every
+    /// write in the cluster).
+    pub version: i64,
+}
+
+/// The row of `task`. `role` is the role of the agent it names (None when unknown), and
+/// `full_result` the result the broker received when status keeps only its digest.
+pub fn row(task: &AgentTask, role: Option<AgentRole>, full_result: Option<Value>) -> Row {
+    let s = task.status.clone().unwrap_or_default();
+    let phase = s.phase.unwrap_or(TaskPhase::Pending);
+    let role = task.spec.role.or(role);
+    let requester = task.spec.requester.clone();
+    let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.to_string());
+    Row {
+        id: task.uid().unwrap_or_default(),
+        task_type: task.spec.task_type.clone(),
+        agent_type: role
+            .map(|r| r.slug().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        data: task.spec.input.clone(),
+        status: phase.as_str().to_lowercase(),
+        result_data: s.result.clone().or(full_result),
+        created_at: time(task.metadata.creation_timestamp.as_ref()),
+        user_id: requester.as_ref().and_then(|r| r.user_id.clone()),
+        namespace: task.namespace().unwrap_or_default(),
+        name: task.name_any(),
+        agent: s.agent.clone().or_else(|| task.spec.agent.clone()),
+        phase: phase.as_str().to_string(),
+        attempts: s.attempt,
+        started_at: time(s.start_time.as_ref()),
+        finished_at: time(s.completion_time.as_ref()),
+        error_message: matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled)
+            .then(|| s.message.clone())
+            .flatten(),
+        session_id: requester.and_then(|r| r.session_id),
+        parent: task.spec.parent.clone(),
+        priority: task.spec.priority,
+        result_digest: s.result_ref.as_ref().map(|r| r.digest.clone()),
+        result_size: s.result_ref.as_ref().map(|r| r.size_bytes),
+        version: version(task),
+    }
+}
+
+/// The task's resourceVersion as a number (0 when it is not one).
+pub fn version(task: &AgentTask) -> i64 {
+    task.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use cogo_api::{AgentTaskStatus, task::ResultRef};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+
+    fn task() -> AgentTask {
+        let mut t: AgentTask = serde_json::from_value(json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "t", "namespace": "team", "uid": "0b5f6a8e-0000-4000-8000-000000000001",
+                         "resourceVersion": "4711", "creationTimestamp": "2026-11-25T10:00:00Z"},
+            "spec": {"agent": "research", "type": "research.query", "input": {"q": "rust"}, "priority": 5,
+                     "requester": {"userId": "00000000-0000-0000-0000-00000000000a", "sessionId": "s1"}},
+        }))
+        .unwrap();
+        t.status = Some(AgentTaskStatus {
+            phase: Some(TaskPhase::Failed),
+            agent: Some("research".into()),
+            attempt: 2,
+            start_time: Some(Time(jiff::Timestamp::from_second(1_764_064_800).unwrap())),
+            message: Some("boom".into()),
+            ..Default::default()
+        });
+        t
+    }
+
+    #[test]
+    fn a_task_maps_to_its_row() {
+        let r = row(&task(), Some(AgentRole::Research), None);
+        assert_eq!(r.id, "0b5f6a8e-0000-4000-8000-000000000001");
+        assert_eq!((r.status.as_str(), r.phase.as_str()), ("failed", "Failed"));
+        assert_eq!(r.agent_type, "research");
+        assert_eq!(r.user_id.as_deref(), Some("00000000-0000-0000-0000-00000000000a"));
+        assert_eq!(r.session_id.as_deref(), Some("s1"));
+        assert_eq!(r.data, Some(json!({"q": "rust"})));
+        assert_eq!(r.error_message.as_deref(), Some("boom"));
+        assert_eq!((r.attempts, r.priority, r.version), (2, 5, 4711));
+        assert_eq!(r.created_at.as_deref(), Some("2026-11-25T10:00:00Z"));
+        assert!(r.started_at.is_some() && r.finished_at.is_none());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["type"], "research.query", "the column is named type");
+    }
+
+    #[test]
+    fn large_results_come_from_the_broker_and_messages_only_from_failures() {
+        let mut t = task();
+        let s = t.status.as_mut().unwrap();
+        s.phase = Some(TaskPhase::Succeeded);
+        s.result_ref = Some(ResultRef {
+            digest: "sha256:ab".into(),
+            size_bytes: 70_000,
+            location: "supabase:distributed_agent_tasks".into(),
+            reason: "too large".into(),
+        });
+        let r = row(&t, None, Some(json!({"big": true})));
+        assert_eq!(r.result_data, Some(json!({"big": true})));
+        assert_eq!(
+            (r.result_digest.as_deref(), r.result_size),
+            (Some("sha256:ab"), Some(70_000))
+        );
+        assert_eq!(r.error_message, None);
+        assert_eq!(r.agent_type, "unknown", "no role known for the named agent");
+    }
+}

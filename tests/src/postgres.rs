@@ -1,0 +1,206 @@
+//! A throwaway PostgreSQL server for tests, from Debian's `postgresql` package: `initdb` into
+//! a fresh directory, `postgres` listening on 127.0.0.1 on a free port, stopped and removed
+//! when dropped. As root, the server runs as the `postgres` user (it refuses to run as root).
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running PostgreSQL server. Stopped and deleted when dropped.
+pub struct Postgres {
+    dir: PathBuf,
+    child: Option<Child>,
+    /// The TCP port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+/// The directory of the PostgreSQL server binaries (`initdb`, `postgres`): the newest
+/// `/usr/lib/postgresql/<version>/bin`, or `$COGO_PG_BIN`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("COGO_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.retain(|p| p.join("initdb").is_file());
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL is missing: install Debian's `postgresql` package (`.ci/run` and `make test` do), \
+             or set COGO_PG_BIN to the directory of initdb and postgres"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A command that runs as the `postgres` user when this process is root.
+fn as_server_user(program: PathBuf) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Postgres {
+    /// Initializes and starts a server; waits until it accepts connections.
+    pub fn start(name: &str) -> Postgres {
+        let bin = bin_dir();
+        let dir = std::env::temp_dir().join(format!("cogo-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data directory");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot hand {} to the postgres user", dir.display());
+        }
+        let data = dir.join("data");
+        let init = as_server_user(bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            init.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let mut pg = Postgres {
+            dir,
+            child: None,
+            port: free_port(),
+        };
+        pg.resume();
+        pg
+    }
+
+    /// Starts the server again after [`Postgres::stop`], on the same port with the same data.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .expect("log");
+        let child = as_server_user(bin_dir().join("postgres"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(&self.dir)
+            .args(["-c", "fsync=off", "-c", "wal_level=logical"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        let pg = &*self;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pg.psql("select 1").status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start; its log: {}",
+                std::fs::read_to_string(pg.dir.join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (fast shutdown: connections are cut), keeping its data.
+    pub fn stop(&mut self) {
+        let out = as_server_user(bin_dir().join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-D"])
+            .arg(self.dir.join("data"))
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// A connection string for the superuser `postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs SQL with psql as the superuser, stopping at the first error.
+    pub fn psql(&self, sql: &str) -> Output {
+        Command::new(bin_dir().join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-d",
+                &self.url(),
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql")
+    }
+
+    /// Runs a SQL file with psql as the superuser, stopping at the first error.
+    pub fn psql_file(&self, file: &std::path::Path) -> Output {
+        Command::new(bin_dir().join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url(), "-f"])
+            .arg(file)
+            .output()
+            .expect("run psql")
+    }
+
+    /// Runs SQL and returns its output (unaligned, tuples only); panics with psql's error.
+    pub fn query(&self, sql: &str) -> String {
+        let out = self.psql(sql);
+        assert!(
+            out.status.success(),
+            "{sql}\nfailed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // As root the child is runuser, which a kill would not pass on: ask the server itself.
+        let _ = as_server_user(bin_dir().join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self.dir.join("data"))
+            .output();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

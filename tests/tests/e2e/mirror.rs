@@ -1,0 +1,281 @@
+//! The Supabase mirror against a real PostgreSQL (Debian's package, started here): every
+//! task's state reaches `distributed_agent_tasks` and the row equals the task's status; the
+//! database going away for 30 s, and the operator restarting meanwhile, lose nothing; TTL
+//! deletion waits for the mirror; deleted tasks keep their rows; a bad Secret is reported and
+//! the operator keeps working.
+
+use std::time::Duration;
+
+use cogo_e2e::{
+    cluster::{AgentProcess, Cluster, Namespace, Operator, free_port, wait_until},
+    postgres::Postgres,
+};
+use serde_json::{Value, json};
+
+use super::cluster;
+
+const SECRET: &str = "cogo-supabase-e2e";
+
+fn secret(c: &Cluster, url: &str) {
+    c.kubectl(
+        &["delete", "secret", SECRET, "-n", "default", "--ignore-not-found"],
+        None,
+    );
+    c.kubectl_ok(
+        &[
+            "create",
+            "secret",
+            "generic",
+            SECRET,
+            "-n",
+            "default",
+            &format!("--from-literal=url={url}"),
+        ],
+        None,
+    );
+}
+
+fn agent(ns: &Namespace) {
+    let agent = json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "mirrored"},
+        "spec": {"role": "Research", "concurrency": 16, "podTemplate": {
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        }},
+    });
+    ns.apply_ok(&agent.to_string());
+}
+
+fn create_tasks(c: &Cluster, ns: &Namespace, prefix: &str, n: usize, extra: Value) {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut spec = json!({"agent": "mirrored", "type": "cogo.echo", "input": {"n": i},
+                                  "requester": {"userId": "00000000-0000-0000-0000-00000000000a", "sessionId": "chat-1"}});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                   "metadata": {"name": format!("{prefix}-{i:03}")}, "spec": spec})
+        })
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&list.to_string()));
+}
+
+fn tasks(ns: &Namespace) -> Vec<Value> {
+    let out = ns.kubectl_ok(&["get", "agenttasks", "-o", "json"]);
+    serde_json::from_str::<Value>(&out).unwrap()["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Rows of the namespace, by task name, as JSON (none before the mirror created the table).
+fn rows(pg: &Postgres, ns: &str) -> std::collections::BTreeMap<String, Value> {
+    let out = pg.psql(&format!(
+        "select coalesce(json_agg(t), '[]') from distributed_agent_tasks t where namespace = '{ns}'"
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str::<Vec<Value>>(text.trim())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
+        .collect()
+}
+
+/// Waits until every task of the namespace is finished and its row says the same.
+fn wait_mirrored(pg: &Postgres, ns: &Namespace, n: usize, secs: u64) {
+    wait_until(
+        Duration::from_secs(secs),
+        &format!("{n} finished tasks mirrored"),
+        || {
+            let ts = tasks(ns);
+            let rs = rows(pg, &ns.name);
+            ts.len() == n
+                && ts.iter().all(|t| {
+                    let phase = t["status"]["phase"].as_str().unwrap_or_default();
+                    matches!(phase, "Succeeded" | "Failed" | "Cancelled")
+                        && rs
+                            .get(t["metadata"]["name"].as_str().unwrap())
+                            .is_some_and(|r| r["phase"] == phase)
+                })
+        },
+    );
+}
+
+/// The row says what the task's status says.
+fn assert_row_matches(task: &Value, row: &Value) {
+    let name = &task["metadata"]["name"];
+    let s = &task["status"];
+    assert_eq!(row["id"], task["metadata"]["uid"], "{name}");
+    assert_eq!(row["phase"], s["phase"], "{name}");
+    assert_eq!(
+        row["status"].as_str().unwrap(),
+        s["phase"].as_str().unwrap().to_lowercase(),
+        "{name}"
+    );
+    assert_eq!(row["attempts"], s["attempt"], "{name}");
+    assert_eq!(row["agent"], s["agent"], "{name}");
+    assert_eq!(row["type"], task["spec"]["type"], "{name}");
+    assert_eq!(row["data"], task["spec"]["input"], "{name}");
+    assert_eq!(row["session_id"], "chat-1", "{name}");
+    assert_eq!(
+        row["user_id"],
+        Value::Null,
+        "{name}: a user unknown to auth.users is not linked"
+    );
+    if s["result"].is_null() {
+        assert!(!s["resultRef"].is_null() || s["phase"] != "Succeeded", "{name}");
+    } else {
+        assert_eq!(row["result_data"], s["result"], "{name}");
+    }
+    assert!(row["finished_at"].is_string(), "{name}: {row}");
+    assert!(
+        row["version"].as_i64().unwrap()
+            >= task["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        "{name}"
+    );
+}
+
+#[test]
+fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away() {
+    let c = cluster();
+    let mut pg = Postgres::start("mirror");
+    secret(&c, &pg.url());
+    let ns = Namespace::create(&c, "e2e-mirror");
+    let port = free_port();
+    let args = ["--supabase-secret", SECRET];
+    let mut op = Operator::start_with(&c, "mirror", port, &args);
+    agent(&ns);
+    let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
+
+    // Every state reaches the table, and the row equals the status.
+    create_tasks(&c, &ns, "echo", 60, json!({}));
+    create_tasks(
+        &c,
+        &ns,
+        "fails",
+        2,
+        json!({"type": "cogo.fail", "input": {"message": "no luck"}}),
+    );
+    let big = json!({"blob": "x".repeat(100 * 1024)});
+    create_tasks(&c, &ns, "big", 1, json!({"input": big}));
+    wait_mirrored(&pg, &ns, 63, 120);
+    let rs = rows(&pg, &ns.name);
+    for t in tasks(&ns) {
+        assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
+    }
+    let failed = &rs["fails-000"];
+    assert!(
+        failed["error_message"].as_str().unwrap().contains("no luck"),
+        "{failed}"
+    );
+    let large = &rs["big-000"];
+    assert_eq!(large["result_data"], big, "the full result is in the row");
+    assert!(large["result_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(op.counter("cogo_operator_mirror_rows_total") >= 63);
+
+    // The database goes away for 30 s while tasks run and finish, and the operator restarts
+    // meanwhile; a task with a TTL is not deleted before its final state is in the table.
+    pg.stop();
+    create_tasks(&c, &ns, "outage", 30, json!({}));
+    create_tasks(&c, &ns, "short", 1, json!({"ttlSecondsAfterFinished": 1}));
+    wait_until(
+        Duration::from_secs(60),
+        "the tasks to finish while the database is away",
+        || {
+            tasks(&ns)
+                .iter()
+                .filter(|t| t["status"]["phase"] == "Succeeded")
+                .count()
+                == 60 + 1 + 30 + 1
+        },
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    op.kill();
+    op = Operator::start_with(&c, "mirror", port, &args);
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        c.get_json(&ns.name, "agenttask/short-000").is_some(),
+        "the TTL deleted a task whose final state the database does not hold"
+    );
+    assert!(
+        op.counter("cogo_operator_mirror_failures_total") > 0,
+        "the outage is counted"
+    );
+    pg.resume();
+    wait_until(
+        Duration::from_secs(60),
+        "the TTL deletion once the row is written",
+        || c.get_json(&ns.name, "agenttask/short-000").is_none(),
+    );
+    wait_mirrored(&pg, &ns, 93, 60);
+    let rs = rows(&pg, &ns.name);
+    for t in tasks(&ns) {
+        assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
+    }
+    assert_eq!(rs["short-000"]["phase"], "Succeeded");
+    assert!(
+        rs["short-000"]["deleted_at"].is_string(),
+        "deleted tasks keep their rows"
+    );
+
+    // Deleting a task keeps its row, marked deleted.
+    ns.kubectl_ok(&["delete", "agenttask/echo-000"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the row of a deleted task to be marked",
+        || rows(&pg, &ns.name)["echo-000"]["deleted_at"].is_string(),
+    );
+
+    // An older state never overwrites a newer one.
+    let uid = rs["echo-001"]["id"].as_str().unwrap().to_string();
+    pg.query(&format!(
+        "update distributed_agent_tasks set version = version + 1000000, phase = 'Newer' where id = '{uid}'"
+    ));
+    ns.kubectl_ok(&["annotate", "agenttask/echo-001", "touched=yes"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(rows(&pg, &ns.name)["echo-001"]["phase"], "Newer");
+}
+
+#[test]
+fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
+    let c = cluster();
+    let pg = Postgres::start("mirror-bad");
+    let ns = Namespace::create(&c, "e2e-mirror-bad");
+    // A wrong password cannot matter with trust authentication; a wrong database name does.
+    secret(&c, &format!("postgres://postgres@127.0.0.1:{}/nosuchdb", pg.port));
+    let port = free_port();
+    let op = Operator::start_with(&c, "mirror-bad", port, &["--supabase-secret", SECRET]);
+    agent(&ns);
+    let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
+    create_tasks(&c, &ns, "echo", 5, json!({}));
+    wait_until(
+        Duration::from_secs(60),
+        "the tasks to succeed without the mirror",
+        || {
+            tasks(&ns)
+                .iter()
+                .filter(|t| t["status"]["phase"] == "Succeeded")
+                .count()
+                == 5
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the failure to be logged and counted",
+        || {
+            op.log_text().contains("the Supabase mirror cannot connect")
+                && op.log_text().contains("nosuchdb")
+                && op.counter("cogo_operator_mirror_failures_total") > 0
+        },
+    );
+    // Fixed, the mirror catches up without a restart.
+    secret(&c, &pg.url());
+    wait_mirrored(&pg, &ns, 5, 90);
+    c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
+}

@@ -1,0 +1,162 @@
+//! The Supabase migrations on a real PostgreSQL (Debian's package, started by the test): they
+//! apply to a plain Postgres (creating the Supabase objects they need), apply again without
+//! change, extend a table created with the seed's DDL, keep each user to their own rows, and
+//! join the `supabase_realtime` publication when it exists.
+
+use std::path::PathBuf;
+
+use cogo_e2e::{postgres::Postgres, repo};
+
+fn migrations() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("supabase/migrations"))
+        .expect("supabase/migrations")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no migrations");
+    files
+}
+
+fn migrate(pg: &Postgres) {
+    for file in migrations() {
+        let out = pg.psql_file(&file);
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+const USER_A: &str = "00000000-0000-0000-0000-00000000000a";
+const USER_B: &str = "00000000-0000-0000-0000-00000000000b";
+
+#[test]
+fn migrations_apply_twice_on_plain_postgres_and_extend_the_seed_table() {
+    let pg = Postgres::start("migrate");
+    // The seed's own table, as a database that followed the seed would have it.
+    pg.query(
+        "create schema auth; create table auth.users (id uuid primary key);
+         create table distributed_agent_tasks (id uuid primary key, type varchar(255) not null,
+           agent_type varchar(255) not null, data jsonb, status varchar(50) default 'pending',
+           result_data jsonb, created_at timestamptz default now(), user_id uuid references auth.users(id));
+         insert into distributed_agent_tasks (id, type, agent_type) values (gen_random_uuid(), 'research.query', 'research');",
+    );
+    migrate(&pg);
+    migrate(&pg);
+    let columns = pg.query(
+        "select string_agg(column_name, ',' order by column_name) from information_schema.columns
+         where table_name = 'distributed_agent_tasks'",
+    );
+    for c in [
+        "namespace",
+        "name",
+        "agent",
+        "phase",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "error_message",
+        "version",
+        "deleted_at",
+        "result_digest",
+    ] {
+        assert!(columns.split(',').any(|x| x == c), "{c} missing from {columns}");
+    }
+    assert_eq!(
+        pg.query("select count(*) from distributed_agent_tasks"),
+        "1",
+        "the existing row is kept"
+    );
+    assert_eq!(
+        pg.query("select string_agg(rolname, ',' order by rolname) from pg_roles where rolname in ('anon', 'authenticated', 'service_role')"),
+        "anon,authenticated,service_role"
+    );
+    assert_eq!(
+        pg.query("select relpersistence from pg_class where relname = 'chat_messages_realtime'"),
+        "u",
+        "the chat table stays unlogged"
+    );
+    assert_eq!(
+        pg.query("select count(*) from pg_policies where policyname = 'cogo_own_rows'"),
+        "3",
+        "one policy per table, not one per run"
+    );
+}
+
+#[test]
+fn a_user_reads_only_their_own_rows() {
+    let pg = Postgres::start("rls");
+    migrate(&pg);
+    pg.query(&format!(
+        "insert into auth.users values ('{USER_A}'), ('{USER_B}');
+         insert into distributed_agent_tasks (id, type, agent_type, user_id) values
+           (gen_random_uuid(), 'cogo.echo', 'research', '{USER_A}'),
+           (gen_random_uuid(), 'cogo.echo', 'research', '{USER_A}'),
+           (gen_random_uuid(), 'cogo.echo', 'research', '{USER_B}');
+         insert into chat_messages_realtime (id, session_id, user_id, content) values
+           (gen_random_uuid(), 's', '{USER_B}', 'hi');"
+    ));
+    let as_user = |user: &str, sql: &str| {
+        pg.psql(&format!(
+            "begin; set local role authenticated;
+             select set_config('request.jwt.claims', '{{\"sub\": \"{user}\", \"role\": \"authenticated\"}}', true);
+             {sql}; commit;"
+        ))
+    };
+    let count = |user: &str, table: &str| {
+        let out = as_user(user, &format!("select count(*) from {table}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(count(USER_A, "distributed_agent_tasks"), "2");
+    assert_eq!(count(USER_B, "distributed_agent_tasks"), "1");
+    assert_eq!(
+        count(USER_A, "chat_messages_realtime"),
+        "0",
+        "another user's chat"
+    );
+    assert_eq!(
+        count("00000000-0000-0000-0000-0000000000ff", "distributed_agent_tasks"),
+        "0",
+        "a user with no rows sees none"
+    );
+    // A signed-in user cannot write the mirror's rows.
+    let write = as_user(USER_A, "update distributed_agent_tasks set status = 'completed'");
+    assert!(!write.status.success(), "an authenticated user updated rows");
+    // Anonymous clients read nothing at all.
+    let anon = pg.psql("set role anon; select count(*) from distributed_agent_tasks");
+    assert!(
+        String::from_utf8_lossy(&anon.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&anon.stderr)
+    );
+    // The service role (the operator) sees every row.
+    assert_eq!(
+        pg.query("set role service_role; select count(*) from distributed_agent_tasks"),
+        "3"
+    );
+}
+
+#[test]
+fn tables_join_the_realtime_publication_when_it_exists() {
+    let pg = Postgres::start("publication");
+    pg.query("create publication supabase_realtime");
+    migrate(&pg);
+    migrate(&pg);
+    assert_eq!(
+        pg.query(
+            "select string_agg(tablename, ',' order by tablename) from pg_publication_tables
+             where pubname = 'supabase_realtime'"
+        ),
+        "distributed_agent_tasks,user_roles"
+    );
+}
