@@ -204,3 +204,89 @@ impl Drop for Postgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// PgBouncer in transaction mode in front of a [`Postgres`], as Supabase's pooler runs:
+/// server connections are shared between transactions, so named prepared statements break.
+/// Stopped when dropped.
+pub struct PgBouncer {
+    dir: PathBuf,
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl PgBouncer {
+    /// Starts PgBouncer for `pg`'s database `postgres`.
+    pub fn start(pg: &Postgres, name: &str) -> PgBouncer {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!("PgBouncer is missing: install Debian's `pgbouncer` package (`.ci/run` does)")
+            });
+        let dir = std::env::temp_dir().join(format!("cogo-pgbouncer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pgbouncer directory");
+        let port = free_port();
+        std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").expect("users");
+        let ini = format!(
+            "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres user=postgres\n\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\n\
+             auth_type = trust\nadmin_users = postgres\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
+             default_pool_size = 4\nmax_client_conn = 100\nlogfile = {dir}/pgbouncer.log\n",
+            pg.port,
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).expect("pgbouncer.ini");
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status();
+        }
+        let child = as_server_user(binary)
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        let bouncer = PgBouncer { dir, child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = Command::new(bin_dir().join("psql"))
+                .args(["-X", "-At", "-d", &bouncer.url(), "-c", "select 1"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PgBouncer did not start; its log: {}",
+                std::fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bouncer
+    }
+
+    /// A connection string through the pooler.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // As root the child is runuser: stop PgBouncer itself.
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-f"])
+            .arg(self.dir.join("pgbouncer.ini"))
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -160,3 +160,40 @@ fn tables_join_the_realtime_publication_when_it_exists() {
         "distributed_agent_tasks,user_roles"
     );
 }
+
+/// The test pooler runs in transaction mode, as Supabase's does, and the migrations apply
+/// through it (the mirror's end-to-end test writes through it too).
+#[test]
+fn pgbouncer_runs_in_transaction_mode() {
+    let pg = Postgres::start("bouncer");
+    let bouncer = cogo_e2e::postgres::PgBouncer::start(&pg, "bouncer");
+    for file in migrations() {
+        let out = std::process::Command::new(cogo_e2e::postgres::bin_dir().join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &bouncer.url(), "-f"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(
+        pg.query("select count(*) from pg_tables where tablename = 'distributed_agent_tasks'"),
+        "1"
+    );
+    let show = std::process::Command::new(cogo_e2e::postgres::bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-At",
+            "-d",
+            &format!("postgres://postgres@127.0.0.1:{}/pgbouncer", bouncer.port),
+            "-c",
+            "show config",
+        ])
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        config.lines().any(|l| l.starts_with("pool_mode|transaction")),
+        "{config}{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+}

@@ -279,3 +279,25 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
     wait_mirrored(&pg, &ns, 5, 90);
     c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
 }
+
+/// Through PgBouncer in transaction mode (Supabase's pooler) the mirror works the same: it
+/// sends no named prepared statements.
+#[test]
+fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
+    let c = cluster();
+    let pg = Postgres::start("mirror-pooled");
+    let bouncer = cogo_e2e::postgres::PgBouncer::start(&pg, "mirror-pooled");
+    secret(&c, &bouncer.url());
+    let ns = Namespace::create(&c, "e2e-mirror-pooled");
+    let port = free_port();
+    let _op = Operator::start_with(&c, "mirror-pooled", port, &["--supabase-secret", SECRET]);
+    agent(&ns);
+    let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
+    create_tasks(&c, &ns, "pooled", 40, json!({}));
+    wait_mirrored(&pg, &ns, 40, 90);
+    let rs = rows(&pg, &ns.name);
+    for t in tasks(&ns) {
+        assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
+    }
+    c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
+}
