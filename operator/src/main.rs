@@ -102,6 +102,10 @@ struct RunArgs {
     /// Supabase's Postgres; every AgentTask is mirrored there. Unset: no mirror.
     #[arg(long, env = "COGO_SUPABASE_SECRET")]
     supabase_secret: Option<String>,
+    /// Namespace where rows inserted into `distributed_agent_tasks` as `pending` become
+    /// AgentTasks. Needs `--supabase-secret`. Unset: no intake.
+    #[arg(long, env = "COGO_INTAKE_NAMESPACE", requires = "supabase_secret")]
+    intake_namespace: Option<String>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -302,6 +306,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
         mirror
     });
+    if let (Some(secret), Some(target)) = (args.supabase_secret.clone(), args.intake_namespace.clone()) {
+        tokio::spawn(cogo_operator::mirror::intake::run(
+            client.clone(),
+            (keys_ns.clone(), secret),
+            target,
+            metrics.clone(),
+            stopped(),
+        ));
+    }
     let ctx = ctx.with_mirror(mirror.clone());
     let ctx = Arc::new(ctx);
 

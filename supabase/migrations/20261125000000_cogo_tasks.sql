@@ -151,3 +151,19 @@ begin
   end if;
 end
 $$;
+
+-- Intake: a row inserted as `pending` with no Kubernetes object (what the chat gateway's Edge
+-- Function does) wakes the operator, which also polls for such rows.
+create or replace function public.cogo_intake_notify() returns trigger
+language plpgsql as $$
+begin
+  if new.status = 'pending' and new.name is null then
+    perform pg_notify('cogo_intake', new.id::text);
+  end if;
+  return new;
+end
+$$;
+
+create or replace trigger cogo_intake
+  after insert on public.distributed_agent_tasks
+  for each row execute function public.cogo_intake_notify();

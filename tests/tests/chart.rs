@@ -328,7 +328,12 @@ fn operator_pod_is_locked_down_and_wired() {
     assert_eq!(get("COGO_SUPABASE_SECRET"), Value::Null, "no mirror unless asked");
     assert_eq!(pod["serviceAccountName"], "cogo-cogo-operator");
 
-    let objects = docs(&render(&["--set", "supabase.secretName=supabase-db"]));
+    let objects = docs(&render(&[
+        "--set",
+        "supabase.secretName=supabase-db",
+        "--set",
+        "supabase.intakeNamespace=chat",
+    ]));
     let d = objects.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
     assert!(
@@ -336,6 +341,13 @@ fn operator_pod_is_locked_down_and_wired() {
             .unwrap()
             .iter()
             .any(|e| e["name"] == "COGO_SUPABASE_SECRET" && e["value"] == "supabase-db"),
+        "{env}"
+    );
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "COGO_INTAKE_NAMESPACE" && e["value"] == "chat"),
         "{env}"
     );
 }

@@ -598,7 +598,7 @@ async fn complete(
         if status.result_ref.is_some()
             && let (Some(mirror), Some(result)) = (&b.mirror, &req.result)
         {
-            mirror.hold_result(&task.uid().unwrap_or_default(), result.clone());
+            mirror.hold_result(&crate::mirror::row::row_id(&task), result.clone());
         }
         match write_status(&api, &name, &rv, &status).await {
             Ok(_) => {

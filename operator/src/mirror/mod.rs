@@ -8,6 +8,7 @@
 //! so fixing it takes effect without a restart. Statements are sent unnamed (no prepared
 //! statements), so the mirror works through a transaction-mode pooler such as PgBouncer.
 
+pub mod intake;
 pub mod row;
 
 use std::{
@@ -255,17 +256,16 @@ impl Mirror {
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Apply(t)) | Ok(watcher::Event::InitApply(t)) => {
-                    listing.insert(t.uid().unwrap_or_default());
+                    listing.insert(row::row_id(&t));
                     let role = t.spec.agent.as_ref().and_then(|a| {
                         agents
                             .get(&ObjectRef::new(a).within(&t.namespace().unwrap_or_default()))
                             .map(|a| a.spec.role)
                     });
-                    let uid = t.uid().unwrap_or_default();
-                    let held = self.held_result(&uid);
+                    let held = self.held_result(&row::row_id(&t));
                     self.observe(row::row(&t, role, held));
                 }
-                Ok(watcher::Event::Delete(t)) => self.deleted(&t.uid().unwrap_or_default()),
+                Ok(watcher::Event::Delete(t)) => self.deleted(&row::row_id(&t)),
                 Ok(watcher::Event::Init) => listing.clear(),
                 Ok(watcher::Event::InitDone) => {
                     if let Ok(mut s) = self.state.lock() {
@@ -406,8 +406,26 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     text
 }
 
+/// A connection as tokio-postgres makes it: the client, and the connection to drive.
+pub type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+
 /// Reads the connection string, connects, and applies the schema.
 async fn connect(secrets: &Api<Secret>, secret: &str) -> Result<tokio_postgres::Client, ConnectError> {
+    let (client, connection) = connect_raw(secrets, secret).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "the Supabase connection closed");
+        }
+    });
+    client.batch_execute(MIGRATION).await?;
+    Ok(client)
+}
+
+/// Reads the connection string from the Secret and connects (10 s at most).
+pub async fn connect_raw(
+    secrets: &Api<Secret>,
+    secret: &str,
+) -> Result<(tokio_postgres::Client, Connection), ConnectError> {
     let s = secrets
         .get_opt(secret)
         .await
@@ -426,13 +444,7 @@ async fn connect(secrets: &Api<Secret>, secret: &str) -> Result<tokio_postgres::
         tokio::time::timeout(Duration::from_secs(10), config.connect(tokio_postgres::NoTls))
             .await
             .map_err(|_| ConnectError::Config("connecting timed out after 10 s".into()))??;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            warn!(error = %e, "the Supabase connection closed");
-        }
-    });
-    client.batch_execute(MIGRATION).await?;
-    Ok(client)
+    Ok((client, connection))
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub fn row(task: &AgentTask, role: Option<AgentRole>, full_result: Option<Value>
     let requester = task.spec.requester.clone();
     let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.to_string());
     Row {
-        id: task.uid().unwrap_or_default(),
+        id: row_id(task),
         task_type: task.spec.task_type.clone(),
         agent_type: role
             .map(|r| r.slug().to_string())
@@ -93,6 +93,17 @@ pub fn row(task: &AgentTask, role: Option<AgentRole>, full_result: Option<Value>
         result_size: s.result_ref.as_ref().map(|r| r.size_bytes),
         version: version(task),
     }
+}
+
+/// The annotation naming the `distributed_agent_tasks` row a task was taken in from.
+pub const ROW_ANNOTATION: &str = "cogo.xyz/supabase-row";
+
+/// The id of the task's row: the row it was taken in from, else its UID.
+pub fn row_id(task: &AgentTask) -> String {
+    task.annotations()
+        .get(ROW_ANNOTATION)
+        .cloned()
+        .unwrap_or_else(|| task.uid().unwrap_or_default())
 }
 
 /// The task's resourceVersion as a number (0 when it is not one).

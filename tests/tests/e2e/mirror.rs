@@ -301,3 +301,89 @@ fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
     }
     c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
 }
+
+/// Rows inserted as `pending` (as the chat gateway's Edge Function does) become AgentTasks in
+/// the intake namespace, one per row even with two operators taking them in, and are then
+/// mirrored into the same row; rows that cannot become tasks are marked failed with the reason.
+#[test]
+fn pending_rows_become_one_task_each_and_are_mirrored_back() {
+    let c = cluster();
+    let pg = Postgres::start("intake");
+    secret(&c, &pg.url());
+    let ns = Namespace::create(&c, "e2e-intake");
+    let args = ["--supabase-secret", SECRET, "--intake-namespace", "e2e-intake"];
+    let port = free_port();
+    let _first = Operator::start_with(&c, "intake-1", port, &args);
+    let mut second = Operator::start_with(&c, "intake-2", free_port(), &args);
+    wait_until(Duration::from_secs(30), "the schema", || {
+        pg.psql("select 1 from distributed_agent_tasks limit 1")
+            .status
+            .success()
+    });
+    let mut sql = String::from("insert into distributed_agent_tasks (id, type, agent_type, data) values ");
+    let values: Vec<String> = (0..20)
+        .map(|i| format!("(gen_random_uuid(), 'cogo.echo', 'research', '{{\"n\": {i}}}')"))
+        .collect();
+    sql.push_str(&values.join(", "));
+    sql.push_str(
+        ", ('00000000-0000-0000-0000-0000000000b1', 'cogo.echo', 'astrology', null)\
+         , ('00000000-0000-0000-0000-0000000000b2', 'Not A Type', 'research', null)",
+    );
+    pg.query(&sql);
+    wait_until(
+        Duration::from_secs(60),
+        "20 rows taken in and the bad ones refused",
+        || {
+            pg.query("select count(*) from distributed_agent_tasks where name is not null") == "20"
+                && pg.query("select count(*) from distributed_agent_tasks where status = 'failed'") == "2"
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    second.kill();
+    let names = ns.kubectl_ok(&["get", "agenttasks", "-o", "name"]);
+    assert_eq!(names.lines().count(), 20, "one AgentTask per row: {names}");
+    let astrology = pg.query(
+        "select error_message from distributed_agent_tasks where id = '00000000-0000-0000-0000-0000000000b1'",
+    );
+    assert!(astrology.contains("astrology"), "{astrology}");
+    let bad_type = pg.query(
+        "select error_message from distributed_agent_tasks where id = '00000000-0000-0000-0000-0000000000b2'",
+    );
+    assert!(bad_type.contains("spec.type"), "{bad_type}");
+
+    // An agent runs them; the rows they came from show the outcome.
+    let agent = json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "intake-research"},
+        "spec": {"role": "Research", "concurrency": 16, "podTemplate": {
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+        }},
+    });
+    ns.apply_ok(&agent.to_string());
+    let _agent = AgentProcess::start_with(
+        &c,
+        &ns.name,
+        ("intake-research", "Research", "intake-research-0"),
+        port,
+        16,
+    );
+    wait_until(
+        Duration::from_secs(90),
+        "the taken-in rows to show success",
+        || {
+            pg.query("select count(*) from distributed_agent_tasks where status = 'succeeded' and phase = 'Succeeded'")
+            == "20"
+        },
+    );
+    assert_eq!(
+        pg.query("select count(*) from distributed_agent_tasks"),
+        "22",
+        "the mirror wrote into the rows the tasks came from, adding none"
+    );
+    assert_eq!(
+        pg.query("select count(*) from distributed_agent_tasks where result_data = data"),
+        "20",
+        "each echo's result is its row's data"
+    );
+    c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
+}

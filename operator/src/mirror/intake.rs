@@ -1,0 +1,273 @@
+//! Intake: rows inserted into `distributed_agent_tasks` as `pending` with no Kubernetes object
+//! (what the chat gateway's Edge Function does) become AgentTasks in a configured namespace,
+//! exactly once. The operator LISTENs on `cogo_intake` (a trigger notifies on insert) and also
+//! polls every second, which is what works through a transaction-mode pooler. Each row becomes
+//! the AgentTask `row-<id>`, annotated with the row's id, so two operators that see the same row
+//! create one object (the second gets AlreadyExists); the row is then claimed (namespace and
+//! name set) and mirrored like any other task. A row that cannot become a task is marked
+//! `failed` with the reason.
+
+use std::{sync::Arc, time::Duration};
+
+use cogo_api::{AgentRole, AgentTask, AgentTaskSpec, task::Requester};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, types::Type};
+use tracing::{info, warn};
+
+use super::{ConnectError, connect_raw, describe, row::ROW_ANNOTATION};
+use crate::{build::FIELD_MANAGER, metrics::Metrics};
+
+const PENDING: &str = "
+select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text
+from public.distributed_agent_tasks
+where status = 'pending' and name is null and deleted_at is null
+order by created_at
+limit 100";
+
+const CLAIM: &str = "
+update public.distributed_agent_tasks set namespace = $1, name = $2, updated_at = now()
+where id = $3::uuid and name is null";
+
+const REFUSE: &str = "
+update public.distributed_agent_tasks set status = 'failed', error_message = $1, updated_at = now()
+where id = $2::uuid and name is null";
+
+/// A pending row, as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRow {
+    /// The row's id.
+    pub id: String,
+    /// The task type.
+    pub task_type: String,
+    /// The agent role, as a role slug or name.
+    pub agent_type: String,
+    /// The input.
+    pub data: serde_json::Value,
+    /// The requester.
+    pub user_id: Option<String>,
+}
+
+/// The AgentTask a pending row becomes, or why it cannot become one.
+pub fn task_of(row: &PendingRow, namespace: &str) -> Result<AgentTask, String> {
+    let role = AgentRole::ALL
+        .into_iter()
+        .find(|r| {
+            row.agent_type.eq_ignore_ascii_case(r.slug()) || row.agent_type.eq_ignore_ascii_case(r.as_str())
+        })
+        .ok_or_else(|| {
+            format!(
+                "agent_type {:?} names no agent role (one of {})",
+                row.agent_type,
+                AgentRole::ALL.map(|r| r.slug()).join(", ")
+            )
+        })?;
+    Ok(AgentTask {
+        metadata: ObjectMeta {
+            name: Some(format!("row-{}", row.id.to_lowercase())),
+            namespace: Some(namespace.to_string()),
+            annotations: Some([(ROW_ANNOTATION.to_string(), row.id.clone())].into()),
+            ..Default::default()
+        },
+        spec: AgentTaskSpec {
+            agent: None,
+            role: Some(role),
+            task_type: row.task_type.clone(),
+            input: (!row.data.is_null()).then(|| row.data.clone()),
+            priority: 0,
+            timeout_seconds: None,
+            retry: None,
+            ttl_seconds_after_finished: None,
+            parent: None,
+            requester: row.user_id.clone().map(|u| Requester {
+                user_id: Some(u),
+                session_id: None,
+            }),
+            cancel_requested: false,
+        },
+        status: None,
+    })
+}
+
+/// Takes pending rows in until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    (secret_ns, secret): (String, String),
+    namespace: String,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &secret_ns);
+    let tasks: Api<AgentTask> = Api::namespaced(client, &namespace);
+    tokio::select! {
+        _ = intake_loop(&secrets, &secret, &tasks, &namespace, &metrics) => {}
+        _ = shutdown => {}
+    }
+}
+
+async fn intake_loop(
+    secrets: &Api<Secret>,
+    secret: &str,
+    tasks: &Api<AgentTask>,
+    namespace: &str,
+    metrics: &Metrics,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let result = async {
+            let (db, mut connection) = connect_raw(secrets, secret).await?;
+            let woken = Arc::new(Notify::new());
+            let notify = woken.clone();
+            let driver = tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(m) = messages.next().await {
+                    match m {
+                        Ok(AsyncMessage::Notification(_)) => notify.notify_one(),
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(error = %e, "the intake connection closed");
+                            break;
+                        }
+                    }
+                }
+            });
+            // Through a transaction-mode pooler LISTEN has no effect; polling still works.
+            db.batch_execute("listen cogo_intake").await?;
+            info!(namespace, "taking in pending Supabase rows");
+            loop {
+                take_in(&db, tasks, namespace).await?;
+                tokio::select! {
+                    _ = woken.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if driver.is_finished() {
+                    return Err(ConnectError::Config("the connection closed".into()));
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), ConnectError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            warn!(error = %e, retry_in = ?backoff, "the Supabase intake cannot read the database");
+            metrics.mirror_failed();
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Turns every pending row into an AgentTask and claims it.
+async fn take_in(
+    db: &tokio_postgres::Client,
+    tasks: &Api<AgentTask>,
+    namespace: &str,
+) -> Result<(), ConnectError> {
+    let rows = db.query_typed(PENDING, &[]).await?;
+    for r in rows {
+        let row = PendingRow {
+            id: r.get(0),
+            task_type: r.get(1),
+            agent_type: r.get(2),
+            data: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or(serde_json::Value::Null),
+            user_id: r.get(4),
+        };
+        let task = match task_of(&row, namespace) {
+            Ok(t) => t,
+            Err(why) => {
+                refuse(db, &row.id, &why).await?;
+                continue;
+            }
+        };
+        let name = task.metadata.name.clone().unwrap_or_default();
+        let params = PostParams {
+            dry_run: false,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        match tasks.create(&params, &task).await {
+            Ok(_) => info!(row = %row.id, task = %name, "took in a pending row"),
+            // Another operator (or an earlier try) created it: one object per row.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                info!(row = %row.id, task = %name, "the row's AgentTask exists already")
+            }
+            Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => {
+                refuse(db, &row.id, &format!("not a valid AgentTask: {}", e.message)).await?;
+                continue;
+            }
+            Err(e) => {
+                warn!(row = %row.id, error = %e, "cannot create the AgentTask of a pending row; trying later");
+                continue;
+            }
+        }
+        db.query_typed(
+            CLAIM,
+            &[
+                (&namespace, Type::TEXT),
+                (&name, Type::TEXT),
+                (&row.id, Type::TEXT),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn refuse(db: &tokio_postgres::Client, id: &str, why: &str) -> Result<(), ConnectError> {
+    warn!(row = %id, reason = %why, "a pending row cannot become an AgentTask");
+    db.query_typed(REFUSE, &[(&why, Type::TEXT), (&id, Type::TEXT)])
+        .await
+        .map_err(|e| ConnectError::Config(describe(&e)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pending(agent_type: &str) -> PendingRow {
+        PendingRow {
+            id: "0B5F6A8E-0000-4000-8000-000000000001".into(),
+            task_type: "research.query".into(),
+            agent_type: agent_type.into(),
+            data: json!({"q": "rust"}),
+            user_id: Some("00000000-0000-0000-0000-00000000000a".into()),
+        }
+    }
+
+    #[test]
+    fn a_pending_row_becomes_one_named_task() {
+        let t = task_of(&pending("research"), "intake").unwrap();
+        assert_eq!(
+            t.metadata.name.as_deref(),
+            Some("row-0b5f6a8e-0000-4000-8000-000000000001"),
+            "the name comes from the row, so every operator picks the same"
+        );
+        assert_eq!(
+            t.metadata.annotations.unwrap()[ROW_ANNOTATION],
+            "0B5F6A8E-0000-4000-8000-000000000001"
+        );
+        assert_eq!(t.spec.role, Some(AgentRole::Research));
+        assert_eq!(t.spec.input, Some(json!({"q": "rust"})));
+        assert_eq!(
+            t.spec.requester.unwrap().user_id.as_deref(),
+            Some("00000000-0000-0000-0000-00000000000a")
+        );
+        assert_eq!(
+            task_of(&pending("GraphRAG"), "ns").unwrap().spec.role,
+            Some(AgentRole::GraphRag)
+        );
+    }
+
+    #[test]
+    fn an_unknown_agent_type_is_refused_with_the_roles() {
+        let why = task_of(&pending("astrology"), "ns").unwrap_err();
+        assert!(why.contains("astrology") && why.contains("research"), "{why}");
+    }
+}
