@@ -50,7 +50,10 @@ impl Default for Metrics {
         let status_writes = Family::<KindLabel, Counter>::default();
         let child_writes = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
-        let mirror_lag = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0]);
+        let mirror_lag = Histogram::new([
+            0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+            30.0, 120.0,
+        ]);
         let mirror_waiting = Gauge::default();
         let mirror_failures = Counter::default();
         let mirror_rows = Counter::default();

@@ -9,7 +9,11 @@
 //!    writes per task (from the audit log), the achieved write rate against the ceiling, and
 //!    the operator's peak memory with the 10,000 tasks cached;
 //! 3. lease latency (create sent -> `Running` seen on a watch) for 1,000 tasks created at
-//!    100 tasks/s: p50 and p99.
+//!    100 tasks/s: p50 and p99;
+//! 4. the Supabase mirror, against a real PostgreSQL directly and through PgBouncer in
+//!    transaction mode: rows/s while 1,000 tasks created at once run (first create -> every
+//!    row `succeeded`), and the mirror's lag (change seen -> row written, from the operator's
+//!    histogram) while 1,000 tasks run at 100 tasks/s.
 //!
 //! The figures go to stdout and to `target/bench/report.md`. A benchmark, not a test: it
 //! asserts nothing about speed.
@@ -22,7 +26,8 @@ use std::{
 
 use cogo_api::{AgentTask, TaskPhase};
 use cogo_e2e::{
-    cluster::{AgentProcess, Cluster, Operator, audit_lines, audited_writes},
+    cluster::{AgentProcess, Cluster, Operator, audit_lines, audited_writes, free_port},
+    postgres::{PgBouncer, Postgres},
     repo,
 };
 use futures::{StreamExt, TryStreamExt};
@@ -107,6 +112,19 @@ async fn main() -> Result<(), Error> {
         "Lease latency (create sent -> Running seen), 1,000 tasks at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     ));
     op.stop();
+
+    report.push(String::new());
+    report.push("| Supabase mirror | rows/s (1,000 tasks at once) | lag p50 at 100 tasks/s | lag p99 at 100 tasks/s |".into());
+    report.push("|---|---|---|---|".into());
+    let pg = Postgres::start("bench");
+    let bouncer = PgBouncer::start(&pg, "bench");
+    for (label, url) in [
+        ("direct", pg.url()),
+        ("through PgBouncer (transaction mode)", bouncer.url()),
+    ] {
+        eprintln!("[bench] Supabase mirror, {label}");
+        report.push(mirror(&c, &client, &pg, label, &url).await?);
+    }
 
     let text = report.join("\n") + "\n";
     println!("\n{text}");
@@ -396,4 +414,143 @@ async fn latency(
     let out = (pct(0.50), pct(0.99), *ms.last().unwrap_or(&0.0));
     delete_namespace(client, ns).await;
     Ok(out)
+}
+
+/// The cumulative buckets of a Prometheus histogram in the operator's metrics text.
+fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}_bucket{{le=\"")))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A quantile from the difference of two snapshots of cumulative buckets, interpolated
+/// linearly inside its bucket.
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let old = before.iter().find(|(l, _)| l == le).map_or(0.0, |(_, n)| *n);
+            (*le, n - old)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    let target = total * q;
+    let mut lower = (0.0, 0.0);
+    for (le, n) in counts {
+        if n >= target {
+            if !le.is_finite() {
+                return lower.0;
+            }
+            let span = (n - lower.1).max(1.0);
+            return lower.0 + (le - lower.0) * ((target - lower.1) / span);
+        }
+        lower = (le, n);
+    }
+    lower.0
+}
+
+async fn mirror(
+    c: &Cluster,
+    client: &Client,
+    pg: &Postgres,
+    label: &str,
+    url: &str,
+) -> Result<String, Error> {
+    let secret = "cogo-bench-supabase";
+    c.kubectl(
+        &["delete", "secret", secret, "-n", "default", "--ignore-not-found"],
+        None,
+    );
+    c.kubectl_ok(
+        &[
+            "create",
+            "secret",
+            "generic",
+            secret,
+            "-n",
+            "default",
+            &format!("--from-literal=url={url}"),
+        ],
+        None,
+    );
+    let mut op = Operator::start_with(c, "bench-mirror", free_port(), &["--supabase-secret", secret]);
+    let ns = "bench-mirror";
+    create_namespace(client, ns).await?;
+    let _agents = agents(c, ns, &op);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let succeeded = |prefix: &str| {
+        pg.query(&format!(
+            "select count(*) from distributed_agent_tasks where namespace = '{ns}' and name like '{prefix}-%' and status = 'succeeded'"
+        ))
+        .parse::<usize>()
+        .unwrap_or(0)
+    };
+
+    // Throughput: 1,000 tasks at once, until every row says succeeded.
+    let start = Instant::now();
+    futures::stream::iter(0..1000)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &echo(&format!("burst-{i:05}"), i)?)
+                    .await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    while succeeded("burst") < 1000 {
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(format!("mirror {label}: rows did not catch up in 10 minutes").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows_per_second = 1000.0 / start.elapsed().as_secs_f64();
+
+    // Lag at 100 tasks/s, from the operator's histogram.
+    let before = buckets(&op.metrics(), "cogo_operator_mirror_lag_seconds");
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sends = Vec::new();
+    for i in 0..1000 {
+        tick.tick().await;
+        let (api, t) = (api.clone(), echo(&format!("paced-{i:05}"), i)?);
+        sends.push(tokio::spawn(async move {
+            api.create(&PostParams::default(), &t).await
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let waited = Instant::now();
+    while succeeded("paced") < 1000 {
+        if waited.elapsed() > Duration::from_secs(300) {
+            return Err(format!("mirror {label}: paced rows did not catch up").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = buckets(&op.metrics(), "cogo_operator_mirror_lag_seconds");
+    let (p50, p99) = (quantile(&before, &after, 0.5), quantile(&before, &after, 0.99));
+    op.stop();
+    delete_namespace(client, ns).await;
+    pg.query(&format!(
+        "delete from distributed_agent_tasks where namespace = '{ns}'"
+    ));
+    c.kubectl(&["delete", "secret", secret, "-n", "default"], None);
+    Ok(format!(
+        "| {label} | {rows_per_second:.0} | {:.0} ms | {:.0} ms |",
+        p50 * 1000.0,
+        p99 * 1000.0
+    ))
 }
