@@ -197,6 +197,8 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     );
     std::thread::sleep(Duration::from_secs(10));
     op.kill();
+    // Deleted while no operator watches: the restarted one finds its row and marks it.
+    ns.kubectl_ok(&["delete", "agenttask/echo-002"]);
     op = Operator::start_with(&c, "mirror", port, &args);
     std::thread::sleep(Duration::from_secs(10));
     assert!(
@@ -213,12 +215,16 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
         "the TTL deletion once the row is written",
         || c.get_json(&ns.name, "agenttask/short-000").is_none(),
     );
-    wait_mirrored(&pg, &ns, 93, 60);
+    wait_mirrored(&pg, &ns, 92, 60);
     let rs = rows(&pg, &ns.name);
     for t in tasks(&ns) {
         assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
     }
     assert_eq!(rs["short-000"]["phase"], "Succeeded");
+    assert!(
+        rs["echo-002"]["deleted_at"].is_string(),
+        "the row of a task deleted while the operator was away is marked on resync"
+    );
     assert!(
         rs["short-000"]["deleted_at"].is_string(),
         "deleted tasks keep their rows"
@@ -247,8 +253,10 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
     let c = cluster();
     let pg = Postgres::start("mirror-bad");
     let ns = Namespace::create(&c, "e2e-mirror-bad");
-    // A wrong password cannot matter with trust authentication; a wrong database name does.
-    secret(&c, &format!("postgres://postgres@127.0.0.1:{}/nosuchdb", pg.port));
+    c.kubectl(
+        &["delete", "secret", SECRET, "-n", "default", "--ignore-not-found"],
+        None,
+    );
     let port = free_port();
     let op = Operator::start_with(&c, "mirror-bad", port, &["--supabase-secret", SECRET]);
     agent(&ns);
@@ -265,23 +273,62 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
                 == 5
         },
     );
-    wait_until(
-        Duration::from_secs(30),
-        "the failure to be logged and counted",
-        || {
-            op.log_text().contains("the Supabase mirror cannot connect")
-                && op.log_text().contains("nosuchdb")
-                && op.counter("cogo_operator_mirror_failures_total") > 0
-        },
-    );
+    let closed = free_port();
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no Secret", None, "does not exist"),
+        ("no url key", Some(String::new()), "has no key `url`"),
+        (
+            "not a connection string",
+            Some("url=not a url".into()),
+            "is not a connection string",
+        ),
+        (
+            "unreachable host",
+            Some(format!("url=postgres://postgres@127.0.0.1:{closed}/postgres")),
+            "Connection refused",
+        ),
+        (
+            "no such database",
+            Some(format!("url=postgres://postgres@127.0.0.1:{}/nosuchdb", pg.port)),
+            "database \"nosuchdb\" does not exist",
+        ),
+    ];
+    for (what, data, expected) in cases {
+        c.kubectl(
+            &["delete", "secret", SECRET, "-n", "default", "--ignore-not-found"],
+            None,
+        );
+        if let Some(data) = data {
+            let mut args = vec!["create", "secret", "generic", SECRET, "-n", "default"];
+            let literal = format!("--from-literal={data}");
+            if !data.is_empty() {
+                args.push(&literal);
+            } else {
+                args.push("--from-literal=other=x");
+            }
+            c.kubectl_ok(&args, None);
+        }
+        let failures = op.counter("cogo_operator_mirror_failures_total");
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{what}: the failure logged and counted"),
+            || {
+                op.log_text().contains(expected)
+                    && op.counter("cogo_operator_mirror_failures_total") > failures
+            },
+        );
+    }
+    // Still reconciling: a new task runs.
+    create_tasks(&c, &ns, "later", 1, json!({}));
+    ns.wait("agenttask/later-000", "condition=Succeeded", 60);
     // Fixed, the mirror catches up without a restart.
     secret(&c, &pg.url());
-    wait_mirrored(&pg, &ns, 5, 90);
+    wait_mirrored(&pg, &ns, 6, 90);
     c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
 }
 
-/// Through PgBouncer in transaction mode (Supabase's pooler) the mirror works the same: it
-/// sends no named prepared statements.
+/// Through PgBouncer in transaction mode (Supabase's pooler) the mirror works the same (it
+/// sends no named prepared statements): 1,000 tasks, each row equal to its task's status.
 #[test]
 fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
     let c = cluster();
@@ -293,8 +340,8 @@ fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
     let _op = Operator::start_with(&c, "mirror-pooled", port, &["--supabase-secret", SECRET]);
     agent(&ns);
     let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
-    create_tasks(&c, &ns, "pooled", 40, json!({}));
-    wait_mirrored(&pg, &ns, 40, 90);
+    create_tasks(&c, &ns, "pooled", 1000, json!({}));
+    wait_mirrored(&pg, &ns, 1000, 300);
     let rs = rows(&pg, &ns.name);
     for t in tasks(&ns) {
         assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
@@ -334,8 +381,10 @@ fn pending_rows_become_one_task_each_and_are_mirrored_back() {
         Duration::from_secs(60),
         "20 rows taken in and the bad ones refused",
         || {
-            pg.query("select count(*) from distributed_agent_tasks where name is not null") == "20"
-                && pg.query("select count(*) from distributed_agent_tasks where status = 'failed'") == "2"
+            pg.query("select count(*) from distributed_agent_tasks where namespace = 'e2e-intake'") == "20"
+                && pg.query(
+                    "select count(*) from distributed_agent_tasks where name is null and status = 'failed'",
+                ) == "2"
         },
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -371,17 +420,19 @@ fn pending_rows_become_one_task_each_and_are_mirrored_back() {
         Duration::from_secs(90),
         "the taken-in rows to show success",
         || {
-            pg.query("select count(*) from distributed_agent_tasks where status = 'succeeded' and phase = 'Succeeded'")
+            pg.query("select count(*) from distributed_agent_tasks where namespace = 'e2e-intake' and status = 'succeeded'")
             == "20"
         },
     );
     assert_eq!(
-        pg.query("select count(*) from distributed_agent_tasks"),
+        pg.query(
+            "select count(*) from distributed_agent_tasks where namespace = 'e2e-intake' or name is null"
+        ),
         "22",
         "the mirror wrote into the rows the tasks came from, adding none"
     );
     assert_eq!(
-        pg.query("select count(*) from distributed_agent_tasks where result_data = data"),
+        pg.query("select count(*) from distributed_agent_tasks where namespace = 'e2e-intake' and result_data = data"),
         "20",
         "each echo's result is its row's data"
     );
