@@ -48,6 +48,22 @@ impl TaskQueue {
             .insert((ns.to_string(), name.to_string()), (key, entry));
     }
 
+    /// Queues `task` for `target` by its priority and creation time, keeping the object for
+    /// the lease.
+    pub fn upsert_task(&mut self, target: Target, task: Arc<AgentTask>) {
+        let (Some(ns), Some(name)) = (task.metadata.namespace.clone(), task.metadata.name.clone()) else {
+            return;
+        };
+        let created = task
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|c| c.0.as_second())
+            .unwrap_or_default();
+        self.upsert(&ns, &name, target, task.spec.priority, created);
+        self.attach(&ns, &name, task);
+    }
+
     /// Keeps `task` (as the controller last saw it) with its queue entry, for the lease.
     pub fn attach(&mut self, ns: &str, name: &str, task: Arc<AgentTask>) {
         self.objects.insert((ns.to_string(), name.to_string()), task);

@@ -353,22 +353,13 @@ impl Broker {
     }
 
     fn requeue(&self, task: &AgentTask) {
-        let (Some(ns), name) = (task.namespace(), task.name_any()) else {
-            return;
-        };
         let target = match (&task.spec.agent, task.spec.role) {
             (Some(a), _) => Target::Agent(a.clone()),
             (None, Some(r)) => Target::Role(r),
             (None, None) => return,
         };
-        let created = task
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or_default();
         if let Ok(mut q) = self.queue.lock() {
-            q.upsert(&ns, &name, target, task.spec.priority, created);
+            q.upsert_task(target, Arc::new(task.clone()));
         }
         self.queued.notify_waiters();
     }

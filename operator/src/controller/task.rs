@@ -339,15 +339,8 @@ fn enqueue(ctx: &Context, ns: &str, name: &str, target: task::Target, t: Arc<Age
     if ctx.leases.lock().is_ok_and(|l| l.contains(ns, name)) {
         return;
     }
-    let created = t
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|c| c.0.as_second())
-        .unwrap_or_default();
     if let Ok(mut q) = ctx.queue.lock() {
-        q.upsert(ns, name, target, t.spec.priority, created);
-        q.attach(ns, name, t);
+        q.upsert_task(target, t);
     }
     ctx.queued.notify_waiters();
 }

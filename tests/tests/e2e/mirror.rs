@@ -35,9 +35,9 @@ fn secret(c: &Cluster, url: &str) {
     );
 }
 
-fn agent(ns: &Namespace) {
+fn agent(ns: &Namespace, name: &str) {
     let agent = json!({
-        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "mirrored"},
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
         "spec": {"role": "Research", "concurrency": 16, "podTemplate": {
             "nodeSelector": {"type": "kwok"},
             "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
@@ -150,7 +150,7 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     let port = free_port();
     let args = ["--supabase-secret", SECRET];
     let mut op = Operator::start_with(&c, "mirror", port, &args);
-    agent(&ns);
+    agent(&ns, "mirrored");
     let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
 
     // Every state reaches the table, and the row equals the status.
@@ -259,7 +259,7 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
     );
     let port = free_port();
     let op = Operator::start_with(&c, "mirror-bad", port, &["--supabase-secret", SECRET]);
-    agent(&ns);
+    agent(&ns, "mirrored");
     let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
     create_tasks(&c, &ns, "echo", 5, json!({}));
     wait_until(
@@ -338,7 +338,7 @@ fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
     let ns = Namespace::create(&c, "e2e-mirror-pooled");
     let port = free_port();
     let _op = Operator::start_with(&c, "mirror-pooled", port, &["--supabase-secret", SECRET]);
-    agent(&ns);
+    agent(&ns, "mirrored");
     let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
     create_tasks(&c, &ns, "pooled", 1000, json!({}));
     wait_mirrored(&pg, &ns, 1000, 300);
@@ -401,14 +401,7 @@ fn pending_rows_become_one_task_each_and_are_mirrored_back() {
     assert!(bad_type.contains("spec.type"), "{bad_type}");
 
     // An agent runs them; the rows they came from show the outcome.
-    let agent = json!({
-        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "intake-research"},
-        "spec": {"role": "Research", "concurrency": 16, "podTemplate": {
-            "nodeSelector": {"type": "kwok"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-        }},
-    });
-    ns.apply_ok(&agent.to_string());
+    agent(&ns, "intake-research");
     let _agent = AgentProcess::start_with(
         &c,
         &ns.name,
