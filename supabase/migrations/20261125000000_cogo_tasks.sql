@@ -167,3 +167,37 @@ $$;
 create or replace trigger cogo_intake
   after insert on public.distributed_agent_tasks
   for each row execute function public.cogo_intake_notify();
+
+-- Broadcast from Database: where Supabase's realtime.send() exists, every change of a task row
+-- is also broadcast on the channels the system's Realtime clients listen on, named after the
+-- task's role: `agent_tasks_<role>` and `distributed-<role>-<port>`.
+do $$
+begin
+  if exists (
+    select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = 'realtime' and p.proname = 'send'
+  ) then
+    execute $f$
+      create or replace function public.cogo_broadcast() returns trigger
+      language plpgsql security definer set search_path = '' as $b$
+      declare
+        port int := case new.agent_type
+          when 'orchestrator' then 6001 when 'indexing' then 6002 when 'research' then 6003
+          when 'graphrag' then 6004 when 'executor' then 6005 end;
+        payload jsonb := jsonb_build_object(
+          'id', new.id, 'type', new.type, 'agent_type', new.agent_type, 'status', new.status,
+          'phase', new.phase, 'namespace', new.namespace, 'name', new.name,
+          'attempts', new.attempts, 'error_message', new.error_message, 'user_id', new.user_id);
+      begin
+        perform realtime.send(payload, 'task_' || tg_op, 'agent_tasks_' || new.agent_type, false);
+        if port is not null then
+          perform realtime.send(payload, 'task_' || tg_op, 'distributed-' || new.agent_type || '-' || port, false);
+        end if;
+        return new;
+      end
+      $b$
+    $f$;
+    execute 'create or replace trigger cogo_broadcast after insert or update on public.distributed_agent_tasks for each row execute function public.cogo_broadcast()';
+  end if;
+end
+$$;

@@ -146,6 +146,20 @@ impl Postgres {
         }
     }
 
+    /// Creates the login role `role` with `password`, which must present it (SCRAM) over TCP,
+    /// while every other role keeps trust authentication.
+    pub fn password_role(&self, role: &str, password: &str) {
+        self.query(&format!("create role {role} login password '{password}'"));
+        let hba = self.dir.join("data/pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all {role} 127.0.0.1/32 scram-sha-256\n{rules}"),
+        )
+        .expect("pg_hba.conf");
+        self.query("select pg_reload_conf()");
+    }
+
     /// A connection string for the superuser `postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

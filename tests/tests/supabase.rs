@@ -197,3 +197,36 @@ fn pgbouncer_runs_in_transaction_mode() {
         String::from_utf8_lossy(&show.stderr)
     );
 }
+
+/// Where Supabase's `realtime.send()` exists, row changes are broadcast on the seed's channel
+/// names for the task's role; where it does not, no trigger is made.
+#[test]
+fn task_changes_are_broadcast_where_realtime_send_exists() {
+    let pg = Postgres::start("broadcast");
+    // Supabase's function, recording what it is asked to send.
+    pg.query(
+        "create schema realtime;
+         create table realtime.sent (topic text, event text, payload jsonb);
+         create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+           returns void language sql as $$ insert into realtime.sent values (topic, event, payload) $$;",
+    );
+    migrate(&pg);
+    pg.query(
+        "insert into distributed_agent_tasks (id, type, agent_type, status) values
+           ('00000000-0000-0000-0000-0000000000c1', 'research.query', 'research', 'pending');
+         update distributed_agent_tasks set status = 'running', phase = 'Running'
+           where id = '00000000-0000-0000-0000-0000000000c1';",
+    );
+    assert_eq!(
+        pg.query("select string_agg(topic || ' ' || event || ' ' || (payload->>'status'), ',' order by event, topic) from realtime.sent"),
+        "agent_tasks_research task_INSERT pending,distributed-research-6003 task_INSERT pending,\
+         agent_tasks_research task_UPDATE running,distributed-research-6003 task_UPDATE running"
+    );
+
+    let plain = Postgres::start("no-broadcast");
+    migrate(&plain);
+    assert_eq!(
+        plain.query("select count(*) from pg_trigger where tgname = 'cogo_broadcast'"),
+        "0"
+    );
+}

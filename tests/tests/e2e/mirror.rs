@@ -274,6 +274,7 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
         },
     );
     let closed = free_port();
+    pg.password_role("cogo_pw", "right");
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("no Secret", None, "does not exist"),
         ("no url key", Some(String::new()), "has no key `url`"),
@@ -286,6 +287,22 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
             "unreachable host",
             Some(format!("url=postgres://postgres@127.0.0.1:{closed}/postgres")),
             "Connection refused",
+        ),
+        (
+            "wrong password",
+            Some(format!(
+                "url=postgres://cogo_pw:wrong@127.0.0.1:{}/postgres",
+                pg.port
+            )),
+            "password authentication failed for user \"cogo_pw\"",
+        ),
+        (
+            "a role that may not create the tables",
+            Some(format!(
+                "url=postgres://cogo_pw:right@127.0.0.1:{}/postgres",
+                pg.port
+            )),
+            "permission denied",
         ),
         (
             "no such database",
