@@ -249,6 +249,23 @@ pub struct Operator {
     pub broker_port: u16,
 }
 
+/// Pod overrides that place pods on the kwok nodes (which a cluster with a real node taints).
+pub fn kwok_pod_template() -> Value {
+    serde_json::json!({
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+    })
+}
+
+/// A Research CogoAgent named `name` whose pods go to the kwok nodes.
+pub fn kwok_agent(name: &str, replicas: i32, concurrency: i32) -> Value {
+    serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
+        "spec": {"role": "Research", "replicas": replicas, "concurrency": concurrency,
+                 "podTemplate": kwok_pod_template()},
+    })
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -5,8 +5,11 @@
 
 use std::{
     collections::HashMap,
+    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use tokio::sync::Notify;
 
 /// One held lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +120,16 @@ impl Leases {
     /// Whether no lease is held.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
+    }
+}
+
+/// Forgets the lease of `ns/name` and, when one was held, wakes the lease requests waiting
+/// for a free slot.
+pub fn release(leases: &Mutex<Leases>, freed: &Notify, ns: &str, name: &str) {
+    if let Ok(mut l) = leases.lock()
+        && l.release(ns, name).is_some()
+    {
+        freed.notify_waiters();
     }
 }
 

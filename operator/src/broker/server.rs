@@ -27,8 +27,8 @@ use axum::{
 use cogo_api::{
     AgentTask, AgentTaskStatus, CogoAgent, TaskPhase,
     broker::{
-        CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-        LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView,
+        Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
+        LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView,
     },
 };
 use futures::StreamExt;
@@ -37,7 +37,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
         reflector::{ObjectRef, Store},
     },
 };
@@ -46,11 +46,11 @@ use tracing::{debug, warn};
 
 use super::{
     auth::{AuthError, Keys},
-    leases::Leases,
+    leases::{Leases, release},
     queue::TaskQueue,
     transition::{self, Fence, Policy},
 };
-use crate::{build::FIELD_MANAGER, task::Target};
+use crate::{build::FIELD_MANAGER, controller::publish_task_event, task::Target};
 
 /// Lease writes one lease request makes at a time.
 const LEASE_WRITES_IN_FLIGHT: usize = 16;
@@ -99,6 +99,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    fn task_not_found(ns: &str, name: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "TaskNotFound",
+            format!("no AgentTask {ns}/{name}"),
+        )
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -208,6 +216,14 @@ async fn write_status(
         &Patch::Apply(&body),
     )
     .await
+}
+
+/// The CogoAgent a task was leased to (empty before its first lease).
+fn assigned_agent(task: &AgentTask) -> String {
+    task.status
+        .as_ref()
+        .and_then(|s| s.agent.clone())
+        .unwrap_or_default()
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -369,13 +385,13 @@ impl Broker {
     /// check (it may predate the lease), the API server's view decides.
     async fn held_task(
         &self,
-        headers: &HeaderMap,
+        claims: &Claims,
         ns: &str,
         name: &str,
         lease: Option<(&str, i32)>,
     ) -> Result<(Api<AgentTask>, AgentTask), ApiError> {
         let cached = self
-            .assigned_task(headers, ns, name, false)
+            .assigned_task(claims, ns, name, false)
             .await
             .and_then(|(api, t)| {
                 if let Some((pod, attempt)) = lease {
@@ -387,7 +403,7 @@ impl Broker {
             Ok(found) => Ok(found),
             Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(e),
             Err(_) => {
-                let (api, t) = self.assigned_task(headers, ns, name, true).await?;
+                let (api, t) = self.assigned_task(claims, ns, name, true).await?;
                 if let Some((pod, attempt)) = lease {
                     transition::check_lease(&t, pod, attempt).map_err(fence_error)?;
                 }
@@ -399,32 +415,18 @@ impl Broker {
     /// Reads a task and checks that the bearer acts for the agent it is assigned to.
     async fn assigned_task(
         &self,
-        headers: &HeaderMap,
+        claims: &Claims,
         ns: &str,
         name: &str,
         fresh: bool,
     ) -> Result<(Api<AgentTask>, AgentTask), ApiError> {
-        let claims = self.keys.verify_signature(bearer(headers)?)?;
         let api: Api<AgentTask> = Api::namespaced(self.client.clone(), ns);
         let Some(task) = self.read(&api, ns, name, fresh).await? else {
             // Deleted while it ran: its slot is free again.
-            if let Ok(mut l) = self.leases.lock()
-                && l.release(ns, name).is_some()
-            {
-                self.queued.notify_waiters();
-            }
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "TaskNotFound",
-                format!("no AgentTask {ns}/{name}"),
-            ));
+            release(&self.leases, &self.queued, ns, name);
+            return Err(ApiError::task_not_found(ns, name));
         };
-        let agent = task
-            .status
-            .as_ref()
-            .and_then(|s| s.agent.clone())
-            .unwrap_or_default();
-        if claims.sub != cogo_api::broker::Claims::subject(ns, &agent) {
+        if claims.sub != Claims::subject(ns, &assigned_agent(&task)) {
             return Err(AuthError::WrongAgent.into());
         }
         Ok((api, task))
@@ -512,16 +514,12 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    b.keys.verify_signature(bearer(&headers)?)?;
+    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
     let (_, task) = b
-        .held_task(&headers, &ns, &name, Some((&req.pod, req.attempt)))
+        .held_task(&claims, &ns, &name, Some((&req.pod, req.attempt)))
         .await?;
-    let agent = task
-        .status
-        .as_ref()
-        .and_then(|s| s.agent.clone())
-        .unwrap_or_default();
+    let agent = assigned_agent(&task);
     if let Ok(mut l) = b.leases.lock() {
         l.renew(
             &ns,
@@ -558,17 +556,12 @@ async fn complete(
     headers: HeaderMap,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
-    b.keys.verify_signature(bearer(&headers)?)?;
+    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
-    let (api, mut task) = b.held_task(&headers, &ns, &name, None).await?;
+    let (api, mut task) = b.held_task(&claims, &ns, &name, None).await?;
     let mut fresh = false;
     for _ in 0..3 {
-        let agent = task
-            .status
-            .as_ref()
-            .and_then(|s| s.agent.clone())
-            .unwrap_or_default();
-        let policy = Policy::of(&task, b.agent(&ns, &agent).as_deref());
+        let policy = Policy::of(&task, b.agent(&ns, &assigned_agent(&task)).as_deref());
         let status = match transition::completed(&task, &req, &policy, &now(), b.max_result_bytes) {
             Ok(s) => s,
             Err(Fence::AlreadyRecorded(phase)) => {
@@ -580,7 +573,7 @@ async fn complete(
             // The cached view may predate the lease: ask the API server.
             Err(Fence::LeaseLost { .. }) if !fresh => {
                 fresh = true;
-                task = b.assigned_task(&headers, &ns, &name, true).await?.1;
+                task = b.assigned_task(&claims, &ns, &name, true).await?.1;
                 continue;
             }
             Err(f) => return Err(fence_error(f)),
@@ -593,11 +586,7 @@ async fn complete(
         }
         match write_status(&api, &name, &rv, &status).await {
             Ok(_) => {
-                if let Ok(mut l) = b.leases.lock()
-                    && l.release(&ns, &name).is_some()
-                {
-                    b.queued.notify_waiters();
-                }
+                release(&b.leases, &b.queued, &ns, &name);
                 let phase = status.phase.unwrap_or(TaskPhase::Running);
                 // Success is in status; an Event for it would be one more write per task.
                 let event = match phase {
@@ -606,29 +595,15 @@ async fn complete(
                     TaskPhase::Pending => Some((EventType::Warning, "BackingOff")),
                     _ => Some((EventType::Warning, "Failed")),
                 };
-                if let Some((type_, reason)) = event {
-                    let event = Event {
-                        type_,
-                        reason: reason.into(),
-                        note: status.message.clone().map(|m| m.chars().take(1000).collect()),
-                        action: "Complete".into(),
-                        secondary: None,
-                    };
-                    if let Err(e) = b.recorder.publish(&event, &task.object_ref(&())).await {
-                        warn!(error = %e, "cannot publish the task's Event");
-                    }
+                if let Some(event) = event {
+                    publish_task_event(&b.recorder, &task, event, status.message.as_deref(), "Complete")
+                        .await;
                 }
                 return Ok(Json(CompleteResponse { phase, applied: true }));
             }
             Err(e) if is_conflict(&e) => {
                 fresh = true;
-                task = api.get_opt(&name).await?.ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "TaskNotFound",
-                        format!("no AgentTask {ns}/{name}"),
-                    )
-                })?;
+                task = b.assigned_task(&claims, &ns, &name, true).await?.1;
             }
             Err(e) => return Err(e.into()),
         }
@@ -665,10 +640,10 @@ async fn subtask(
     headers: HeaderMap,
     body: Result<Json<SubtaskRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    b.keys.verify_signature(bearer(&headers)?)?;
+    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
     let (api, parent) = b
-        .held_task(&headers, &ns, &parent_name, Some((&req.pod, req.attempt)))
+        .held_task(&claims, &ns, &parent_name, Some((&req.pod, req.attempt)))
         .await?;
     if req.agent.is_some() == req.role.is_some() {
         return Err(ApiError::new(
@@ -759,12 +734,6 @@ async fn read_task(
     let task = Api::<AgentTask>::namespaced(b.client.clone(), &ns)
         .get_opt(&name)
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "TaskNotFound",
-                format!("no AgentTask {ns}/{name}"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::task_not_found(&ns, &name))?;
     Ok(Json(view(&task)))
 }

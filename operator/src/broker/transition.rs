@@ -205,14 +205,8 @@ pub fn completed(
     if phase == TaskPhase::Failed && req.retryable {
         return Ok(end_attempt(task, why, &message, policy, now));
     }
-    s.phase = Some(phase);
-    s.completion_time = Some(now.clone());
-    s.message = Some(message.clone());
-    if let Some(last) = s.attempts.last_mut().filter(|a| a.number == req.attempt) {
-        last.finish_time = Some(now.clone());
-        last.outcome = Some(why.to_string());
-        last.message = (phase != TaskPhase::Succeeded).then(|| message.clone());
-    }
+    let detail = (phase != TaskPhase::Succeeded).then_some(message.as_str());
+    close_attempt(&mut s, req.attempt, why, detail, now);
     if let Some(result) = &req.result {
         let bytes = serde_json::to_vec(result).unwrap_or_default();
         if bytes.len() <= max_result_bytes {
@@ -230,11 +224,39 @@ pub fn completed(
             });
         }
     }
+    settle(&mut s, phase, (status, why, message), gen_, now);
+    Ok(s)
+}
+
+/// Records how attempt `number` ended, when it is the newest attempt kept.
+fn close_attempt(s: &mut AgentTaskStatus, number: i32, why: &str, message: Option<&str>, now: &Time) {
+    if let Some(last) = s.attempts.last_mut().filter(|a| a.number == number) {
+        last.finish_time = Some(now.clone());
+        last.outcome = Some(why.to_string());
+        last.message = message.map(str::to_string);
+    }
+}
+
+/// Puts the task in `phase`, with `text` as its message and as the `Succeeded` condition's
+/// (with `status` and `reason`). A final phase also records the completion time and ends any
+/// backoff.
+fn settle(
+    s: &mut AgentTaskStatus,
+    phase: TaskPhase,
+    (status, reason, text): (&str, &str, String),
+    generation: Option<i64>,
+    now: &Time,
+) {
+    s.phase = Some(phase);
+    if phase.is_terminal() {
+        s.completion_time = Some(now.clone());
+        s.retry_after = None;
+    }
+    s.message = Some(text.clone());
     conditions::set_condition(
         &mut s.conditions,
-        conditions::condition(SUCCEEDED, status, why, message, gen_, now),
+        conditions::condition(SUCCEEDED, status, reason, text, generation, now),
     );
-    Ok(s)
 }
 
 /// Ends the running attempt, which failed with `why`: the task waits for its next attempt
@@ -250,11 +272,7 @@ pub fn end_attempt(
     let mut s = task.status.clone().unwrap_or_default();
     let gen_ = task.metadata.generation;
     let attempt = s.attempt;
-    if let Some(last) = s.attempts.last_mut().filter(|a| a.number == attempt) {
-        last.finish_time = Some(now.clone());
-        last.outcome = Some(why.to_string());
-        last.message = Some(message.to_string());
-    }
+    close_attempt(&mut s, attempt, why, Some(message), now);
     s.pod = None;
     let (phase, status, reason, text) = if task.spec.cancel_requested {
         (
@@ -265,17 +283,18 @@ pub fn end_attempt(
         )
     } else if attempt <= policy.retry.limit {
         let delay = policy.backoff_seconds(attempt);
-        s.phase = Some(TaskPhase::Pending);
-        s.retry_after = Some(Time(now.0 + jiff::SignedDuration::from_secs(delay)));
         let text = format!(
             "attempt {attempt} failed ({why}: {message}); retry {attempt} of {} in {delay}s",
             policy.retry.limit
         );
-        s.message = Some(text.clone());
-        conditions::set_condition(
-            &mut s.conditions,
-            conditions::condition(SUCCEEDED, cs::UNKNOWN, reason::BACKING_OFF, text, gen_, now),
+        settle(
+            &mut s,
+            TaskPhase::Pending,
+            (cs::UNKNOWN, reason::BACKING_OFF, text),
+            gen_,
+            now,
         );
+        s.retry_after = Some(Time(now.0 + jiff::SignedDuration::from_secs(delay)));
         return s;
     } else {
         let retries = match policy.retry.limit {
@@ -289,14 +308,7 @@ pub fn end_attempt(
             format!("attempt {attempt} failed: {message}; {retries}"),
         )
     };
-    s.phase = Some(phase);
-    s.completion_time = Some(now.clone());
-    s.retry_after = None;
-    s.message = Some(text.clone());
-    conditions::set_condition(
-        &mut s.conditions,
-        conditions::condition(SUCCEEDED, status, reason, text, gen_, now),
-    );
+    settle(&mut s, phase, (status, reason, text), gen_, now);
     s
 }
 
@@ -313,27 +325,15 @@ pub fn deadline_exceeded(task: &AgentTask, policy: &Policy, now: &Time) -> Optio
     );
     if s.phase == Some(TaskPhase::Running) {
         let attempt = s.attempt;
-        if let Some(last) = s.attempts.last_mut().filter(|a| a.number == attempt) {
-            last.finish_time = Some(now.clone());
-            last.outcome = Some(reason::DEADLINE_EXCEEDED.into());
-            last.message = Some(text.clone());
-        }
+        close_attempt(&mut s, attempt, reason::DEADLINE_EXCEEDED, Some(&text), now);
     }
-    s.phase = Some(TaskPhase::Failed);
     s.pod = None;
-    s.retry_after = None;
-    s.completion_time = Some(now.clone());
-    s.message = Some(text.clone());
-    conditions::set_condition(
-        &mut s.conditions,
-        conditions::condition(
-            SUCCEEDED,
-            cs::FALSE,
-            reason::DEADLINE_EXCEEDED,
-            text,
-            task.metadata.generation,
-            now,
-        ),
+    settle(
+        &mut s,
+        TaskPhase::Failed,
+        (cs::FALSE, reason::DEADLINE_EXCEEDED, text),
+        task.metadata.generation,
+        now,
     );
     Some(s)
 }
@@ -345,21 +345,16 @@ pub fn cancelled_while_waiting(task: &AgentTask, now: &Time) -> Option<AgentTask
     if !task.spec.cancel_requested || s.phase.is_some_and(|p| p != TaskPhase::Pending) {
         return None;
     }
-    let text = "the task was cancelled before it ran".to_string();
-    s.phase = Some(TaskPhase::Cancelled);
-    s.retry_after = None;
-    s.completion_time = Some(now.clone());
-    s.message = Some(text.clone());
-    conditions::set_condition(
-        &mut s.conditions,
-        conditions::condition(
-            SUCCEEDED,
+    settle(
+        &mut s,
+        TaskPhase::Cancelled,
+        (
             cs::FALSE,
             reason::CANCELLED,
-            text,
-            task.metadata.generation,
-            now,
+            "the task was cancelled before it ran".into(),
         ),
+        task.metadata.generation,
+        now,
     );
     Some(s)
 }

@@ -334,6 +334,27 @@ pub async fn warn_invalid<K: Resource<DynamicType = ()>>(
         .map_err(Error::Event)
 }
 
+/// Publishes an Event about a task's transition; a failure to publish is logged, never fatal
+/// (the transition is in status already).
+pub async fn publish_task_event(
+    recorder: &Recorder,
+    task: &cogo_api::AgentTask,
+    (type_, reason): (EventType, &str),
+    note: Option<&str>,
+    action: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: note.map(|m| m.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &task.object_ref(&())).await {
+        warn!(error = %e, "cannot publish the task's Event");
+    }
+}
+
 /// Shared error policy: log, count, and retry after the configured backoff.
 pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(
     obj: Arc<K>,

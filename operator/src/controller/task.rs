@@ -23,14 +23,14 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         reflector::{ObjectRef, Store},
         watcher,
     },
 };
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
-use super::{Context, apply_status, error_policy, update_status};
+use super::{Context, apply_status, error_policy, publish_task_event, update_status};
 use crate::{
     Error, Result,
     broker::{
@@ -241,16 +241,14 @@ async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<A
     } else {
         EventType::Warning
     };
-    let event = Event {
-        type_,
-        reason,
-        note: next.message.as_ref().map(|m| m.chars().take(1000).collect()),
-        action: "Supervise".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &t.object_ref(&())).await {
-        warn!(error = %e, "cannot publish the task's Event");
-    }
+    publish_task_event(
+        &ctx.recorder,
+        t,
+        (type_, &reason),
+        next.message.as_deref(),
+        "Supervise",
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -322,12 +320,7 @@ async fn adopt(ctx: &Context, t: &AgentTask, ns: &str, parent: &AgentTask) -> Re
 }
 
 fn release(ctx: &Context, ns: &str, name: &str) {
-    if let Ok(mut l) = ctx.leases.lock()
-        && l.release(ns, name).is_some()
-    {
-        // A slot of the agent is free again.
-        ctx.queued.notify_waiters();
-    }
+    crate::broker::leases::release(&ctx.leases, &ctx.queued, ns, name);
 }
 
 /// How long a new task waits in the queue before the controller writes its first status.

@@ -26,7 +26,7 @@ use std::{
 
 use cogo_api::{AgentTask, TaskPhase};
 use cogo_e2e::{
-    cluster::{AgentProcess, Cluster, Operator, audit_lines, audited_writes, free_port},
+    cluster::{AgentProcess, Cluster, Operator, audit_lines, audited_writes, free_port, kwok_agent},
     postgres::{PgBouncer, Postgres},
     repo,
 };
@@ -216,13 +216,7 @@ async fn ceiling(client: &Client) -> Result<f64, Error> {
 
 /// Starts the bench agent (one CogoAgent, `AGENT_PODS` local pods) in `ns`.
 fn agents(c: &Cluster, ns: &str, op: &Operator) -> Vec<AgentProcess> {
-    let agent = json!({
-        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "bench"},
-        "spec": {"role": "Research", "replicas": AGENT_PODS, "concurrency": SLOTS_PER_POD, "podTemplate": {
-            "nodeSelector": {"type": "kwok"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-        }},
-    });
+    let agent = kwok_agent("bench", AGENT_PODS as i32, SLOTS_PER_POD as i32);
     c.kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&agent.to_string()));
     (0..AGENT_PODS)
         .map(|i| {

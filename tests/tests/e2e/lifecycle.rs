@@ -5,21 +5,14 @@
 
 use std::time::Duration;
 
-use cogo_e2e::cluster::{AgentProcess, Namespace, Operator, wait_until};
+use cogo_e2e::cluster::{AgentProcess, Namespace, Operator, kwok_agent, wait_until};
 use serde_json::{Value, json};
 
 use super::{cluster, condition};
 
 /// Applies a CogoAgent whose pods (if any) go to the kwok nodes.
 fn agent(ns: &Namespace, name: &str, replicas: i32, concurrency: i32) {
-    let agent = json!({
-        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
-        "spec": {"role": "Research", "replicas": replicas, "concurrency": concurrency, "podTemplate": {
-            "nodeSelector": {"type": "kwok"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-        }},
-    });
-    ns.apply_ok(&agent.to_string());
+    ns.apply_ok(&kwok_agent(name, replicas, concurrency).to_string());
 }
 
 /// Creates an AgentTask with `spec`.

@@ -3,7 +3,7 @@
 //! process. Run with `make e2e`; the tests run one at a time, each in its own namespace.
 
 use cogo_e2e::{
-    cluster::{Cluster, Namespace},
+    cluster::{Cluster, Namespace, kwok_pod_template},
     repo,
 };
 use serde_json::Value;
@@ -24,10 +24,7 @@ pub(crate) fn apply_examples(ns: &Namespace) {
     for f in ["secrets.yaml", "agents.yaml", "workers.yaml"] {
         for mut doc in serde_saphyr::from_multiple::<Value>(&example(f)).expect("example YAML") {
             if doc["kind"] == "CogoAgent" || doc["kind"] == "CogoWorker" {
-                doc["spec"]["podTemplate"] = serde_json::json!({
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-                });
+                doc["spec"]["podTemplate"] = kwok_pod_template();
             }
             ns.apply_ok(&doc.to_string());
         }

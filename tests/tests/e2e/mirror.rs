@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use cogo_e2e::{
-    cluster::{AgentProcess, Cluster, Namespace, Operator, free_port, wait_until},
+    cluster::{AgentProcess, Cluster, Namespace, Operator, free_port, kwok_agent, wait_until},
     postgres::Postgres,
 };
 use serde_json::{Value, json};
@@ -36,14 +36,7 @@ fn secret(c: &Cluster, url: &str) {
 }
 
 fn agent(ns: &Namespace, name: &str) {
-    let agent = json!({
-        "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
-        "spec": {"role": "Research", "concurrency": 16, "podTemplate": {
-            "nodeSelector": {"type": "kwok"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-        }},
-    });
-    ns.apply_ok(&agent.to_string());
+    ns.apply_ok(&kwok_agent(name, 1, 16).to_string());
 }
 
 fn create_tasks(c: &Cluster, ns: &Namespace, prefix: &str, n: usize, extra: Value) {

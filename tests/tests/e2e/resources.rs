@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cogo_e2e::cluster::{Namespace, Operator, audit_lines, audited_writes, wait_until};
+use cogo_e2e::cluster::{Namespace, Operator, audit_lines, audited_writes, kwok_pod_template, wait_until};
 use serde_json::Value;
 
 use super::{apply_examples, cluster, condition, wait_all_ready};
@@ -426,10 +426,7 @@ fn two_thousand_pods_on_kwok_nodes() {
             "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
             "spec": {
                 "role": "Research", "replicas": 1000, "resources": {"cpuRequest": "10m", "memory": "16Mi"},
-                "podTemplate": {
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-                },
+                "podTemplate": kwok_pod_template(),
             },
         });
         ns.apply_ok(&agent.to_string());

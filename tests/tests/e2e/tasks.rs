@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cogo_e2e::cluster::{AgentProcess, Namespace, Operator, wait_until};
+use cogo_e2e::cluster::{AgentProcess, Namespace, Operator, kwok_agent, wait_until};
 use serde_json::Value;
 
 use super::{apply_examples, cluster, condition, example};
@@ -69,13 +69,7 @@ fn two_hundred_echo_tasks_across_two_agents() {
     let ns = Namespace::create(&c, "e2e-echo");
     let op = Operator::start(&c, "echo");
     for name in ["echo-a", "echo-b"] {
-        let agent = serde_json::json!({
-            "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
-            "spec": {"role": "Research", "concurrency": 8, "podTemplate": {
-                "nodeSelector": {"type": "kwok"},
-                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
-            }},
-        });
+        let agent = kwok_agent(name, 1, 8);
         ns.apply_ok(&agent.to_string());
     }
     let _agents: Vec<AgentProcess> = ["echo-a", "echo-b"]
