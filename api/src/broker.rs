@@ -7,6 +7,10 @@
 //! so a late call from a pod whose lease was taken away cannot change a newer attempt. A
 //! running task may create sub-tasks (`.../tasks/{name}/subtasks`), and any agent may read a
 //! task of its namespace (`GET .../tasks/{name}`).
+//!
+//! Executor agents also report the workers connected to them
+//! (`POST .../agents/{agent}/workers`), and read the public keys worker tokens are verified
+//! with (`GET /v1/worker-keys`).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +32,23 @@ pub struct LeaseRequest {
     /// Seconds to wait for work when none is queued (0 to [`MAX_WAIT_SECONDS`]).
     #[serde(default)]
     pub wait_seconds: u32,
+    /// Lease only tasks whose type starts with one of these prefixes (for example
+    /// `python.`); empty leases any type. An Executor leases its workers' task types with
+    /// one request per worker kind, as many as that kind has free slots; such leases count
+    /// against the workers' capacity, not the agent's `concurrency`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub type_prefixes: Vec<String>,
+    /// Never lease tasks whose type starts with one of these prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_type_prefixes: Vec<String>,
+}
+
+impl LeaseRequest {
+    /// Whether a task of `task_type` may be leased by this request.
+    pub fn wants(&self, task_type: &str) -> bool {
+        let has = |prefixes: &[String]| prefixes.iter().any(|p| task_type.starts_with(p.as_str()));
+        (self.type_prefixes.is_empty() || has(&self.type_prefixes)) && !has(&self.exclude_type_prefixes)
+    }
 }
 
 /// The answer to a lease: zero or more tasks, now Running on the asking pod.
@@ -187,6 +208,76 @@ pub struct TaskView {
     pub message: Option<String>,
 }
 
+/// `POST /v1/namespaces/{ns}/agents/{agent}/workers`: an Executor pod reports the workers
+/// connected to it and the jobs they finished, every few seconds. The operator keeps the
+/// newest report of each Executor pod for a while and writes the CogoWorkers' status from them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerReport {
+    /// The reporting Executor pod.
+    pub pod: String,
+    /// The workers connected to it now.
+    #[serde(default)]
+    pub workers: Vec<ConnectedWorker>,
+    /// Jobs finished since the Executor pod started, per CogoWorker.
+    #[serde(default)]
+    pub jobs: Vec<JobTotals>,
+}
+
+/// A worker pod connected to an Executor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectedWorker {
+    /// The worker's id (its pod name).
+    pub id: String,
+    /// The CogoWorker it belongs to.
+    pub worker: String,
+    /// Its kind.
+    pub kind: crate::WorkerKind,
+    /// Jobs it takes at once (0 while it drains).
+    pub capacity: u32,
+    /// Jobs it runs now.
+    pub active: u32,
+}
+
+/// Jobs of one CogoWorker's pods that finished.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobTotals {
+    /// The CogoWorker.
+    pub worker: String,
+    /// Jobs that returned a result.
+    pub succeeded: u64,
+    /// Jobs that failed.
+    pub failed: u64,
+}
+
+/// `GET /v1/worker-keys`: the public keys worker tokens are signed with, as a JSON Web Key
+/// Set (RFC 7517). Rotated-out keys stay in it until they are dropped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub struct WorkerKeySet {
+    /// The keys.
+    pub keys: Vec<WorkerKey>,
+}
+
+/// One Ed25519 public key (RFC 8037).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct WorkerKey {
+    /// Key type: `OKP`.
+    pub kty: String,
+    /// Curve: `Ed25519`.
+    pub crv: String,
+    /// Algorithm: `EdDSA`.
+    pub alg: String,
+    /// Use: `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// Key id, as named in the tokens' header.
+    pub kid: String,
+    /// The public key, base64url without padding.
+    pub x: String,
+}
+
 /// The body of every error answer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -230,6 +321,21 @@ mod tests {
         assert!(err.to_string().contains("unknown field `slot`"), "{err}");
         let ok: LeaseRequest = serde_json::from_value(json!({"pod": "p", "slots": 2})).unwrap();
         assert_eq!(ok.wait_seconds, 0);
+        assert!(ok.wants("cogo.echo") && ok.wants("python.execute"), "no filter: any type");
+    }
+
+    #[test]
+    fn type_prefixes_filter_what_a_lease_takes() {
+        let python: LeaseRequest =
+            serde_json::from_value(json!({"pod": "p", "slots": 2, "typePrefixes": ["python."]})).unwrap();
+        assert!(python.wants("python.execute"));
+        assert!(!python.wants("cogo.echo") && !python.wants("browser.run"));
+        let own: LeaseRequest = serde_json::from_value(
+            json!({"pod": "p", "slots": 2, "excludeTypePrefixes": ["python.", "browser."]}),
+        )
+        .unwrap();
+        assert!(own.wants("cogo.echo") && own.wants("research.query"));
+        assert!(!own.wants("python.execute") && !own.wants("browser.screenshot"));
     }
 
     #[test]

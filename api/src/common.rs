@@ -245,6 +245,29 @@ pub struct Resources {
     pub memory: Option<String>,
 }
 
+/// The bytes of a memory-like Kubernetes quantity (`512Mi`, `1G`, `1048576`), as the schema's
+/// pattern `^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$` allows them; None for anything else or on overflow.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let digits = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(digits);
+    let factor: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    if number.is_empty() {
+        return None;
+    }
+    number.parse::<u64>().ok()?.checked_mul(factor)
+}
+
 /// Lists the Secret names a pod spec would need, for the operator's existence checks.
 pub fn image_pull_secret_names(overrides: &PodOverrides) -> impl Iterator<Item = &str> {
     overrides
@@ -257,3 +280,25 @@ pub fn image_pull_secret_names(overrides: &PodOverrides) -> impl Iterator<Item =
 /// The CEL rule and message that keep a resource's name usable as a Service name.
 pub(crate) const NAME_RULE: &str =
     "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn memory_quantities_in_bytes() {
+        for (q, bytes) in [
+            ("512Mi", Some(512 << 20)),
+            ("1Gi", Some(1 << 30)),
+            ("1G", Some(1_000_000_000)),
+            ("2k", Some(2000)),
+            ("4096", Some(4096)),
+            ("Mi", None),
+            ("1.5Gi", None),
+            ("1Pi", None),
+            ("99999999999Ti", None),
+        ] {
+            assert_eq!(quantity_bytes(q), bytes, "{q}");
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod broker;
+pub mod catalogue;
 pub mod common;
 pub mod conditions;
 pub mod crdgen;

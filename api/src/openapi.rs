@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::broker::{
     CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    LeaseResponse, SubtaskRequest, TaskView,
+    LeaseResponse, SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
 };
 
 /// Where the document is written, relative to the repository.
@@ -22,6 +22,8 @@ struct Op {
     request: Option<Value>,
     ok: (&'static str, Value),
     errors: &'static [(&'static str, &'static str)],
+    /// Whether the call needs an agent token.
+    authenticated: bool,
 }
 
 const AUTH_ERRORS: [(&str, &str); 2] = [
@@ -61,6 +63,8 @@ pub fn broker() -> Value {
     let done_res = schema(|g| g.subschema_for::<CompleteResponse>());
     let sub_req = schema(|g| g.subschema_for::<SubtaskRequest>());
     let view = schema(|g| g.subschema_for::<TaskView>());
+    let report = schema(|g| g.subschema_for::<WorkerReport>());
+    let key_set = schema(|g| g.subschema_for::<WorkerKeySet>());
     let error = schema(|g| g.subschema_for::<ErrorBody>());
     let ops = [
         Op {
@@ -83,6 +87,7 @@ pub fn broker() -> Value {
                 ),
                 ("404", "AgentNotFound: no such CogoAgent"),
             ],
+            authenticated: true,
         },
         Op {
             method: "post",
@@ -98,6 +103,7 @@ pub fn broker() -> Value {
                     "LeaseLost: this pod no longer holds this attempt; stop working on it",
                 ),
             ],
+            authenticated: true,
         },
         Op {
             method: "post",
@@ -116,6 +122,7 @@ pub fn broker() -> Value {
                     "LeaseLost: the attempt was taken away from this pod; its outcome is not recorded",
                 ),
             ],
+            authenticated: true,
         },
         Op {
             method: "post",
@@ -138,6 +145,7 @@ pub fn broker() -> Value {
                     "InvalidTask: the API server refused the sub-task (its message says why)",
                 ),
             ],
+            authenticated: true,
         },
         Op {
             method: "get",
@@ -147,13 +155,41 @@ pub fn broker() -> Value {
             request: None,
             ok: ("200", response("The task", &view)),
             errors: &[("404", "TaskNotFound: no such task")],
+            authenticated: true,
+        },
+        Op {
+            method: "post",
+            path: "/v1/namespaces/{namespace}/agents/{agent}/workers",
+            id: "reportWorkers",
+            summary: "An Executor pod reports the worker pods connected to it and the jobs they finished; the operator writes the CogoWorkers' connectedWorkers, activeJobs and successRatePercent from the newest report of each Executor pod.",
+            request: Some(body(report)),
+            ok: ("204", json!({"description": "The report is recorded"})),
+            errors: &[
+                (
+                    "400",
+                    "InvalidRequest, MalformedRequest: not a valid report, or the agent is not an Executor",
+                ),
+                ("404", "AgentNotFound: no such CogoAgent"),
+            ],
+            authenticated: true,
+        },
+        Op {
+            method: "get",
+            path: "/v1/worker-keys",
+            id: "workerKeys",
+            summary: "The Ed25519 public keys worker tokens are signed with, as a JSON Web Key Set; Executors verify worker tokens with them. Public: no token needed.",
+            request: None,
+            ok: ("200", response("The keys", &key_set)),
+            errors: &[("404", "NoWorkerKeys: this operator issues no worker tokens")],
+            authenticated: false,
         },
     ];
     let mut paths = Map::new();
     for op in ops {
         let mut responses = Map::new();
         responses.insert(op.ok.0.into(), op.ok.1);
-        for (code, description) in AUTH_ERRORS.iter().chain(op.errors) {
+        let auth: &[(&str, &str)] = if op.authenticated { &AUTH_ERRORS } else { &[] };
+        for (code, description) in auth.iter().chain(op.errors) {
             responses.insert((*code).into(), response(description, &error));
         }
         responses.insert(
@@ -167,18 +203,25 @@ pub fn broker() -> Value {
             "503".into(),
             response("KubernetesUnavailable, Busy: try again with backoff", &error),
         );
-        let mut params = vec![param("namespace", "Namespace of the agent and its tasks")];
-        params.push(if op.path.contains("{agent}") {
-            param("agent", "Name of the CogoAgent the token was issued for")
-        } else {
-            param("task", "Name of the AgentTask")
-        });
+        let mut params = Vec::new();
+        if op.path.contains("{namespace}") {
+            params.push(param("namespace", "Namespace of the agent and its tasks"));
+        }
+        if op.path.contains("{agent}") {
+            params.push(param("agent", "Name of the CogoAgent the token was issued for"));
+        }
+        if op.path.contains("{task}") {
+            params.push(param("task", "Name of the AgentTask"));
+        }
         let mut operation = json!({
             "operationId": op.id,
             "summary": op.summary,
             "parameters": params,
             "responses": responses,
         });
+        if !op.authenticated {
+            operation["security"] = json!([]);
+        }
         if let Some(request) = op.request {
             operation["requestBody"] = request;
         }
@@ -195,7 +238,7 @@ pub fn broker() -> Value {
         "info": {
             "title": "Cogo task broker",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The API agent pods call to lease, heartbeat and complete AgentTasks, create sub-tasks and read tasks. Served by the leading cogo-operator replica (port 8080). Generated by `make crds` from cogo_api::broker; do not edit by hand.",
+            "description": "The API agent pods call to lease, heartbeat and complete AgentTasks, create sub-tasks and read tasks, and Executors call to report their workers and read the keys of worker tokens. Served by the leading cogo-operator replica (port 8080). Generated by `make crds` from cogo_api::broker; do not edit by hand.",
         },
         "servers": [{"url": "http://cogo-operator.cogo-system.svc:8080"}],
         "security": [{"agentToken": []}],

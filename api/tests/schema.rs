@@ -47,6 +47,8 @@ fn the_broker_openapi_document_is_current_and_complete() {
         "SubtaskRequest",
         "TaskView",
         "ErrorBody",
+        "WorkerReport",
+        "WorkerKeySet",
     ] {
         assert!(schemas.contains_key(name), "{name} is not in the document");
     }
@@ -63,7 +65,15 @@ fn the_broker_openapi_document_is_current_and_complete() {
         .values()
         .map(|p| p.as_object().unwrap().len())
         .sum();
-    assert_eq!(ops, 5, "lease, heartbeat, complete, subtasks, get");
+    assert_eq!(
+        ops, 7,
+        "lease, heartbeat, complete, subtasks, get, reportWorkers, workerKeys"
+    );
+    assert_eq!(
+        doc["paths"]["/v1/worker-keys"]["get"]["security"],
+        serde_json::json!([]),
+        "the public keys need no token"
+    );
 }
 
 fn schema_of(file: &str) -> Value {
@@ -302,6 +312,16 @@ fn cel_rules_reject_bad_objects_naming_the_field() {
             "allowed packages on a browser",
             worker(json!({"kind": "Browser", "sandbox": {"allowedPackages": ["numpy"]}})),
             "spec.sandbox.allowedPackages is only valid when spec.kind is PythonSandbox",
+        ),
+        (
+            "a package index on a browser",
+            worker(json!({"kind": "Browser", "sandbox": {"packageIndexUrl": "http://index.local/simple"}})),
+            "spec.sandbox.packageIndexUrl is only valid when spec.kind is PythonSandbox",
+        ),
+        (
+            "a file size above the workspace",
+            worker(json!({"kind": "PythonSandbox", "sandbox": {"maxFileSize": "1Gi", "workspaceSize": "256Mi"}})),
+            "sandbox.maxFileSize must not exceed sandbox.workspaceSize",
         ),
         (
             "worker name with upper case",

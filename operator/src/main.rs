@@ -152,12 +152,41 @@ async fn seed_leases(client: &Client, ctx: &Context) -> anyhow::Result<usize> {
                     s.pod.clone().unwrap_or_default(),
                 );
                 leases.hold(&ns, &t.name_any(), &agent, &pod, s.attempt, now);
+                let counted = controller::task::counts_against_agent(&ctx.agents, &ns, t);
+                leases.set_counted(&ns, &t.name_any(), counted);
                 running += 1;
             }
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(running),
+        }
+    }
+}
+
+/// Keeps `keys` equal to the Secret of worker-token keys as it changes (a rotation); a Secret
+/// that cannot be used is logged and the keys in use are kept.
+async fn follow_worker_keys(
+    api: Api<k8s_openapi::api::core::v1::Secret>,
+    keys: Arc<std::sync::RwLock<broker::worker_keys::WorkerKeys>>,
+) {
+    let config = watcher::Config::default().fields(&format!(
+        "metadata.name={}",
+        broker::worker_keys::KEYS_SECRET
+    ));
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(event) = events.next().await {
+        let Ok(secret) = event else { continue };
+        match broker::worker_keys::parse(&secret) {
+            Ok(fresh) => {
+                if let Ok(mut k) = keys.write() {
+                    if k.current.id != fresh.current.id {
+                        info!(current = %fresh.current.id, "worker-token keys rotated");
+                    }
+                    *k = fresh;
+                }
+            }
+            Err(e) => error!(error = %e, "keeping the worker-token keys in use"),
         }
     }
 }
@@ -287,6 +316,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let keys = broker::keys::load_or_create(&Api::namespaced(client.clone(), &keys_ns))
         .await
         .context("cannot load the broker's signing keys")?;
+    // Worker tokens are signed with keys only the operator holds; rotating them in their
+    // Secret takes effect without a restart.
+    let secrets_api = Api::namespaced(client.clone(), &keys_ns);
+    let worker_keys = Arc::new(std::sync::RwLock::new(
+        broker::worker_keys::load_or_create(&secrets_api)
+            .await
+            .context("cannot load the worker-token keys")?,
+    ));
+    tokio::spawn(follow_worker_keys(secrets_api, worker_keys.clone()));
     let ctx = Context::new(
         client.clone(),
         config.clone(),
@@ -294,7 +332,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(identity.clone()),
     )
     .with_agents(agents.clone())
-    .with_keys(keys.clone());
+    .with_keys(keys.clone())
+    .with_worker_keys(worker_keys.clone());
     let mirror = args.supabase_secret.clone().map(|secret| {
         let mirror = cogo_operator::mirror::Mirror::new(metrics.clone());
         info!(secret = %secret, namespace = %keys_ns, "mirroring AgentTasks to Supabase");
@@ -330,6 +369,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tasks: ctx.tasks.clone(),
         mirror,
         recorder: ctx.recorder.clone(),
+        worker_keys: Some(worker_keys),
+        workers: ctx.workers.clone(),
     };
     // Running tasks keep their pods: each gets a fresh lease, and counts against its agent's
     // concurrency, before the first lease request is served.

@@ -23,6 +23,56 @@ pub mod reason {
     pub const INPUT_TOO_LARGE: &str = "InputTooLarge";
     /// `spec.parent` names no AgentTask of the namespace.
     pub const PARENT_NOT_FOUND: &str = "ParentNotFound";
+    /// The task needs a worker and no worker of its kind is connected to the Executor.
+    pub const WAITING_FOR_WORKER: &str = "WaitingForWorker";
+}
+
+/// Why an accepted task that runs on a worker still waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerWait {
+    /// No worker of `kind` is connected to the Executor (`executor`, or any when None).
+    NoneConnected {
+        /// The worker kind the task needs.
+        kind: cogo_api::WorkerKind,
+        /// The Executor named by the task.
+        executor: Option<String>,
+    },
+    /// Every worker of `kind` is busy.
+    Busy {
+        /// The worker kind the task needs.
+        kind: cogo_api::WorkerKind,
+        /// The Executor named by the task.
+        executor: Option<String>,
+    },
+}
+
+impl WorkerWait {
+    fn executor(executor: &Option<String>) -> String {
+        match executor {
+            Some(e) => format!("Executor {e}"),
+            None => "any Executor of the namespace".into(),
+        }
+    }
+
+    /// The reason and message of the `Accepted` condition while the task waits.
+    fn explain(&self) -> (&'static str, String) {
+        match self {
+            WorkerWait::NoneConnected { kind, executor } => (
+                reason::WAITING_FOR_WORKER,
+                format!(
+                    "queued: no {kind} worker is connected to {}; the task runs when one connects",
+                    Self::executor(executor)
+                ),
+            ),
+            WorkerWait::Busy { kind, executor } => (
+                reason::QUEUED,
+                format!(
+                    "queued: every {kind} worker of {} is busy; the task runs when one is free",
+                    Self::executor(executor)
+                ),
+            ),
+        }
+    }
 }
 
 /// Where an accepted task is queued.
@@ -101,11 +151,13 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
 }
 
 /// The status of a task that is not leased yet: `phase: Pending`, `Accepted` from the
-/// verdict, `Succeeded: Unknown`. Returns None once the broker owns the task (it is Running or
-/// finished), so the controller leaves such a status alone.
+/// verdict (and, for a task that waits for a worker, why), `Succeeded: Unknown`. Returns None
+/// once the broker owns the task (it is Running or finished), so the controller leaves such a
+/// status alone.
 pub fn compute_pending(
     task: &AgentTask,
     verdict: &Result<Target, Invalid>,
+    wait: Option<&WorkerWait>,
     now: &Time,
 ) -> Option<AgentTaskStatus> {
     let previous = task.status.clone().unwrap_or_default();
@@ -118,7 +170,12 @@ pub fn compute_pending(
         observed_generation: gen_,
         ..previous
     };
+    let waiting = wait.filter(|_| verdict.is_ok()).map(WorkerWait::explain);
     let accepted = match verdict {
+        Ok(_) if waiting.is_some() => {
+            let (reason, message) = waiting.clone().unwrap_or_default();
+            conditions::condition(ACCEPTED, cs::TRUE, reason, message, gen_, now)
+        }
         Ok(Target::Agent(a)) => conditions::condition(
             ACCEPTED,
             cs::TRUE,
@@ -156,9 +213,10 @@ pub fn compute_pending(
             now,
         ),
     );
-    next.message = Some(match verdict {
-        Ok(_) => "waiting for an agent to lease it".into(),
-        Err(invalid) => invalid.message.clone(),
+    next.message = Some(match (verdict, waiting) {
+        (Ok(_), Some((_, message))) => message,
+        (Ok(_), None) => "waiting for an agent to lease it".into(),
+        (Err(invalid), _) => invalid.message.clone(),
     });
     Some(next)
 }
@@ -250,7 +308,7 @@ mod tests {
     fn pending_status_is_stable_and_left_alone_once_leased() {
         let mut t = task("agent: r\ntype: cogo.echo");
         let ok = Ok(Target::Agent("r".into()));
-        let first = compute_pending(&t, &ok, &at(10)).unwrap();
+        let first = compute_pending(&t, &ok, None, &at(10)).unwrap();
         assert_eq!(first.phase, Some(TaskPhase::Pending));
         let accepted = conditions::find(&first.conditions, ACCEPTED).unwrap();
         assert_eq!(
@@ -263,14 +321,14 @@ mod tests {
         );
         t.status = Some(first.clone());
         assert_eq!(
-            compute_pending(&t, &ok, &at(99)).unwrap(),
+            compute_pending(&t, &ok, None, &at(99)).unwrap(),
             first,
             "nothing changed, nothing to write"
         );
 
         t.status.as_mut().unwrap().phase = Some(TaskPhase::Running);
         assert!(
-            compute_pending(&t, &ok, &at(100)).is_none(),
+            compute_pending(&t, &ok, None, &at(100)).is_none(),
             "the broker owns a running task"
         );
     }
@@ -279,7 +337,7 @@ mod tests {
     fn a_rejected_task_says_why_and_flips_when_fixed() {
         let mut t = task("role: Research\ntype: research.query");
         let bad = validate(&t, &facts(&[]), 1024);
-        let s = compute_pending(&t, &bad, &at(10)).unwrap();
+        let s = compute_pending(&t, &bad, None, &at(10)).unwrap();
         let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
         assert_eq!(
             (accepted.status.as_str(), accepted.reason.as_str()),
@@ -287,11 +345,45 @@ mod tests {
         );
         t.status = Some(s);
         let good = validate(&t, &facts(&[("r", AgentRole::Research)]), 1024);
-        let s = compute_pending(&t, &good, &at(20)).unwrap();
+        let s = compute_pending(&t, &good, None, &at(20)).unwrap();
         let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
         assert_eq!(
             (accepted.status.as_str(), accepted.last_transition_time.clone()),
             ("True", at(20))
+        );
+    }
+
+    #[test]
+    fn a_task_for_a_worker_says_why_it_waits() {
+        let t = task("agent: executor\ntype: python.execute");
+        let ok = Ok(Target::Agent("executor".into()));
+        let kind = cogo_api::WorkerKind::PythonSandbox;
+        let none = WorkerWait::NoneConnected {
+            kind,
+            executor: Some("executor".into()),
+        };
+        let s = compute_pending(&t, &ok, Some(&none), &at(10)).unwrap();
+        let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("True", reason::WAITING_FOR_WORKER),
+            "still accepted: kubectl wait for Accepted works"
+        );
+        assert!(
+            s.message.as_deref().unwrap().contains("no PythonSandbox worker is connected to Executor executor"),
+            "{:?}",
+            s.message
+        );
+        let busy = WorkerWait::Busy { kind, executor: None };
+        let s = compute_pending(&t, &ok, Some(&busy), &at(10)).unwrap();
+        assert_eq!(conditions::find(&s.conditions, ACCEPTED).unwrap().reason, reason::QUEUED);
+        assert!(s.message.as_deref().unwrap().contains("every PythonSandbox worker of any Executor"));
+        let bad = validate(&t, &facts(&[]), 1024);
+        let s = compute_pending(&t, &bad, Some(&none), &at(10)).unwrap();
+        assert_eq!(
+            conditions::find(&s.conditions, ACCEPTED).unwrap().reason,
+            reason::AGENT_NOT_FOUND,
+            "a rejection says why it is rejected"
         );
     }
 }

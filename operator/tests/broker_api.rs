@@ -9,6 +9,7 @@ use cogo_api::broker::ErrorBody;
 use cogo_operator::broker::{
     auth::{Key, Keys},
     server::{Broker, MAX_BODY_BYTES, router},
+    worker_keys::{SigningSeed, WorkerKeys},
 };
 use http::{Request, Response, StatusCode};
 use kube::{
@@ -31,12 +32,29 @@ fn keys() -> Keys {
 }
 
 fn broker() -> Broker {
+    broker_with_agents(&[])
+}
+
+/// A CogoAgent of namespace `team`, for the broker's agent store.
+fn agent(name: &str, role: &str) -> cogo_api::CogoAgent {
+    let mut a = cogo_api::CogoAgent::new(
+        name,
+        serde_json::from_value(serde_json::json!({"role": role})).unwrap(),
+    );
+    a.metadata.namespace = Some("team".into());
+    a
+}
+
+fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
     // A client whose every request fails at once (its server side is gone): none of these
     // calls may reach the API, and one that did would answer 503, failing the assertion.
     let (svc, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
     drop(handle);
     let client = Client::new(svc, "default");
-    let (agents, _) = reflector::store();
+    let (store, mut writer) = reflector::store();
+    for a in agents {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(a.clone()));
+    }
     Broker {
         recorder: Recorder::new(
             client.clone(),
@@ -49,7 +67,7 @@ fn broker() -> Broker {
         keys: keys(),
         queue: Arc::new(Mutex::new(Default::default())),
         queued: Default::default(),
-        agents,
+        agents: store,
         heartbeat_seconds: 5,
         max_result_bytes: 1024,
         tasks: Default::default(),
@@ -57,6 +75,11 @@ fn broker() -> Broker {
         leases: Arc::new(Mutex::new(cogo_operator::broker::leases::Leases::new(
             std::time::Duration::from_secs(15),
         ))),
+        worker_keys: Some(Arc::new(std::sync::RwLock::new(WorkerKeys {
+            current: SigningSeed::new("w1", [7; 32]),
+            previous: vec![],
+        }))),
+        workers: Default::default(),
     }
 }
 
@@ -69,19 +92,29 @@ async fn post(path: &str, token: Option<&str>, body: String) -> (StatusCode, Err
 }
 
 async fn send(req: http::request::Builder, token: Option<&str>, body: String) -> (StatusCode, ErrorBody) {
+    let (status, bytes) = send_to(broker(), req, token, body).await;
+    let err: ErrorBody = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not a JSON error body ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, err)
+}
+
+async fn send_to(
+    broker: Broker,
+    req: http::request::Builder,
+    token: Option<&str>,
+    body: String,
+) -> (StatusCode, Vec<u8>) {
     let mut req = req.header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let res = router(broker())
+    let res = router(broker)
         .oneshot(req.body(Body::from(body)).unwrap())
         .await
         .unwrap();
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
-    let err: ErrorBody = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("not a JSON error body ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (status, err)
+    (status, bytes.to_vec())
 }
 
 const LEASE: &str = "/v1/namespaces/team/agents/research/lease";
@@ -269,18 +302,121 @@ async fn every_documented_operation_is_served() {
             .replace("{namespace}", "team")
             .replace("{agent}", "research")
             .replace("{task}", "t");
-        for method in item.as_object().unwrap().keys() {
+        for (method, op) in item.as_object().unwrap() {
             let req = Request::builder()
                 .method(method.to_uppercase().as_str())
                 .uri(&concrete);
-            let (status, err) = send(req, None, "{}".into()).await;
-            assert_eq!(
-                (status, err.code.as_str()),
-                (StatusCode::UNAUTHORIZED, "MissingToken"),
-                "{method} {path}"
-            );
+            let (status, bytes) = send_to(broker(), req, None, "{}".into()).await;
+            if op["security"] == serde_json::json!([]) {
+                assert_eq!(status, StatusCode::OK, "{method} {path} is public");
+            } else {
+                let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(
+                    (status, err.code.as_str()),
+                    (StatusCode::UNAUTHORIZED, "MissingToken"),
+                    "{method} {path}"
+                );
+            }
             seen += 1;
         }
     }
-    assert_eq!(seen, 5);
+    assert_eq!(seen, 7);
+}
+
+/// The public halves of the worker-token keys are served as a JSON Web Key Set that verifies
+/// the tokens the operator issues.
+#[tokio::test]
+async fn worker_keys_are_published_as_a_key_set() {
+    let b = broker();
+    let keys = b.worker_keys.clone().unwrap().read().unwrap().clone();
+    let (status, bytes) = send_to(b, Request::get("/v1/worker-keys"), None, String::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let set: cogo_api::broker::WorkerKeySet = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(set.keys.len(), 1);
+    let key = &set.keys[0];
+    assert_eq!((key.kty.as_str(), key.crv.as_str(), key.kid.as_str()), ("OKP", "Ed25519", "w1"));
+    let who = cogo_operator::broker::worker_keys::WorkerIdentity {
+        namespace: "team",
+        worker: "python",
+        kind: cogo_api::WorkerKind::PythonSandbox,
+        executor: "executor",
+    };
+    let token = keys.issue(who, now(), 60).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_ed_components(&key.x).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&[cogo_api::worker::message::TOKEN_AUDIENCE]);
+    assert!(jsonwebtoken::decode::<cogo_api::worker::message::WorkerClaims>(&token, &decoding, &v).is_ok());
+}
+
+/// Only an Executor reports workers, with its own token and a well-formed report; a good
+/// report is recorded.
+#[tokio::test]
+async fn worker_reports_come_from_executors() {
+    let path = "/v1/namespaces/team/agents/executor/workers";
+    let exec_token = keys().issue("team", "executor", now(), 3600).unwrap();
+    let research_token = keys().issue("team", "research", now(), 3600).unwrap();
+    let report = serde_json::json!({"pod": "executor-0", "workers": [
+        {"id": "python-1", "worker": "python", "kind": "PythonSandbox", "capacity": 2, "active": 1}],
+        "jobs": [{"worker": "python", "succeeded": 9, "failed": 1}]});
+    let agents = [agent("executor", "Executor"), agent("research", "Research")];
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        ("no token", path, None, report.to_string(), StatusCode::UNAUTHORIZED, "MissingToken"),
+        ("another agent's token", path, Some(&research_token), report.to_string(), StatusCode::FORBIDDEN, "WrongAgent"),
+        (
+            "not an Executor",
+            "/v1/namespaces/team/agents/research/workers",
+            Some(&research_token),
+            report.to_string(),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+        ),
+        (
+            "an unknown kind",
+            path,
+            Some(&exec_token),
+            report.to_string().replace("PythonSandbox", "Janitor"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MalformedRequest",
+        ),
+        (
+            "no pod",
+            path,
+            Some(&exec_token),
+            report.to_string().replace("executor-0", ""),
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+        ),
+    ];
+    for (what, path, token, body, status, code) in cases {
+        let (got, bytes) = send_to(broker_with_agents(&agents), Request::post(path), token, body).await;
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!((got, err.code.as_str()), (status, code), "{what}: {}", err.message);
+    }
+    let b = broker_with_agents(&agents);
+    let reports = b.workers.clone();
+    let (status, _) = send_to(b, Request::post(path), Some(&exec_token), report.to_string()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let stats = reports
+        .lock()
+        .unwrap()
+        .stats("team", "python", std::time::Instant::now());
+    assert_eq!(
+        (stats.connected_workers, stats.active_jobs, stats.success_rate_percent),
+        (1, 1, Some(90))
+    );
+}
+
+/// Lease requests may filter task types, within bounds.
+#[tokio::test]
+async fn lease_type_filters_are_bounded() {
+    let good = keys().issue("team", "research", now(), 3600).unwrap();
+    let many: Vec<String> = (0..17).map(|i| format!("t{i}.")).collect();
+    for body in [
+        serde_json::json!({"pod": "p", "slots": 1, "typePrefixes": many}),
+        serde_json::json!({"pod": "p", "slots": 1, "excludeTypePrefixes": [""]}),
+    ] {
+        let (status, err) = post(LEASE, Some(&good), body.to_string()).await;
+        assert_eq!((status, err.code.as_str()), (StatusCode::BAD_REQUEST, "InvalidRequest"), "{body}");
+    }
 }

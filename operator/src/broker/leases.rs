@@ -22,6 +22,9 @@ pub struct Lease {
     pub attempt: i32,
     /// When the lease runs out unless renewed.
     pub expires: Instant,
+    /// Whether the task counts against the agent's `replicas x concurrency`: an Executor's
+    /// worker jobs count against its workers' capacity instead.
+    pub counted: bool,
 }
 
 /// What the table knows of a task's lease.
@@ -56,17 +59,29 @@ impl Leases {
         self.ttl
     }
 
-    /// Records that `pod` of `agent` holds attempt `attempt` of `ns/name` from `now`.
+    /// Records that `pod` of `agent` holds attempt `attempt` of `ns/name` from `now`. A lease
+    /// that replaces one of the same task (a reservation becoming a lease, a renewal) keeps
+    /// whether it counts against the agent's concurrency.
     pub fn hold(&mut self, ns: &str, name: &str, agent: &str, pod: &str, attempt: i32, now: Instant) {
+        let key = (ns.to_string(), name.to_string());
+        let counted = self.held.get(&key).is_none_or(|l| l.counted);
         self.held.insert(
-            (ns.to_string(), name.to_string()),
+            key,
             Lease {
                 agent: agent.to_string(),
                 pod: pod.to_string(),
                 attempt,
                 expires: now + self.ttl,
+                counted,
             },
         );
+    }
+
+    /// Makes the lease of `ns/name` count against the agent's concurrency, or not.
+    pub fn set_counted(&mut self, ns: &str, name: &str, counted: bool) {
+        if let Some(l) = self.held.get_mut(&(ns.to_string(), name.to_string())) {
+            l.counted = counted;
+        }
     }
 
     /// Extends the lease of `pod` on attempt `attempt` of `ns/name`; a pod the table does not
@@ -104,11 +119,11 @@ impl Leases {
         self.held.contains_key(&(ns.to_string(), name.to_string()))
     }
 
-    /// Tasks the pods of `agent` in `ns` hold.
+    /// Tasks the pods of `agent` in `ns` hold that count against its concurrency.
     pub fn running_for(&self, ns: &str, agent: &str) -> usize {
         self.held
             .iter()
-            .filter(|((n, _), l)| n == ns && l.agent == agent)
+            .filter(|((n, _), l)| n == ns && l.agent == agent && l.counted)
             .count()
     }
 
@@ -177,5 +192,21 @@ mod tests {
         assert!(l.release("ns", "t1").is_none());
         assert_eq!(l.running_for("ns", "a"), 1);
         assert_eq!(l.len(), 3);
+    }
+
+    #[test]
+    fn worker_jobs_do_not_count_against_the_agent_and_renewals_keep_that() {
+        let t0 = Instant::now();
+        let mut l = Leases::new(Duration::from_secs(15));
+        l.hold("ns", "py", "exec", "p", 0, t0);
+        l.set_counted("ns", "py", false);
+        l.hold("ns", "own", "exec", "p", 1, t0);
+        assert_eq!(l.running_for("ns", "exec"), 1);
+        l.hold("ns", "py", "exec", "p", 1, t0);
+        l.renew("ns", "py", "exec", "p", 1, t0 + Duration::from_secs(5));
+        assert_eq!(l.running_for("ns", "exec"), 1, "the lease and its renewal stay uncounted");
+        l.release("ns", "py");
+        l.hold("ns", "py", "exec", "p", 2, t0);
+        assert_eq!(l.running_for("ns", "exec"), 2, "a new lease counts unless told");
     }
 }

@@ -1,5 +1,7 @@
 //! The task broker's building blocks: the in-memory queue of accepted tasks, the leases of
-//! running ones, the status transitions, and the tokens agents present. The HTTP endpoints that use them are described in `cogo_api::broker`.
+//! running ones, the status transitions, the tokens agents present, the keys of worker tokens,
+//! and what Executors report about their workers. The HTTP endpoints that use them are
+//! described in `cogo_api::broker`.
 
 pub mod auth;
 pub mod keys;
@@ -7,3 +9,5 @@ pub mod leases;
 pub mod queue;
 pub mod server;
 pub mod transition;
+pub mod worker_keys;
+pub mod workers;

@@ -19,6 +19,8 @@ struct Entry {
     priority: Reverse<i32>,
     created: i64,
     name: String,
+    /// The task's type, for leases that take only some types (an Executor's worker kinds).
+    task_type: String,
 }
 
 type QueueKey = (String, Target);
@@ -33,15 +35,16 @@ pub struct TaskQueue {
 }
 
 impl TaskQueue {
-    /// Queues (or re-queues, after a change) the task `name` of namespace `ns`.
-    /// `created` orders equal priorities: older first.
-    pub fn upsert(&mut self, ns: &str, name: &str, target: Target, priority: i32, created: i64) {
+    /// Queues (or re-queues, after a change) the task `name` of type `task_type` in namespace
+    /// `ns`. `created` orders equal priorities: older first.
+    pub fn upsert(&mut self, ns: &str, name: &str, target: Target, task_type: &str, priority: i32, created: i64) {
         self.unlink(ns, name);
         let key = (ns.to_string(), target);
         let entry = Entry {
             priority: Reverse(priority),
             created,
             name: name.to_string(),
+            task_type: task_type.to_string(),
         };
         self.queues.entry(key.clone()).or_default().insert(entry.clone());
         self.index
@@ -60,7 +63,7 @@ impl TaskQueue {
             .as_ref()
             .map(|c| c.0.as_second())
             .unwrap_or_default();
-        self.upsert(&ns, &name, target, task.spec.priority, created);
+        self.upsert(&ns, &name, target, &task.spec.task_type, task.spec.priority, created);
         self.attach(&ns, &name, task);
     }
 
@@ -94,23 +97,42 @@ impl TaskQueue {
         true
     }
 
-    /// Takes up to `n` tasks for the agent `agent` of role `role` in `ns`: those sent to it by
-    /// name and those sent to its role, merged in queue order.
-    pub fn pop_for(&mut self, ns: &str, agent: &str, role: AgentRole, n: usize) -> Vec<String> {
-        let by_name = (ns.to_string(), Target::Agent(agent.to_string()));
-        let by_role = (ns.to_string(), Target::Role(role));
-        let mut taken = Vec::with_capacity(n);
-        while taken.len() < n {
-            let a = self.queues.get(&by_name).and_then(|q| q.first().cloned());
-            let r = self.queues.get(&by_role).and_then(|q| q.first().cloned());
-            let entry = match (a, r) {
-                (Some(a), Some(r)) => a.min(r),
-                (Some(a), None) => a,
-                (None, Some(r)) => r,
-                (None, None) => break,
-            };
-            self.unlink(ns, &entry.name);
-            taken.push(entry.name);
+    /// Takes up to `n` tasks for the agent `agent` of role `role` in `ns` whose type `wants`
+    /// accepts: those sent to it by name and those sent to its role, merged in queue order.
+    /// Tasks of other types keep their place.
+    pub fn pop_for(
+        &mut self,
+        ns: &str,
+        agent: &str,
+        role: AgentRole,
+        n: usize,
+        wants: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let taken = {
+            let empty = BTreeSet::new();
+            let queue = |t: Target| self.queues.get(&(ns.to_string(), t)).unwrap_or(&empty);
+            let mut by_name = queue(Target::Agent(agent.to_string()))
+                .iter()
+                .filter(|e| wants(&e.task_type))
+                .peekable();
+            let mut by_role = queue(Target::Role(role)).iter().filter(|e| wants(&e.task_type)).peekable();
+            let mut taken = Vec::with_capacity(n);
+            while taken.len() < n {
+                let entry = match (by_name.peek(), by_role.peek()) {
+                    (Some(a), Some(r)) if a <= r => by_name.next(),
+                    (Some(_), Some(_)) => by_role.next(),
+                    (Some(_), None) => by_name.next(),
+                    (None, _) => by_role.next(),
+                };
+                match entry {
+                    Some(e) => taken.push(e.name.clone()),
+                    None => break,
+                }
+            }
+            taken
+        };
+        for name in &taken {
+            self.unlink(ns, name);
         }
         taken
     }
@@ -148,13 +170,13 @@ mod tests {
     #[test]
     fn priority_then_age_then_name() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "old-low", agent("a"), 0, 1);
-        q.upsert("ns", "new-high", agent("a"), 10, 5);
-        q.upsert("ns", "old-high", agent("a"), 10, 2);
-        q.upsert("ns", "b-tie", agent("a"), 0, 7);
-        q.upsert("ns", "a-tie", agent("a"), 0, 7);
+        q.upsert("ns", "old-low", agent("a"), "cogo.echo", 0, 1);
+        q.upsert("ns", "new-high", agent("a"), "cogo.echo", 10, 5);
+        q.upsert("ns", "old-high", agent("a"), "cogo.echo", 10, 2);
+        q.upsert("ns", "b-tie", agent("a"), "cogo.echo", 0, 7);
+        q.upsert("ns", "a-tie", agent("a"), "cogo.echo", 0, 7);
         assert_eq!(
-            q.pop_for("ns", "a", AgentRole::Research, 10),
+            q.pop_for("ns", "a", AgentRole::Research, 10, |_| true),
             ["old-high", "new-high", "old-low", "a-tie", "b-tie"]
         );
         assert!(q.is_empty());
@@ -163,16 +185,16 @@ mod tests {
     #[test]
     fn named_and_role_queues_merge_in_order_and_stay_apart_across_namespaces() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "by-role", Target::Role(AgentRole::Research), 5, 1);
-        q.upsert("ns", "by-name", agent("r1"), 5, 2);
-        q.upsert("ns", "other-agent", agent("r2"), 100, 0);
-        q.upsert("ns", "other-role", Target::Role(AgentRole::Indexing), 100, 0);
-        q.upsert("other", "elsewhere", Target::Role(AgentRole::Research), 100, 0);
+        q.upsert("ns", "by-role", Target::Role(AgentRole::Research), "cogo.echo", 5, 1);
+        q.upsert("ns", "by-name", agent("r1"), "cogo.echo", 5, 2);
+        q.upsert("ns", "other-agent", agent("r2"), "cogo.echo", 100, 0);
+        q.upsert("ns", "other-role", Target::Role(AgentRole::Indexing), "cogo.echo", 100, 0);
+        q.upsert("other", "elsewhere", Target::Role(AgentRole::Research), "cogo.echo", 100, 0);
         assert_eq!(q.pending_for("ns", "r1", AgentRole::Research), 2);
-        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 1), ["by-role"]);
-        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 5), ["by-name"]);
+        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 1, |_| true), ["by-role"]);
+        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true), ["by-name"]);
         assert_eq!(
-            q.pop_for("ns", "r1", AgentRole::Research, 5),
+            q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true),
             Vec::<String>::new()
         );
         assert_eq!(
@@ -185,17 +207,34 @@ mod tests {
     #[test]
     fn upsert_replaces_and_remove_forgets() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "t", agent("a"), 0, 1);
-        q.upsert("ns", "t", agent("a"), 9, 1);
+        q.upsert("ns", "t", agent("a"), "cogo.echo", 0, 1);
+        q.upsert("ns", "t", agent("a"), "cogo.echo", 9, 1);
         assert_eq!(q.len(), 1);
-        q.upsert("ns", "u", agent("a"), 5, 0);
+        q.upsert("ns", "u", agent("a"), "cogo.echo", 5, 0);
         assert_eq!(
-            q.pop_for("ns", "a", AgentRole::Research, 1),
+            q.pop_for("ns", "a", AgentRole::Research, 1, |_| true),
             ["t"],
             "the new priority counts"
         );
         assert!(q.remove("ns", "u"));
         assert!(!q.remove("ns", "u"));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_typed_pop_takes_only_its_types_and_leaves_the_rest_in_place() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "echo-old", agent("x"), "cogo.echo", 0, 1);
+        q.upsert("ns", "py-1", agent("x"), "python.execute", 0, 2);
+        q.upsert("ns", "py-role", Target::Role(AgentRole::Executor), "python.execute", 5, 9);
+        q.upsert("ns", "browser", agent("x"), "browser.run", 9, 0);
+        let python = |t: &str| t.starts_with("python.");
+        assert_eq!(q.pop_for("ns", "x", AgentRole::Executor, 5, python), ["py-role", "py-1"]);
+        assert_eq!(q.pop_for("ns", "x", AgentRole::Executor, 5, python), Vec::<String>::new());
+        assert_eq!(
+            q.pop_for("ns", "x", AgentRole::Executor, 5, |t| !t.starts_with("browser.")),
+            ["echo-old"]
+        );
+        assert_eq!(q.len(), 1, "the browser task waits for its own lease");
     }
 }

@@ -7,13 +7,15 @@
 //! | `POST /v1/namespaces/{ns}/tasks/{name}/complete` | report an attempt's outcome |
 //! | `POST /v1/namespaces/{ns}/tasks/{name}/subtasks` | create a sub-task of a running task |
 //! | `GET /v1/namespaces/{ns}/tasks/{name}` | read a task of the agent's namespace |
+//! | `POST /v1/namespaces/{ns}/agents/{agent}/workers` | an Executor reports its workers |
+//! | `GET /v1/worker-keys` | the public keys of worker tokens (no token needed) |
 //!
-//! Every call carries `Authorization: Bearer <token>` for the agent it acts for. Errors are
+//! Every call but the last carries `Authorization: Bearer <token>` for the agent it acts for. Errors are
 //! JSON `{code, message}` with a fitting HTTP status. `docs/broker-openapi.json` describes it
 //! all; `make crds` writes it from these types.
 
 use std::{
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::Duration,
 };
 
@@ -25,10 +27,11 @@ use axum::{
     routing::{get, post},
 };
 use cogo_api::{
-    AgentTask, AgentTaskStatus, CogoAgent, TaskPhase,
+    AgentRole, AgentTask, AgentTaskStatus, CogoAgent, TaskPhase, WorkerKind,
     broker::{
         Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
-        LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView,
+        LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView, WorkerKeySet,
+        WorkerReport,
     },
 };
 use futures::StreamExt;
@@ -49,6 +52,8 @@ use super::{
     leases::{Leases, release},
     queue::TaskQueue,
     transition::{self, Fence, Policy},
+    worker_keys::WorkerKeys,
+    workers::WorkerReports,
 };
 use crate::{build::FIELD_MANAGER, controller::publish_task_event, task::Target};
 
@@ -88,6 +93,11 @@ pub struct Broker {
     pub tasks: Arc<OnceLock<Store<AgentTask>>>,
     /// Publishes Events on tasks.
     pub recorder: Recorder,
+    /// Keys of worker tokens, whose public halves `GET /v1/worker-keys` publishes; None when
+    /// the operator issues no worker tokens.
+    pub worker_keys: Option<Arc<RwLock<WorkerKeys>>>,
+    /// What the Executors report about their workers.
+    pub workers: Arc<Mutex<WorkerReports>>,
 }
 
 /// An error answer: HTTP status, stable code, message.
@@ -175,6 +185,8 @@ pub fn router(broker: Broker) -> Router {
         )
         .route("/v1/namespaces/{ns}/tasks/{name}/subtasks", post(subtask))
         .route("/v1/namespaces/{ns}/tasks/{name}", get(read_task))
+        .route("/v1/namespaces/{ns}/agents/{agent}/workers", post(report_workers))
+        .route("/v1/worker-keys", get(worker_keys))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -184,6 +196,16 @@ pub fn router(broker: Broker) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(broker))
+}
+
+/// Whether a lease request is an Executor's request for its workers' task types only.
+fn is_worker_lane(agent: &CogoAgent, req: &LeaseRequest) -> bool {
+    agent.spec.role == AgentRole::Executor
+        && !req.type_prefixes.is_empty()
+        && req
+            .type_prefixes
+            .iter()
+            .all(|p| WorkerKind::for_task_type(p).is_some())
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
@@ -320,29 +342,32 @@ impl Broker {
         self.agents.get(&ObjectRef::new(name).within(ns))
     }
 
-    /// Takes up to `slots` queued tasks for `agent`, never more than the agent's free slots
-    /// (`replicas x concurrency` minus the tasks its pods hold), and reserves a lease for each.
-    fn take(
-        &self,
-        ns: &str,
-        agent: &CogoAgent,
-        pod: &str,
-        slots: usize,
-    ) -> Vec<(String, Option<Arc<AgentTask>>)> {
+    /// Takes up to `req.slots` queued tasks of the types `req` wants for `agent`, and reserves
+    /// a lease for each. An Executor's lease of its workers' task types (all of
+    /// `req.typePrefixes` name worker kinds) is bounded by the slots its workers have free,
+    /// which it asks for; any other lease by the agent's free slots (`replicas x concurrency`
+    /// minus the tasks its pods hold).
+    fn take(&self, ns: &str, agent: &CogoAgent, req: &LeaseRequest) -> Vec<(String, Option<Arc<AgentTask>>)> {
         let name = agent.name_any();
         let Ok(mut leases) = self.leases.lock() else {
             return Vec::new();
         };
-        let cap =
-            (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
-        let free = cap.saturating_sub(leases.running_for(ns, &name)).min(slots);
+        let worker_lane = is_worker_lane(agent, req);
+        let slots = req.slots as usize;
+        let free = if worker_lane {
+            slots
+        } else {
+            let cap =
+                (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
+            cap.saturating_sub(leases.running_for(ns, &name)).min(slots)
+        };
         if free == 0 {
             return Vec::new();
         }
         let Ok(mut queue) = self.queue.lock() else {
             return Vec::new();
         };
-        let names = queue.pop_for(ns, &name, agent.spec.role, free);
+        let names = queue.pop_for(ns, &name, agent.spec.role, free, |t| req.wants(t));
         let now = std::time::Instant::now();
         // A task already held (being leased from an older queue entry) is not taken twice.
         let names: Vec<_> = names
@@ -355,7 +380,8 @@ impl Broker {
             .collect();
         for (n, _) in &names {
             // Attempt 0 is a reservation: it counts against the cap until the lease is written.
-            leases.hold(ns, n, &name, pod, 0, now);
+            leases.hold(ns, n, &name, &req.pod, 0, now);
+            leases.set_counted(ns, n, !worker_lane);
         }
         names
     }
@@ -448,6 +474,16 @@ async fn lease(
             format!("slots must be 1 to 256, pod must be set, and waitSeconds at most {MAX_WAIT_SECONDS}"),
         ));
     }
+    let prefixes = req.type_prefixes.iter().chain(&req.exclude_type_prefixes);
+    if req.type_prefixes.len() + req.exclude_type_prefixes.len() > 16
+        || prefixes.clone().any(|p| p.is_empty() || p.len() > 128)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "typePrefixes and excludeTypePrefixes take at most 16 prefixes of 1 to 128 characters",
+        ));
+    }
     let agent_obj = b.agent(&ns, &agent).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -461,7 +497,7 @@ async fn lease(
         let woken = b.queued.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let names = b.take(&ns, &agent_obj, &req.pod, req.slots as usize);
+        let names = b.take(&ns, &agent_obj, &req);
         // Leased side by side: a large batch must not age the first leases before the pod
         // even receives them.
         let results: Vec<_> = futures::stream::iter(names)
@@ -736,4 +772,57 @@ async fn read_task(
         .await?
         .ok_or_else(|| ApiError::task_not_found(&ns, &name))?;
     Ok(Json(view(&task)))
+}
+
+/// The most workers and job totals one report may list.
+const MAX_REPORTED: usize = 4096;
+
+async fn report_workers(
+    State(b): State<Arc<Broker>>,
+    Path((ns, agent)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<WorkerReport>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    b.keys.verify(bearer(&headers)?, &ns, &agent)?;
+    let Json(report) = body?;
+    let executor = b.agent(&ns, &agent).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "AgentNotFound",
+            format!("no CogoAgent {ns}/{agent}"),
+        )
+    })?;
+    if executor.spec.role != AgentRole::Executor {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("{agent} is a {} agent; only Executors report workers", executor.spec.role),
+        ));
+    }
+    if report.pod.is_empty() || report.workers.len() > MAX_REPORTED || report.jobs.len() > MAX_REPORTED {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("pod must be set, and workers and jobs list at most {MAX_REPORTED} entries"),
+        ));
+    }
+    if let Ok(mut w) = b.workers.lock() {
+        w.record(&ns, &agent, report, std::time::Instant::now());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn worker_keys(State(b): State<Arc<Broker>>) -> Result<Json<WorkerKeySet>, ApiError> {
+    let keys = b.worker_keys.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoWorkerKeys",
+            "this operator issues no worker tokens",
+        )
+    })?;
+    let set = keys
+        .read()
+        .map(|k| k.key_set())
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Busy", "the key table is poisoned"))?;
+    Ok(Json(set))
 }

@@ -125,6 +125,8 @@ pub fn deployment(
         },
         default_grace_seconds: 60,
         scratch_size: "256Mi",
+        volumes: vec![],
+        unconfined_seccomp: false,
     };
     super::deployment(pool, spec.replicas, pod_template(pool, params))
 }

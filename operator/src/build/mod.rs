@@ -117,6 +117,11 @@ pub struct PodParams<'a> {
     pub default_grace_seconds: i64,
     /// Size limit of the writable scratch volume mounted at /tmp.
     pub scratch_size: &'static str,
+    /// More volumes, each with where the container mounts it.
+    pub volumes: Vec<(Volume, VolumeMount)>,
+    /// Run the container without the runtime's seccomp profile, for a runtime that applies
+    /// its own filters (the Python sandbox); the pod keeps RuntimeDefault for the rest.
+    pub unconfined_seccomp: bool,
 }
 
 /// An environment variable with a literal value.
@@ -237,13 +242,21 @@ pub fn pod_template(pool: &Pool, params: PodParams) -> PodTemplateSpec {
                 drop: Some(vec!["ALL".into()]),
                 add: None,
             }),
+            seccomp_profile: params.unconfined_seccomp.then(|| SeccompProfile {
+                type_: "Unconfined".into(),
+                localhost_profile: None,
+            }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            })
+            .chain(params.volumes.iter().map(|(_, m)| m.clone()))
+            .collect(),
+        ),
         ..Default::default()
     };
     PodTemplateSpec {
@@ -278,14 +291,18 @@ pub fn pod_template(pool: &Pool, params: PodParams) -> PodTemplateSpec {
                 o.termination_grace_period_seconds
                     .unwrap_or(params.default_grace_seconds),
             ),
-            volumes: Some(vec![Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(Quantity(params.scratch_size.into())),
-                    medium: None,
-                }),
-                ..Default::default()
-            }]),
+            volumes: Some(
+                std::iter::once(Volume {
+                    name: "tmp".into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        size_limit: Some(Quantity(params.scratch_size.into())),
+                        medium: None,
+                    }),
+                    ..Default::default()
+                })
+                .chain(params.volumes.into_iter().map(|(v, _)| v))
+                .collect(),
+            ),
             ..Default::default()
         }),
     }

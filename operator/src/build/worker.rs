@@ -1,10 +1,12 @@
 //! Builders for a CogoWorker's children: Deployment, Service and NetworkPolicy.
 
-use cogo_api::{CogoWorker, WorkerKind};
+use cogo_api::{CogoWorker, WorkerKind, common::quantity_bytes};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{EnvVar, EnvVarSource, SecretKeySelector, Service},
+        core::v1::{
+            EnvVar, EnvVarSource, Secret, SecretKeySelector, SecretVolumeSource, Service, Volume, VolumeMount,
+        },
         networking::v1::{
             NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
             NetworkPolicyPort, NetworkPolicySpec,
@@ -18,6 +20,16 @@ use crate::config::Config;
 
 /// App name label of worker pods.
 pub const APP: &str = "cogo-worker";
+
+/// Where worker pods find their token (a Secret volume, so a reissued token reaches running
+/// pods, which read it on every connect).
+pub const TOKEN_DIR: &str = "/var/run/cogo/executor-token";
+
+/// Memory one PythonSandbox job may use when `sandbox.memoryLimit` is unset.
+pub const DEFAULT_JOB_MEMORY: &str = "256Mi";
+
+/// Memory the worker process itself needs beside its jobs.
+const WORKER_OVERHEAD_BYTES: u64 = 256 << 20;
 
 /// Default sizing by kind: a browser needs the most memory, the Figma client the least.
 pub fn default_resources(kind: WorkerKind) -> DefaultResources {
@@ -63,6 +75,33 @@ pub fn executor_url(executor: &str, namespace: &str) -> String {
     )
 }
 
+/// Name of the Secret holding a worker's Executor token.
+pub fn token_secret_name(worker: &str) -> String {
+    format!("{worker}-executor-token")
+}
+
+/// The Secret holding the worker's Executor token, owned by the worker.
+pub fn token_secret(pool: &Pool, token: &str) -> Secret {
+    let mut meta = pool.child_meta();
+    meta.name = Some(token_secret_name(pool.name));
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        string_data: Some([("token".to_string(), token.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// The pod's memory when `resources.memory` is unset and `sandbox.memoryLimit` is set:
+/// room for `capacity` jobs at their limit, plus the worker itself.
+fn pod_memory(worker: &CogoWorker) -> Option<String> {
+    let per_job = quantity_bytes(worker.spec.sandbox.as_ref()?.memory_limit.as_deref()?)?;
+    let total = per_job
+        .checked_mul(worker.spec.capacity.max(1) as u64)?
+        .checked_add(WORKER_OVERHEAD_BYTES)?;
+    Some(format!("{}Mi", total.div_ceil(1 << 20)))
+}
+
 fn worker_env(worker: &CogoWorker, name: &str, namespace: &str, executor: &str) -> Vec<EnvVar> {
     let spec = &worker.spec;
     let sandbox = spec.sandbox.clone().unwrap_or_default();
@@ -79,9 +118,20 @@ fn worker_env(worker: &CogoWorker, name: &str, namespace: &str, executor: &str) 
             sandbox.timeout_seconds.max(1).to_string(),
         ),
         env("COGO_ALLOW_EGRESS", egress_allowed(worker).to_string()),
+        env("COGO_EXECUTOR_TOKEN_FILE", format!("{TOKEN_DIR}/token")),
     ];
-    if let Some(limit) = &sandbox.memory_limit {
-        vars.push(env("COGO_JOB_MEMORY_LIMIT", limit.clone()));
+    let limits = [
+        ("COGO_JOB_MEMORY_LIMIT", sandbox.memory_limit.clone()),
+        ("COGO_JOB_MAX_PROCESSES", sandbox.max_processes.map(|n| n.to_string())),
+        ("COGO_JOB_MAX_FILE_SIZE", sandbox.max_file_size.clone()),
+        ("COGO_JOB_WORKSPACE_SIZE", sandbox.workspace_size.clone()),
+        ("COGO_JOB_MAX_OUTPUT_SIZE", sandbox.max_output_size.clone()),
+        ("COGO_PACKAGE_INDEX_URL", sandbox.package_index_url.clone()),
+    ];
+    for (name, value) in limits {
+        if let Some(value) = value {
+            vars.push(env(name, value));
+        }
     }
     if !sandbox.allowed_packages.is_empty() {
         vars.push(env("COGO_ALLOWED_PACKAGES", sandbox.allowed_packages.join(",")));
@@ -103,7 +153,8 @@ fn worker_env(worker: &CogoWorker, name: &str, namespace: &str, executor: &str) 
     vars
 }
 
-/// The worker's Deployment; `executor` is the resolved Executor agent's name.
+/// The worker's Deployment; `executor` is the resolved Executor agent's name. Its pods read
+/// their token from the worker's token Secret, mounted at [`TOKEN_DIR`].
 pub fn deployment(
     worker: &CogoWorker,
     pool: &Pool,
@@ -112,7 +163,25 @@ pub fn deployment(
     executor: &str,
 ) -> Deployment {
     let spec = &worker.spec;
-    let memory_limit = spec.sandbox.as_ref().and_then(|s| s.memory_limit.as_deref());
+    let memory = pod_memory(worker);
+    let token = (
+        Volume {
+            name: "executor-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(token_secret_name(pool.name)),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "executor-token".into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    );
     let params = PodParams {
         image,
         port: spec.kind.port(),
@@ -120,7 +189,7 @@ pub fn deployment(
         resources: resources(
             default_resources(spec.kind),
             spec.resources.as_ref(),
-            memory_limit,
+            memory.as_deref(),
         ),
         overrides: spec.pod_template.as_ref(),
         default_pull_policy: if spec.image.is_none() {
@@ -130,6 +199,13 @@ pub fn deployment(
         },
         default_grace_seconds: 30,
         scratch_size: "1Gi",
+        volumes: vec![token],
+        // Each job gets namespaces of its own (user, mount, PID, network), which the
+        // runtime's default seccomp profile forbids creating without CAP_SYS_ADMIN. The
+        // container runs without the runtime's profile (still non-root, no capabilities, no
+        // privilege escalation, read-only root) and the worker puts every job under a seccomp
+        // filter of its own, stricter than RuntimeDefault.
+        unconfined_seccomp: spec.kind == WorkerKind::PythonSandbox,
     };
     super::deployment(pool, spec.replicas, pod_template(pool, params))
 }
@@ -228,13 +304,27 @@ mod tests {
     }
 
     #[test]
-    fn sandbox_memory_limit_sets_the_pod_limit_unless_resources_do() {
-        let w = worker("w", "kind: PythonSandbox\nsandbox: {memoryLimit: 768Mi}");
+    fn sandbox_memory_limit_sizes_the_pod_for_its_jobs_unless_resources_do() {
+        let w = worker("w", "kind: PythonSandbox\ncapacity: 2\nsandbox: {memoryLimit: 768Mi}");
         let d = deployment(&w, &worker_pool(&w), &Config::default(), "i".into(), "exec");
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         assert_eq!(
             c.resources.clone().unwrap().limits.unwrap()["memory"],
-            Quantity("768Mi".into())
+            Quantity("1792Mi".into()),
+            "two jobs of 768Mi and the worker's 256Mi"
+        );
+        let env = c.env.clone().unwrap();
+        assert_eq!(
+            env.iter().find(|e| e.name == "COGO_JOB_MEMORY_LIMIT").unwrap().value.as_deref(),
+            Some("768Mi")
+        );
+        let w = worker("w", "kind: PythonSandbox");
+        let d = deployment(&w, &worker_pool(&w), &Config::default(), "i".into(), "exec");
+        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(
+            c.resources.clone().unwrap().limits.unwrap()["memory"],
+            Quantity("512Mi".into()),
+            "the kind's default"
         );
         let w = worker(
             "w",
@@ -287,6 +377,49 @@ mod tests {
                 }
                 WorkerKind::Browser => assert!(get("COGO_FIGMA_TOKEN").is_none()),
             }
+        }
+    }
+
+    #[test]
+    fn workers_read_their_token_from_a_volume_and_only_sandboxes_leave_the_runtime_profile() {
+        for (spec, unconfined) in [
+            ("kind: PythonSandbox", true),
+            ("kind: Browser", false),
+            ("kind: FigmaMCP\nfigmaTokenSecretRef: {name: f, key: t}", false),
+        ] {
+            let w = worker("w", spec);
+            let d = deployment(&w, &worker_pool(&w), &Config::default(), "i".into(), "exec");
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            let c = &pod.containers[0];
+            let volume = pod
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == "executor-token")
+                .expect("token volume");
+            assert_eq!(
+                volume.secret.as_ref().unwrap().secret_name.as_deref(),
+                Some("w-executor-token")
+            );
+            let mount = c
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.name == "executor-token")
+                .unwrap();
+            assert_eq!((mount.mount_path.as_str(), mount.read_only), (TOKEN_DIR, Some(true)));
+            let env = c.env.clone().unwrap();
+            let file = env.iter().find(|e| e.name == "COGO_EXECUTOR_TOKEN_FILE").unwrap();
+            assert_eq!(file.value.as_deref(), Some("/var/run/cogo/executor-token/token"));
+            let sc = c.security_context.clone().unwrap();
+            let profile = sc.seccomp_profile.map(|p| p.type_);
+            assert_eq!(profile.as_deref() == Some("Unconfined"), unconfined, "{spec}");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{spec}");
+            assert_eq!(sc.run_as_non_root, Some(true), "{spec}");
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{spec}");
+            assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]), "{spec}");
         }
     }
 }

@@ -155,37 +155,27 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(ctx.config.resync))
 }
 
-/// Tokens are valid this long, and reissued when less than a month is left.
-const TOKEN_TTL_SECONDS: i64 = 365 * 24 * 3600;
-const TOKEN_RENEW_SECONDS: i64 = 30 * 24 * 3600;
-
-/// Makes sure the agent's token Secret holds a valid token for it; returns the writes made.
+/// Makes sure the agent's token Secret holds a valid broker token for it; returns the writes
+/// made.
 async fn ensure_token(
     secrets: &Api<Secret>,
     pool: &Pool<'_>,
     keys: &crate::broker::auth::Keys,
 ) -> Result<u64> {
     let name = build::agent::token_secret_name(pool.name);
-    let now = jiff::Timestamp::now().as_second();
-    if let Some(existing) = secrets.get_opt(&name).await? {
-        let token = existing
-            .data
-            .as_ref()
-            .and_then(|d| d.get("token"))
-            .map(|t| String::from_utf8_lossy(&t.0).into_owned());
-        let owned = super::controller_uid(&existing.metadata).as_deref() == Some(pool.owner.uid.as_str());
-        let fresh = token
-            .and_then(|t| keys.verify(&t, pool.namespace, pool.name).ok())
-            .is_some_and(|c| c.exp - now > TOKEN_RENEW_SECONDS);
-        if owned && fresh {
-            return Ok(0);
-        }
-    }
-    let token = keys
-        .issue(pool.namespace, pool.name, now, TOKEN_TTL_SECONDS)
-        .map_err(|e| Error::Broker(format!("cannot sign a token: {e}")))?;
-    super::apply(secrets, &build::agent::token_secret(pool, &token)).await?;
-    Ok(1)
+    super::ensure_token_secret(
+        secrets,
+        pool,
+        &name,
+        |token| keys.verify(token, pool.namespace, pool.name).ok().map(|c| c.exp),
+        |now, ttl| {
+            let token = keys
+                .issue(pool.namespace, pool.name, now, ttl)
+                .map_err(|e| Error::Broker(format!("cannot sign a token: {e}")))?;
+            Ok(build::agent::token_secret(pool, &token))
+        },
+    )
+    .await
 }
 
 /// Whether the agent references the Secret `name`, or owns it as its broker token.

@@ -63,6 +63,10 @@ pub struct Context {
     pub deferred: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The task controller's cache, shared with the broker once the controller runs.
     pub tasks: Arc<std::sync::OnceLock<Store<cogo_api::AgentTask>>>,
+    /// Keys of the workers' Executor tokens; None issues no worker tokens.
+    pub worker_keys: Option<Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>>,
+    /// What the Executors report about their workers, shared with the broker.
+    pub workers: Arc<std::sync::Mutex<crate::broker::workers::WorkerReports>>,
 }
 
 impl Context {
@@ -87,7 +91,15 @@ impl Context {
             tasks: Default::default(),
             deferred: Default::default(),
             mirror: None,
+            worker_keys: None,
+            workers: Default::default(),
         }
+    }
+
+    /// The same context, issuing worker tokens signed with `keys`.
+    pub fn with_worker_keys(mut self, keys: Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>) -> Self {
+        self.worker_keys = Some(keys);
+        self
     }
 
     /// The same context, issuing broker tokens signed with `keys`.
@@ -219,6 +231,40 @@ pub fn existing<K: Resource>(kind: &'static str, obj: Option<&K>) -> Option<Exis
         kind,
         controller_uid: controller_uid(o.meta()),
     })
+}
+
+/// Tokens are valid this long, and reissued when less than a month is left.
+pub const TOKEN_TTL_SECONDS: i64 = 365 * 24 * 3600;
+const TOKEN_RENEW_SECONDS: i64 = 30 * 24 * 3600;
+
+/// Makes sure the Secret `name`, owned by the pool's resource, holds a token that `expiry`
+/// accepts (it returns the token's expiry when the token verifies for this pool) with more than
+/// a month left; otherwise applies the Secret `issue` builds (from now and the token's
+/// lifetime). Returns the writes made.
+pub async fn ensure_token_secret(
+    secrets: &Api<Secret>,
+    pool: &crate::build::Pool<'_>,
+    name: &str,
+    expiry: impl Fn(&str) -> Option<i64>,
+    issue: impl FnOnce(i64, i64) -> Result<Secret>,
+) -> Result<u64> {
+    let now = jiff::Timestamp::now().as_second();
+    if let Some(existing) = secrets.get_opt(name).await? {
+        let token = existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get("token"))
+            .map(|t| String::from_utf8_lossy(&t.0).into_owned());
+        let owned = controller_uid(&existing.metadata).as_deref() == Some(pool.owner.uid.as_str());
+        let fresh = token
+            .and_then(|t| expiry(&t))
+            .is_some_and(|exp| exp - now > TOKEN_RENEW_SECONDS);
+        if owned && fresh {
+            return Ok(0);
+        }
+    }
+    apply(secrets, &issue(now, TOKEN_TTL_SECONDS)?).await?;
+    Ok(1)
 }
 
 /// Looks up each named Secret and returns its keys (never its values), or None when missing.

@@ -12,7 +12,7 @@ use std::{
 };
 
 use cogo_api::{
-    AgentTask, AgentTaskStatus, CogoAgent, TaskPhase,
+    AgentRole, AgentTask, AgentTaskStatus, CogoAgent, TaskPhase, WorkerKind,
     conditions::{self, ACCEPTED, SUCCEEDED},
 };
 use futures::StreamExt;
@@ -36,6 +36,7 @@ use crate::{
     broker::{
         leases::LeaseState,
         transition::{self, Policy, reason},
+        workers::Availability,
     },
     build::FIELD_MANAGER,
     task::{self, TaskFacts},
@@ -119,7 +120,9 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     // update_status
-    let Some(next) = task::compute_pending(&t, &verdict, &now) else {
+    let wait = worker_wait(&ctx, &ns, &t, &verdict);
+    let runs_on_worker = WorkerKind::for_task_type(&t.spec.task_type).is_some();
+    let Some(next) = task::compute_pending(&t, &verdict, wait.as_ref(), &now) else {
         return Ok(Action::await_change());
     };
     let rv = t.resource_version();
@@ -157,7 +160,56 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(deadline) = policy.deadline(&next) {
         wake = wake.min(until(deadline, now.0));
     }
+    // Workers come and go: look again soon, so the message stays true.
+    if runs_on_worker {
+        wake = wake.min(WORKER_RECHECK);
+    }
     Ok(Action::requeue(wake))
+}
+
+/// How often a waiting task that runs on a worker is looked at again.
+const WORKER_RECHECK: Duration = Duration::from_secs(5);
+
+/// Why an accepted task that runs on a worker waits, when its Executor has no free worker of
+/// its kind; None for other tasks, or when a worker is free.
+fn worker_wait(
+    ctx: &Context,
+    ns: &str,
+    t: &AgentTask,
+    verdict: &std::result::Result<task::Target, crate::validate::Invalid>,
+) -> Option<task::WorkerWait> {
+    let kind = WorkerKind::for_task_type(&t.spec.task_type)?;
+    let executor = match verdict.as_ref().ok()? {
+        task::Target::Agent(a) => {
+            let agent = ctx.agents.get(&ObjectRef::new(a).within(ns))?;
+            if agent.spec.role != AgentRole::Executor {
+                return None;
+            }
+            Some(a.clone())
+        }
+        task::Target::Role(AgentRole::Executor) => None,
+        task::Target::Role(_) => return None,
+    };
+    let availability = ctx
+        .workers
+        .lock()
+        .ok()?
+        .availability(ns, executor.as_deref(), kind, Instant::now());
+    match availability {
+        Availability::Free => None,
+        Availability::Busy => Some(task::WorkerWait::Busy { kind, executor }),
+        Availability::NoneConnected => Some(task::WorkerWait::NoneConnected { kind, executor }),
+    }
+}
+
+/// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's
+/// worker jobs count against its workers' capacity instead.
+pub fn counts_against_agent(agents: &Store<CogoAgent>, ns: &str, t: &AgentTask) -> bool {
+    let agent = t.status.as_ref().and_then(|s| s.agent.as_deref()).unwrap_or_default();
+    let executor = agents
+        .get(&ObjectRef::new(agent).within(ns))
+        .is_some_and(|a| a.spec.role == AgentRole::Executor);
+    !(executor && WorkerKind::for_task_type(&t.spec.task_type).is_some())
 }
 
 /// Time from `now` until `at` (a little past it, so the reconcile finds it passed).
@@ -202,6 +254,7 @@ async fn supervise(ctx: &Context, t: &AgentTask, ns: &str, policy: &Policy, now:
                 .lock()
                 .map_err(|_| Error::Broker("the lease table is poisoned".into()))?;
             l.hold(ns, &name, &agent, &pod, status.attempt, clock);
+            l.set_counted(ns, &name, counts_against_agent(&ctx.agents, ns, t));
             clock + l.ttl()
         }
         LeaseState::Expired => {

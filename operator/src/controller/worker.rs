@@ -27,6 +27,7 @@ use tracing::instrument;
 use super::{Context, PoolChildren, apply_if_changed, error_policy, secret_keys, update_status};
 use crate::{
     Error, Result,
+    broker::{worker_keys::WorkerIdentity, workers::WorkerStats},
     build::{self, Pool},
     status::{self, Observed},
     validate::{self, Facts},
@@ -91,9 +92,20 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     // build + apply
     let deployment = match &verdict {
         Ok(valid) => {
+            let mut writes = 0;
+            if let Some(keys) = &ctx.worker_keys {
+                let who = WorkerIdentity {
+                    namespace: ns,
+                    worker: name,
+                    kind: worker.spec.kind,
+                    executor: &valid.executor,
+                };
+                writes += ensure_token(&secrets, &pool, keys, who).await?;
+            }
             let d =
                 build::worker::deployment(&worker, &pool, &ctx.config, valid.image.clone(), &valid.executor);
-            let (applied, mut writes) = apply_if_changed(&deployments, &d, found_deployment).await?;
+            let (applied, w) = apply_if_changed(&deployments, &d, found_deployment).await?;
+            writes += w;
             let service = build::worker::service(&worker, &pool);
             writes += apply_if_changed(&services, &service, found_service).await?.1;
             let policy = build::worker::network_policy(&worker, &pool, &valid.executor);
@@ -117,19 +129,22 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         previous: &previous.conditions,
         now: &now,
     });
-    let next = CogoWorkerStatus {
-        observed_generation: computed.observed_generation,
-        conditions: computed.conditions,
-        replicas: computed.replicas,
-        ready_replicas: computed.ready_replicas,
-        selector: Some(pool.selector_string()),
-        executor: verdict
-            .as_ref()
-            .ok()
-            .map(|v| v.executor.clone())
-            .or(previous.executor.clone()),
-        ..previous.clone()
-    };
+    let next = with_stats(
+        CogoWorkerStatus {
+            observed_generation: computed.observed_generation,
+            conditions: computed.conditions,
+            replicas: computed.replicas,
+            ready_replicas: computed.ready_replicas,
+            selector: Some(pool.selector_string()),
+            executor: verdict
+                .as_ref()
+                .ok()
+                .map(|v| v.executor.clone())
+                .or(previous.executor.clone()),
+            ..previous.clone()
+        },
+        stats(&ctx, ns, name),
+    );
     update_status(
         &ctx,
         worker.as_ref(),
@@ -143,13 +158,115 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::requeue(ctx.config.resync))
 }
 
+/// Makes sure the worker's token Secret holds a valid token for `who`; returns the writes
+/// made. A token for another kind or Executor (the spec changed) is reissued.
+async fn ensure_token(
+    secrets: &Api<Secret>,
+    pool: &Pool<'_>,
+    keys: &std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>,
+    who: WorkerIdentity<'_>,
+) -> Result<u64> {
+    let keys = keys
+        .read()
+        .map_err(|_| Error::Broker("the worker key table is poisoned".into()))?
+        .clone();
+    let name = build::worker::token_secret_name(pool.name);
+    super::ensure_token_secret(
+        secrets,
+        pool,
+        &name,
+        |token| {
+            keys.verify(token)
+                .filter(|c| {
+                    c.worker() == Some((who.namespace, who.worker))
+                        && c.kind == who.kind
+                        && c.executor == who.executor
+                })
+                .map(|c| c.exp)
+        },
+        |now, ttl| Ok(build::worker::token_secret(pool, &keys.issue(who, now, ttl)?)),
+    )
+    .await
+}
+
+/// What the Executors report of the worker's pods.
+fn stats(ctx: &Context, ns: &str, name: &str) -> WorkerStats {
+    ctx.workers
+        .lock()
+        .map(|w| w.stats(ns, name, std::time::Instant::now()))
+        .unwrap_or_default()
+}
+
+/// `status` with the report-derived fields set from `stats`.
+fn with_stats(status: CogoWorkerStatus, stats: WorkerStats) -> CogoWorkerStatus {
+    CogoWorkerStatus {
+        connected_workers: Some(stats.connected_workers),
+        active_jobs: Some(stats.active_jobs),
+        success_rate_percent: stats.success_rate_percent,
+        ..status
+    }
+}
+
+/// How often the Executors' reports are written into CogoWorker status, at most.
+pub const REPORT_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Writes `connectedWorkers`, `activeJobs` and `successRatePercent` of every CogoWorker whose
+/// figures changed, every [`REPORT_WRITE_INTERVAL`], until `shutdown` resolves. The controller's
+/// own status writes carry the same figures, so the two never undo each other.
+async fn write_reported_status(
+    ctx: Arc<Context>,
+    store: Store<CogoWorker>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(REPORT_WRITE_INTERVAL) => {}
+        }
+        for w in store.state() {
+            let (Some(ns), name) = (w.namespace(), w.name_any()) else {
+                continue;
+            };
+            let previous = w.status.clone().unwrap_or_default();
+            let next = with_stats(previous.clone(), stats(&ctx, &ns, &name));
+            if next == previous {
+                continue;
+            }
+            let patch = serde_json::json!({"status": {
+                "connectedWorkers": next.connected_workers,
+                "activeJobs": next.active_jobs,
+                "successRatePercent": next.success_rate_percent,
+            }});
+            let api: Api<CogoWorker> = Api::namespaced(ctx.client.clone(), &ns);
+            match api
+                .patch_status(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => ctx.metrics.status_written("CogoWorker"),
+                Err(e) => tracing::warn!(worker = %name, namespace = %ns, error = %e, "cannot write the workers' figures"),
+            }
+        }
+    }
+}
+
+/// Whether the worker references the Secret `name`, or owns it as its Executor token.
+fn references_secret(worker: &CogoWorker, name: &str) -> bool {
+    name == build::worker::token_secret_name(&worker.name_any())
+        || validate::worker_secret_names(worker).contains(name)
+}
+
 /// Maps a changed Secret to the workers of its namespace that reference it.
 pub fn workers_for_secret(store: &Store<CogoWorker>, secret: &Secret) -> Vec<ObjectRef<CogoWorker>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
     store
         .state()
         .into_iter()
-        .filter(|w| w.namespace() == ns && validate::worker_secret_names(w).contains(&name))
+        .filter(|w| w.namespace() == ns && references_secret(w, &name))
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
 }
@@ -177,6 +294,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         watcher::Config::default().any_semantic(),
     );
     let (secret_store, agent_store) = (controller.store(), controller.store());
+    let (reports, stop_reports) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(write_reported_status(ctx.clone(), controller.store(), async move {
+        let _ = stop_reports.await;
+    }));
     controller
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
@@ -195,4 +316,5 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    drop(reports);
 }

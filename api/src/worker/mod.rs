@@ -1,5 +1,7 @@
 //! `CogoWorker`: one worker kind (Python sandbox, browser, Figma) run as a pool of pods that
-//! serve the Executor agent.
+//! serve the Executor agent, and the protocol those pods speak with it ([`message`]).
+
+pub mod message;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -36,6 +38,7 @@ use crate::common::{PodOverrides, Resources, SecretKeyRef};
 #[x_kube(validation = Rule::new("self.kind != 'FigmaMCP' || has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is required when spec.kind is FigmaMCP"))]
 #[x_kube(validation = Rule::new("self.kind == 'FigmaMCP' || !has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is only valid when spec.kind is FigmaMCP"))]
 #[x_kube(validation = Rule::new("self.kind == 'PythonSandbox' || !has(self.sandbox) || !has(self.sandbox.allowedPackages) || size(self.sandbox.allowedPackages) == 0").message("spec.sandbox.allowedPackages is only valid when spec.kind is PythonSandbox"))]
+#[x_kube(validation = Rule::new("self.kind == 'PythonSandbox' || !has(self.sandbox) || !has(self.sandbox.packageIndexUrl)").message("spec.sandbox.packageIndexUrl is only valid when spec.kind is PythonSandbox"))]
 pub struct CogoWorkerSpec {
     /// The worker kind: PythonSandbox (runs Python code, port 3001), FigmaMCP (reads Figma
     /// designs, port 3002) or Browser (headless browser automation, port 3003). Immutable.
@@ -133,6 +136,24 @@ impl WorkerKind {
         }
     }
 
+    /// The task type prefixes whose jobs this kind runs: `python.` for PythonSandbox,
+    /// `browser.` for Browser, `figma.` and `mcp.` for FigmaMCP.
+    pub fn task_prefixes(self) -> &'static [&'static str] {
+        match self {
+            WorkerKind::PythonSandbox => &["python."],
+            WorkerKind::Browser => &["browser."],
+            WorkerKind::FigmaMcp => &["figma.", "mcp."],
+        }
+    }
+
+    /// The kind whose workers run tasks of `task_type`, if any; the Executor leases only
+    /// such tasks for its workers.
+    pub fn for_task_type(task_type: &str) -> Option<WorkerKind> {
+        WorkerKind::ALL
+            .into_iter()
+            .find(|k| k.task_prefixes().iter().any(|p| task_type.starts_with(p)))
+    }
+
     /// Whether pods of this kind may reach the network when the spec does not say: the
     /// Python sandbox may not (it runs untrusted code); a browser and the Figma client must.
     pub fn egress_by_default(self) -> bool {
@@ -146,28 +167,60 @@ impl std::fmt::Display for WorkerKind {
     }
 }
 
-/// Limits applied to each job a worker runs.
+/// Limits applied to each job a worker runs. A PythonSandbox job runs in its own mount, PID,
+/// IPC, UTS and (unless egress is allowed) network namespaces, under a seccomp filter, with
+/// these limits.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxFileSize) || !has(self.workspaceSize) || quantity(self.maxFileSize).compareTo(quantity(self.workspaceSize)) <= 0").message("sandbox.maxFileSize must not exceed sandbox.workspaceSize"))]
 pub struct SandboxPolicy {
-    /// Seconds one job may run before the worker kills it.
+    /// Seconds one job may run (wall time, and also its CPU time) before the worker kills
+    /// it; a task's own `timeoutSeconds` input may only shorten it.
     #[serde(default = "default_job_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: i32,
-    /// Memory one job may use, as a Kubernetes quantity; also the pod's memory limit when
-    /// `resources.memory` is unset.
+    /// Memory one job may use (its address space), as a Kubernetes quantity; 256Mi when
+    /// unset. When `resources.memory` is unset, the pod's memory limit is `capacity` times
+    /// this plus 256Mi for the worker itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
     pub memory_limit: Option<String>,
+    /// Processes and threads one job may run at once (1 to 1024, default 32). A job that
+    /// reaches it is stopped and reported as `killed: processes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_processes: Option<i32>,
+    /// Largest file a job may write, as a Kubernetes quantity (default 64Mi); a larger write
+    /// fails inside the job with "File too large".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub max_file_size: Option<String>,
+    /// Bytes a job's workspace may hold, its input files included, as a Kubernetes quantity
+    /// (default 256Mi). A job that writes more is stopped and reported as `killed: output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub workspace_size: Option<String>,
+    /// Bytes of standard output and standard error kept for the result, as a Kubernetes
+    /// quantity (default 1Mi). A job that prints more is stopped, its output truncated and
+    /// reported as `killed: output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub max_output_size: Option<String>,
     /// Whether jobs may open network connections beyond the Executor and cluster DNS. Unset
     /// means: denied for PythonSandbox, allowed for Browser and FigmaMCP. Enforced with a
-    /// NetworkPolicy.
+    /// NetworkPolicy, and for PythonSandbox jobs also with a network namespace of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_egress: Option<bool>,
-    /// Python packages a job may import beyond the standard library (PythonSandbox only).
+    /// Python packages a job may ask for in its `packages` input (PythonSandbox only). The
+    /// worker installs them, as wheels only, into the job's own environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub allowed_packages: Vec<String>,
+    /// The package index (PEP 503 "simple" API) packages are installed from
+    /// (PythonSandbox only). Defaults to https://pypi.org/simple.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub package_index_url: Option<String>,
 }
 
 fn default_job_timeout() -> i32 {
