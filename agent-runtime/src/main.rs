@@ -1,19 +1,19 @@
 //! `cogo-agent`: the agent pod. One binary for every role; the role comes from `COGO_ROLE`.
 //!
-//! It serves `/livez`, `/readyz` and `/metrics` on the role's port and stops cleanly on
-//! SIGTERM. Pulling tasks from the operator's broker builds on this.
+//! It serves `/livez`, `/readyz`, `/metrics` and its role's routes on the role's port, pulls
+//! tasks from the operator's broker and runs them, and stops cleanly on SIGTERM.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use clap::Parser;
+use cogo_agent::{
+    broker::{self, HttpBroker, SharedBroker},
+    handler::Registry,
+    pod, pull,
+    roles::{self, RoleConfig},
+};
 use cogo_api::AgentRole;
-use tracing::info;
-
-mod broker;
-mod handlers;
-mod http;
-mod pull;
+use tracing::{info, warn};
 
 /// Runs one Cogo agent.
 #[derive(Parser, Debug)]
@@ -25,10 +25,11 @@ struct Args {
     /// Name of the CogoAgent this pod belongs to.
     #[arg(long, env = "COGO_AGENT_NAME", default_value = "local")]
     agent_name: String,
-    /// Address to serve probes and metrics on (defaults to the role's port on all interfaces).
+    /// Address to serve probes, metrics and the role's routes on (defaults to the role's port
+    /// on all interfaces).
     #[arg(long, env = "COGO_LISTEN_ADDR")]
     listen_addr: Option<SocketAddr>,
-    /// Tasks this pod works on at once.
+    /// Tasks this pod works on at once (the Executor's worker jobs are bounded by its workers).
     #[arg(long, env = "COGO_CONCURRENCY", default_value_t = 4)]
     concurrency: u32,
     /// URL of the operator's broker.
@@ -46,6 +47,10 @@ struct Args {
     /// Seconds to let held tasks finish after SIGTERM.
     #[arg(long, env = "COGO_SHUTDOWN_GRACE_SECONDS", default_value_t = 50)]
     shutdown_grace_seconds: u64,
+    /// Seconds between the Executor's pings to its workers; a worker silent for three of them
+    /// is dropped and its jobs run elsewhere.
+    #[arg(long, env = "COGO_WORKER_PING_SECONDS", default_value_t = 5)]
+    worker_ping_seconds: u64,
 }
 
 fn parse_role(s: &str) -> Result<AgentRole, String> {
@@ -59,72 +64,77 @@ fn parse_role(s: &str) -> Result<AgentRole, String> {
         })
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    pod::init_tracing();
     let args = Args::parse();
     let addr = args
         .listen_addr
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.role.port() as u16)));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let pod_name = args
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "local".into());
     info!(role = %args.role, agent = %args.agent_name, %addr, concurrency = args.concurrency,
         broker = args.broker_url.as_deref().unwrap_or("<none>"), "agent started");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let puller = match (args.broker_url.clone(), args.broker_token.clone()) {
-        (Some(url), Some(token)) => {
-            let pod = args
-                .pod_name
-                .clone()
-                .or_else(|| std::env::var("HOSTNAME").ok())
-                .unwrap_or_else(|| "local".into());
-            let client =
-                pull::BrokerClient::new(&url, token, args.namespace.clone(), args.agent_name.clone(), pod);
-            let registry = std::sync::Arc::new(handlers::Registry::builtin());
-            let grace = std::time::Duration::from_secs(args.shutdown_grace_seconds);
-            let (concurrency, stop) = (args.concurrency, stop_rx.clone());
-            Some(tokio::spawn(async move {
-                tokio::select! {
-                    _ = broker::resolve(url) => pull::run(client, registry, concurrency, stop, grace).await,
-                    _ = stopped(stop.clone()) => {}
-                }
-            }))
-        }
+    let broker: Option<SharedBroker> = match (&args.broker_url, &args.broker_token) {
+        (Some(url), Some(token)) => Some(Arc::new(HttpBroker::new(
+            url,
+            token.clone(),
+            args.namespace.clone(),
+            args.agent_name.clone(),
+            pod_name.clone(),
+        ))),
         (Some(url), None) => {
-            tokio::spawn(broker::resolve(url));
-            tracing::warn!("no broker token (COGO_BROKER_TOKEN): serving probes only, leasing no tasks");
+            tokio::spawn(broker::resolve(url.clone()));
+            warn!("no broker token (COGO_BROKER_TOKEN): serving probes only, leasing no tasks");
             None
         }
         _ => None,
     };
-    let mut stop = stop_rx.clone();
-    axum::serve(listener, http::router(args.role))
-        .with_graceful_shutdown(async move {
+    let metrics = pod::Metrics::new("agent", "role", args.role.slug());
+    let config = RoleConfig {
+        role: args.role,
+        agent: args.agent_name.clone(),
+        namespace: args.namespace.clone(),
+        pod: pod_name,
+        concurrency: args.concurrency,
+        broker: broker.clone(),
+        metrics: metrics.clone(),
+        worker_ping: Duration::from_secs(args.worker_ping_seconds.max(1)),
+    };
+    let mut registry = Registry::default();
+    let parts = roles::register(args.role, &config, &mut registry);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for work in parts.background {
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
             tokio::select! {
-                _ = http::termination() => {}
-                _ = stop.wait_for(|s| *s) => {}
+                _ = work => {}
+                _ = pod::stopped(stop) => {}
             }
-        })
-        .await
-        .context("server failed")?;
-    let _ = stop_tx.send(true);
+        });
+    }
+    let puller = match (broker, &args.broker_url) {
+        (Some(broker), Some(url)) => {
+            let registry = Arc::new(registry);
+            let grace = Duration::from_secs(args.shutdown_grace_seconds);
+            let (url, stop, lanes) = (url.clone(), stop_rx.clone(), parts.lanes);
+            Some(tokio::spawn(async move {
+                tokio::select! {
+                    _ = broker::resolve(url) => pull::run(broker, registry, lanes, stop, grace).await,
+                    _ = pod::stopped(stop.clone()) => {}
+                }
+            }))
+        }
+        _ => None,
+    };
+    let served = pod::serve(addr, pod::router(metrics, parts.routes), stop_tx).await;
     if let Some(p) = puller {
         let _ = p.await;
     }
+    served?;
     info!("agent stopped");
     Ok(())
 }

@@ -1,201 +1,204 @@
-//! The pull loop: lease as many tasks as there are free slots (long-polling the broker), run
-//! each with its handler while heartbeating, report the outcome. The broker being unreachable
-//! only delays work: the loop retries with backoff. On shutdown it stops leasing and lets the
-//! tasks it holds finish, within the grace period.
+//! The pull loop. A pod leases work in *lanes*: each lane asks the broker for the task types it
+//! takes (its type prefixes) and only as many as it has free [`Slots`]. Every agent has its
+//! own lane (its `concurrency`); the Executor adds one per worker kind, sized by its connected
+//! workers. Each leased task runs with its handler while a heartbeat keeps the lease, and its
+//! outcome is reported. The broker being unreachable only delays work (backoff). On shutdown
+//! the lanes stop leasing and the tasks held finish within the grace period.
 
-use std::{sync::Arc, time::Duration};
-
-use cogo_api::broker::{
-    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, LeasedTask,
-    Outcome, SubtaskRequest, TaskView,
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
-use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::{Semaphore, watch};
+
+use cogo_api::broker::{CompleteRequest, LeaseRequest, LeasedTask, Outcome};
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::handlers::{Parent, Registry, TaskContext};
+use crate::{
+    broker::{CallError, SharedBroker},
+    handler::{Registry, TaskContext},
+};
 
-/// How the agent reaches the broker and who it is.
-#[derive(Clone)]
-pub struct BrokerClient {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    namespace: String,
-    agent: String,
-    pub(crate) pod: String,
+/// A held slot, released when dropped.
+pub type Slot = Box<dyn Send + Sync>;
+
+/// How many tasks a lane may take.
+pub trait Slots: Send + Sync + 'static {
+    /// Slots free now.
+    fn free(&self) -> u32;
+    /// Resolves when `free` may have grown.
+    fn changed(&self) -> BoxFuture<'_, ()>;
+    /// Takes one slot until the returned guard is dropped.
+    fn hold(&self) -> Slot;
 }
 
-/// A failed broker call.
-#[derive(Debug)]
-pub enum CallError {
-    /// The broker answered with an error body.
-    Refused(u16, ErrorBody),
-    /// No answer (connection, timeout, unreadable body).
-    Transport(String),
+/// A fixed number of slots: an agent's `concurrency`.
+pub struct FixedSlots(Arc<Semaphore>);
+
+impl FixedSlots {
+    /// `n` slots.
+    pub fn new(n: u32) -> Self {
+        FixedSlots(Arc::new(Semaphore::new(n as usize)))
+    }
 }
 
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Refused(status, body) => write!(f, "{status} {}: {}", body.code, body.message),
-            CallError::Transport(e) => write!(f, "{e}"),
+impl Slots for FixedSlots {
+    fn free(&self) -> u32 {
+        self.0.available_permits() as u32
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Ok(p) = self.0.acquire().await {
+                drop(p);
+            }
+        })
+    }
+
+    fn hold(&self) -> Slot {
+        let permit: Option<OwnedSemaphorePermit> = self.0.clone().try_acquire_owned().ok();
+        Box::new(permit)
+    }
+}
+
+/// One lane: which task types it leases and how many at once.
+pub struct Lane {
+    /// Name, for logs.
+    pub name: String,
+    /// Lease only these type prefixes (empty: any type).
+    pub type_prefixes: Vec<String>,
+    /// Never lease these type prefixes.
+    pub exclude_type_prefixes: Vec<String>,
+    /// Its slots.
+    pub slots: Arc<dyn Slots>,
+}
+
+/// Counts the tasks a pod runs, to wait for them on shutdown.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<(AtomicUsize, Notify)>);
+
+struct Running(InFlight);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let (n, idle) = &*(self.0).0;
+        if n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            idle.notify_waiters();
         }
     }
 }
 
-impl BrokerClient {
-    /// A client of the broker at `base` (for example `http://cogo-operator.cogo-system.svc:8080`).
-    pub fn new(base: &str, token: String, namespace: String, agent: String, pod: String) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("cogo-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client without TLS builds");
-        BrokerClient {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            namespace,
-            agent,
-            pod,
+impl InFlight {
+    fn start(&self) -> Running {
+        self.0.0.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+
+    /// Tasks running now.
+    pub fn count(&self) -> usize {
+        self.0.0.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when no task runs.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
         }
     }
-
-    async fn call<B: Serialize, R: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        let res = self
-            .http
-            .post(format!("{}{}", self.base, path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        answer(res).await
-    }
-
-    /// Leases up to `slots` tasks, waiting up to `wait_seconds` for one.
-    pub async fn lease(&self, slots: u32, wait_seconds: u32) -> Result<Vec<LeasedTask>, CallError> {
-        let path = format!("/v1/namespaces/{}/agents/{}/lease", self.namespace, self.agent);
-        let req = LeaseRequest {
-            pod: self.pod.clone(),
-            slots,
-            wait_seconds,
-        };
-        let res: LeaseResponse = self
-            .call(&path, &req, Duration::from_secs(u64::from(wait_seconds) + 15))
-            .await?;
-        Ok(res.tasks)
-    }
-
-    /// Heartbeats a leased task; true when it was cancelled.
-    pub async fn heartbeat(&self, task: &LeasedTask) -> Result<bool, CallError> {
-        let path = format!("/v1/namespaces/{}/tasks/{}/heartbeat", task.namespace, task.name);
-        let req = HeartbeatRequest {
-            pod: self.pod.clone(),
-            attempt: task.attempt,
-        };
-        let res: HeartbeatResponse = self.call(&path, &req, Duration::from_secs(10)).await?;
-        Ok(res.cancelled)
-    }
-
-    /// Creates a sub-task of `parent`, which this pod runs.
-    pub async fn create_subtask(
-        &self,
-        parent: &LeasedTask,
-        req: &SubtaskRequest,
-    ) -> Result<TaskView, CallError> {
-        let path = format!(
-            "/v1/namespaces/{}/tasks/{}/subtasks",
-            parent.namespace, parent.name
-        );
-        self.call(&path, req, Duration::from_secs(15)).await
-    }
-
-    /// Reads a task of the agent's namespace.
-    pub async fn get_task(&self, name: &str) -> Result<TaskView, CallError> {
-        let url = format!("{}/v1/namespaces/{}/tasks/{name}", self.base, self.namespace);
-        let res = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        answer(res).await
-    }
-
-    /// Reports an attempt's outcome.
-    pub async fn complete(&self, task: &LeasedTask, req: &CompleteRequest) -> Result<(), CallError> {
-        let path = format!("/v1/namespaces/{}/tasks/{}/complete", task.namespace, task.name);
-        let _: serde_json::Value = self.call(&path, req, Duration::from_secs(15)).await?;
-        Ok(())
-    }
 }
 
-/// The body of a successful answer, or the broker's error.
-async fn answer<R: DeserializeOwned>(res: reqwest::Response) -> Result<R, CallError> {
-    let status = res.status();
-    if status.is_success() {
-        return res
-            .json()
-            .await
-            .map_err(|e| CallError::Transport(format!("unreadable answer: {e}")));
-    }
-    let body = res.json::<ErrorBody>().await.unwrap_or_else(|e| ErrorBody {
-        code: "Unknown".into(),
-        message: format!("an error without a readable body ({e})"),
-    });
-    Err(CallError::Refused(status.as_u16(), body))
-}
+/// How long a lease request waits for work.
+const LEASE_WAIT_SECONDS: u32 = 20;
 
-/// Runs the pull loop until `shutdown` turns true, then waits up to `grace` for held tasks.
+/// Runs every lane until `shutdown` turns true, then waits up to `grace` for held tasks.
 pub async fn run(
-    client: BrokerClient,
+    broker: SharedBroker,
     registry: Arc<Registry>,
-    concurrency: u32,
-    mut shutdown: watch::Receiver<bool>,
+    lanes: Vec<Lane>,
+    shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    let running = InFlight::default();
+    let loops: Vec<_> = lanes
+        .into_iter()
+        .map(|lane| {
+            tokio::spawn(run_lane(
+                broker.clone(),
+                registry.clone(),
+                lane,
+                shutdown.clone(),
+                running.clone(),
+            ))
+        })
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+    info!(
+        tasks = running.count(),
+        "stopped leasing; finishing the tasks held"
+    );
+    if tokio::time::timeout(grace, running.idle()).await.is_err() {
+        warn!(
+            tasks = running.count(),
+            "tasks were still running when the grace period ended"
+        );
+    }
+}
+
+async fn run_lane(
+    broker: SharedBroker,
+    registry: Arc<Registry>,
+    lane: Lane,
+    mut shutdown: watch::Receiver<bool>,
+    running: InFlight,
+) {
     let mut backoff = Duration::from_millis(500);
-    info!(concurrency, "pulling tasks from the broker");
+    info!(lane = %lane.name, types = ?lane.type_prefixes, "pulling tasks from the broker");
     while !*shutdown.borrow() {
-        let free = slots.available_permits() as u32;
+        let free = lane.slots.free();
         if free == 0 {
             tokio::select! {
-                permit = slots.acquire() => drop(permit),
+                _ = lane.slots.changed() => {}
                 _ = shutdown.changed() => {}
             }
             continue;
         }
+        let req = LeaseRequest {
+            pod: String::new(),
+            slots: free.min(256),
+            wait_seconds: LEASE_WAIT_SECONDS,
+            type_prefixes: lane.type_prefixes.clone(),
+            exclude_type_prefixes: lane.exclude_type_prefixes.clone(),
+        };
         let leased = tokio::select! {
-            r = client.lease(free, 20) => r,
+            r = broker.lease(req) => r,
             _ = shutdown.changed() => break,
         };
         match leased {
             Ok(tasks) => {
                 backoff = Duration::from_millis(500);
                 for task in tasks {
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let (client, registry) = (client.clone(), registry.clone());
+                    let slot = lane.slots.hold();
+                    let run = running.start();
+                    let (broker, registry) = (broker.clone(), registry.clone());
                     tokio::spawn(async move {
-                        run_task(&client, &registry, task).await;
-                        drop(permit);
+                        run_task(broker, &registry, task).await;
+                        drop(slot);
+                        drop(run);
                     });
                 }
             }
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "cannot lease tasks");
+                warn!(lane = %lane.name, error = %e, retry_in = ?backoff, "cannot lease tasks");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
@@ -204,27 +207,20 @@ pub async fn run(
             }
         }
     }
-    info!("stopped leasing; finishing the tasks held");
-    let all = concurrency;
-    if tokio::time::timeout(grace, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        warn!("tasks were still running when the grace period ended");
-    }
 }
 
 /// Runs one leased task: heartbeats while the handler works, then reports the outcome.
-async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) {
+pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
     debug!(task = %task.name, attempt = task.attempt, r#type = %task.task_type, "running");
+    let task = Arc::new(task);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let beat = {
-        let (client, task) = (client.clone(), task.clone());
+        let (broker, task) = (broker.clone(), task.clone());
         tokio::spawn(async move {
             let every = Duration::from_secs(task.heartbeat_seconds.max(1).into());
             loop {
                 tokio::time::sleep(every).await;
-                match client.heartbeat(&task).await {
+                match broker.heartbeat(&task).await {
                     Ok(true) => {
                         let _ = cancel_tx.send(true);
                         return;
@@ -242,11 +238,8 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
     };
     let ctx = TaskContext {
         cancelled: cancel_rx.clone(),
-        attempt: task.attempt,
-        broker: Some(Arc::new(Parent {
-            client: client.clone(),
-            task: task.clone(),
-        })),
+        task: task.clone(),
+        broker: Some(broker.clone()),
     };
     let outcome = match registry.get(&task.task_type) {
         None => Err((
@@ -263,9 +256,10 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
             .map_err(|e| (e.message, e.retryable)),
     };
     let cancelled = *cancel_rx.borrow();
+    let pod = broker.pod().to_string();
     let req = match outcome {
         Ok(result) => CompleteRequest {
-            pod: client.pod.clone(),
+            pod,
             attempt: task.attempt,
             outcome: Outcome::Succeeded,
             result: Some(result),
@@ -273,7 +267,7 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
             retryable: false,
         },
         Err(_) if cancelled => CompleteRequest {
-            pod: client.pod.clone(),
+            pod,
             attempt: task.attempt,
             outcome: Outcome::Cancelled,
             result: None,
@@ -281,7 +275,7 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
             retryable: false,
         },
         Err((message, retryable)) => CompleteRequest {
-            pod: client.pod.clone(),
+            pod,
             attempt: task.attempt,
             outcome: Outcome::Failed,
             result: None,
@@ -293,7 +287,7 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
     // while (an operator restart) finds the lease still held when it is back.
     let mut delay = Duration::from_millis(200);
     for _ in 0..COMPLETE_TRIES {
-        match client.complete(&task, &req).await {
+        match broker.complete(&task, &req).await {
             Ok(()) => break,
             Err(CallError::Refused(409 | 404, body)) => {
                 debug!(task = %task.name, code = %body.code, "the broker has this attempt's outcome, or the task is gone");
@@ -312,3 +306,144 @@ async fn run_task(client: &BrokerClient, registry: &Registry, task: LeasedTask) 
 /// How often an outcome is offered to the broker before it is given up (about 30 s): the
 /// attempt then ends by its lease running out, and is retried by the task's policy.
 const COMPLETE_TRIES: usize = 18;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        broker::memory::MemoryBroker,
+        handler::{HandlerError, HandlerFuture, TaskHandler},
+        roles::builtin,
+    };
+
+    struct Wait;
+
+    impl TaskHandler for Wait {
+        fn run<'a>(&'a self, _: &'a serde_json::Value, ctx: TaskContext) -> HandlerFuture<'a> {
+            Box::pin(async move {
+                ctx.until_cancelled().await;
+                Err(HandlerError::cancelled())
+            })
+        }
+    }
+
+    fn registry() -> Arc<Registry> {
+        let mut r = Registry::default();
+        builtin::register(&mut r);
+        r.register("test.wait", Wait);
+        Arc::new(r)
+    }
+
+    fn own_lane(n: u32) -> Lane {
+        Lane {
+            name: "own".into(),
+            type_prefixes: vec![],
+            exclude_type_prefixes: vec![],
+            slots: Arc::new(FixedSlots::new(n)),
+        }
+    }
+
+    #[tokio::test]
+    async fn tasks_run_and_report_their_outcomes() {
+        let broker = Arc::new(MemoryBroker::new("pod-1", 1));
+        broker.submit("echo", "cogo.echo", json!({"hi": 1}));
+        broker.submit("unknown", "research.query", json!({}));
+        broker.submit("fails", "cogo.fail", json!({"message": "no", "retryable": true}));
+        let (stop, rx) = watch::channel(false);
+        let pull = tokio::spawn(run(
+            broker.clone(),
+            registry(),
+            vec![own_lane(4)],
+            rx,
+            Duration::from_secs(5),
+        ));
+        let t = Duration::from_secs(10);
+        let echo = broker.outcome("echo", t).await.unwrap();
+        assert_eq!(
+            (echo.outcome, echo.result),
+            (Outcome::Succeeded, Some(json!({"hi": 1})))
+        );
+        assert_eq!(echo.pod, "pod-1");
+        let unknown = broker.outcome("unknown", t).await.unwrap();
+        assert_eq!(unknown.outcome, Outcome::Failed);
+        assert!(
+            unknown
+                .error
+                .unwrap()
+                .contains("no handler for task type \"research.query\""),
+            "the message names the type"
+        );
+        assert!(!unknown.retryable);
+        let fails = broker.outcome("fails", t).await.unwrap();
+        assert_eq!((fails.error.as_deref(), fails.retryable), (Some("no"), true));
+        stop.send(true).unwrap();
+        pull.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lane_leases_only_its_types_and_only_its_free_slots() {
+        let broker = Arc::new(MemoryBroker::new("pod-1", 1));
+        for i in 0..3 {
+            broker.submit(&format!("w{i}"), "test.wait", json!({}));
+        }
+        broker.submit("py", "python.execute", json!({}));
+        let lane = Lane {
+            name: "own".into(),
+            type_prefixes: vec![],
+            exclude_type_prefixes: vec!["python.".into()],
+            slots: Arc::new(FixedSlots::new(2)),
+        };
+        let (stop, rx) = watch::channel(false);
+        let pull = tokio::spawn(run(
+            broker.clone(),
+            registry(),
+            vec![lane],
+            rx,
+            Duration::from_secs(5),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reqs = broker.lease_requests();
+        assert_eq!(reqs[0].slots, 2, "as many as the lane has free");
+        assert_eq!(reqs[0].exclude_type_prefixes, ["python."]);
+        assert_eq!(
+            broker.queued().len(),
+            2,
+            "one wait task and the python task stay queued"
+        );
+        assert!(broker.queued().contains(&"py".to_string()));
+        // Cancelling a running task frees its slot; the next one is leased.
+        broker.cancel("w0");
+        broker.cancel("w1");
+        let first = broker.outcome("w0", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(first.outcome, Outcome::Cancelled);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(broker.queued(), ["py"]);
+        broker.cancel("w2");
+        broker.outcome("w2", Duration::from_secs(10)).await.unwrap();
+        stop.send(true).unwrap();
+        pull.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_leasing_and_waits_for_the_tasks_held() {
+        let broker = Arc::new(MemoryBroker::new("pod-1", 1));
+        broker.submit("s", "cogo.sleep", json!({"seconds": 0.5}));
+        let (stop, rx) = watch::channel(false);
+        let pull = tokio::spawn(run(
+            broker.clone(),
+            registry(),
+            vec![own_lane(1)],
+            rx,
+            Duration::from_secs(5),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(true).unwrap();
+        broker.submit("late", "cogo.echo", json!({}));
+        pull.await.unwrap();
+        let s = broker.outcome("s", Duration::from_millis(10)).await.unwrap();
+        assert_eq!(s.outcome, Outcome::Succeeded, "the task held was finished");
+        assert_eq!(broker.queued(), ["late"], "nothing was leased after the stop");
+    }
+}

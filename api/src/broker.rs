@@ -321,7 +321,10 @@ mod tests {
         assert!(err.to_string().contains("unknown field `slot`"), "{err}");
         let ok: LeaseRequest = serde_json::from_value(json!({"pod": "p", "slots": 2})).unwrap();
         assert_eq!(ok.wait_seconds, 0);
-        assert!(ok.wants("cogo.echo") && ok.wants("python.execute"), "no filter: any type");
+        assert!(
+            ok.wants("cogo.echo") && ok.wants("python.execute"),
+            "no filter: any type"
+        );
     }
 
     #[test]

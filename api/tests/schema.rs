@@ -320,7 +320,9 @@ fn cel_rules_reject_bad_objects_naming_the_field() {
         ),
         (
             "a file size above the workspace",
-            worker(json!({"kind": "PythonSandbox", "sandbox": {"maxFileSize": "1Gi", "workspaceSize": "256Mi"}})),
+            worker(
+                json!({"kind": "PythonSandbox", "sandbox": {"maxFileSize": "1Gi", "workspaceSize": "256Mi"}}),
+            ),
             "sandbox.maxFileSize must not exceed sandbox.workspaceSize",
         ),
         (

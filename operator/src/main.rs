@@ -170,10 +170,8 @@ async fn follow_worker_keys(
     api: Api<k8s_openapi::api::core::v1::Secret>,
     keys: Arc<std::sync::RwLock<broker::worker_keys::WorkerKeys>>,
 ) {
-    let config = watcher::Config::default().fields(&format!(
-        "metadata.name={}",
-        broker::worker_keys::KEYS_SECRET
-    ));
+    let config =
+        watcher::Config::default().fields(&format!("metadata.name={}", broker::worker_keys::KEYS_SECRET));
     let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
     while let Some(event) = events.next().await {
         let Ok(secret) = event else { continue };

@@ -370,14 +370,25 @@ mod tests {
             "still accepted: kubectl wait for Accepted works"
         );
         assert!(
-            s.message.as_deref().unwrap().contains("no PythonSandbox worker is connected to Executor executor"),
+            s.message
+                .as_deref()
+                .unwrap()
+                .contains("no PythonSandbox worker is connected to Executor executor"),
             "{:?}",
             s.message
         );
         let busy = WorkerWait::Busy { kind, executor: None };
         let s = compute_pending(&t, &ok, Some(&busy), &at(10)).unwrap();
-        assert_eq!(conditions::find(&s.conditions, ACCEPTED).unwrap().reason, reason::QUEUED);
-        assert!(s.message.as_deref().unwrap().contains("every PythonSandbox worker of any Executor"));
+        assert_eq!(
+            conditions::find(&s.conditions, ACCEPTED).unwrap().reason,
+            reason::QUEUED
+        );
+        assert!(
+            s.message
+                .as_deref()
+                .unwrap()
+                .contains("every PythonSandbox worker of any Executor")
+        );
         let bad = validate(&t, &facts(&[]), 1024);
         let s = compute_pending(&t, &bad, Some(&none), &at(10)).unwrap();
         assert_eq!(

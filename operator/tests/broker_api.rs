@@ -334,7 +334,10 @@ async fn worker_keys_are_published_as_a_key_set() {
     let set: cogo_api::broker::WorkerKeySet = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(set.keys.len(), 1);
     let key = &set.keys[0];
-    assert_eq!((key.kty.as_str(), key.crv.as_str(), key.kid.as_str()), ("OKP", "Ed25519", "w1"));
+    assert_eq!(
+        (key.kty.as_str(), key.crv.as_str(), key.kid.as_str()),
+        ("OKP", "Ed25519", "w1")
+    );
     let who = cogo_operator::broker::worker_keys::WorkerIdentity {
         namespace: "team",
         worker: "python",
@@ -361,8 +364,22 @@ async fn worker_reports_come_from_executors() {
     let agents = [agent("executor", "Executor"), agent("research", "Research")];
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, StatusCode, &'a str);
     let cases: Vec<Case> = vec![
-        ("no token", path, None, report.to_string(), StatusCode::UNAUTHORIZED, "MissingToken"),
-        ("another agent's token", path, Some(&research_token), report.to_string(), StatusCode::FORBIDDEN, "WrongAgent"),
+        (
+            "no token",
+            path,
+            None,
+            report.to_string(),
+            StatusCode::UNAUTHORIZED,
+            "MissingToken",
+        ),
+        (
+            "another agent's token",
+            path,
+            Some(&research_token),
+            report.to_string(),
+            StatusCode::FORBIDDEN,
+            "WrongAgent",
+        ),
         (
             "not an Executor",
             "/v1/namespaces/team/agents/research/workers",
@@ -391,7 +408,12 @@ async fn worker_reports_come_from_executors() {
     for (what, path, token, body, status, code) in cases {
         let (got, bytes) = send_to(broker_with_agents(&agents), Request::post(path), token, body).await;
         let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!((got, err.code.as_str()), (status, code), "{what}: {}", err.message);
+        assert_eq!(
+            (got, err.code.as_str()),
+            (status, code),
+            "{what}: {}",
+            err.message
+        );
     }
     let b = broker_with_agents(&agents);
     let reports = b.workers.clone();
@@ -402,7 +424,11 @@ async fn worker_reports_come_from_executors() {
         .unwrap()
         .stats("team", "python", std::time::Instant::now());
     assert_eq!(
-        (stats.connected_workers, stats.active_jobs, stats.success_rate_percent),
+        (
+            stats.connected_workers,
+            stats.active_jobs,
+            stats.success_rate_percent
+        ),
         (1, 1, Some(90))
     );
 }
@@ -417,6 +443,10 @@ async fn lease_type_filters_are_bounded() {
         serde_json::json!({"pod": "p", "slots": 1, "excludeTypePrefixes": [""]}),
     ] {
         let (status, err) = post(LEASE, Some(&good), body.to_string()).await;
-        assert_eq!((status, err.code.as_str()), (StatusCode::BAD_REQUEST, "InvalidRequest"), "{body}");
+        assert_eq!(
+            (status, err.code.as_str()),
+            (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            "{body}"
+        );
     }
 }

@@ -116,7 +116,9 @@ mod tests {
                 "unknown variant `hex`",
             ),
         ] {
-            let err = serde_json::from_value::<ExecuteInput>(input.clone()).unwrap_err().to_string();
+            let err = serde_json::from_value::<ExecuteInput>(input.clone())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(fragment), "{input}: {err}");
         }
     }

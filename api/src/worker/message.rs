@@ -215,14 +215,20 @@ pub fn decode(text: &str, max_bytes: usize) -> Result<(WorkerMessage, Payload), 
     let t = msg.message_type;
     let needs_task = matches!(t, MessageType::Execute | MessageType::Result);
     if needs_task && msg.task_id.is_none() {
-        return Err(FrameError::invalid(format!("a {} frame needs a taskId", t.as_str())));
+        return Err(FrameError::invalid(format!(
+            "a {} frame needs a taskId",
+            t.as_str()
+        )));
     }
     let no_task = matches!(
         t,
         MessageType::Ping | MessageType::Pong | MessageType::Heartbeat | MessageType::Status
     );
     if no_task && msg.task_id.is_some() {
-        return Err(FrameError::invalid(format!("a {} frame takes no taskId", t.as_str())));
+        return Err(FrameError::invalid(format!(
+            "a {} frame takes no taskId",
+            t.as_str()
+        )));
     }
     let data = msg.data.clone();
     let payload = match t {
@@ -321,7 +327,10 @@ mod tests {
         let cases = [
             (
                 json!({"id": "1", "type": "status", "workerId": "w", "data": {"capacity": 2, "active": 0}, "timestamp": TS}),
-                Payload::Status(StatusData { capacity: 2, active: 0 }),
+                Payload::Status(StatusData {
+                    capacity: 2,
+                    active: 0,
+                }),
             ),
             (
                 json!({"id": "2", "type": "heartbeat", "workerId": "w", "timestamp": TS}),
@@ -357,7 +366,8 @@ mod tests {
             ),
         ];
         for (v, expected) in cases {
-            let (_, payload) = decode(&frame(v.clone()), MAX_FRAME_BYTES).unwrap_or_else(|e| panic!("{v}: {e}"));
+            let (_, payload) =
+                decode(&frame(v.clone()), MAX_FRAME_BYTES).unwrap_or_else(|e| panic!("{v}: {e}"));
             assert_eq!(payload, expected, "{v}");
         }
     }
@@ -366,8 +376,18 @@ mod tests {
     #[test]
     fn bad_frames() {
         let cases: Vec<(&str, String, &str, &str)> = vec![
-            ("not JSON", "hello".into(), "MalformedFrame", "not a WorkerMessage"),
-            ("a JSON array", "[1,2]".into(), "MalformedFrame", "not a WorkerMessage"),
+            (
+                "not JSON",
+                "hello".into(),
+                "MalformedFrame",
+                "not a WorkerMessage",
+            ),
+            (
+                "a JSON array",
+                "[1,2]".into(),
+                "MalformedFrame",
+                "not a WorkerMessage",
+            ),
             (
                 "unknown type",
                 frame(json!({"id": "1", "type": "launch", "workerId": "w", "timestamp": TS})),
@@ -442,8 +462,10 @@ mod tests {
             ),
             (
                 "execute with a bad deadline",
-                frame(json!({"id": "1", "type": "execute", "workerId": "w", "taskId": "t", "timestamp": TS,
-                        "data": {"type": "python.execute", "input": {}, "deadline": "soon"}})),
+                frame(
+                    json!({"id": "1", "type": "execute", "workerId": "w", "taskId": "t", "timestamp": TS,
+                        "data": {"type": "python.execute", "input": {}, "deadline": "soon"}}),
+                ),
                 "InvalidFrame",
                 "deadline",
             ),
@@ -468,11 +490,13 @@ mod tests {
             MessageType::Error,
             "w-1",
             Some("task".into()),
-            Some(serde_json::to_value(ErrorData {
-                message: "no".into(),
-                retryable: false,
-            })
-            .unwrap()),
+            Some(
+                serde_json::to_value(ErrorData {
+                    message: "no".into(),
+                    retryable: false,
+                })
+                .unwrap(),
+            ),
         );
         let (back, payload) = decode(&m.encode(), MAX_FRAME_BYTES).unwrap();
         assert_eq!(back, m);
@@ -495,7 +519,10 @@ mod tests {
         };
         assert_eq!(c.worker(), Some(("team", "python")));
         for sub in ["agent:team/python", "worker:team", "worker:/x", "worker:a/b/c"] {
-            let c = WorkerClaims { sub: sub.into(), ..c.clone() };
+            let c = WorkerClaims {
+                sub: sub.into(),
+                ..c.clone()
+            };
             assert_eq!(c.worker(), None, "{sub}");
         }
     }

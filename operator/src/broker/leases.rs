@@ -204,7 +204,11 @@ mod tests {
         assert_eq!(l.running_for("ns", "exec"), 1);
         l.hold("ns", "py", "exec", "p", 1, t0);
         l.renew("ns", "py", "exec", "p", 1, t0 + Duration::from_secs(5));
-        assert_eq!(l.running_for("ns", "exec"), 1, "the lease and its renewal stay uncounted");
+        assert_eq!(
+            l.running_for("ns", "exec"),
+            1,
+            "the lease and its renewal stay uncounted"
+        );
         l.release("ns", "py");
         l.hold("ns", "py", "exec", "p", 2, t0);
         assert_eq!(l.running_for("ns", "exec"), 2, "a new lease counts unless told");

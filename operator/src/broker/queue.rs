@@ -37,7 +37,15 @@ pub struct TaskQueue {
 impl TaskQueue {
     /// Queues (or re-queues, after a change) the task `name` of type `task_type` in namespace
     /// `ns`. `created` orders equal priorities: older first.
-    pub fn upsert(&mut self, ns: &str, name: &str, target: Target, task_type: &str, priority: i32, created: i64) {
+    pub fn upsert(
+        &mut self,
+        ns: &str,
+        name: &str,
+        target: Target,
+        task_type: &str,
+        priority: i32,
+        created: i64,
+    ) {
         self.unlink(ns, name);
         let key = (ns.to_string(), target);
         let entry = Entry {
@@ -63,7 +71,14 @@ impl TaskQueue {
             .as_ref()
             .map(|c| c.0.as_second())
             .unwrap_or_default();
-        self.upsert(&ns, &name, target, &task.spec.task_type, task.spec.priority, created);
+        self.upsert(
+            &ns,
+            &name,
+            target,
+            &task.spec.task_type,
+            task.spec.priority,
+            created,
+        );
         self.attach(&ns, &name, task);
     }
 
@@ -115,7 +130,10 @@ impl TaskQueue {
                 .iter()
                 .filter(|e| wants(&e.task_type))
                 .peekable();
-            let mut by_role = queue(Target::Role(role)).iter().filter(|e| wants(&e.task_type)).peekable();
+            let mut by_role = queue(Target::Role(role))
+                .iter()
+                .filter(|e| wants(&e.task_type))
+                .peekable();
             let mut taken = Vec::with_capacity(n);
             while taken.len() < n {
                 let entry = match (by_name.peek(), by_role.peek()) {
@@ -185,14 +203,41 @@ mod tests {
     #[test]
     fn named_and_role_queues_merge_in_order_and_stay_apart_across_namespaces() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "by-role", Target::Role(AgentRole::Research), "cogo.echo", 5, 1);
+        q.upsert(
+            "ns",
+            "by-role",
+            Target::Role(AgentRole::Research),
+            "cogo.echo",
+            5,
+            1,
+        );
         q.upsert("ns", "by-name", agent("r1"), "cogo.echo", 5, 2);
         q.upsert("ns", "other-agent", agent("r2"), "cogo.echo", 100, 0);
-        q.upsert("ns", "other-role", Target::Role(AgentRole::Indexing), "cogo.echo", 100, 0);
-        q.upsert("other", "elsewhere", Target::Role(AgentRole::Research), "cogo.echo", 100, 0);
+        q.upsert(
+            "ns",
+            "other-role",
+            Target::Role(AgentRole::Indexing),
+            "cogo.echo",
+            100,
+            0,
+        );
+        q.upsert(
+            "other",
+            "elsewhere",
+            Target::Role(AgentRole::Research),
+            "cogo.echo",
+            100,
+            0,
+        );
         assert_eq!(q.pending_for("ns", "r1", AgentRole::Research), 2);
-        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 1, |_| true), ["by-role"]);
-        assert_eq!(q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true), ["by-name"]);
+        assert_eq!(
+            q.pop_for("ns", "r1", AgentRole::Research, 1, |_| true),
+            ["by-role"]
+        );
+        assert_eq!(
+            q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true),
+            ["by-name"]
+        );
         assert_eq!(
             q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true),
             Vec::<String>::new()
@@ -226,11 +271,24 @@ mod tests {
         let mut q = TaskQueue::default();
         q.upsert("ns", "echo-old", agent("x"), "cogo.echo", 0, 1);
         q.upsert("ns", "py-1", agent("x"), "python.execute", 0, 2);
-        q.upsert("ns", "py-role", Target::Role(AgentRole::Executor), "python.execute", 5, 9);
+        q.upsert(
+            "ns",
+            "py-role",
+            Target::Role(AgentRole::Executor),
+            "python.execute",
+            5,
+            9,
+        );
         q.upsert("ns", "browser", agent("x"), "browser.run", 9, 0);
         let python = |t: &str| t.starts_with("python.");
-        assert_eq!(q.pop_for("ns", "x", AgentRole::Executor, 5, python), ["py-role", "py-1"]);
-        assert_eq!(q.pop_for("ns", "x", AgentRole::Executor, 5, python), Vec::<String>::new());
+        assert_eq!(
+            q.pop_for("ns", "x", AgentRole::Executor, 5, python),
+            ["py-role", "py-1"]
+        );
+        assert_eq!(
+            q.pop_for("ns", "x", AgentRole::Executor, 5, python),
+            Vec::<String>::new()
+        );
         assert_eq!(
             q.pop_for("ns", "x", AgentRole::Executor, 5, |t| !t.starts_with("browser.")),
             ["echo-old"]

@@ -796,7 +796,10 @@ async fn report_workers(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequest",
-            format!("{agent} is a {} agent; only Executors report workers", executor.spec.role),
+            format!(
+                "{agent} is a {} agent; only Executors report workers",
+                executor.spec.role
+            ),
         ));
     }
     if report.pod.is_empty() || report.workers.len() > MAX_REPORTED || report.jobs.len() > MAX_REPORTED {
@@ -820,9 +823,12 @@ async fn worker_keys(State(b): State<Arc<Broker>>) -> Result<Json<WorkerKeySet>,
             "this operator issues no worker tokens",
         )
     })?;
-    let set = keys
-        .read()
-        .map(|k| k.key_set())
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Busy", "the key table is poisoned"))?;
+    let set = keys.read().map(|k| k.key_set()).map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the key table is poisoned",
+        )
+    })?;
     Ok(Json(set))
 }

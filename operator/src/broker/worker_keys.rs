@@ -238,10 +238,16 @@ mod tests {
     fn tokens_carry_the_worker_and_verify_with_the_published_key() {
         let token = keys().issue(who(), now(), 3600).unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!((header.alg, header.kid.as_deref()), (Algorithm::EdDSA, Some("w2")));
+        assert_eq!(
+            (header.alg, header.kid.as_deref()),
+            (Algorithm::EdDSA, Some("w2"))
+        );
         let claims = keys().verify(&token).unwrap();
         assert_eq!(claims.worker(), Some(("team", "python")));
-        assert_eq!((claims.kind, claims.executor.as_str()), (WorkerKind::PythonSandbox, "executor"));
+        assert_eq!(
+            (claims.kind, claims.executor.as_str()),
+            (WorkerKind::PythonSandbox, "executor")
+        );
 
         // The published key is the one that verifies: a verifier with only the JWK Set.
         let set = keys().key_set();
@@ -269,7 +275,12 @@ mod tests {
             previous: vec![],
         };
         assert!(dropped.verify(&token).is_none());
-        assert!(keys().verify(&keys().issue(who(), now() - 7200, 60).unwrap()).is_none(), "expired");
+        assert!(
+            keys()
+                .verify(&keys().issue(who(), now() - 7200, 60).unwrap())
+                .is_none(),
+            "expired"
+        );
     }
 
     #[test]
@@ -288,8 +299,14 @@ mod tests {
         assert_eq!(parsed.previous.len(), 1);
         for (pairs, why) in [
             (vec![("w1", &[1u8; 32][..])], "no `current`"),
-            (vec![("current", &b"w9"[..]), ("w1", &[1; 32][..])], "names no key"),
-            (vec![("current", &b"w1"[..]), ("w1", &[1; 8][..])], "not a 32-byte"),
+            (
+                vec![("current", &b"w9"[..]), ("w1", &[1; 32][..])],
+                "names no key",
+            ),
+            (
+                vec![("current", &b"w1"[..]), ("w1", &[1; 8][..])],
+                "not a 32-byte",
+            ),
         ] {
             let err = parse(&secret(&pairs)).unwrap_err().to_string();
             assert!(err.contains(why), "{err}");

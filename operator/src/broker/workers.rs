@@ -84,9 +84,18 @@ impl WorkerReports {
 
     /// Whether the Executor `executor` of `ns` (any Executor of `ns` when None) can run a job
     /// of `kind` now.
-    pub fn availability(&self, ns: &str, executor: Option<&str>, kind: WorkerKind, now: Instant) -> Availability {
+    pub fn availability(
+        &self,
+        ns: &str,
+        executor: Option<&str>,
+        kind: WorkerKind,
+        now: Instant,
+    ) -> Availability {
         let mut best = Availability::NoneConnected;
-        for (_, r) in self.fresh(ns, now).filter(|(e, _)| executor.is_none_or(|x| x == *e)) {
+        for (_, r) in self
+            .fresh(ns, now)
+            .filter(|(e, _)| executor.is_none_or(|x| x == *e))
+        {
             for w in r.workers.iter().filter(|w| w.kind == kind) {
                 if w.active < w.capacity {
                     return Availability::Free;
@@ -128,7 +137,10 @@ mod tests {
             }],
         };
         assert!(r.record("team", "executor", first.clone(), t0));
-        assert!(!r.record("team", "executor", first, t0), "the same report changes nothing");
+        assert!(
+            !r.record("team", "executor", first, t0),
+            "the same report changes nothing"
+        );
         r.record(
             "team",
             "executor",
@@ -157,7 +169,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = WorkerReports::default();
         let kind = WorkerKind::PythonSandbox;
-        assert_eq!(r.availability("team", None, kind, t0), Availability::NoneConnected);
+        assert_eq!(
+            r.availability("team", None, kind, t0),
+            Availability::NoneConnected
+        );
         r.record(
             "team",
             "executor",
@@ -168,8 +183,14 @@ mod tests {
             },
             t0,
         );
-        assert_eq!(r.availability("team", Some("executor"), kind, t0), Availability::Busy);
-        assert_eq!(r.availability("team", Some("other"), kind, t0), Availability::NoneConnected);
+        assert_eq!(
+            r.availability("team", Some("executor"), kind, t0),
+            Availability::Busy
+        );
+        assert_eq!(
+            r.availability("team", Some("other"), kind, t0),
+            Availability::NoneConnected
+        );
         assert_eq!(
             r.availability("team", None, WorkerKind::Browser, t0),
             Availability::NoneConnected

@@ -122,7 +122,10 @@ fn worker_env(worker: &CogoWorker, name: &str, namespace: &str, executor: &str) 
     ];
     let limits = [
         ("COGO_JOB_MEMORY_LIMIT", sandbox.memory_limit.clone()),
-        ("COGO_JOB_MAX_PROCESSES", sandbox.max_processes.map(|n| n.to_string())),
+        (
+            "COGO_JOB_MAX_PROCESSES",
+            sandbox.max_processes.map(|n| n.to_string()),
+        ),
         ("COGO_JOB_MAX_FILE_SIZE", sandbox.max_file_size.clone()),
         ("COGO_JOB_WORKSPACE_SIZE", sandbox.workspace_size.clone()),
         ("COGO_JOB_MAX_OUTPUT_SIZE", sandbox.max_output_size.clone()),
@@ -305,7 +308,10 @@ mod tests {
 
     #[test]
     fn sandbox_memory_limit_sizes_the_pod_for_its_jobs_unless_resources_do() {
-        let w = worker("w", "kind: PythonSandbox\ncapacity: 2\nsandbox: {memoryLimit: 768Mi}");
+        let w = worker(
+            "w",
+            "kind: PythonSandbox\ncapacity: 2\nsandbox: {memoryLimit: 768Mi}",
+        );
         let d = deployment(&w, &worker_pool(&w), &Config::default(), "i".into(), "exec");
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         assert_eq!(
@@ -315,7 +321,11 @@ mod tests {
         );
         let env = c.env.clone().unwrap();
         assert_eq!(
-            env.iter().find(|e| e.name == "COGO_JOB_MEMORY_LIMIT").unwrap().value.as_deref(),
+            env.iter()
+                .find(|e| e.name == "COGO_JOB_MEMORY_LIMIT")
+                .unwrap()
+                .value
+                .as_deref(),
             Some("768Mi")
         );
         let w = worker("w", "kind: PythonSandbox");
@@ -409,7 +419,10 @@ mod tests {
                 .iter()
                 .find(|m| m.name == "executor-token")
                 .unwrap();
-            assert_eq!((mount.mount_path.as_str(), mount.read_only), (TOKEN_DIR, Some(true)));
+            assert_eq!(
+                (mount.mount_path.as_str(), mount.read_only),
+                (TOKEN_DIR, Some(true))
+            );
             let env = c.env.clone().unwrap();
             let file = env.iter().find(|e| e.name == "COGO_EXECUTOR_TOKEN_FILE").unwrap();
             assert_eq!(file.value.as_deref(), Some("/var/run/cogo/executor-token/token"));
@@ -419,7 +432,11 @@ mod tests {
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{spec}");
             assert_eq!(sc.run_as_non_root, Some(true), "{spec}");
             assert_eq!(sc.read_only_root_filesystem, Some(true), "{spec}");
-            assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]), "{spec}");
+            assert_eq!(
+                sc.capabilities.unwrap().drop,
+                Some(vec!["ALL".to_string()]),
+                "{spec}"
+            );
         }
     }
 }

@@ -97,7 +97,10 @@ impl Context {
     }
 
     /// The same context, issuing worker tokens signed with `keys`.
-    pub fn with_worker_keys(mut self, keys: Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>) -> Self {
+    pub fn with_worker_keys(
+        mut self,
+        keys: Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>,
+    ) -> Self {
         self.worker_keys = Some(keys);
         self
     }

@@ -205,7 +205,11 @@ fn worker_wait(
 /// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's
 /// worker jobs count against its workers' capacity instead.
 pub fn counts_against_agent(agents: &Store<CogoAgent>, ns: &str, t: &AgentTask) -> bool {
-    let agent = t.status.as_ref().and_then(|s| s.agent.as_deref()).unwrap_or_default();
+    let agent = t
+        .status
+        .as_ref()
+        .and_then(|s| s.agent.as_deref())
+        .unwrap_or_default();
     let executor = agents
         .get(&ObjectRef::new(agent).within(ns))
         .is_some_and(|a| a.spec.role == AgentRole::Executor);

@@ -248,7 +248,9 @@ async fn write_reported_status(
                 .await
             {
                 Ok(_) => ctx.metrics.status_written("CogoWorker"),
-                Err(e) => tracing::warn!(worker = %name, namespace = %ns, error = %e, "cannot write the workers' figures"),
+                Err(e) => {
+                    tracing::warn!(worker = %name, namespace = %ns, error = %e, "cannot write the workers' figures")
+                }
             }
         }
     }
@@ -295,9 +297,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     );
     let (secret_store, agent_store) = (controller.store(), controller.store());
     let (reports, stop_reports) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(write_reported_status(ctx.clone(), controller.store(), async move {
-        let _ = stop_reports.await;
-    }));
+    tokio::spawn(write_reported_status(
+        ctx.clone(),
+        controller.store(),
+        async move {
+            let _ = stop_reports.await;
+        },
+    ));
     controller
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())

@@ -1,68 +1,20 @@
-//! Task handlers, keyed by task type. Each role registers its own; every agent has the
-//! built-in `cogo.echo` (returns its input), `cogo.sleep` (waits `seconds`) and `cogo.fail`
-//! (fails as told), for diagnostics and tests.
+//! The built-in task types every role handles, for diagnostics and tests: `cogo.echo` (returns
+//! its input), `cogo.sleep` (waits `seconds`), `cogo.fail` (fails as told) and `cogo.fanout`
+//! (runs sub-tasks and returns their results).
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use cogo_api::{
-    TaskPhase,
-    broker::{LeasedTask, SubtaskRequest, TaskView},
-};
-
+use cogo_api::{TaskPhase, broker::SubtaskRequest};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-use crate::pull::{BrokerClient, CallError};
+use crate::handler::{HandlerError, HandlerFuture, Registry, TaskContext, TaskHandler};
 
-/// Why a handler failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerError {
-    /// What went wrong.
-    pub message: String,
-    /// Whether trying again may succeed.
-    pub retryable: bool,
-}
-
-/// What a handler may look at while it runs.
-#[derive(Clone)]
-pub struct TaskContext {
-    /// Turns true when the task is cancelled.
-    pub cancelled: watch::Receiver<bool>,
-    /// The attempt being run, from 1.
-    pub attempt: i32,
-    /// The broker, to create and read sub-tasks; None when the task does not come from it.
-    pub broker: Option<Arc<Parent>>,
-}
-
-/// The running task as a parent: creates and reads its sub-tasks through the broker.
-pub struct Parent {
-    /// The client of this pod.
-    pub client: BrokerClient,
-    /// The task being run.
-    pub task: LeasedTask,
-}
-
-impl Parent {
-    /// Creates a sub-task; creating one of the same name again returns the existing one.
-    pub async fn create(&self, mut req: SubtaskRequest) -> Result<TaskView, CallError> {
-        req.pod = self.client.pod.clone();
-        req.attempt = self.task.attempt;
-        self.client.create_subtask(&self.task, &req).await
-    }
-
-    /// Reads a task of the namespace.
-    pub async fn get(&self, name: &str) -> Result<TaskView, CallError> {
-        self.client.get_task(name).await
-    }
-}
-
-/// The future a handler returns.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send + 'a>>;
-
-/// Runs the tasks of one type.
-pub trait TaskHandler: Send + Sync {
-    /// Runs one task.
-    fn run<'a>(&'a self, input: &'a Value, ctx: TaskContext) -> HandlerFuture<'a>;
+/// Registers the built-in handlers.
+pub fn register(registry: &mut Registry) {
+    registry.register("cogo.echo", Echo);
+    registry.register("cogo.sleep", Sleep);
+    registry.register("cogo.fail", Fail);
+    registry.register("cogo.fanout", Fanout);
 }
 
 /// `cogo.echo`: returns its input.
@@ -78,18 +30,17 @@ impl TaskHandler for Echo {
 pub struct Sleep;
 
 impl TaskHandler for Sleep {
-    fn run<'a>(&'a self, input: &'a Value, mut ctx: TaskContext) -> HandlerFuture<'a> {
+    fn run<'a>(&'a self, input: &'a Value, ctx: TaskContext) -> HandlerFuture<'a> {
         Box::pin(async move {
             let seconds = input.get("seconds").and_then(Value::as_f64).unwrap_or(1.0);
             if !(0.0..=3600.0).contains(&seconds) {
-                return Err(HandlerError {
-                    message: format!("seconds must be 0 to 3600, not {seconds}"),
-                    retryable: false,
-                });
+                return Err(HandlerError::fatal(format!(
+                    "seconds must be 0 to 3600, not {seconds}"
+                )));
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs_f64(seconds)) => Ok(json!({"slept": seconds})),
-                _ = ctx.cancelled.wait_for(|c| *c) => Err(HandlerError { message: "cancelled".into(), retryable: false }),
+                _ = ctx.until_cancelled() => Err(HandlerError::cancelled()),
             }
         })
     }
@@ -103,8 +54,8 @@ impl TaskHandler for Fail {
     fn run<'a>(&'a self, input: &'a Value, ctx: TaskContext) -> HandlerFuture<'a> {
         Box::pin(async move {
             let from = input.get("succeedFromAttempt").and_then(Value::as_i64);
-            if from.is_some_and(|n| i64::from(ctx.attempt) >= n) {
-                return Ok(json!({"attempt": ctx.attempt}));
+            if from.is_some_and(|n| i64::from(ctx.attempt()) >= n) {
+                return Ok(json!({"attempt": ctx.attempt()}));
             }
             Err(HandlerError {
                 message: input
@@ -125,25 +76,26 @@ impl TaskHandler for Fail {
 pub struct Fanout;
 
 impl TaskHandler for Fanout {
-    fn run<'a>(&'a self, input: &'a Value, mut ctx: TaskContext) -> HandlerFuture<'a> {
+    fn run<'a>(&'a self, input: &'a Value, ctx: TaskContext) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let fail = |message: String, retryable| HandlerError { message, retryable };
-            let Some(parent) = ctx.broker.clone() else {
-                return Err(fail("cogo.fanout needs the broker".into(), false));
-            };
+            if ctx.broker.is_none() {
+                return Err(HandlerError::fatal("cogo.fanout needs the broker"));
+            }
             let count = input.get("count").and_then(Value::as_u64).unwrap_or(2);
             if !(1..=100).contains(&count) {
-                return Err(fail(format!("count must be 1 to 100, not {count}"), false));
+                return Err(HandlerError::fatal(format!(
+                    "count must be 1 to 100, not {count}"
+                )));
             }
             let field = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
             let role = match field("role") {
                 Some(r) => Some(
                     serde_json::from_value(Value::String(r.clone()))
-                        .map_err(|_| fail(format!("unknown role {r:?}"), false))?,
+                        .map_err(|_| HandlerError::fatal(format!("unknown role {r:?}")))?,
                 ),
                 None => None,
             };
-            let prefix: String = parent.task.name.chars().take(55).collect();
+            let prefix: String = ctx.task.name.chars().take(55).collect();
             let mut names = Vec::new();
             for i in 0..count {
                 let req = SubtaskRequest {
@@ -157,10 +109,10 @@ impl TaskHandler for Fanout {
                     priority: 0,
                     timeout_seconds: None,
                 };
-                let view = parent
-                    .create(req)
+                let view = ctx
+                    .create_subtask(req)
                     .await
-                    .map_err(|e| fail(format!("cannot create sub-task {i}: {e}"), true))?;
+                    .map_err(|e| HandlerError::retryable(format!("cannot create sub-task {i}: {e}")))?;
                 names.push(view.name);
             }
             let mut results = vec![Value::Null; names.len()];
@@ -170,7 +122,7 @@ impl TaskHandler for Fanout {
                     if done[i] {
                         continue;
                     }
-                    let Ok(view) = parent.get(name).await else {
+                    let Ok(view) = ctx.get_task(name).await else {
                         continue;
                     };
                     match view.phase {
@@ -179,14 +131,11 @@ impl TaskHandler for Fanout {
                             done[i] = true;
                         }
                         p if p.is_terminal() => {
-                            return Err(fail(
-                                format!(
-                                    "sub-task {name} ended {}: {}",
-                                    p.as_str(),
-                                    view.message.unwrap_or_default()
-                                ),
-                                false,
-                            ));
+                            return Err(HandlerError::fatal(format!(
+                                "sub-task {name} ended {}: {}",
+                                p.as_str(),
+                                view.message.unwrap_or_default()
+                            )));
                         }
                         _ => {}
                     }
@@ -196,7 +145,7 @@ impl TaskHandler for Fanout {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = ctx.cancelled.wait_for(|c| *c) => return Err(fail("cancelled".into(), false)),
+                    _ = ctx.until_cancelled() => return Err(HandlerError::cancelled()),
                 }
             }
             Ok(json!({"subtasks": names, "results": results}))
@@ -204,51 +153,15 @@ impl TaskHandler for Fanout {
     }
 }
 
-/// Handlers by task type.
-#[derive(Default)]
-pub struct Registry(BTreeMap<&'static str, Box<dyn TaskHandler>>);
-
-impl Registry {
-    /// The built-in handlers.
-    pub fn builtin() -> Self {
-        let mut r = Registry::default();
-        r.register("cogo.echo", Echo);
-        r.register("cogo.sleep", Sleep);
-        r.register("cogo.fail", Fail);
-        r.register("cogo.fanout", Fanout);
-        r
-    }
-
-    /// Registers `handler` for `task_type`.
-    pub fn register(&mut self, task_type: &'static str, handler: impl TaskHandler + 'static) {
-        self.0.insert(task_type, Box::new(handler));
-    }
-
-    /// The handler of `task_type`.
-    pub fn get(&self, task_type: &str) -> Option<&dyn TaskHandler> {
-        self.0.get(task_type).map(|h| h.as_ref())
-    }
-
-    /// The task types handled, for messages.
-    pub fn types(&self) -> Vec<&'static str> {
-        self.0.keys().copied().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn ctx() -> (watch::Sender<bool>, TaskContext) {
-        let (tx, rx) = watch::channel(false);
-        (
-            tx,
-            TaskContext {
-                cancelled: rx,
-                attempt: 1,
-                broker: None,
-            },
-        )
+    use super::*;
+    use crate::{broker::memory::MemoryBroker, handler::local_task};
+
+    fn ctx() -> (tokio::sync::watch::Sender<bool>, TaskContext) {
+        TaskContext::detached(local_task("t", "cogo.echo", Value::Null))
     }
 
     #[tokio::test]
@@ -274,8 +187,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_types_have_no_handler() {
-        let r = Registry::builtin();
+    fn every_role_has_the_builtins() {
+        let mut r = Registry::default();
+        register(&mut r);
         assert!(r.get("cogo.echo").is_some());
         assert!(r.get("research.query").is_none());
         assert_eq!(r.types(), ["cogo.echo", "cogo.fail", "cogo.fanout", "cogo.sleep"]);
@@ -283,19 +197,48 @@ mod tests {
 
     #[tokio::test]
     async fn fail_fails_as_told_until_the_attempt_it_succeeds_from() {
-        let (_tx, mut c) = ctx();
         let input = json!({"message": "flaky", "retryable": true, "succeedFromAttempt": 2});
-        let e = Fail.run(&input, c.clone()).await.unwrap_err();
-        assert_eq!(
-            e,
-            HandlerError {
-                message: "flaky".into(),
-                retryable: true
-            }
-        );
-        c.attempt = 2;
+        let e = Fail.run(&input, ctx().1).await.unwrap_err();
+        assert_eq!(e, HandlerError::retryable("flaky"));
+        let mut second = local_task("t", "cogo.fail", Value::Null);
+        second.attempt = 2;
+        let (_tx, c) = TaskContext::detached(second);
         assert_eq!(Fail.run(&input, c.clone()).await.unwrap(), json!({"attempt": 2}));
         let fatal = Fail.run(&json!({}), c).await.unwrap_err();
         assert!(!fatal.retryable, "not retryable unless asked");
+    }
+
+    #[tokio::test]
+    async fn fanout_runs_its_sub_tasks_through_the_broker() {
+        let broker = Arc::new(MemoryBroker::new("p", 1));
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let registry = Arc::new(registry);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let lane = crate::pull::Lane {
+            name: "own".into(),
+            type_prefixes: vec![],
+            exclude_type_prefixes: vec![],
+            slots: Arc::new(crate::pull::FixedSlots::new(4)),
+        };
+        let pull = tokio::spawn(crate::pull::run(
+            broker.clone(),
+            registry,
+            vec![lane],
+            rx,
+            Duration::from_secs(5),
+        ));
+        broker.submit(
+            "fan",
+            "cogo.fanout",
+            json!({"count": 3, "role": "Research", "input": {"x": 1}}),
+        );
+        let done = broker.outcome("fan", Duration::from_secs(20)).await.unwrap();
+        assert_eq!(
+            done.result,
+            Some(json!({"subtasks": ["fan-0", "fan-1", "fan-2"], "results": [{"x": 1}, {"x": 1}, {"x": 1}]}))
+        );
+        stop.send(true).unwrap();
+        pull.await.unwrap();
     }
 }

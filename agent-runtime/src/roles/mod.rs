@@ -1,0 +1,83 @@
+//! The agent roles. [`register`] gives a role its handlers (every role has the
+//! [`builtin`] types), the lanes it leases tasks in, HTTP routes of its own on its port (the
+//! Executor's worker WebSocket) and the background work it does while the pod runs.
+
+pub mod builtin;
+pub mod executor;
+
+use std::time::Duration;
+
+use axum::Router;
+use cogo_api::AgentRole;
+use futures::future::BoxFuture;
+
+use crate::{
+    broker::SharedBroker,
+    handler::Registry,
+    pod::Metrics,
+    pull::{FixedSlots, Lane},
+};
+
+/// What a role is set up from.
+#[derive(Clone)]
+pub struct RoleConfig {
+    /// The role.
+    pub role: AgentRole,
+    /// The CogoAgent this pod belongs to.
+    pub agent: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// This pod.
+    pub pod: String,
+    /// Tasks of the role's own lane this pod runs at once.
+    pub concurrency: u32,
+    /// The broker, when the pod has one.
+    pub broker: Option<SharedBroker>,
+    /// The pod's metrics.
+    pub metrics: Metrics,
+    /// How often the Executor pings its workers.
+    pub worker_ping: Duration,
+}
+
+/// What a role adds to the pod.
+pub struct RoleParts {
+    /// Routes served on the role's port next to the probes.
+    pub routes: Router,
+    /// Lanes besides the role's own.
+    pub lanes: Vec<Lane>,
+    /// Type prefixes the own lane leaves to the other lanes.
+    pub own_lane_excludes: Vec<String>,
+    /// Work that runs as long as the pod.
+    pub background: Vec<BoxFuture<'static, ()>>,
+}
+
+impl RoleParts {
+    fn none() -> Self {
+        RoleParts {
+            routes: Router::new(),
+            lanes: vec![],
+            own_lane_excludes: vec![],
+            background: vec![],
+        }
+    }
+}
+
+/// Sets up `role`: registers its handlers into `registry` and returns its routes, every lane
+/// it pulls in (its own lane of `concurrency` slots first) and its background work.
+pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -> RoleParts {
+    builtin::register(registry);
+    let mut parts = match role {
+        AgentRole::Executor => executor::register(config, registry),
+        AgentRole::Orchestrator | AgentRole::Indexing | AgentRole::Research | AgentRole::GraphRag => {
+            RoleParts::none()
+        }
+    };
+    let own = Lane {
+        name: role.slug().into(),
+        type_prefixes: vec![],
+        exclude_type_prefixes: parts.own_lane_excludes.clone(),
+        slots: std::sync::Arc::new(FixedSlots::new(config.concurrency)),
+    };
+    parts.lanes.insert(0, own);
+    parts
+}
