@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools crds check-crds fmt lint unit e2e bench images cluster-up cluster-down demo require-go require-cargo
+.PHONY: help test tools wheels crds check-crds fmt lint unit e2e bench images cluster-up cluster-down demo require-go require-cargo
 
 # The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
 # COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
@@ -40,11 +40,21 @@ $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION): | require-go
 	GOBIN=$(COGO_TOOLS_DIR) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
 	touch $@
 
+# Real wheels from PyPI that the Python sandbox's tests install from a local index.
+WHEELS_DIR := $(CACHE)/wheels
+export COGO_WHEELS := $(WHEELS_DIR)
+$(WHEELS_DIR)/.done:
+	@echo ">> downloading the test wheels (python-dateutil, six) into $(WHEELS_DIR) (once)"
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --dest $(WHEELS_DIR) python-dateutil==2.9.0.post0 six==1.16.0
+	touch $@
+
+wheels: $(WHEELS_DIR)/.done ## Download the wheels the sandbox tests install (once)
+
 $(COGO_K8S_SWAGGER): | require-go
 	@echo ">> downloading the k8s.io/kubernetes v$(K8S_VERSION) module for its OpenAPI document (once)"
 	go mod download k8s.io/kubernetes@v$(K8S_VERSION)
 
-tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) ## Build the test tools into $(CACHE)
+tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) wheels ## Build the test tools into $(CACHE)
 
 crds: | require-cargo ## Regenerate crds/, the chart's CRDs and docs/broker-openapi.json from the Rust types
 	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds docs/broker-openapi.json

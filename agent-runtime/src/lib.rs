@@ -6,6 +6,7 @@
 //!
 //! Direction: `main` → [`roles`] → [`pull`] → [`handler`] → [`broker`] → `cogo_api`.
 
+pub mod app;
 pub mod broker;
 pub mod handler;
 pub mod pod;

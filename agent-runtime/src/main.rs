@@ -5,12 +5,13 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use clap::Parser;
 use cogo_agent::{
+    app,
     broker::{self, HttpBroker, SharedBroker},
-    handler::Registry,
-    pod, pull,
-    roles::{self, RoleConfig},
+    pod,
+    roles::RoleConfig,
 };
 use cogo_api::AgentRole;
 use tracing::{info, warn};
@@ -51,6 +52,10 @@ struct Args {
     /// is dropped and its jobs run elsewhere.
     #[arg(long, env = "COGO_WORKER_PING_SECONDS", default_value_t = 5)]
     worker_ping_seconds: u64,
+    /// Seconds a leased worker job waits while no worker of its kind is connected to this
+    /// Executor, before it goes back to the queue as a retryable failure.
+    #[arg(long, env = "COGO_NO_WORKER_SECONDS", default_value_t = 30)]
+    no_worker_seconds: u64,
 }
 
 fn parse_role(s: &str) -> Result<AgentRole, String> {
@@ -100,41 +105,17 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         pod: pod_name,
         concurrency: args.concurrency,
-        broker: broker.clone(),
-        metrics: metrics.clone(),
+        broker,
+        metrics,
         worker_ping: Duration::from_secs(args.worker_ping_seconds.max(1)),
+        no_worker_for: Duration::from_secs(args.no_worker_seconds.max(1)),
     };
-    let mut registry = Registry::default();
-    let parts = roles::register(args.role, &config, &mut registry);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    for work in parts.background {
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = work => {}
-                _ = pod::stopped(stop) => {}
-            }
-        });
-    }
-    let puller = match (broker, &args.broker_url) {
-        (Some(broker), Some(url)) => {
-            let registry = Arc::new(registry);
-            let grace = Duration::from_secs(args.shutdown_grace_seconds);
-            let (url, stop, lanes) = (url.clone(), stop_rx.clone(), parts.lanes);
-            Some(tokio::spawn(async move {
-                tokio::select! {
-                    _ = broker::resolve(url) => pull::run(broker, registry, lanes, stop, grace).await,
-                    _ = pod::stopped(stop.clone()) => {}
-                }
-            }))
-        }
-        _ => None,
-    };
-    let served = pod::serve(addr, pod::router(metrics, parts.routes), stop_tx).await;
-    if let Some(p) = puller {
-        let _ = p.await;
-    }
-    served?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    app::serve(listener, config, args.broker_url.clone(), grace, stop).await?;
     info!("agent stopped");
     Ok(())
 }

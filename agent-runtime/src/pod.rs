@@ -4,10 +4,18 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{family::Family, gauge::Gauge},
@@ -61,11 +69,49 @@ impl Metrics {
     }
 }
 
-/// `/livez`, `/readyz` and `/metrics`, merged with `routes`.
-pub fn router(metrics: Metrics, routes: Router) -> Router {
+/// Whether the pod is ready for work; `/readyz` answers 503 until it is.
+#[derive(Clone)]
+pub struct Ready(Arc<AtomicBool>);
+
+impl Ready {
+    /// Ready from the start.
+    pub fn now() -> Self {
+        Ready(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Not ready until [`Ready::set`].
+    pub fn later() -> Self {
+        Ready(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Marks the pod ready.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it is.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `/livez`, `/readyz` (per `ready`) and `/metrics`, merged with `routes`.
+pub fn router(metrics: Metrics, ready: Ready, routes: Router) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ok = ready.is_ready();
+                async move {
+                    if ok {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -134,7 +180,15 @@ mod tests {
     async fn probes_answer_metrics_name_the_pod_and_routes_are_merged() {
         let metrics = Metrics::new("agent", "role", "graphrag");
         let extra = Router::new().route("/v1/extra", get(|| async { "extra" }));
-        let app = router(metrics, extra);
+        let ready = Ready::later();
+        let app = router(metrics, ready.clone(), extra);
+        let res = app
+            .clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "not ready yet");
+        ready.set();
         for path in ["/livez", "/readyz", "/v1/extra"] {
             let res = app
                 .clone()

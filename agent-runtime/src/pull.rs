@@ -75,7 +75,14 @@ pub struct Lane {
     pub exclude_type_prefixes: Vec<String>,
     /// Its slots.
     pub slots: Arc<dyn Slots>,
+    /// How long one lease request waits for work. Lanes whose slots can shrink (workers
+    /// leave) ask often, so a request never takes more than the slots that are still there
+    /// for long.
+    pub wait_seconds: u32,
 }
+
+/// How long a lease request of an agent's own lane waits for work.
+pub const OWN_LANE_WAIT_SECONDS: u32 = 20;
 
 /// Counts the tasks a pod runs, to wait for them on shutdown.
 #[derive(Clone, Default)]
@@ -114,9 +121,6 @@ impl InFlight {
         }
     }
 }
-
-/// How long a lease request waits for work.
-const LEASE_WAIT_SECONDS: u32 = 20;
 
 /// Runs every lane until `shutdown` turns true, then waits up to `grace` for held tasks.
 pub async fn run(
@@ -175,7 +179,7 @@ async fn run_lane(
         let req = LeaseRequest {
             pod: String::new(),
             slots: free.min(256),
-            wait_seconds: LEASE_WAIT_SECONDS,
+            wait_seconds: lane.wait_seconds,
             type_prefixes: lane.type_prefixes.clone(),
             exclude_type_prefixes: lane.exclude_type_prefixes.clone(),
         };
@@ -342,6 +346,7 @@ mod tests {
             type_prefixes: vec![],
             exclude_type_prefixes: vec![],
             slots: Arc::new(FixedSlots::new(n)),
+            wait_seconds: OWN_LANE_WAIT_SECONDS,
         }
     }
 
@@ -394,6 +399,7 @@ mod tests {
             type_prefixes: vec![],
             exclude_type_prefixes: vec!["python.".into()],
             slots: Arc::new(FixedSlots::new(2)),
+            wait_seconds: OWN_LANE_WAIT_SECONDS,
         };
         let (stop, rx) = watch::channel(false);
         let pull = tokio::spawn(run(

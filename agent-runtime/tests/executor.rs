@@ -2,203 +2,21 @@
 //! its lanes pulling from an in-memory broker, and workers played by WebSocket clients. Tokens
 //! are signed here with Ed25519 keys the in-memory broker publishes, as the operator's are.
 
-use std::{sync::Arc, time::Duration};
+#[path = "common/executor.rs"]
+mod harness;
 
-use base64::Engine;
-use cogo_agent::{
-    broker::{SharedBroker, memory::MemoryBroker},
-    handler::Registry,
-    pod, pull,
-    roles::{self, RoleConfig},
-};
+use std::time::Duration;
+
 use cogo_api::{
-    AgentRole, WorkerKind,
-    broker::{Outcome, WorkerKey, WorkerKeySet},
-    worker::message::{MessageType, Payload, TOKEN_AUDIENCE, WorkerClaims, WorkerMessage, decode},
+    broker::{Outcome, WorkerKeySet},
+    worker::message::{MessageType, Payload, TOKEN_AUDIENCE},
 };
-use ed25519_dalek::SigningKey;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
+use harness::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{self, Message, client::IntoClientRequest, protocol::CloseFrame},
-};
-
-const PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
-fn key_of(kid: &str, seed: [u8; 32]) -> WorkerKey {
-    let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-    WorkerKey {
-        kty: "OKP".into(),
-        crv: "Ed25519".into(),
-        alg: "EdDSA".into(),
-        use_: "sig".into(),
-        kid: kid.into(),
-        x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public),
-    }
-}
-
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
-/// A worker token for `ns/worker` of `executor`, signed with `seed` under `kid`.
-fn token(kid: &str, seed: [u8; 32], ns: &str, executor: &str, exp: i64, aud: &str) -> String {
-    let claims = WorkerClaims {
-        sub: WorkerClaims::subject(ns, "python"),
-        aud: aud.into(),
-        kind: WorkerKind::PythonSandbox,
-        executor: executor.into(),
-        iat: now(),
-        exp,
-    };
-    let mut der = PKCS8_PREFIX.to_vec();
-    der.extend_from_slice(&seed);
-    let header = Header {
-        kid: Some(kid.into()),
-        ..Header::new(Algorithm::EdDSA)
-    };
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap()
-}
-
-fn good_token() -> String {
-    token("w1", [1; 32], "memory", "executor", now() + 3600, TOKEN_AUDIENCE)
-}
-
-struct Executor {
-    port: u16,
-    broker: Arc<MemoryBroker>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Drop for Executor {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn executor() -> Executor {
-    let broker = Arc::new(MemoryBroker::new("executor-0", 1));
-    broker.set_worker_keys(WorkerKeySet {
-        keys: vec![key_of("w1", [1; 32])],
-    });
-    let shared: SharedBroker = broker.clone();
-    let metrics = pod::Metrics::new("agent", "role", "executor");
-    let config = RoleConfig {
-        role: AgentRole::Executor,
-        agent: "executor".into(),
-        namespace: "memory".into(),
-        pod: "executor-0".into(),
-        concurrency: 2,
-        broker: Some(shared.clone()),
-        metrics: metrics.clone(),
-        worker_ping: Duration::from_millis(300),
-    };
-    let mut registry = Registry::default();
-    let parts = roles::register(AgentRole::Executor, &config, &mut registry);
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    for work in parts.background {
-        let rx = rx.clone();
-        tokio::spawn(async move {
-            tokio::select! { _ = work => {}, _ = pod::stopped(rx) => {} }
-        });
-    }
-    tokio::spawn(pull::run(
-        shared,
-        Arc::new(registry),
-        parts.lanes,
-        rx.clone(),
-        Duration::from_secs(1),
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = pod::router(metrics, parts.routes);
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(pod::stopped(rx))
-            .await
-            .unwrap();
-    });
-    Executor { port, broker, stop }
-}
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn dial(port: u16, token: Option<&str>) -> Result<Ws, tungstenite::Error> {
-    let mut req = format!("ws://127.0.0.1:{port}/v1/workers")
-        .into_client_request()
-        .unwrap();
-    if let Some(t) = token {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
-}
-
-fn frame(id: &str, t: &str, worker: &str, task: Option<&str>, data: Option<Value>) -> Message {
-    let mut v =
-        json!({"id": id, "type": t, "workerId": worker, "timestamp": jiff::Timestamp::now().to_string()});
-    if let Some(task) = task {
-        v["taskId"] = json!(task);
-    }
-    if let Some(d) = data {
-        v["data"] = d;
-    }
-    Message::Text(v.to_string().into())
-}
-
-/// A worker connected with `capacity` slots.
-async fn worker(port: u16, id: &str, capacity: u32) -> Ws {
-    let mut ws = dial(port, Some(&good_token())).await.unwrap();
-    ws.send(frame(
-        &format!("{id}-0"),
-        "status",
-        id,
-        None,
-        Some(json!({"capacity": capacity, "active": 0})),
-    ))
-    .await
-    .unwrap();
-    ws
-}
-
-/// The next frame of `kind`, answering pings on the way.
-async fn next_of(ws: &mut Ws, kind: MessageType, id: &str) -> Option<(WorkerMessage, Payload)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
-        let Message::Text(text) = msg else {
-            if let Message::Close(_) = msg {
-                return None;
-            }
-            continue;
-        };
-        let (m, p) = decode(&text, usize::MAX).expect("the Executor sends valid frames");
-        if m.message_type == MessageType::Ping {
-            let pong = frame(&m.id, "pong", id, None, None);
-            ws.send(pong).await.ok()?;
-        }
-        if m.message_type == kind {
-            return Some((m, p));
-        }
-    }
-}
-
-/// The close frame the Executor ends the connection with.
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.ok()? {
-            Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return Some(code.into()),
-            Some(Ok(_)) => continue,
-            _ => return None,
-        }
-    }
-}
+use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Every bad token is refused before the upgrade, with a status and a stable code.
 #[tokio::test]
@@ -643,4 +461,28 @@ async fn a_silent_worker_is_dropped() {
     let mut w = worker(ex.port, "alive", 1).await;
     let (m, _) = next_of(&mut w, MessageType::Execute, "alive").await.unwrap();
     assert_eq!(m.task_id.as_deref(), Some("held"));
+}
+
+/// A job leased when its worker has just left waits for another one a while, then goes back
+/// to the broker as a retryable failure, naming the kind.
+#[tokio::test]
+async fn a_job_with_no_worker_left_goes_back_to_the_queue() {
+    let ex = executor().await;
+    let mut w = worker(ex.port, "leaving", 1).await;
+    ex.broker
+        .submit("orphan", "python.execute", json!({"code": "pass"}));
+    next_of(&mut w, MessageType::Execute, "leaving").await.unwrap();
+    drop(w);
+    let done = ex
+        .broker
+        .outcome("orphan", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!((done.outcome, done.retryable), (Outcome::Failed, true));
+    assert!(
+        done.error
+            .unwrap()
+            .contains("no PythonSandbox worker has been connected"),
+        "the message names the kind"
+    );
 }

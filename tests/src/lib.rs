@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod postgres;
+pub mod pyindex;
 pub mod schemas;
 
 use std::{

@@ -220,6 +220,7 @@ mod tests {
             type_prefixes: vec![],
             exclude_type_prefixes: vec![],
             slots: Arc::new(crate::pull::FixedSlots::new(4)),
+            wait_seconds: crate::pull::OWN_LANE_WAIT_SECONDS,
         };
         let pull = tokio::spawn(crate::pull::run(
             broker.clone(),

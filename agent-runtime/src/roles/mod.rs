@@ -37,6 +37,9 @@ pub struct RoleConfig {
     pub metrics: Metrics,
     /// How often the Executor pings its workers.
     pub worker_ping: Duration,
+    /// How long a leased worker job waits while no worker of its kind is connected, before it
+    /// goes back to the broker.
+    pub no_worker_for: Duration,
 }
 
 /// What a role adds to the pod.
@@ -77,6 +80,7 @@ pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -
         type_prefixes: vec![],
         exclude_type_prefixes: parts.own_lane_excludes.clone(),
         slots: std::sync::Arc::new(FixedSlots::new(config.concurrency)),
+        wait_seconds: crate::pull::OWN_LANE_WAIT_SECONDS,
     };
     parts.lanes.insert(0, own);
     parts

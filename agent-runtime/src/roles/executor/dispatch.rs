@@ -2,7 +2,7 @@
 //! hand it to another worker when the first one goes away (the same attempt, while the lease
 //! holds). A cancelled task is taken back from its worker.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use cogo_api::{
     WorkerKind,
@@ -23,6 +23,9 @@ pub struct Dispatch {
     pub kind: WorkerKind,
     /// The endpoint the workers are connected to.
     pub endpoint: Arc<Endpoint>,
+    /// How long a job waits while no worker of its kind is connected before it goes back to
+    /// the broker (as a retryable failure, so the task's retry policy decides).
+    pub no_worker_for: Duration,
 }
 
 /// Takes a job back from its worker if its run ends some other way than by the worker's answer.
@@ -69,15 +72,30 @@ impl TaskHandler for Dispatch {
             .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
             let mut tries = 0u32;
             loop {
-                // A worker with a free slot, waiting for one while the task is not cancelled.
+                // A worker with a free slot, waiting for one while the task is not cancelled
+                // and workers of the kind are connected.
+                let mut alone_since: Option<tokio::time::Instant> = None;
                 let job = loop {
                     let changed = registry.on_change();
                     if let Some(job) = registry.assign(task, self.kind) {
                         break job;
                     }
+                    let now = tokio::time::Instant::now();
+                    alone_since = match registry.connected(self.kind) {
+                        0 => Some(alone_since.unwrap_or(now)),
+                        _ => None,
+                    };
+                    let give_up = alone_since.map(|t| t + self.no_worker_for);
                     tokio::select! {
                         _ = changed => {}
                         _ = ctx.until_cancelled() => return Err(HandlerError::cancelled()),
+                        _ = tokio::time::sleep_until(give_up.unwrap_or(now + Duration::from_secs(3600))), if give_up.is_some() => {
+                            return Err(HandlerError::retryable(format!(
+                                "no {} worker has been connected to this Executor for {}s; the task goes back to the queue",
+                                self.kind,
+                                self.no_worker_for.as_secs()
+                            )));
+                        }
                     }
                 };
                 tries += 1;

@@ -27,6 +27,10 @@ use self::{
 use super::{RoleConfig, RoleParts};
 use crate::{handler::Registry, pull::Lane};
 
+/// How long a worker lane's lease request waits: its slots shrink when a worker leaves, and a
+/// request out for more slots than remain would lease a job no worker can take.
+pub const WORKER_LANE_WAIT_SECONDS: u32 = 3;
+
 /// How often the Executor reports its workers to the operator and refreshes its metrics.
 pub const REPORT_EVERY: Duration = Duration::from_secs(3);
 
@@ -53,6 +57,7 @@ pub fn register(config: &RoleConfig, handlers: &mut Registry) -> RoleParts {
                 dispatch::Dispatch {
                     kind,
                     endpoint: endpoint.clone(),
+                    no_worker_for: config.no_worker_for,
                 },
             );
         }
@@ -64,6 +69,7 @@ pub fn register(config: &RoleConfig, handlers: &mut Registry) -> RoleParts {
                 registry: registry.clone(),
                 kind,
             }),
+            wait_seconds: WORKER_LANE_WAIT_SECONDS,
         });
     }
     let routes = Router::new()

@@ -214,6 +214,11 @@ impl WorkerRegistry {
             .is_none_or(|w| now.saturating_duration_since(w.last_seen) > limit)
     }
 
+    /// Workers of `kind` connected now.
+    pub fn connected(&self, kind: WorkerKind) -> usize {
+        self.lock().workers.values().filter(|w| w.kind == kind).count()
+    }
+
     /// Slots of `kind` the lane may still lease: the capacity of the connected workers of the
     /// kind, less the jobs the lane holds.
     pub fn free(&self, kind: WorkerKind) -> u32 {

@@ -1,0 +1,8 @@
+//! The Cogo worker runtime: one binary for every worker kind. A worker pod dials its
+//! Executor ([`link`]) and runs the jobs it is sent with its kind's [`jobs::JobRunner`]:
+//! [`python`] for PythonSandbox. Probes, metrics and shutdown are the agent runtime's
+//! (`cogo_agent::pod`).
+
+pub mod jobs;
+pub mod link;
+pub mod python;
