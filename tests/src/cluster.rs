@@ -249,6 +249,9 @@ pub struct Operator {
     pub broker_port: u16,
 }
 
+/// The real node's address: the host side of the pod bridge, which pods reach.
+pub const NODE_ADDRESS: &str = "10.88.0.1";
+
 /// Pod overrides that place pods on the kwok nodes (which a cluster with a real node taints).
 pub fn kwok_pod_template() -> Value {
     serde_json::json!({
@@ -303,6 +306,88 @@ pub struct AgentProcess {
     child: Child,
     /// Its log file.
     pub log: PathBuf,
+    /// The port of its probes, metrics and (for an Executor) worker endpoint.
+    pub port: u16,
+}
+
+/// The value of key `token` of the Secret `name` in `ns`, once the operator has written it.
+pub fn token_of(cluster: &Cluster, ns: &str, name: &str) -> String {
+    let secret = format!("secret/{name}");
+    let mut token = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        &format!("the operator to issue {secret}"),
+        || {
+            let template = "go-template={{.data.token | base64decode}}";
+            let out = cluster.kubectl(&["get", "-n", ns, &secret, "-o", template], None);
+            token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            out.status.success() && !token.is_empty()
+        },
+    );
+    token
+}
+
+/// A worker runtime running as a local process, connected to a local Executor process with the
+/// token the operator issued to its CogoWorker. Killed when dropped.
+pub struct WorkerProcess {
+    child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+    jobs: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts `cogo-worker` as pod `pod` of the PythonSandbox CogoWorker `worker` of `ns`,
+    /// with `capacity` slots, dialing the Executor on 127.0.0.1:`executor_port`; `env` adds
+    /// to its environment (the sandbox's limits).
+    pub fn start(
+        cluster: &Cluster,
+        ns: &str,
+        (worker, pod): (&str, &str),
+        executor_port: u16,
+        capacity: u32,
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
+        let token = token_of(cluster, ns, &format!("{worker}-executor-token"));
+        let log = std::env::temp_dir().join(format!("cogo-e2e-worker-{pod}-{}.log", std::process::id()));
+        let jobs = std::env::temp_dir().join(format!("cogo-e2e-jobs-{pod}-{}", std::process::id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(workspace_binary("cogo-worker"))
+            .env("COGO_WORKER_KIND", "PythonSandbox")
+            .env("COGO_POD_NAME", pod)
+            .env("COGO_CAPACITY", capacity.to_string())
+            .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "COGO_EXECUTOR_URL",
+                format!("ws://127.0.0.1:{executor_port}/v1/workers"),
+            )
+            .env("COGO_EXECUTOR_TOKEN", token)
+            .env("COGO_JOBS_DIR", &jobs)
+            .envs(env.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("COGO_E2E_WORKER_LOG").unwrap_or("info,cogo_worker=debug".into()),
+            )
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start cogo-worker");
+        WorkerProcess { child, log, jobs }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.jobs);
+    }
 }
 
 impl AgentProcess {
@@ -328,18 +413,8 @@ impl AgentProcess {
         broker_port: u16,
         concurrency: u32,
     ) -> AgentProcess {
-        let secret = format!("secret/{agent}-broker-token");
-        let mut token = String::new();
-        wait_until(
-            Duration::from_secs(60),
-            &format!("the operator to issue {secret}"),
-            || {
-                let template = "go-template={{.data.token | base64decode}}";
-                let out = cluster.kubectl(&["get", "-n", ns, &secret, "-o", template], None);
-                token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                out.status.success() && !token.is_empty()
-            },
-        );
+        let token = token_of(cluster, ns, &format!("{agent}-broker-token"));
+        let port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-agent-{pod}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(workspace_binary("cogo-agent"))
@@ -348,7 +423,7 @@ impl AgentProcess {
             .env("COGO_NAMESPACE", ns)
             .env("COGO_POD_NAME", pod)
             .env("COGO_CONCURRENCY", concurrency.to_string())
-            .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("COGO_BROKER_URL", format!("http://127.0.0.1:{broker_port}"))
             .env("COGO_BROKER_TOKEN", token)
             .env(
@@ -360,7 +435,7 @@ impl AgentProcess {
             .stdin(Stdio::null())
             .spawn()
             .expect("start cogo-agent");
-        AgentProcess { child, log }
+        AgentProcess { child, log, port }
     }
 }
 
@@ -398,6 +473,26 @@ impl Operator {
 
     /// Starts the operator with its broker on `broker_port` and `extra` arguments.
     pub fn start_with(cluster: &Cluster, log_name: &str, broker_port: u16, extra: &[&str]) -> Operator {
+        Operator::spawn(cluster, log_name, ("127.0.0.1", broker_port), extra)
+    }
+
+    /// Starts the operator with its broker on the real node's address (10.88.0.1), where pods
+    /// reach it, and tells agents so.
+    pub fn start_for_pods(cluster: &Cluster, log_name: &str) -> Operator {
+        let port = TcpListener::bind((NODE_ADDRESS, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on the node's address: is the real node up?");
+        let url = format!("http://{NODE_ADDRESS}:{port}");
+        Operator::spawn(cluster, log_name, (NODE_ADDRESS, port), &["--broker-url", &url])
+    }
+
+    fn spawn(
+        cluster: &Cluster,
+        log_name: &str,
+        (host, broker_port): (&str, u16),
+        extra: &[&str],
+    ) -> Operator {
         let health_port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-{log_name}-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
@@ -415,7 +510,7 @@ impl Operator {
             .args(["--resync-seconds", "30", "--image-pull-policy", "Never"])
             .args([
                 "--broker-addr",
-                &format!("127.0.0.1:{broker_port}"),
+                &format!("{host}:{broker_port}"),
                 "--heartbeat-seconds",
                 "2",
             ])
@@ -506,7 +601,12 @@ impl Drop for Operator {
 
 /// A plain HTTP GET to 127.0.0.1:port.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// A plain HTTP GET to host:port.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,

@@ -7,7 +7,9 @@ use std::{path::PathBuf, time::Duration};
 use cogo_e2e::cluster::{Cluster, Namespace, wait_until};
 use serde_json::Value;
 
-fn cluster() -> Cluster {
+mod executor;
+
+pub(crate) fn cluster() -> Cluster {
     let c = Cluster::from_env();
     let nodes = c.kubectl_ok(&["get", "nodes", "-l", "cogo.xyz/node=real", "-o", "name"], None);
     assert!(
@@ -19,7 +21,7 @@ fn cluster() -> Cluster {
 }
 
 /// Host PIDs of processes whose command line starts with `binary`.
-fn pids_of(binary: &str) -> Vec<u32> {
+pub(crate) fn pids_of(binary: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -43,7 +45,7 @@ fn status_field(pid: u32, field: &str) -> String {
 }
 
 /// The memory cgroup (v1) directory of a process.
-fn memory_cgroup(pid: u32) -> PathBuf {
+pub(crate) fn memory_cgroup(pid: u32) -> PathBuf {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let path = cgroups
         .lines()
@@ -66,7 +68,7 @@ fn agent_yaml(name: &str, memory: &str) -> String {
     )
 }
 
-fn pod_of(c: &Cluster, ns: &str, instance: &str) -> Value {
+pub(crate) fn pod_of(c: &Cluster, ns: &str, instance: &str) -> Value {
     let pods = c.kubectl_ok(
         &[
             "get",
