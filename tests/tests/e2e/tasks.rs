@@ -27,7 +27,7 @@ fn tasks_are_accepted_or_told_why_not() {
     };
     for (name, reason) in [
         ("hello-echo", "AgentNotFound"),
-        ("research-rust-operators", "NoAgentForRole"),
+        ("primes", "NoAgentForRole"),
         ("too-big", "InputTooLarge"),
     ] {
         wait_until(
@@ -53,7 +53,7 @@ fn tasks_are_accepted_or_told_why_not() {
     // The agents appear: the waiting tasks are accepted without being touched.
     apply_examples(&ns);
     ns.wait("agenttask/hello-echo", "condition=Accepted", 60);
-    ns.wait("agenttask/research-rust-operators", "condition=Accepted", 60);
+    ns.wait("agenttask/primes", "condition=Accepted", 60);
     assert_eq!(
         accepted("too-big"),
         Some(("False".into(), "InputTooLarge".into()))
