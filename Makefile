@@ -96,9 +96,9 @@ e2e: tools | require-cargo require-go ## End-to-end tests on the local control p
 
 test: tools fmt check-crds lint unit e2e ## Everything CI runs
 
-bench: | require-cargo require-go ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
+bench: wheels | require-cargo require-go ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
 	tests/cluster/build
-	cargo build --release -p cogo-operator -p cogo-agent
+	cargo build --release -p cogo-operator -p cogo-agent -p cogo-worker
 	cargo build --release -p cogo-e2e --features bench --bin cogo-bench
 	kubeconfig=$$(COGO_REAL_NODE=0 tests/cluster/up); \
 	trap 'COGO_REAL_NODE=0 tests/cluster/down' EXIT; \

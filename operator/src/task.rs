@@ -27,51 +27,31 @@ pub mod reason {
     pub const WAITING_FOR_WORKER: &str = "WaitingForWorker";
 }
 
-/// Why an accepted task that runs on a worker still waits.
+/// Why an accepted task that runs on a worker cannot start: no worker of its kind is
+/// connected to its Executor. (Workers that are all busy are ordinary queueing: the task says
+/// it waits to be leased, and its status is not rewritten as workers come free and busy again.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WorkerWait {
-    /// No worker of `kind` is connected to the Executor (`executor`, or any when None).
-    NoneConnected {
-        /// The worker kind the task needs.
-        kind: cogo_api::WorkerKind,
-        /// The Executor named by the task.
-        executor: Option<String>,
-    },
-    /// Every worker of `kind` is busy.
-    Busy {
-        /// The worker kind the task needs.
-        kind: cogo_api::WorkerKind,
-        /// The Executor named by the task.
-        executor: Option<String>,
-    },
+pub struct WorkerWait {
+    /// The worker kind the task needs.
+    pub kind: cogo_api::WorkerKind,
+    /// The Executor named by the task; None for a task sent to any Executor.
+    pub executor: Option<String>,
 }
 
 impl WorkerWait {
-    fn executor(executor: &Option<String>) -> String {
-        match executor {
-            Some(e) => format!("Executor {e}"),
-            None => "any Executor of the namespace".into(),
-        }
-    }
-
     /// The reason and message of the `Accepted` condition while the task waits.
     fn explain(&self) -> (&'static str, String) {
-        match self {
-            WorkerWait::NoneConnected { kind, executor } => (
-                reason::WAITING_FOR_WORKER,
-                format!(
-                    "queued: no {kind} worker is connected to {}; the task runs when one connects",
-                    Self::executor(executor)
-                ),
+        let executor = match &self.executor {
+            Some(e) => format!("Executor {e}"),
+            None => "any Executor of the namespace".into(),
+        };
+        (
+            reason::WAITING_FOR_WORKER,
+            format!(
+                "queued: no {} worker is connected to {executor}; the task runs when one connects",
+                self.kind
             ),
-            WorkerWait::Busy { kind, executor } => (
-                reason::QUEUED,
-                format!(
-                    "queued: every {kind} worker of {} is busy; the task runs when one is free",
-                    Self::executor(executor)
-                ),
-            ),
-        }
+        )
     }
 }
 
@@ -358,7 +338,7 @@ mod tests {
         let t = task("agent: executor\ntype: python.execute");
         let ok = Ok(Target::Agent("executor".into()));
         let kind = cogo_api::WorkerKind::PythonSandbox;
-        let none = WorkerWait::NoneConnected {
+        let none = WorkerWait {
             kind,
             executor: Some("executor".into()),
         };
@@ -377,17 +357,13 @@ mod tests {
             "{:?}",
             s.message
         );
-        let busy = WorkerWait::Busy { kind, executor: None };
-        let s = compute_pending(&t, &ok, Some(&busy), &at(10)).unwrap();
-        assert_eq!(
-            conditions::find(&s.conditions, ACCEPTED).unwrap().reason,
-            reason::QUEUED
-        );
+        let any = WorkerWait { kind, executor: None };
+        let s = compute_pending(&t, &ok, Some(&any), &at(10)).unwrap();
         assert!(
             s.message
                 .as_deref()
                 .unwrap()
-                .contains("every PythonSandbox worker of any Executor")
+                .contains("connected to any Executor of the namespace")
         );
         let bad = validate(&t, &facts(&[]), 1024);
         let s = compute_pending(&t, &bad, Some(&none), &at(10)).unwrap();

@@ -170,8 +170,8 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 /// How often a waiting task that runs on a worker is looked at again.
 const WORKER_RECHECK: Duration = Duration::from_secs(5);
 
-/// Why an accepted task that runs on a worker waits, when its Executor has no free worker of
-/// its kind; None for other tasks, or when a worker is free.
+/// Why an accepted task that runs on a worker waits, when its Executor has no worker of its
+/// kind connected; None otherwise.
 fn worker_wait(
     ctx: &Context,
     ns: &str,
@@ -195,11 +195,7 @@ fn worker_wait(
         .lock()
         .ok()?
         .availability(ns, executor.as_deref(), kind, Instant::now());
-    match availability {
-        Availability::Free => None,
-        Availability::Busy => Some(task::WorkerWait::Busy { kind, executor }),
-        Availability::NoneConnected => Some(task::WorkerWait::NoneConnected { kind, executor }),
-    }
+    (availability == Availability::NoneConnected).then_some(task::WorkerWait { kind, executor })
 }
 
 /// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's

@@ -13,7 +13,12 @@
 //! 4. the Supabase mirror, against a real PostgreSQL directly and through PgBouncer in
 //!    transaction mode: rows/s while 1,000 tasks created at once run (first create -> every
 //!    row `succeeded`), and the mirror's lag (change seen -> row written, from the operator's
-//!    histogram) while 1,000 tasks run at 100 tasks/s.
+//!    histogram) while 1,000 tasks run at 100 tasks/s;
+//! 5. `python.execute` through broker -> Executor -> worker -> sandbox, with 1 and 4 worker
+//!    processes (2 slots each): jobs/s for 400 trivial jobs created at once, and for 200 jobs
+//!    at 10 jobs/s the time from `Running` to `Succeeded` seen on a watch, the sandbox's own
+//!    time (the result's `durationMs`: start of the sandbox to the program's exit) and the
+//!    difference (dispatch to the worker and the result's way back), p50 and p99.
 //!
 //! The figures go to stdout and to `target/bench/report.md`. A benchmark, not a test: it
 //! asserts nothing about speed.
@@ -26,7 +31,10 @@ use std::{
 
 use cogo_api::{AgentTask, TaskPhase};
 use cogo_e2e::{
-    cluster::{AgentProcess, Cluster, Operator, audit_lines, audited_writes, free_port, kwok_agent},
+    cluster::{
+        AgentProcess, Cluster, Operator, WorkerProcess, audit_lines, audited_writes, free_port, kwok_agent,
+        kwok_pod_template,
+    },
     postgres::{PgBouncer, Postgres},
     repo,
 };
@@ -66,6 +74,17 @@ async fn main() -> Result<(), Error> {
     .await?;
     let client = Client::try_from(config)?;
     let mut report = vec![format!("Machine: {}", machine())];
+    // COGO_BENCH_ONLY=python runs only the python.execute section.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("python") {
+        let op = Operator::start(&c, "bench");
+        report.push("| python.execute | jobs/s (400 at once) | Running -> Succeeded p50 / p99 | sandbox p50 / p99 | dispatch and return p50 / p99 | operator writes per job | CPU per job (400 at once), by process |".into());
+        report.push("|---|---|---|---|---|---|---|".into());
+        for workers in [1usize, 4] {
+            eprintln!("[bench] python.execute with {workers} worker process(es)");
+            report.push(python(&c, &client, &op, workers).await?);
+        }
+        return write_report(report);
+    }
 
     eprintln!("[bench] measuring the API server's write ceiling (10 s)");
     let ceiling = ceiling(&client).await?;
@@ -111,6 +130,14 @@ async fn main() -> Result<(), Error> {
     report.push(format!(
         "Lease latency (create sent -> Running seen), 1,000 tasks at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     ));
+
+    report.push(String::new());
+    report.push("| python.execute | jobs/s (400 at once) | Running -> Succeeded p50 / p99 | sandbox p50 / p99 | dispatch and return p50 / p99 | operator writes per job | CPU per job (400 at once), by process |".into());
+    report.push("|---|---|---|---|---|---|---|".into());
+    for workers in [1usize, 4] {
+        eprintln!("[bench] python.execute with {workers} worker process(es)");
+        report.push(python(&c, &client, &op, workers).await?);
+    }
     op.stop();
 
     report.push(String::new());
@@ -126,6 +153,10 @@ async fn main() -> Result<(), Error> {
         report.push(mirror(&c, &client, &pg, label, &url).await?);
     }
 
+    write_report(report)
+}
+
+fn write_report(report: Vec<String>) -> Result<(), Error> {
     let text = report.join("\n") + "\n";
     println!("\n{text}");
     let dir = repo().join("target/bench");
@@ -408,6 +439,232 @@ async fn latency(
     let out = (pct(0.50), pct(0.99), *ms.last().unwrap_or(&0.0));
     delete_namespace(client, ns).await;
     Ok(out)
+}
+
+/// CPU seconds spent so far by each kind of process on the machine (own time plus that of the
+/// children it reaped, so a worker includes its sandboxes), by the name it runs as (the
+/// control plane's multi-call binary by its component).
+fn cpu_by_process() -> HashMap<String, f64> {
+    let tick = 100.0; // USER_HZ
+    let mut out = HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(stat), Ok(cmd)) = (
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
+            std::fs::read(format!("/proc/{pid}/cmdline")),
+        ) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| {
+                String::from_utf8_lossy(a)
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        let name = match args.first().map(String::as_str) {
+            Some("kube") => args.get(1).cloned().unwrap_or_else(|| "kube".into()),
+            Some(n) if n.starts_with("cogo-") || n == "kwok" || n == "etcd" || n.starts_with("kube-") => {
+                n.to_string()
+            }
+            _ => continue,
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<f64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        // utime, stime, cutime, cstime are fields 14 to 17 (11 to 14 after the command).
+        let spent: f64 = f.get(10..14).map(|v| v.iter().sum()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += spent / tick;
+    }
+    out
+}
+
+/// Slots of each benchmark worker.
+const WORKER_SLOTS: u32 = 2;
+
+fn python_task(name: &str) -> Result<AgentTask, Error> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+        "spec": {"agent": "executor", "type": "python.execute", "input": {"code": "pass"}},
+    }))?)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// `python.execute` through an Executor and `workers` local worker processes.
+async fn python(c: &Cluster, client: &Client, op: &Operator, workers: usize) -> Result<String, Error> {
+    let ns = format!("bench-python-{workers}");
+    create_namespace(client, &ns).await?;
+    let executor = json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "executor"},
+        "spec": {"role": "Executor", "podTemplate": kwok_pod_template()}});
+    let worker = json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoWorker", "metadata": {"name": "python"},
+        "spec": {"kind": "PythonSandbox", "replicas": workers, "capacity": WORKER_SLOTS, "podTemplate": kwok_pod_template()}});
+    for obj in [executor, worker] {
+        c.kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&obj.to_string()));
+    }
+    let exec = AgentProcess::start_with(c, &ns, ("executor", "Executor", "executor-0"), op.broker_port, 4);
+    let _workers: Vec<WorkerProcess> = (0..workers)
+        .map(|i| {
+            WorkerProcess::start(
+                c,
+                &ns,
+                ("python", &format!("python-{i}")),
+                exec.port,
+                WORKER_SLOTS,
+                &[],
+            )
+        })
+        .collect();
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), &ns);
+    let workers_api: Api<cogo_api::CogoWorker> = Api::namespaced(client.clone(), &ns);
+    let connected = Instant::now();
+    loop {
+        let n = workers_api
+            .get("python")
+            .await?
+            .status
+            .and_then(|s| s.connected_workers)
+            .unwrap_or(0);
+        if n as usize == workers {
+            break;
+        }
+        if connected.elapsed() > Duration::from_secs(60) {
+            return Err(format!("only {n} of {workers} workers connected").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Throughput: 400 jobs at once, and the CPU each process spent on them.
+    let book: Book = Default::default();
+    let watching = watch(client, &ns, book.clone());
+    let cpu_before = cpu_by_process();
+    let log = c.audit_log();
+    let from = audit_lines(&log);
+    let start = Instant::now();
+    futures::stream::iter(0..400)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &python_task(&format!("burst-{i:04}"))?)
+                    .await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    wait_done(&book, 400, "python burst").await?;
+    let last = book
+        .lock()
+        .expect("book")
+        .values()
+        .filter_map(|s| s.done)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let rate = 400.0 / (last - start).as_secs_f64();
+    watching.abort();
+    let cpu_after = cpu_by_process();
+    let mut spent: Vec<(String, f64)> = cpu_after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - cpu_before.get(k).copied().unwrap_or(0.0)) * 1000.0 / 400.0,
+            )
+        })
+        .filter(|(_, ms)| *ms >= 0.05)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = spent.iter().map(|(_, ms)| ms).sum();
+    let cpu = spent
+        .iter()
+        .map(|(k, ms)| format!("{k} {ms:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = audited_writes(&log, from, "cogo-operator")
+        .into_iter()
+        .filter(|(_, _, wns, _)| *wns == ns)
+        .count() as f64
+        / 400.0;
+    eprintln!(
+        "[bench] CPU per job with {workers} worker(s): {total:.1} ms ({cpu}); operator writes per job {writes:.2}"
+    );
+
+    // Latency: 200 jobs at 10 jobs/s.
+    let book: Book = Default::default();
+    let watching = watch(client, &ns, book.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for i in 0..200 {
+        tick.tick().await;
+        let (api, t) = (api.clone(), python_task(&format!("paced-{i:04}"))?);
+        tokio::spawn(async move { api.create(&PostParams::default(), &t).await });
+    }
+    let paced_done = || {
+        book.lock()
+            .expect("book")
+            .iter()
+            .filter(|(n, s)| n.starts_with("paced-") && s.done.is_some())
+            .count()
+    };
+    let waited = Instant::now();
+    while paced_done() < 200 {
+        if waited.elapsed() > Duration::from_secs(600) {
+            return Err("the paced python jobs did not finish in 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watching.abort();
+    let tasks = api.list(&Default::default()).await?.items;
+    let failed = tasks
+        .iter()
+        .filter(|t| t.status.as_ref().and_then(|s| s.phase) != Some(TaskPhase::Succeeded))
+        .count();
+    if failed > 0 {
+        return Err(format!("{failed} python jobs did not succeed").into());
+    }
+    let sandbox: HashMap<String, f64> = tasks
+        .iter()
+        .filter_map(|t| {
+            let ms = t.status.as_ref()?.result.as_ref()?.get("durationMs")?.as_f64()?;
+            Some((t.name_any(), ms))
+        })
+        .collect();
+    let seen = book.lock().expect("book").clone();
+    let mut run = Vec::new();
+    let mut own = Vec::new();
+    let mut rest = Vec::new();
+    for (name, s) in seen.iter().filter(|(n, _)| n.starts_with("paced-")) {
+        let (Some(leased), Some(done), Some(ms)) = (s.leased, s.done, sandbox.get(name)) else {
+            continue;
+        };
+        let total = (done - leased).as_secs_f64() * 1000.0;
+        run.push(total);
+        own.push(*ms);
+        rest.push((total - ms).max(0.0));
+    }
+    for v in [&mut run, &mut own, &mut rest] {
+        v.sort_by(f64::total_cmp);
+    }
+    drop(exec);
+    delete_namespace(client, &ns).await;
+    Ok(format!(
+        "| {workers} worker(s) x {WORKER_SLOTS} slots | {rate:.1} | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {writes:.2} | {total:.1} ms: {cpu} |",
+        pct(&run, 0.5),
+        pct(&run, 0.99),
+        pct(&own, 0.5),
+        pct(&own, 0.99),
+        pct(&rest, 0.5),
+        pct(&rest, 0.99)
+    ))
 }
 
 /// The cumulative buckets of a Prometheus histogram in the operator's metrics text.

@@ -154,8 +154,11 @@ pub struct Run {
 #[error("the sandbox could not start: {0}")]
 pub struct SandboxError(pub String);
 
-/// How often the worker looks at a run's processes.
+/// How often the worker looks at a run's output.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
+/// How often it counts a run's processes (a scan of /proc, so not for the many runs that end
+/// within this time): a fork bomb sits at its limit, so a sample finds it.
+const COUNT_EVERY: Duration = Duration::from_millis(100);
 /// How often it measures the workspace.
 const MEASURE_EVERY: Duration = Duration::from_millis(200);
 /// Exit code of the shim when it cannot set the job up.
@@ -331,7 +334,7 @@ pub async fn run(spec: &Spec, mut cancel: watch::Receiver<bool>) -> Result<Run, 
     let root = child.id().unwrap_or_default();
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let mut watch = tokio::time::interval(WATCH_EVERY);
-    let mut measured = Instant::now();
+    let (mut counted, mut measured) = (Instant::now(), Instant::now());
     let mut killed = None;
     let exit = loop {
         tokio::select! {
@@ -347,9 +350,12 @@ pub async fn run(spec: &Spec, mut cancel: watch::Receiver<bool>) -> Result<Run, 
             _ = watch.tick() => {
                 if over.load(Ordering::SeqCst) {
                     killed = Some(KillReason::Output);
-                } else if root != 0 && u64::from(tasks_under(root).saturating_sub(1)) >= spec.limits.processes {
+                } else if root != 0 && counted.elapsed() >= COUNT_EVERY {
+                    counted = Instant::now();
                     // bubblewrap's outer process is not in the job; everything below it is.
-                    killed = Some(KillReason::Processes);
+                    if u64::from(tasks_under(root).saturating_sub(1)) >= spec.limits.processes {
+                        killed = Some(KillReason::Processes);
+                    }
                 } else if let Some((dir, max)) = &spec.workspace
                     && measured.elapsed() >= MEASURE_EVERY
                 {
