@@ -387,16 +387,7 @@ async fn a_lost_worker_s_job_runs_on_another() {
     // Silent: connected, but it answers no ping. Three intervals (0.9 s) later it is dropped.
     ex.broker
         .submit("silent", "python.execute", json!({"code": "pass"}));
-    let mut mute = dial(ex.port, Some(&good_token())).await.unwrap();
-    mute.send(frame(
-        "m0",
-        "status",
-        "mute",
-        None,
-        Some(json!({"capacity": 1, "active": 0})),
-    ))
-    .await
-    .unwrap();
+    let _mute = worker(ex.port, "mute", 1).await;
     // `second` is free too; whichever gets the job, the mute one cannot keep it.
     let (m, _) = next_of(&mut second, MessageType::Execute, "b").await.unwrap();
     assert_eq!(m.task_id.as_deref(), Some("silent"));
@@ -442,16 +433,7 @@ async fn a_cancelled_job_is_taken_back() {
 #[tokio::test]
 async fn a_silent_worker_is_dropped() {
     let ex = executor().await;
-    let mut mute = dial(ex.port, Some(&good_token())).await.unwrap();
-    mute.send(frame(
-        "m0",
-        "status",
-        "mute",
-        None,
-        Some(json!({"capacity": 1, "active": 0})),
-    ))
-    .await
-    .unwrap();
+    let mut mute = worker(ex.port, "mute", 1).await;
     ex.broker
         .submit("held", "python.execute", json!({"code": "pass"}));
     // Read (without answering) until the Executor closes: it saw no frame for 0.9 s.

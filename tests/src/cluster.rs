@@ -310,6 +310,18 @@ pub struct AgentProcess {
     pub port: u16,
 }
 
+/// Starts `cmd` with its output in the file `log` and its `RUST_LOG` from the variable named
+/// in `filter` (or that pair's default).
+fn spawn_logged(cmd: &mut Command, log: &Path, (filter, default): (&str, &str)) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    cmd.env("RUST_LOG", std::env::var(filter).unwrap_or(default.into()))
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()))
+}
+
 /// The value of key `token` of the Secret `name` in `ns`, once the operator has written it.
 pub fn token_of(cluster: &Cluster, ns: &str, name: &str) -> String {
     let secret = format!("secret/{name}");
@@ -351,9 +363,8 @@ impl WorkerProcess {
         let token = token_of(cluster, ns, &format!("{worker}-executor-token"));
         let log = std::env::temp_dir().join(format!("cogo-e2e-worker-{pod}-{}.log", std::process::id()));
         let jobs = std::env::temp_dir().join(format!("cogo-e2e-jobs-{pod}-{}", std::process::id()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(workspace_binary("cogo-worker"))
-            .env("COGO_WORKER_KIND", "PythonSandbox")
+        let mut cmd = Command::new(workspace_binary("cogo-worker"));
+        cmd.env("COGO_WORKER_KIND", "PythonSandbox")
             .env("COGO_POD_NAME", pod)
             .env("COGO_CAPACITY", capacity.to_string())
             .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
@@ -363,16 +374,8 @@ impl WorkerProcess {
             )
             .env("COGO_EXECUTOR_TOKEN", token)
             .env("COGO_JOBS_DIR", &jobs)
-            .envs(env.iter().copied())
-            .env(
-                "RUST_LOG",
-                std::env::var("COGO_E2E_WORKER_LOG").unwrap_or("info,cogo_worker=debug".into()),
-            )
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start cogo-worker");
+            .envs(env.iter().copied());
+        let child = spawn_logged(&mut cmd, &log, ("COGO_E2E_WORKER_LOG", "info,cogo_worker=debug"));
         WorkerProcess { child, log, jobs }
     }
 
@@ -416,25 +419,16 @@ impl AgentProcess {
         let token = token_of(cluster, ns, &format!("{agent}-broker-token"));
         let port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-agent-{pod}-{}.log", std::process::id()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(workspace_binary("cogo-agent"))
-            .env("COGO_ROLE", role)
+        let mut cmd = Command::new(workspace_binary("cogo-agent"));
+        cmd.env("COGO_ROLE", role)
             .env("COGO_AGENT_NAME", agent)
             .env("COGO_NAMESPACE", ns)
             .env("COGO_POD_NAME", pod)
             .env("COGO_CONCURRENCY", concurrency.to_string())
             .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("COGO_BROKER_URL", format!("http://127.0.0.1:{broker_port}"))
-            .env("COGO_BROKER_TOKEN", token)
-            .env(
-                "RUST_LOG",
-                std::env::var("COGO_E2E_AGENT_LOG").unwrap_or("info,cogo_agent=debug".into()),
-            )
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start cogo-agent");
+            .env("COGO_BROKER_TOKEN", token);
+        let child = spawn_logged(&mut cmd, &log, ("COGO_E2E_AGENT_LOG", "info,cogo_agent=debug"));
         AgentProcess { child, log, port }
     }
 }

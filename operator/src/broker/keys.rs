@@ -13,24 +13,29 @@ pub const KEYS_SECRET: &str = "cogo-broker-keys";
 /// The data key naming the current key.
 const CURRENT: &str = "current";
 
-fn random_secret() -> std::io::Result<Vec<u8>> {
+fn random_bytes() -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = vec![0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes)
 }
 
-/// Reads the keys from the Secret, creating it with a fresh key when it does not exist.
-/// Every key in it verifies; the one named by `current` signs.
-pub async fn load_or_create(api: &Api<Secret>) -> Result<Keys> {
+/// Reads a set of keys from the Secret `name`, creating it with one fresh key of 32 random
+/// bytes under the id `first` when it does not exist, and reads it with `parse`.
+pub async fn load_or_create_set<T>(
+    api: &Api<Secret>,
+    name: &str,
+    first: &str,
+    parse: impl Fn(&Secret) -> Result<T>,
+) -> Result<T> {
     for _ in 0..3 {
-        if let Some(secret) = api.get_opt(KEYS_SECRET).await? {
+        if let Some(secret) = api.get_opt(name).await? {
             return parse(&secret);
         }
-        let key = random_secret().map_err(|e| Error::Broker(format!("cannot read random bytes: {e}")))?;
+        let key = random_bytes().map_err(|e| Error::Broker(format!("cannot read random bytes: {e}")))?;
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(KEYS_SECRET.into()),
+                name: Some(name.into()),
                 labels: Some(
                     [(
                         "app.kubernetes.io/managed-by".to_string(),
@@ -41,8 +46,8 @@ pub async fn load_or_create(api: &Api<Secret>) -> Result<Keys> {
                 ..Default::default()
             },
             data: Some(BTreeMap::from([
-                (CURRENT.to_string(), ByteString(b"k1".to_vec())),
-                ("k1".to_string(), ByteString(key)),
+                (CURRENT.to_string(), ByteString(first.as_bytes().to_vec())),
+                (first.to_string(), ByteString(key)),
             ])),
             ..Default::default()
         };
@@ -52,36 +57,48 @@ pub async fn load_or_create(api: &Api<Secret>) -> Result<Keys> {
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Broker(format!(
-        "cannot read or create the Secret {KEYS_SECRET}"
-    )))
+    Err(Error::Broker(format!("cannot read or create the Secret {name}")))
+}
+
+/// The keys of a set kept in the Secret `name`: the id `current` names, and every entry but
+/// `current` as an id and its bytes.
+pub fn split_set(secret: &Secret, name: &str) -> Result<(String, Vec<(String, Vec<u8>)>)> {
+    let data = secret.data.clone().unwrap_or_default();
+    let bad = |why: &str| Error::Broker(format!("the Secret {name} is unusable: {why}"));
+    let current = data.get(CURRENT).ok_or_else(|| bad("it has no `current` key"))?;
+    let current = String::from_utf8(current.0.clone()).map_err(|_| bad("`current` is not text"))?;
+    let keys: Vec<(String, Vec<u8>)> = data
+        .into_iter()
+        .filter(|(k, _)| k.as_str() != CURRENT)
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    if !keys.iter().any(|(id, _)| *id == current) {
+        return Err(bad("`current` names no key"));
+    }
+    Ok((current, keys))
+}
+
+/// Reads the keys from the Secret, creating it with a fresh key when it does not exist.
+/// Every key in it verifies; the one named by `current` signs.
+pub async fn load_or_create(api: &Api<Secret>) -> Result<Keys> {
+    load_or_create_set(api, KEYS_SECRET, "k1", parse).await
 }
 
 /// The keys held in a Secret's data.
 pub fn parse(secret: &Secret) -> Result<Keys> {
-    let data = secret.data.clone().unwrap_or_default();
-    let bad = |why: &str| Error::Broker(format!("the Secret {KEYS_SECRET} is unusable: {why}"));
-    let current = data.get(CURRENT).ok_or_else(|| bad("it has no `current` key"))?;
-    let current = String::from_utf8(current.0.clone()).map_err(|_| bad("`current` is not text"))?;
-    let mut keys: Vec<Key> = data
-        .iter()
-        .filter(|(k, _)| k.as_str() != CURRENT)
-        .map(|(k, v)| Key {
-            id: k.clone(),
-            secret: v.0.clone(),
-        })
-        .collect();
-    if keys.iter().any(|k| k.secret.len() < 32) {
-        return Err(bad("a key is shorter than 32 bytes"));
+    let (current, keys) = split_set(secret, KEYS_SECRET)?;
+    if keys.iter().any(|(_, k)| k.len() < 32) {
+        return Err(Error::Broker(format!(
+            "the Secret {KEYS_SECRET} is unusable: a key is shorter than 32 bytes"
+        )));
     }
-    let pos = keys
-        .iter()
-        .position(|k| k.id == current)
-        .ok_or_else(|| bad("`current` names no key"))?;
-    let current = keys.remove(pos);
+    let (mine, previous): (Vec<Key>, Vec<Key>) = keys
+        .into_iter()
+        .map(|(id, secret)| Key { id, secret })
+        .partition(|k| k.id == current);
     Ok(Keys {
-        current,
-        previous: keys,
+        current: mine.into_iter().next().expect("split_set found the current key"),
+        previous,
     })
 }
 

@@ -117,6 +117,14 @@ impl ApiError {
         )
     }
 
+    fn agent_not_found(ns: &str, agent: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "AgentNotFound",
+            format!("no CogoAgent {ns}/{agent}"),
+        )
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -484,13 +492,9 @@ async fn lease(
             "typePrefixes and excludeTypePrefixes take at most 16 prefixes of 1 to 128 characters",
         ));
     }
-    let agent_obj = b.agent(&ns, &agent).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "AgentNotFound",
-            format!("no CogoAgent {ns}/{agent}"),
-        )
-    })?;
+    let agent_obj = b
+        .agent(&ns, &agent)
+        .ok_or_else(|| ApiError::agent_not_found(&ns, &agent))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds.into());
     loop {
         // Register for wake-ups before looking, so a task queued in between is not missed.
@@ -785,13 +789,9 @@ async fn report_workers(
 ) -> Result<StatusCode, ApiError> {
     b.keys.verify(bearer(&headers)?, &ns, &agent)?;
     let Json(report) = body?;
-    let executor = b.agent(&ns, &agent).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "AgentNotFound",
-            format!("no CogoAgent {ns}/{agent}"),
-        )
-    })?;
+    let executor = b
+        .agent(&ns, &agent)
+        .ok_or_else(|| ApiError::agent_not_found(&ns, &agent))?;
     if executor.spec.role != AgentRole::Executor {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -5,8 +5,6 @@
 //! agent pod can mint a worker token. Keys carry an id (`kid`); rotated-out keys stay published
 //! until they are removed from the Secret, so rotation does not cut off running workers.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use cogo_api::{
     WorkerKind,
@@ -15,16 +13,13 @@ use cogo_api::{
 };
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
-use kube::{Api, api::PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 
 use crate::{Error, Result};
 
 /// Name of the Secret that holds the worker-token signing keys.
 pub const KEYS_SECRET: &str = "cogo-worker-keys";
-/// The data key naming the current key.
-const CURRENT: &str = "current";
-
 /// The PKCS #8 v1 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
 const PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
@@ -140,78 +135,36 @@ impl WorkerKeys {
     }
 }
 
-fn random_seed() -> std::io::Result<[u8; 32]> {
-    use std::io::Read;
-    let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
-    Ok(seed)
-}
-
 /// Reads the keys from the Secret, creating it with a fresh key when it does not exist.
 pub async fn load_or_create(api: &Api<Secret>) -> Result<WorkerKeys> {
-    for _ in 0..3 {
-        if let Some(secret) = api.get_opt(KEYS_SECRET).await? {
-            return parse(&secret);
-        }
-        let seed = random_seed().map_err(|e| Error::Broker(format!("cannot read random bytes: {e}")))?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(KEYS_SECRET.into()),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "cogo-operator".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([
-                (CURRENT.to_string(), ByteString(b"w1".to_vec())),
-                ("w1".to_string(), ByteString(seed.to_vec())),
-            ])),
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(s) => return parse(&s),
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Broker(format!(
-        "cannot read or create the Secret {KEYS_SECRET}"
-    )))
+    super::keys::load_or_create_set(api, KEYS_SECRET, "w1", parse).await
 }
 
 /// The keys held in a Secret's data: `current` names the signing key, every other entry is a
 /// key id with its 32-byte Ed25519 seed.
 pub fn parse(secret: &Secret) -> Result<WorkerKeys> {
-    let data = secret.data.clone().unwrap_or_default();
-    let bad = |why: &str| Error::Broker(format!("the Secret {KEYS_SECRET} is unusable: {why}"));
-    let current = data.get(CURRENT).ok_or_else(|| bad("it has no `current` key"))?;
-    let current = String::from_utf8(current.0.clone()).map_err(|_| bad("`current` is not text"))?;
-    let mut keys = Vec::new();
-    for (id, value) in data.iter().filter(|(k, _)| k.as_str() != CURRENT) {
-        let seed: [u8; 32] = value
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad(&format!("key {id} is not a 32-byte Ed25519 seed")))?;
-        keys.push(SigningSeed::new(id.clone(), seed));
+    let (current, keys) = super::keys::split_set(secret, KEYS_SECRET)?;
+    let mut seeds = Vec::new();
+    for (id, bytes) in keys {
+        let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            Error::Broker(format!(
+                "the Secret {KEYS_SECRET} is unusable: key {id} is not a 32-byte Ed25519 seed"
+            ))
+        })?;
+        seeds.push(SigningSeed::new(id, seed));
     }
-    let pos = keys
-        .iter()
-        .position(|k| k.id == current)
-        .ok_or_else(|| bad("`current` names no key"))?;
-    let current = keys.remove(pos);
+    let (mine, previous): (Vec<SigningSeed>, Vec<SigningSeed>) =
+        seeds.into_iter().partition(|k| k.id == current);
     Ok(WorkerKeys {
-        current,
-        previous: keys,
+        current: mine.into_iter().next().expect("split_set found the current key"),
+        previous,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
+
     use super::*;
 
     fn keys() -> WorkerKeys {

@@ -78,14 +78,7 @@ pub fn token_secret_name(agent: &str) -> String {
 
 /// The Secret holding the agent's broker token, owned by the agent.
 pub fn token_secret(pool: &Pool, token: &str) -> Secret {
-    let mut meta = pool.child_meta();
-    meta.name = Some(token_secret_name(pool.name));
-    Secret {
-        metadata: meta,
-        type_: Some("Opaque".into()),
-        string_data: Some([("token".to_string(), token.to_string())].into()),
-        ..Default::default()
-    }
+    super::token_secret(pool, &token_secret_name(pool.name), token)
 }
 
 /// The agent's Deployment. With `token_secret`, its pods get their broker token from it.

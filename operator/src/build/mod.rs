@@ -14,8 +14,8 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
             HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-            VolumeMount,
+            ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, ServicePort, ServiceSpec,
+            Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -122,6 +122,18 @@ pub struct PodParams<'a> {
     /// Run the container without the runtime's seccomp profile, for a runtime that applies
     /// its own filters (the Python sandbox); the pod keeps RuntimeDefault for the rest.
     pub unconfined_seccomp: bool,
+}
+
+/// A Secret `name` of the pool, owned by its resource, holding `token` under the key `token`.
+pub fn token_secret(pool: &Pool, name: &str, token: &str) -> Secret {
+    let mut meta = pool.child_meta();
+    meta.name = Some(name.to_string());
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        string_data: Some([("token".to_string(), token.to_string())].into()),
+        ..Default::default()
+    }
 }
 
 /// An environment variable with a literal value.

@@ -82,14 +82,7 @@ pub fn token_secret_name(worker: &str) -> String {
 
 /// The Secret holding the worker's Executor token, owned by the worker.
 pub fn token_secret(pool: &Pool, token: &str) -> Secret {
-    let mut meta = pool.child_meta();
-    meta.name = Some(token_secret_name(pool.name));
-    Secret {
-        metadata: meta,
-        type_: Some("Opaque".into()),
-        string_data: Some([("token".to_string(), token.to_string())].into()),
-        ..Default::default()
-    }
+    super::token_secret(pool, &token_secret_name(pool.name), token)
 }
 
 /// The pod's memory when `resources.memory` is unset and `sandbox.memoryLimit` is set:

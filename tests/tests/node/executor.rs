@@ -49,19 +49,10 @@ fn succeeded(c: &Cluster, ns: &Namespace, name: &str) -> Value {
 }
 
 fn pod_ip(c: &Cluster, ns: &str, instance: &str) -> String {
-    c.kubectl_ok(
-        &[
-            "get",
-            "pods",
-            "-n",
-            ns,
-            "-l",
-            &format!("app.kubernetes.io/instance={instance}"),
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ],
-        None,
-    )
+    super::pod_of(c, ns, instance)["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn secret(c: &Cluster, ns: &str, name: &str) -> String {
