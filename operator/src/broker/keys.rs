@@ -60,14 +60,17 @@ pub async fn load_or_create_set<T>(
     Err(Error::Broker(format!("cannot read or create the Secret {name}")))
 }
 
+/// The entries of a key set: each key's id and bytes.
+pub type KeyEntries = Vec<(String, Vec<u8>)>;
+
 /// The keys of a set kept in the Secret `name`: the id `current` names, and every entry but
 /// `current` as an id and its bytes.
-pub fn split_set(secret: &Secret, name: &str) -> Result<(String, Vec<(String, Vec<u8>)>)> {
+pub fn split_set(secret: &Secret, name: &str) -> Result<(String, KeyEntries)> {
     let data = secret.data.clone().unwrap_or_default();
     let bad = |why: &str| Error::Broker(format!("the Secret {name} is unusable: {why}"));
     let current = data.get(CURRENT).ok_or_else(|| bad("it has no `current` key"))?;
     let current = String::from_utf8(current.0.clone()).map_err(|_| bad("`current` is not text"))?;
-    let keys: Vec<(String, Vec<u8>)> = data
+    let keys: KeyEntries = data
         .into_iter()
         .filter(|(k, _)| k.as_str() != CURRENT)
         .map(|(k, v)| (k, v.0))
