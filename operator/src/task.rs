@@ -25,33 +25,75 @@ pub mod reason {
     pub const PARENT_NOT_FOUND: &str = "ParentNotFound";
     /// The task needs a worker and no worker of its kind is connected to the Executor.
     pub const WAITING_FOR_WORKER: &str = "WaitingForWorker";
+    /// The task needs a worker and every worker of its kind was busy.
+    pub const WORKERS_BUSY: &str = "WorkersBusy";
 }
 
-/// Why an accepted task that runs on a worker cannot start: no worker of its kind is
-/// connected to its Executor. (Workers that are all busy are ordinary queueing: the task says
-/// it waits to be leased, and its status is not rewritten as workers come free and busy again.)
+/// Whether an Executor has a worker of a kind to run a job now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// No worker of the kind is connected.
+    NoneConnected,
+    /// Workers are connected and every slot is taken.
+    Busy,
+    /// A slot is free.
+    Free,
+}
+
+/// Why an accepted task that runs on a worker waits: no worker of its kind is connected to its
+/// Executor, or every one was busy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerWait {
     /// The worker kind the task needs.
     pub kind: cogo_api::WorkerKind,
     /// The Executor named by the task; None for a task sent to any Executor.
     pub executor: Option<String>,
+    /// Workers of the kind are connected, and were all busy.
+    pub busy: bool,
 }
 
 impl WorkerWait {
+    /// What a waiting task of `kind` for `executor` says, given its Executor's `availability`
+    /// and the reason its `Accepted` condition has now (`said`). No worker connected is always
+    /// said. All of them busy is said when the task's status is first written (it waited past
+    /// the grace period, so the workers were busy then) and kept while it waits, but never
+    /// written over the ordinary `Queued`: under load workers turn free and busy many times a
+    /// second, and each flip must not cost a status write.
+    pub fn decide(
+        kind: cogo_api::WorkerKind,
+        executor: Option<String>,
+        availability: Availability,
+        said: Option<&str>,
+    ) -> Option<WorkerWait> {
+        let busy = match (availability, said) {
+            (Availability::NoneConnected, _) => false,
+            (Availability::Busy, None | Some(reason::WAITING_FOR_WORKER | reason::WORKERS_BUSY)) => true,
+            (Availability::Free, Some(reason::WORKERS_BUSY)) => true,
+            _ => return None,
+        };
+        Some(WorkerWait { kind, executor, busy })
+    }
+
     /// The reason and message of the `Accepted` condition while the task waits.
     fn explain(&self) -> (&'static str, String) {
         let executor = match &self.executor {
             Some(e) => format!("Executor {e}"),
             None => "any Executor of the namespace".into(),
         };
-        (
-            reason::WAITING_FOR_WORKER,
-            format!(
-                "queued: no {} worker is connected to {executor}; the task runs when one connects",
-                self.kind
-            ),
-        )
+        let kind = self.kind;
+        if self.busy {
+            (
+                reason::WORKERS_BUSY,
+                format!("queued: every {kind} worker of {executor} was busy; the task runs when one is free"),
+            )
+        } else {
+            (
+                reason::WAITING_FOR_WORKER,
+                format!(
+                    "queued: no {kind} worker is connected to {executor}; the task runs when one connects"
+                ),
+            )
+        }
     }
 }
 
@@ -341,6 +383,7 @@ mod tests {
         let none = WorkerWait {
             kind,
             executor: Some("executor".into()),
+            busy: false,
         };
         let s = compute_pending(&t, &ok, Some(&none), &at(10)).unwrap();
         let accepted = conditions::find(&s.conditions, ACCEPTED).unwrap();
@@ -357,13 +400,21 @@ mod tests {
             "{:?}",
             s.message
         );
-        let any = WorkerWait { kind, executor: None };
-        let s = compute_pending(&t, &ok, Some(&any), &at(10)).unwrap();
+        let busy = WorkerWait {
+            kind,
+            executor: None,
+            busy: true,
+        };
+        let s = compute_pending(&t, &ok, Some(&busy), &at(10)).unwrap();
+        assert_eq!(
+            conditions::find(&s.conditions, ACCEPTED).unwrap().reason,
+            reason::WORKERS_BUSY
+        );
         assert!(
             s.message
                 .as_deref()
                 .unwrap()
-                .contains("connected to any Executor of the namespace")
+                .contains("every PythonSandbox worker of any Executor of the namespace was busy")
         );
         let bad = validate(&t, &facts(&[]), 1024);
         let s = compute_pending(&t, &bad, Some(&none), &at(10)).unwrap();
@@ -372,5 +423,31 @@ mod tests {
             reason::AGENT_NOT_FOUND,
             "a rejection says why it is rejected"
         );
+    }
+
+    #[test]
+    fn busy_workers_are_said_once_and_never_flap() {
+        use Availability::*;
+        let kind = cogo_api::WorkerKind::PythonSandbox;
+        let busy = |a, said| WorkerWait::decide(kind, None, a, said).map(|w| w.busy);
+        let cases = [
+            (NoneConnected, None, Some(false)),
+            (NoneConnected, Some(reason::QUEUED), Some(false)),
+            (NoneConnected, Some(reason::WORKERS_BUSY), Some(false)),
+            (Busy, None, Some(true)),
+            (Busy, Some(reason::WAITING_FOR_WORKER), Some(true)),
+            (Busy, Some(reason::WORKERS_BUSY), Some(true)),
+            (Busy, Some(reason::QUEUED), None),
+            (Free, Some(reason::WORKERS_BUSY), Some(true)),
+            (Free, Some(reason::WAITING_FOR_WORKER), None),
+            (Free, None, None),
+        ];
+        for (availability, said, expected) in cases {
+            assert_eq!(
+                busy(availability, said),
+                expected,
+                "{availability:?} after {said:?}"
+            );
+        }
     }
 }

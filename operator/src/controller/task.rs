@@ -36,7 +36,6 @@ use crate::{
     broker::{
         leases::LeaseState,
         transition::{self, Policy, reason},
-        workers::Availability,
     },
     build::FIELD_MANAGER,
     task::{self, TaskFacts},
@@ -170,8 +169,8 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 /// How often a waiting task that runs on a worker is looked at again.
 const WORKER_RECHECK: Duration = Duration::from_secs(5);
 
-/// Why an accepted task that runs on a worker waits, when its Executor has no worker of its
-/// kind connected; None otherwise.
+/// Why an accepted task that runs on a worker waits (see [`task::WorkerWait::decide`]); None
+/// for other tasks.
 fn worker_wait(
     ctx: &Context,
     ns: &str,
@@ -195,7 +194,12 @@ fn worker_wait(
         .lock()
         .ok()?
         .availability(ns, executor.as_deref(), kind, Instant::now());
-    (availability == Availability::NoneConnected).then_some(task::WorkerWait { kind, executor })
+    let said = t
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, ACCEPTED))
+        .map(|c| c.reason.as_str());
+    task::WorkerWait::decide(kind, executor, availability, said)
 }
 
 /// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's
