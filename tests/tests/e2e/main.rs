@@ -66,3 +66,4 @@ mod lifecycle;
 mod mirror;
 mod resources;
 mod tasks;
+mod workers;
