@@ -67,7 +67,7 @@ fn worker_tokens_follow_a_key_rotation() {
     );
     assert_eq!(owner, "python", "the worker owns its token");
     let old = kid(&first);
-    assert_eq!(published(&op), [old.clone()]);
+    assert_eq!(published(&op), std::slice::from_ref(&old));
 
     // Rotate: a new key becomes current; the old one stays, so running workers keep working.
     let fresh = format!("{old}-next");
