@@ -290,6 +290,16 @@ fn echo(name: &str, i: usize) -> Result<AgentTask, Error> {
     }))?)
 }
 
+/// When the last task of the book was seen finished.
+fn last_done(book: &Book) -> Instant {
+    book.lock()
+        .expect("book")
+        .values()
+        .filter_map(|s| s.done)
+        .max()
+        .unwrap_or_else(Instant::now)
+}
+
 async fn wait_done(book: &Book, n: usize, what: &str) -> Result<(), Error> {
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -354,13 +364,7 @@ async fn throughput(c: &Cluster, client: &Client, op: &Operator, n: usize) -> Re
         .try_collect::<Vec<_>>()
         .await?;
     wait_done(&book, n, &format!("{n} tasks")).await?;
-    let last = book
-        .lock()
-        .expect("book")
-        .values()
-        .filter_map(|s| s.done)
-        .max()
-        .unwrap_or_else(Instant::now);
+    let last = last_done(&book);
     watching.abort();
     let failed = api
         .list(&Default::default())
@@ -562,13 +566,7 @@ async fn python(c: &Cluster, client: &Client, op: &Operator, workers: usize) -> 
         .try_collect::<Vec<_>>()
         .await?;
     wait_done(&book, 400, "python burst").await?;
-    let last = book
-        .lock()
-        .expect("book")
-        .values()
-        .filter_map(|s| s.done)
-        .max()
-        .unwrap_or_else(Instant::now);
+    let last = last_done(&book);
     let rate = 400.0 / (last - start).as_secs_f64();
     watching.abort();
     let cpu_after = cpu_by_process();

@@ -19,6 +19,25 @@ fn kid(token: &str) -> String {
     header["kid"].as_str().unwrap_or_default().to_string()
 }
 
+/// Merge-patches the worker keys' Secret (the local operator's namespace is `default`).
+fn patch_keys(c: &cogo_e2e::cluster::Cluster, patch: &Value) {
+    let patch = patch.to_string();
+    c.kubectl_ok(
+        &[
+            "patch",
+            "secret",
+            "cogo-worker-keys",
+            "-n",
+            "default",
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ],
+        None,
+    );
+}
+
 /// The key ids the broker publishes.
 fn published(op: &Operator) -> Vec<String> {
     let answer = http_get(op.broker_port, "/v1/worker-keys").unwrap_or_default();
@@ -73,20 +92,7 @@ fn worker_tokens_follow_a_key_rotation() {
     let fresh = format!("{old}-next");
     let seed = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
     let patch = json!({"data": {fresh.clone(): seed, "current": base64::engine::general_purpose::STANDARD.encode(&fresh)}});
-    c.kubectl_ok(
-        &[
-            "patch",
-            "secret",
-            "cogo-worker-keys",
-            "-n",
-            "default",
-            "--type",
-            "merge",
-            "-p",
-            &patch.to_string(),
-        ],
-        None,
-    );
+    patch_keys(&c, &patch);
     wait_until(Duration::from_secs(30), "the new key to be published", || {
         published(&op).contains(&fresh)
     });
@@ -99,20 +105,7 @@ fn worker_tokens_follow_a_key_rotation() {
 
     // Drop the old key: the worker's token no longer verifies, and is reissued with the new one.
     let patch = json!({"data": {old.clone(): null}});
-    c.kubectl_ok(
-        &[
-            "patch",
-            "secret",
-            "cogo-worker-keys",
-            "-n",
-            "default",
-            "--type",
-            "merge",
-            "-p",
-            &patch.to_string(),
-        ],
-        None,
-    );
+    patch_keys(&c, &patch);
     wait_until(Duration::from_secs(30), "the old key to be withdrawn", || {
         published(&op) == [fresh.clone()]
     });
