@@ -11,6 +11,7 @@ use cogo_operator::broker::{
     server::{Broker, MAX_BODY_BYTES, router},
     worker_keys::{SigningSeed, WorkerKeys},
 };
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use kube::{
     Client,
@@ -449,4 +450,108 @@ async fn lease_type_filters_are_bounded() {
             "{body}"
         );
     }
+}
+
+/// The token is checked before a byte of the body is read: a request without one is refused
+/// at once, even when its body would never end (or be 16 MiB), so unauthenticated requests
+/// cannot make the operator hold bodies in memory.
+#[tokio::test]
+async fn tokens_are_checked_before_the_body_is_read() {
+    let good = keys().issue("team", "research", now(), 3600).unwrap();
+    let other = keys().issue("team", "indexing", now(), 3600).unwrap();
+    for (path, token, code) in [
+        ("/v1/namespaces/team/tasks/t/complete", None, "MissingToken"),
+        (
+            "/v1/namespaces/team/tasks/t/complete",
+            Some("nonsense"),
+            "MalformedToken",
+        ),
+        ("/v1/namespaces/team/tasks/t/heartbeat", None, "MissingToken"),
+        ("/v1/namespaces/team/tasks/t/subtasks", None, "MissingToken"),
+        (LEASE, Some(other.as_str()), "WrongAgent"),
+        (
+            "/v1/namespaces/team/agents/research/workers",
+            None,
+            "MissingToken",
+        ),
+    ] {
+        // A body that sends one chunk and then nothing, forever.
+        let endless = futures::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"pod\": "))
+        })
+        .chain(futures::stream::pending());
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Body::from_stream(endless)).unwrap();
+        let res = tokio::time::timeout(std::time::Duration::from_secs(5), router(broker()).oneshot(req))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{path}: the broker waited for the body of an unauthenticated request")
+            })
+            .unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(err.code, code, "{path}: {status}");
+    }
+    // With a good token the body is read as before.
+    let (status, err) = post(LEASE, Some(&good), "{\"pod\": ".into()).await;
+    assert_eq!(
+        (status, err.code.as_str()),
+        (StatusCode::BAD_REQUEST, "MalformedRequest")
+    );
+}
+
+/// A lease request dropped while its lease writes are in flight (the pod went away) gives its
+/// reservations back and queues the tasks again: nothing stays reserved forever, and the
+/// agent's slots are not lost.
+#[tokio::test]
+async fn a_dropped_lease_request_gives_its_tasks_back() {
+    // An API server that takes every request and never answers.
+    let (svc, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+    handle.allow(u64::MAX);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((_, send)) = handle.next_request().await {
+            held.push(send);
+        }
+    });
+    let mut b = broker_with_agents(&[agent("research", "Research")]);
+    b.client = Client::new(svc, "default");
+    let task: cogo_api::AgentTask = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "t", "namespace": "team", "resourceVersion": "7",
+                     "creationTimestamp": "2026-11-29T10:00:00Z"},
+        "spec": {"agent": "research", "type": "cogo.echo"},
+    }))
+    .unwrap();
+    b.queue.lock().unwrap().upsert_task(
+        cogo_operator::task::Target::Agent("research".into()),
+        std::sync::Arc::new(task),
+    );
+    let (queue, leases) = (b.queue.clone(), b.leases.clone());
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    let req = Request::post(LEASE)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(r#"{"pod": "p", "slots": 1}"#))
+        .unwrap();
+    let leasing = router(b).oneshot(req);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), leasing)
+            .await
+            .is_err(),
+        "the lease write hangs"
+    );
+    assert!(
+        !leases.lock().unwrap().contains("team", "t"),
+        "the reservation was given back"
+    );
+    assert!(
+        queue.lock().unwrap().contains("team", "t"),
+        "the task is queued again"
+    );
 }

@@ -21,8 +21,8 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header::AUTHORIZATION},
+    extract::{DefaultBodyLimit, FromRequestParts, Path, State, rejection::JsonRejection},
+    http::{StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -216,14 +216,43 @@ fn is_worker_lane(agent: &CogoAgent, req: &LeaseRequest) -> bool {
             .all(|p| WorkerKind::for_task_type(p).is_some())
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(AuthError::Missing)
+/// The verified claims of the request's bearer token. As an extractor it runs before the body
+/// is read: a request without a valid token is refused without reading a byte of its body.
+pub struct Bearer(pub Claims);
+
+impl FromRequestParts<Arc<Broker>> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, b: &Arc<Broker>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        Ok(Bearer(b.keys.verify_signature(token)?))
+    }
+}
+
+/// The verified claims of a token that acts for the agent the path names
+/// (`.../namespaces/{ns}/agents/{agent}/...`), checked, like [`Bearer`], before the body.
+pub struct AgentBearer(pub Claims);
+
+impl FromRequestParts<Arc<Broker>> for AgentBearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, b: &Arc<Broker>) -> Result<Self, ApiError> {
+        let Bearer(claims) = Bearer::from_request_parts(parts, b).await?;
+        let Path((ns, agent)) = Path::<(String, String)>::from_request_parts(parts, b)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "NotFound", e.body_text()))?;
+        if claims.sub != Claims::subject(&ns, &agent) {
+            return Err(AuthError::WrongAgent.into());
+        }
+        Ok(AgentBearer(claims))
+    }
 }
 
 /// Writes a task's status with server-side apply, only if the task is still at
@@ -394,12 +423,16 @@ impl Broker {
         names
     }
 
-    fn unreserve(&self, ns: &str, name: &str) {
-        if let Ok(mut l) = self.leases.lock()
-            && l.state(ns, name, 0, std::time::Instant::now()) != super::leases::LeaseState::Unknown
-        {
+    /// Gives back the reservation of `ns/name` (a lease not written); true when there was one.
+    fn unreserve(&self, ns: &str, name: &str) -> bool {
+        let Ok(mut l) = self.leases.lock() else {
+            return false;
+        };
+        let reserved = l.state(ns, name, 0, std::time::Instant::now()) != super::leases::LeaseState::Unknown;
+        if reserved {
             l.release(ns, name);
         }
+        reserved
     }
 
     fn requeue(&self, task: &AgentTask) {
@@ -467,13 +500,34 @@ impl Broker {
     }
 }
 
+/// Tasks a lease request reserved and has not settled yet; dropped unsettled (the request was
+/// dropped mid-lease), it gives their reservations back and queues them again. A task whose
+/// lease was written keeps it: its pod never heard of it, so its lease runs out and the task is
+/// retried by its policy.
+struct Reserved<'a> {
+    broker: &'a Broker,
+    ns: &'a str,
+    tasks: Vec<(String, Option<Arc<AgentTask>>)>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        for (name, task) in self.tasks.drain(..) {
+            if self.broker.unreserve(self.ns, &name)
+                && let Some(task) = task
+            {
+                self.broker.requeue(&task);
+            }
+        }
+    }
+}
+
 async fn lease(
     State(b): State<Arc<Broker>>,
     Path((ns, agent)): Path<(String, String)>,
-    headers: HeaderMap,
+    _: AgentBearer,
     body: Result<Json<LeaseRequest>, JsonRejection>,
 ) -> Result<Json<LeaseResponse>, ApiError> {
-    b.keys.verify(bearer(&headers)?, &ns, &agent)?;
     let Json(req) = body?;
     if req.slots == 0 || req.slots > 256 || req.pod.is_empty() || req.wait_seconds > MAX_WAIT_SECONDS {
         return Err(ApiError::new(
@@ -502,6 +556,13 @@ async fn lease(
         tokio::pin!(woken);
         woken.as_mut().enable();
         let names = b.take(&ns, &agent_obj, &req);
+        // Should this request be dropped before its leases are settled (the pod went away, the
+        // broker stops), the reservations are given back and the tasks queued again.
+        let mut reserved = Reserved {
+            broker: &b,
+            ns: &ns,
+            tasks: names.iter().map(|(n, t)| (n.clone(), t.clone())).collect(),
+        };
         // Leased side by side: a large batch must not age the first leases before the pod
         // even receives them.
         let results: Vec<_> = futures::stream::iter(names)
@@ -512,12 +573,15 @@ async fn lease(
             .buffer_unordered(LEASE_WRITES_IN_FLIGHT)
             .collect()
             .await;
+        reserved.tasks.clear();
         let mut tasks = Vec::new();
         let mut failed = None;
         for (result, name) in results {
             match result {
                 Ok(Some(t)) => tasks.push(t),
-                Ok(None) => b.unreserve(&ns, &name),
+                Ok(None) => {
+                    b.unreserve(&ns, &name);
+                }
                 // try_lease gave the task back to the queue.
                 Err(e) => {
                     b.unreserve(&ns, &name);
@@ -551,10 +615,9 @@ async fn lease(
 async fn heartbeat(
     State(b): State<Arc<Broker>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Bearer(claims): Bearer,
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
     let (_, task) = b
         .held_task(&claims, &ns, &name, Some((&req.pod, req.attempt)))
@@ -593,10 +656,9 @@ fn fence_error(f: Fence) -> ApiError {
 async fn complete(
     State(b): State<Arc<Broker>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Bearer(claims): Bearer,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
-    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
     let (api, mut task) = b.held_task(&claims, &ns, &name, None).await?;
     let mut fresh = false;
@@ -677,10 +739,9 @@ const MAX_GENERATE_NAME_PREFIX: usize = 58;
 async fn subtask(
     State(b): State<Arc<Broker>>,
     Path((ns, parent_name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Bearer(claims): Bearer,
     body: Result<Json<SubtaskRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     let Json(req) = body?;
     let (api, parent) = b
         .held_task(&claims, &ns, &parent_name, Some((&req.pod, req.attempt)))
@@ -762,9 +823,8 @@ async fn subtask(
 async fn read_task(
     State(b): State<Arc<Broker>>,
     Path((ns, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Bearer(claims): Bearer,
 ) -> Result<Json<TaskView>, ApiError> {
-    let claims = b.keys.verify_signature(bearer(&headers)?)?;
     if !claims
         .sub
         .starts_with(&cogo_api::broker::Claims::subject(&ns, ""))
@@ -784,10 +844,9 @@ const MAX_REPORTED: usize = 4096;
 async fn report_workers(
     State(b): State<Arc<Broker>>,
     Path((ns, agent)): Path<(String, String)>,
-    headers: HeaderMap,
+    _: AgentBearer,
     body: Result<Json<WorkerReport>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    b.keys.verify(bearer(&headers)?, &ns, &agent)?;
     let Json(report) = body?;
     let executor = b
         .agent(&ns, &agent)
