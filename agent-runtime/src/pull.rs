@@ -16,7 +16,7 @@ use std::{
 use cogo_api::broker::{CompleteRequest, LeaseRequest, LeasedTask, Outcome};
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     broker::{CallError, SharedBroker},
@@ -287,29 +287,47 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
             retryable,
         },
     };
-    // The heartbeats go on until the outcome is reported, so a broker that is away for a
-    // while (an operator restart) finds the lease still held when it is back.
+    // The outcome is offered until the broker takes it or says the attempt is no longer this
+    // pod's (409/404): a broker that is away for a while (an operator restart, a failover)
+    // finds it when it is back. The heartbeats go on meanwhile, so the lease holds.
+    let mut req = req;
     let mut delay = Duration::from_millis(200);
-    for _ in 0..COMPLETE_TRIES {
+    loop {
         match broker.complete(&task, &req).await {
             Ok(()) => break,
             Err(CallError::Refused(409 | 404, body)) => {
                 debug!(task = %task.name, code = %body.code, "the broker has this attempt's outcome, or the task is gone");
                 break;
             }
+            Err(CallError::Refused(413, body)) if req.outcome == Outcome::Succeeded => {
+                warn!(task = %task.name, message = %body.message, "the result is too large for the broker; reporting that instead");
+                req = CompleteRequest {
+                    outcome: Outcome::Failed,
+                    result: None,
+                    error: Some(format!(
+                        "the result is too large for the broker: {}",
+                        body.message
+                    )),
+                    retryable: false,
+                    ..req
+                };
+            }
+            Err(CallError::Refused(status @ (400 | 413 | 422), body)) => {
+                error!(task = %task.name, status, code = %body.code, message = %body.message, "the broker cannot take this outcome; the attempt ends when its lease runs out");
+                break;
+            }
             Err(e) => {
-                warn!(task = %task.name, error = %e, "cannot report the outcome; retrying");
+                warn!(task = %task.name, error = %e, retry_in = ?delay, "cannot report the outcome; offering it again");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                delay = (delay * 2).min(MAX_COMPLETE_BACKOFF);
             }
         }
     }
     beat.abort();
 }
 
-/// How often an outcome is offered to the broker before it is given up (about 30 s): the
-/// attempt then ends by its lease running out, and is retried by the task's policy.
-const COMPLETE_TRIES: usize = 18;
+/// The longest wait between two offers of an outcome.
+const MAX_COMPLETE_BACKOFF: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
@@ -428,6 +446,53 @@ mod tests {
         assert_eq!(broker.queued(), ["py"]);
         broker.cancel("w2");
         broker.outcome("w2", Duration::from_secs(10)).await.unwrap();
+        stop.send(true).unwrap();
+        pull.await.unwrap();
+    }
+
+    /// An outcome is offered for as long as the broker is away (here a minute and more, longer
+    /// than a failover), not given up after a while.
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_are_offered_until_the_broker_takes_them() {
+        let broker = Arc::new(MemoryBroker::new("pod-1", 1));
+        broker.fail_completes(40);
+        broker.submit("late", "cogo.echo", json!({"at": "last"}));
+        let (stop, rx) = watch::channel(false);
+        let pull = tokio::spawn(run(
+            broker.clone(),
+            registry(),
+            vec![own_lane(1)],
+            rx,
+            Duration::from_secs(5),
+        ));
+        let done = broker.outcome("late", Duration::from_secs(600)).await.unwrap();
+        assert_eq!(done.result, Some(json!({"at": "last"})));
+        stop.send(true).unwrap();
+        pull.await.unwrap();
+    }
+
+    /// A result the broker cannot take is reported as a failure that says so, not offered
+    /// forever and not dropped.
+    #[tokio::test]
+    async fn a_result_too_large_for_the_broker_fails_the_task_saying_so() {
+        let broker = Arc::new(MemoryBroker::new("pod-1", 1));
+        broker.refuse_results_over(1000);
+        broker.submit("big", "cogo.echo", json!({"blob": "x".repeat(2000)}));
+        let (stop, rx) = watch::channel(false);
+        let pull = tokio::spawn(run(
+            broker.clone(),
+            registry(),
+            vec![own_lane(1)],
+            rx,
+            Duration::from_secs(5),
+        ));
+        let done = broker.outcome("big", Duration::from_secs(10)).await.unwrap();
+        assert_eq!((done.outcome, done.retryable), (Outcome::Failed, false));
+        assert!(
+            done.error
+                .unwrap()
+                .contains("the result is too large for the broker: the body is over 1000 bytes")
+        );
         stop.send(true).unwrap();
         pull.await.unwrap();
     }

@@ -32,6 +32,8 @@ struct State {
     parents: BTreeMap<String, String>,
     reports: Vec<WorkerReport>,
     keys: WorkerKeySet,
+    failing_completes: u32,
+    max_result_bytes: Option<usize>,
 }
 
 /// An in-memory broker for one pod.
@@ -125,6 +127,17 @@ impl MemoryBroker {
         self.state().reports.clone()
     }
 
+    /// Makes the next `n` completions fail as if the broker were unreachable.
+    pub fn fail_completes(&self, n: u32) {
+        self.state().failing_completes = n;
+    }
+
+    /// Refuses completions whose result is larger than `bytes` (413), as a broker whose body
+    /// limit they pass does.
+    pub fn refuse_results_over(&self, bytes: usize) {
+        self.state().max_result_bytes = Some(bytes);
+    }
+
     /// Sets the worker keys the broker publishes.
     pub fn set_worker_keys(&self, keys: WorkerKeySet) {
         self.state().keys = keys;
@@ -194,7 +207,25 @@ impl BrokerApi for MemoryBroker {
         req: &'a CompleteRequest,
     ) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
-            self.state().outcomes.insert(task.name.clone(), req.clone());
+            let mut s = self.state();
+            if s.failing_completes > 0 {
+                s.failing_completes -= 1;
+                return Err(CallError::Transport(
+                    "connection refused (the broker is away)".into(),
+                ));
+            }
+            let size = req.result.as_ref().map_or(0, |r| r.to_string().len());
+            if let Some(max) = s.max_result_bytes
+                && size > max
+            {
+                let body = cogo_api::broker::ErrorBody {
+                    code: "RequestTooLarge".into(),
+                    message: format!("the body is over {max} bytes"),
+                };
+                return Err(CallError::Refused(413, body));
+            }
+            s.outcomes.insert(task.name.clone(), req.clone());
+            drop(s);
             self.changed.notify_waiters();
             Ok(())
         })

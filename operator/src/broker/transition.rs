@@ -161,6 +161,23 @@ pub fn check_lease(task: &AgentTask, pod: &str, attempt: i32) -> Result<(), Fenc
     }
 }
 
+/// The longest error message kept in status, in bytes: it is copied into the message, the
+/// `Succeeded` condition and the attempt's history, and the object must stay well within
+/// etcd's size limit.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `message`, cut at [`MAX_MESSAGE_BYTES`] (at a character boundary) with a note saying so.
+pub fn cap_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [{} more bytes cut]", &message[..end], message.len() - end)
+}
+
 /// The status after the agent's report of an attempt's outcome. A retryable failure goes back
 /// to Pending for the next attempt while `policy` allows. Results larger than
 /// `max_result_bytes` are not kept in status: a digest and size are, and the reason.
@@ -193,7 +210,10 @@ pub fn completed(
             TaskPhase::Failed,
             cs::FALSE,
             reason::HANDLER_FAILED,
-            req.error.clone().unwrap_or_else(|| "the handler failed".into()),
+            req.error
+                .as_deref()
+                .map(cap_message)
+                .unwrap_or_else(|| "the handler failed".into()),
         ),
         Outcome::Cancelled => (
             TaskPhase::Cancelled,
@@ -716,5 +736,34 @@ mod tests {
             cancelled_while_waiting(&t, &at(11)).is_none(),
             "a running task learns of it by heartbeat"
         );
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_everywhere_they_are_kept() {
+        let mut t = task();
+        t.status = leased(&t, "a", "p", &at(10));
+        let mut failed = complete("p", 1, Outcome::Failed, None);
+        failed.error = Some("é".repeat(500_000));
+        let s = completed(&t, &failed, &pol(), &at(12), 1024).unwrap();
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        for (what, text) in [
+            ("message", s.message.clone().unwrap_or_default()),
+            ("condition", c.message.clone()),
+            (
+                "attempt",
+                s.attempts
+                    .last()
+                    .and_then(|a| a.message.clone())
+                    .unwrap_or_default(),
+            ),
+        ] {
+            assert!(
+                text.len() < MAX_MESSAGE_BYTES + 64,
+                "{what}: {} bytes",
+                text.len()
+            );
+            assert!(text.ends_with("more bytes cut]"), "{what} says it was cut");
+        }
+        assert_eq!(cap_message("short"), "short");
     }
 }
