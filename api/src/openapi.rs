@@ -142,7 +142,7 @@ pub fn broker() -> Value {
                 ),
                 (
                     "422",
-                    "InvalidTask: the API server refused the sub-task (its message says why)",
+                    "InvalidTask: the API server refused the sub-task (its message says why); TooManySubtasks, SubtaskTooDeep, TooManySubtasksInNamespace: the sub-task would pass a limit of the operator",
                 ),
             ],
             authenticated: true,

@@ -102,6 +102,15 @@ struct RunArgs {
     /// Supabase's Postgres; every AgentTask is mirrored there. Unset: no mirror.
     #[arg(long, env = "COGO_SUPABASE_SECRET")]
     supabase_secret: Option<String>,
+    /// Sub-tasks one task may create.
+    #[arg(long, env = "COGO_MAX_SUBTASKS_PER_TASK", default_value_t = 100)]
+    max_subtasks_per_task: usize,
+    /// Levels of sub-tasks below a task a user created.
+    #[arg(long, env = "COGO_MAX_SUBTASK_DEPTH", default_value_t = 5)]
+    max_subtask_depth: usize,
+    /// Unfinished sub-tasks one namespace may hold.
+    #[arg(long, env = "COGO_MAX_SUBTASKS_PER_NAMESPACE", default_value_t = 10_000)]
+    max_subtasks_per_namespace: usize,
     /// Namespace where rows inserted into `distributed_agent_tasks` as `pending` become
     /// AgentTasks. Needs `--supabase-secret`. Unset: no intake.
     #[arg(long, env = "COGO_INTAKE_NAMESPACE", requires = "supabase_secret")]
@@ -369,6 +378,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
         workers: ctx.workers.clone(),
+        subtask_limits: broker::server::SubtaskLimits {
+            per_task: args.max_subtasks_per_task,
+            depth: args.max_subtask_depth,
+            per_namespace: args.max_subtasks_per_namespace,
+        },
     };
     // Running tasks keep their pods: each gets a fresh lease, and counts against its agent's
     // concurrency, before the first lease request is served.

@@ -81,6 +81,7 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
             previous: vec![],
         }))),
         workers: Default::default(),
+        subtask_limits: Default::default(),
     }
 }
 
@@ -553,5 +554,64 @@ async fn a_dropped_lease_request_gives_its_tasks_back() {
     assert!(
         queue.lock().unwrap().contains("team", "t"),
         "the task is queued again"
+    );
+}
+
+/// The sub-task endpoint keeps to the limits, naming the one a request would pass, before it
+/// touches the API server; asking again for a sub-task that exists is not refused by them.
+#[tokio::test]
+async fn subtasks_are_limited() {
+    let (store, mut writer) = kube::runtime::reflector::store::<cogo_api::AgentTask>();
+    for t in [
+        serde_json::json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "root", "namespace": "team", "uid": "u-root"},
+            "spec": {"agent": "research", "type": "cogo.fanout"},
+            "status": {"phase": "Running", "agent": "research", "pod": "p", "attempt": 1}}),
+        serde_json::json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "root-0", "namespace": "team", "uid": "u-0"},
+            "spec": {"agent": "research", "type": "cogo.echo", "parent": "root"}}),
+    ] {
+        let t: cogo_api::AgentTask = serde_json::from_value(t).unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(t));
+    }
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    let subtask = |name: &str| {
+        serde_json::json!({"pod": "p", "attempt": 1, "name": name, "role": "Research", "type": "cogo.echo"})
+            .to_string()
+    };
+    let limited = |store: kube::runtime::reflector::Store<cogo_api::AgentTask>| {
+        let mut b = broker_with_agents(&[agent("research", "Research")]);
+        b.subtask_limits.per_task = 1;
+        let _ = b.tasks.set(store);
+        b
+    };
+    let path = "/v1/namespaces/team/tasks/root/subtasks";
+    let (status, bytes) = send_to(
+        limited(store.clone()),
+        Request::post(path),
+        Some(&token),
+        subtask("root-1"),
+    )
+    .await;
+    let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, err.code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "TooManySubtasks"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("--max-subtasks-per-task"), "{}", err.message);
+    // The one that exists is looked up (at the API server, which this client cannot reach).
+    let (status, bytes) = send_to(
+        limited(store),
+        Request::post(path),
+        Some(&token),
+        subtask("root-0"),
+    )
+    .await;
+    let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, err.code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "KubernetesUnavailable")
     );
 }

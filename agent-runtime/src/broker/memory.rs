@@ -34,6 +34,7 @@ struct State {
     keys: WorkerKeySet,
     failing_completes: u32,
     max_result_bytes: Option<usize>,
+    max_subtasks: Option<usize>,
 }
 
 /// An in-memory broker for one pod.
@@ -138,6 +139,11 @@ impl MemoryBroker {
         self.state().max_result_bytes = Some(bytes);
     }
 
+    /// Refuses sub-tasks past `n` in all (422 `TooManySubtasks`), as the broker's limits do.
+    pub fn limit_subtasks(&self, n: usize) {
+        self.state().max_subtasks = Some(n);
+    }
+
     /// Sets the worker keys the broker publishes.
     pub fn set_worker_keys(&self, keys: WorkerKeySet) {
         self.state().keys = keys;
@@ -238,7 +244,17 @@ impl BrokerApi for MemoryBroker {
     ) -> BoxFuture<'a, Result<TaskView, CallError>> {
         Box::pin(async move {
             let name = req.name.clone().unwrap_or_else(|| format!("{}-sub", parent.name));
-            let exists = self.state().all.contains_key(&name);
+            let (exists, made, max) = {
+                let s = self.state();
+                (s.all.contains_key(&name), s.parents.len(), s.max_subtasks)
+            };
+            if !exists && max.is_some_and(|m| made >= m) {
+                let body = cogo_api::broker::ErrorBody {
+                    code: "TooManySubtasks".into(),
+                    message: format!("{} has {made} sub-tasks, the most one task may have", parent.name),
+                };
+                return Err(CallError::Refused(422, body));
+            }
             if !exists {
                 self.submit(&name, &req.task_type, req.input.clone().unwrap_or(Value::Null));
                 self.state().parents.insert(name.clone(), parent.name.clone());

@@ -7,7 +7,10 @@ use std::time::Duration;
 use cogo_api::{TaskPhase, broker::SubtaskRequest};
 use serde_json::{Value, json};
 
-use crate::handler::{HandlerError, HandlerFuture, Registry, TaskContext, TaskHandler};
+use crate::{
+    broker::CallError,
+    handler::{HandlerError, HandlerFuture, Registry, TaskContext, TaskHandler},
+};
 
 /// Registers the built-in handlers.
 pub fn register(registry: &mut Registry) {
@@ -109,10 +112,14 @@ impl TaskHandler for Fanout {
                     priority: 0,
                     timeout_seconds: None,
                 };
-                let view = ctx
-                    .create_subtask(req)
-                    .await
-                    .map_err(|e| HandlerError::retryable(format!("cannot create sub-task {i}: {e}")))?;
+                let view = ctx.create_subtask(req).await.map_err(|e| {
+                    let message = format!("cannot create sub-task {i}: {e}");
+                    match e {
+                        // Refused for what it is (a limit, a bad request): trying again would not help.
+                        CallError::Refused(400 | 403 | 422, _) => HandlerError::fatal(message),
+                        _ => HandlerError::retryable(message),
+                    }
+                })?;
                 names.push(view.name);
             }
             let mut results = vec![Value::Null; names.len()];
@@ -238,6 +245,43 @@ mod tests {
         assert_eq!(
             done.result,
             Some(json!({"subtasks": ["fan-0", "fan-1", "fan-2"], "results": [{"x": 1}, {"x": 1}, {"x": 1}]}))
+        );
+        stop.send(true).unwrap();
+        pull.await.unwrap();
+    }
+
+    /// A sub-task the broker refuses for a limit fails the fan-out at once, saying why.
+    #[tokio::test]
+    async fn fanout_past_the_broker_s_limit_fails_at_once() {
+        let broker = Arc::new(MemoryBroker::new("p", 1));
+        broker.limit_subtasks(2);
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let lane = crate::pull::Lane {
+            name: "own".into(),
+            type_prefixes: vec![],
+            exclude_type_prefixes: vec![],
+            slots: Arc::new(crate::pull::FixedSlots::new(4)),
+            wait_seconds: crate::pull::OWN_LANE_WAIT_SECONDS,
+        };
+        let pull = tokio::spawn(crate::pull::run(
+            broker.clone(),
+            Arc::new(registry),
+            vec![lane],
+            rx,
+            Duration::from_secs(5),
+        ));
+        broker.submit("wide", "cogo.fanout", json!({"count": 5, "role": "Research"}));
+        let done = broker.outcome("wide", Duration::from_secs(20)).await.unwrap();
+        assert_eq!(
+            (done.outcome, done.retryable),
+            (cogo_api::broker::Outcome::Failed, false)
+        );
+        assert!(
+            done.error
+                .unwrap()
+                .contains("cannot create sub-task 2: 422 TooManySubtasks")
         );
         stop.send(true).unwrap();
         pull.await.unwrap();

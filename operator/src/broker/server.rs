@@ -98,6 +98,90 @@ pub struct Broker {
     pub worker_keys: Option<Arc<RwLock<WorkerKeys>>>,
     /// What the Executors report about their workers.
     pub workers: Arc<Mutex<WorkerReports>>,
+    /// How many sub-tasks may be made.
+    pub subtask_limits: SubtaskLimits,
+}
+
+/// Bounds on sub-tasks, so a task that fans out (or recurses) cannot flood the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubtaskLimits {
+    /// Sub-tasks one task may have.
+    pub per_task: usize,
+    /// Levels of sub-tasks below a task created by a user.
+    pub depth: usize,
+    /// Unfinished sub-tasks in one namespace.
+    pub per_namespace: usize,
+}
+
+impl Default for SubtaskLimits {
+    fn default() -> Self {
+        SubtaskLimits {
+            per_task: 100,
+            depth: 5,
+            per_namespace: 10_000,
+        }
+    }
+}
+
+impl SubtaskLimits {
+    /// Whether one more sub-task of `parent` in `ns` stays within the limits, judged from
+    /// `tasks` (the tasks as cached); the error is the code of the limit it would pass and a
+    /// message.
+    pub fn check(
+        &self,
+        tasks: &[Arc<AgentTask>],
+        ns: &str,
+        parent: &AgentTask,
+    ) -> Result<(), (&'static str, String)> {
+        let in_ns = || tasks.iter().filter(|t| t.namespace().as_deref() == Some(ns));
+        let parent_name = parent.name_any();
+        let children = in_ns()
+            .filter(|t| t.spec.parent.as_deref() == Some(parent_name.as_str()))
+            .count();
+        if children >= self.per_task {
+            return Err((
+                "TooManySubtasks",
+                format!(
+                    "{parent_name} has {children} sub-tasks, the most one task may have (--max-subtasks-per-task)"
+                ),
+            ));
+        }
+        let mut depth = 1;
+        let mut up = parent.spec.parent.clone();
+        while let Some(name) = up {
+            depth += 1;
+            if depth > self.depth {
+                return Err((
+                    "SubtaskTooDeep",
+                    format!(
+                        "a sub-task of {parent_name} would be {depth} levels below the task a user created; the most is {} (--max-subtask-depth)",
+                        self.depth
+                    ),
+                ));
+            }
+            up = in_ns()
+                .find(|t| t.name_any() == name)
+                .and_then(|t| t.spec.parent.clone());
+        }
+        let open = in_ns()
+            .filter(|t| t.spec.parent.is_some())
+            .filter(|t| {
+                !t.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p.is_terminal())
+            })
+            .count();
+        if open >= self.per_namespace {
+            return Err((
+                "TooManySubtasksInNamespace",
+                format!(
+                    "{ns} has {open} unfinished sub-tasks, the most a namespace may have (--max-subtasks-per-namespace)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An error answer: HTTP status, stable code, message.
@@ -753,6 +837,18 @@ async fn subtask(
             "set exactly one of agent and role",
         ));
     }
+    // A retried call for a sub-task that exists already is answered below, whatever the limits.
+    let exists = req.name.as_ref().is_some_and(|n| {
+        b.tasks
+            .get()
+            .and_then(|s| s.get(&ObjectRef::new(n).within(&ns)))
+            .is_some_and(|t| t.spec.parent.as_deref() == Some(parent_name.as_str()))
+    });
+    if !exists && let Some(store) = b.tasks.get() {
+        b.subtask_limits
+            .check(&store.state(), &ns, &parent)
+            .map_err(|(code, message)| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message))?;
+    }
     let mut meta = kube::api::ObjectMeta {
         namespace: Some(ns.clone()),
         owner_references: Some(vec![
@@ -890,4 +986,68 @@ async fn worker_keys(State(b): State<Arc<Broker>>) -> Result<Json<WorkerKeySet>,
         )
     })?;
     Ok(Json(set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(name: &str, parent: Option<&str>, phase: Option<TaskPhase>) -> Arc<AgentTask> {
+        let mut t: AgentTask = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"agent": "a", "type": "cogo.echo", "parent": parent},
+        }))
+        .unwrap();
+        t.status = phase.map(|p| AgentTaskStatus {
+            phase: Some(p),
+            ..Default::default()
+        });
+        Arc::new(t)
+    }
+
+    /// Each limit refuses the sub-task that would pass it, naming it; finished sub-tasks do
+    /// not count against the namespace.
+    #[test]
+    fn subtask_limits() {
+        let limits = SubtaskLimits {
+            per_task: 2,
+            depth: 2,
+            per_namespace: 3,
+        };
+        let root = task("root", None, Some(TaskPhase::Running));
+        let child = task("child", Some("root"), Some(TaskPhase::Running));
+        let grandchild = task("grandchild", Some("child"), Some(TaskPhase::Running));
+        let elsewhere = {
+            let mut t = (*task("x", Some("root"), None)).clone();
+            t.metadata.namespace = Some("other".into());
+            Arc::new(t)
+        };
+        let all = vec![root.clone(), child.clone(), grandchild.clone(), elsewhere];
+        assert_eq!(
+            limits.check(&all, "team", &root),
+            Ok(()),
+            "one child of two, another namespace's aside"
+        );
+        let (code, message) = limits.check(&all, "team", &grandchild).unwrap_err();
+        assert_eq!(code, "SubtaskTooDeep");
+        assert!(message.contains("3 levels below"), "{message}");
+        let mut full = all.clone();
+        full.push(task("child-2", Some("root"), Some(TaskPhase::Succeeded)));
+        let (code, message) = limits.check(&full, "team", &root).unwrap_err();
+        assert_eq!(code, "TooManySubtasks");
+        assert!(message.contains("root has 2 sub-tasks"), "{message}");
+        let loose = SubtaskLimits {
+            per_task: 10,
+            ..limits
+        };
+        assert_eq!(
+            loose.check(&full, "team", &child),
+            Ok(()),
+            "finished sub-tasks are not counted"
+        );
+        full.push(task("child-3", Some("root"), None));
+        let (code, _) = loose.check(&full, "team", &child).unwrap_err();
+        assert_eq!(code, "TooManySubtasksInNamespace");
+    }
 }
