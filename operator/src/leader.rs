@@ -2,8 +2,13 @@
 //! a standby takes over once the leader stops renewing for `lease_duration`. A leader that
 //! cannot renew within `renew_deadline` steps down (the process exits and restarts as a
 //! candidate), so two replicas never write at the same time for long.
+//!
+//! Whether a lease ran out is judged, as client-go does, by the candidate's own clock: from
+//! when it first saw the lease record as it is now (its resourceVersion changes with every
+//! renewal), never from the holder's `renewTime`, so clocks that disagree cannot make two
+//! leaders.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -41,6 +46,8 @@ pub struct LeaderElection {
     name: String,
     identity: String,
     timing: Timing,
+    /// The lease record last seen (its resourceVersion) and when, on this candidate's clock.
+    observed: Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 fn now() -> MicroTime {
@@ -64,6 +71,7 @@ impl LeaderElection {
             name: name.into(),
             identity: identity.into(),
             timing,
+            observed: Mutex::new(None),
         }
     }
 
@@ -108,11 +116,9 @@ impl LeaderElection {
                 ..spec
             }
         } else {
-            let duration = spec.lease_duration_seconds.unwrap_or(0).max(1) as i64;
-            let expired = match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
-                Some(MicroTime(t)) => jiff::Timestamp::now().duration_since(*t).as_secs() >= duration,
-                None => true,
-            };
+            let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(1) as u64);
+            let record = lease.metadata.resource_version.clone().unwrap_or_default();
+            let expired = self.unchanged_for(record) >= duration;
             if !holder.is_empty() && !expired {
                 debug!(%holder, "lease is held");
                 return Ok(false);
@@ -124,6 +130,22 @@ impl LeaderElection {
             Ok(_) => Ok(true),
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// How long the lease record has been `record`, on this candidate's clock (zero when it
+    /// has just changed, or is seen for the first time).
+    fn unchanged_for(&self, record: String) -> Duration {
+        let now = tokio::time::Instant::now();
+        let Ok(mut seen) = self.observed.lock() else {
+            return Duration::ZERO;
+        };
+        match &*seen {
+            Some((r, at)) if *r == record => now.saturating_duration_since(*at),
+            _ => {
+                *seen = Some((record, now));
+                Duration::ZERO
+            }
         }
     }
 
