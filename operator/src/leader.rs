@@ -207,3 +207,23 @@ impl LeaderElection {
         }
     }
 }
+
+/// The label the leading replica sets on its own pod, which the broker Service selects.
+pub const LEADER_LABEL: &str = "cogo.xyz/leader";
+
+/// Sets (`leads`) or clears the leader label on the pod `name` of `api`'s namespace.
+pub async fn label_pod(api: &Api<k8s_openapi::api::core::v1::Pod>, name: &str, leads: bool) -> Result<()> {
+    let value = if leads {
+        serde_json::json!("true")
+    } else {
+        serde_json::Value::Null
+    };
+    let patch = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: value}}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -102,6 +102,10 @@ struct RunArgs {
     /// Supabase's Postgres; every AgentTask is mirrored there. Unset: no mirror.
     #[arg(long, env = "COGO_SUPABASE_SECRET")]
     supabase_secret: Option<String>,
+    /// Label this replica's pod (`COGO_POD_NAME` in the lease namespace) `cogo.xyz/leader=true`
+    /// while it leads and serves the broker, so the broker Service reaches only the leader.
+    #[arg(long, env = "COGO_LABEL_LEADER_POD", default_value_t = false, action = clap::ArgAction::Set)]
+    label_leader_pod: bool,
     /// Sub-tasks one task may create.
     #[arg(long, env = "COGO_MAX_SUBTASKS_PER_TASK", default_value_t = 100)]
     max_subtasks_per_task: usize,
@@ -251,6 +255,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let identity = args
         .identity
+        .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("cogo-operator-{}", std::process::id()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -268,6 +273,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         });
     }
+
+    // A replica that led before it restarted must not keep receiving broker traffic.
+    let leader_pod = match (args.label_leader_pod, args.identity.clone()) {
+        (true, Some(pod)) => {
+            let ns = args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+            cogo_operator::leader::label_pod(&api, &pod, false)
+                .await
+                .context("cannot clear the leader label of this replica's pod")?;
+            Some((api, pod))
+        }
+        (true, None) => anyhow::bail!("--label-leader-pod needs the pod's name (COGO_POD_NAME)"),
+        _ => None,
+    };
 
     let lost_leadership = Arc::new(AtomicBool::new(false));
     let election = if args.leader_elect {
@@ -403,6 +425,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             error!(error = %e, "the broker stopped");
         }
     });
+    if let Some((api, pod)) = &leader_pod {
+        cogo_operator::leader::label_pod(api, pod, true)
+            .await
+            .context("cannot label this replica's pod as the leader")?;
+        info!(%pod, "labelled this pod the leader: the broker Service now reaches it");
+    }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!("starting the CogoAgent, CogoWorker and AgentTask controllers");
     tokio::join!(
@@ -411,6 +439,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller::task::run(ctx, stopped()),
     );
 
+    if let Some((api, pod)) = &leader_pod
+        && let Err(e) = cogo_operator::leader::label_pod(api, pod, false).await
+    {
+        error!(error = %e, "cannot clear the leader label of this replica's pod");
+    }
     if let Some(election) = election {
         metrics.set_leader(false);
         election.release().await;

@@ -295,6 +295,40 @@ fn rbac_is_least_privilege() {
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "cogo-system");
     assert_eq!(roles[0]["rules"][0]["resources"][0], "leases");
+    assert_eq!(
+        roles[0]["rules"][1],
+        serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}),
+        "its own pod, for the leader label, in its namespace only"
+    );
+}
+
+/// Only the leader receives broker traffic; every replica's metrics are reachable.
+#[test]
+fn the_broker_service_reaches_only_the_leader() {
+    let objects = docs(&render(&["--set", "replicaCount=2"]));
+    let service = |name: &str| {
+        objects
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Service {name}"))
+            .clone()
+    };
+    let broker = service("cogo-cogo-operator");
+    assert_eq!(broker["spec"]["selector"]["cogo.xyz/leader"], "true");
+    assert_eq!(broker["spec"]["ports"].as_array().unwrap().len(), 1);
+    assert_eq!(broker["spec"]["ports"][0]["name"], "broker");
+    let metrics = service("cogo-cogo-operator-metrics");
+    assert!(metrics["spec"]["selector"].get("cogo.xyz/leader").is_none());
+    assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics");
+    let d = objects.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "COGO_LABEL_LEADER_POD" && e["value"] == "true"),
+        "{env}"
+    );
 }
 
 #[test]

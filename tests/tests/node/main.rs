@@ -94,19 +94,70 @@ fn the_chart_runs_the_operator_in_the_cluster() {
     let release_ns = "e2e-incluster";
     c.helm_install(
         release_ns,
-        &["image.pullPolicy=Never", "runtimeImages.pullPolicy=Never"],
+        &[
+            "image.pullPolicy=Never",
+            "runtimeImages.pullPolicy=Never",
+            "replicaCount=2",
+        ],
     );
     let _cleanup = Namespace::adopt(&c, release_ns);
 
-    let operator = pod_of(&c, release_ns, "cogo");
-    assert_eq!(operator["spec"]["nodeName"], "cogo-node");
-    let pod_name = operator["metadata"]["name"].as_str().unwrap().to_string();
+    // Two replicas: one leads, and only the leader is behind the broker Service.
+    let pods: Value = serde_json::from_str(&c.kubectl_ok(
+        &[
+            "get",
+            "pods",
+            "-n",
+            release_ns,
+            "-l",
+            "app.kubernetes.io/instance=cogo",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    let pods = pods["items"].as_array().unwrap().clone();
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        assert_eq!(p["spec"]["nodeName"], "cogo-node");
+    }
+    let mut leader = String::new();
     wait_until(
         Duration::from_secs(60),
-        "the operator pod to take the leader Lease",
+        "an operator pod to take the leader Lease",
         || {
-            c.get_json(release_ns, "lease/cogo-cogo-operator")
-                .is_some_and(|l| l["spec"]["holderIdentity"].as_str() == Some(pod_name.as_str()))
+            leader = c
+                .get_json(release_ns, "lease/cogo-cogo-operator")
+                .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+                .unwrap_or_default();
+            pods.iter().any(|p| p["metadata"]["name"] == leader.as_str())
+        },
+    );
+    let leader_ip = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == leader.as_str())
+        .and_then(|p| p["status"]["podIP"].as_str())
+        .unwrap()
+        .to_string();
+    wait_until(
+        Duration::from_secs(60),
+        "the broker Service to reach the leader alone",
+        || {
+            let slices = c.kubectl_ok(
+                &[
+                    "get",
+                    "endpointslices",
+                    "-n",
+                    release_ns,
+                    "-l",
+                    "kubernetes.io/service-name=cogo-cogo-operator",
+                    "-o",
+                    "jsonpath={.items[*].endpoints[*].addresses[*]}",
+                ],
+                None,
+            );
+            slices.split_whitespace().collect::<Vec<_>>() == [leader_ip.as_str()]
         },
     );
 
