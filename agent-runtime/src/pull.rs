@@ -329,11 +329,49 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
 /// The longest wait between two offers of an outcome.
 const MAX_COMPLETE_BACKOFF: Duration = Duration::from_secs(5);
 
+/// A pull loop in the background, for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// One lane of `n` slots taking every type.
+    pub(crate) fn own_lane(n: u32) -> Lane {
+        Lane {
+            name: "own".into(),
+            type_prefixes: vec![],
+            exclude_type_prefixes: vec![],
+            slots: Arc::new(FixedSlots::new(n)),
+            wait_seconds: OWN_LANE_WAIT_SECONDS,
+        }
+    }
+
+    /// A pull loop running until [`Pulling::stop`].
+    pub(crate) struct Pulling {
+        stop: watch::Sender<bool>,
+        handle: tokio::task::JoinHandle<()>,
+    }
+
+    impl Pulling {
+        /// Pulls from `broker` in `lanes`, with a grace of 5 s.
+        pub(crate) fn start(broker: SharedBroker, registry: Arc<Registry>, lanes: Vec<Lane>) -> Self {
+            let (stop, rx) = watch::channel(false);
+            let handle = tokio::spawn(run(broker, registry, lanes, rx, Duration::from_secs(5)));
+            Pulling { stop, handle }
+        }
+
+        /// Stops leasing and waits for the tasks held.
+        pub(crate) async fn stop(self) {
+            let _ = self.stop.send(true);
+            let _ = self.handle.await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::*;
+    use super::{testing::*, *};
     use crate::{
         broker::memory::MemoryBroker,
         handler::{HandlerError, HandlerFuture, TaskHandler},
@@ -358,30 +396,13 @@ mod tests {
         Arc::new(r)
     }
 
-    fn own_lane(n: u32) -> Lane {
-        Lane {
-            name: "own".into(),
-            type_prefixes: vec![],
-            exclude_type_prefixes: vec![],
-            slots: Arc::new(FixedSlots::new(n)),
-            wait_seconds: OWN_LANE_WAIT_SECONDS,
-        }
-    }
-
     #[tokio::test]
     async fn tasks_run_and_report_their_outcomes() {
         let broker = Arc::new(MemoryBroker::new("pod-1", 1));
         broker.submit("echo", "cogo.echo", json!({"hi": 1}));
         broker.submit("unknown", "research.query", json!({}));
         broker.submit("fails", "cogo.fail", json!({"message": "no", "retryable": true}));
-        let (stop, rx) = watch::channel(false);
-        let pull = tokio::spawn(run(
-            broker.clone(),
-            registry(),
-            vec![own_lane(4)],
-            rx,
-            Duration::from_secs(5),
-        ));
+        let pull = Pulling::start(broker.clone(), registry(), vec![own_lane(4)]);
         let t = Duration::from_secs(10);
         let echo = broker.outcome("echo", t).await.unwrap();
         assert_eq!(
@@ -401,8 +422,7 @@ mod tests {
         assert!(!unknown.retryable);
         let fails = broker.outcome("fails", t).await.unwrap();
         assert_eq!((fails.error.as_deref(), fails.retryable), (Some("no"), true));
-        stop.send(true).unwrap();
-        pull.await.unwrap();
+        pull.stop().await;
     }
 
     #[tokio::test]
@@ -419,14 +439,7 @@ mod tests {
             slots: Arc::new(FixedSlots::new(2)),
             wait_seconds: OWN_LANE_WAIT_SECONDS,
         };
-        let (stop, rx) = watch::channel(false);
-        let pull = tokio::spawn(run(
-            broker.clone(),
-            registry(),
-            vec![lane],
-            rx,
-            Duration::from_secs(5),
-        ));
+        let pull = Pulling::start(broker.clone(), registry(), vec![lane]);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let reqs = broker.lease_requests();
         assert_eq!(reqs[0].slots, 2, "as many as the lane has free");
@@ -446,8 +459,7 @@ mod tests {
         assert_eq!(broker.queued(), ["py"]);
         broker.cancel("w2");
         broker.outcome("w2", Duration::from_secs(10)).await.unwrap();
-        stop.send(true).unwrap();
-        pull.await.unwrap();
+        pull.stop().await;
     }
 
     /// An outcome is offered for as long as the broker is away (here a minute and more, longer
@@ -457,18 +469,10 @@ mod tests {
         let broker = Arc::new(MemoryBroker::new("pod-1", 1));
         broker.fail_completes(40);
         broker.submit("late", "cogo.echo", json!({"at": "last"}));
-        let (stop, rx) = watch::channel(false);
-        let pull = tokio::spawn(run(
-            broker.clone(),
-            registry(),
-            vec![own_lane(1)],
-            rx,
-            Duration::from_secs(5),
-        ));
+        let pull = Pulling::start(broker.clone(), registry(), vec![own_lane(1)]);
         let done = broker.outcome("late", Duration::from_secs(600)).await.unwrap();
         assert_eq!(done.result, Some(json!({"at": "last"})));
-        stop.send(true).unwrap();
-        pull.await.unwrap();
+        pull.stop().await;
     }
 
     /// A result the broker cannot take is reported as a failure that says so, not offered
@@ -478,14 +482,7 @@ mod tests {
         let broker = Arc::new(MemoryBroker::new("pod-1", 1));
         broker.refuse_results_over(1000);
         broker.submit("big", "cogo.echo", json!({"blob": "x".repeat(2000)}));
-        let (stop, rx) = watch::channel(false);
-        let pull = tokio::spawn(run(
-            broker.clone(),
-            registry(),
-            vec![own_lane(1)],
-            rx,
-            Duration::from_secs(5),
-        ));
+        let pull = Pulling::start(broker.clone(), registry(), vec![own_lane(1)]);
         let done = broker.outcome("big", Duration::from_secs(10)).await.unwrap();
         assert_eq!((done.outcome, done.retryable), (Outcome::Failed, false));
         assert!(
@@ -493,14 +490,14 @@ mod tests {
                 .unwrap()
                 .contains("the result is too large for the broker: the body is over 1000 bytes")
         );
-        stop.send(true).unwrap();
-        pull.await.unwrap();
+        pull.stop().await;
     }
 
     #[tokio::test]
     async fn shutdown_stops_leasing_and_waits_for_the_tasks_held() {
         let broker = Arc::new(MemoryBroker::new("pod-1", 1));
         broker.submit("s", "cogo.sleep", json!({"seconds": 0.5}));
+        // The stop is sent, and a task submitted, before the loop is awaited.
         let (stop, rx) = watch::channel(false);
         let pull = tokio::spawn(run(
             broker.clone(),

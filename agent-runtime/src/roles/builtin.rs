@@ -165,7 +165,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{broker::memory::MemoryBroker, handler::local_task};
+    use crate::{
+        broker::memory::MemoryBroker,
+        handler::local_task,
+        pull::testing::{Pulling, own_lane},
+    };
 
     fn ctx() -> (tokio::sync::watch::Sender<bool>, TaskContext) {
         TaskContext::detached(local_task("t", "cogo.echo", Value::Null))
@@ -221,21 +225,7 @@ mod tests {
         let mut registry = Registry::default();
         register(&mut registry);
         let registry = Arc::new(registry);
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let lane = crate::pull::Lane {
-            name: "own".into(),
-            type_prefixes: vec![],
-            exclude_type_prefixes: vec![],
-            slots: Arc::new(crate::pull::FixedSlots::new(4)),
-            wait_seconds: crate::pull::OWN_LANE_WAIT_SECONDS,
-        };
-        let pull = tokio::spawn(crate::pull::run(
-            broker.clone(),
-            registry,
-            vec![lane],
-            rx,
-            Duration::from_secs(5),
-        ));
+        let pull = Pulling::start(broker.clone(), registry, vec![own_lane(4)]);
         broker.submit(
             "fan",
             "cogo.fanout",
@@ -246,8 +236,7 @@ mod tests {
             done.result,
             Some(json!({"subtasks": ["fan-0", "fan-1", "fan-2"], "results": [{"x": 1}, {"x": 1}, {"x": 1}]}))
         );
-        stop.send(true).unwrap();
-        pull.await.unwrap();
+        pull.stop().await;
     }
 
     /// A sub-task the broker refuses for a limit fails the fan-out at once, saying why.
@@ -257,21 +246,7 @@ mod tests {
         broker.limit_subtasks(2);
         let mut registry = Registry::default();
         register(&mut registry);
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let lane = crate::pull::Lane {
-            name: "own".into(),
-            type_prefixes: vec![],
-            exclude_type_prefixes: vec![],
-            slots: Arc::new(crate::pull::FixedSlots::new(4)),
-            wait_seconds: crate::pull::OWN_LANE_WAIT_SECONDS,
-        };
-        let pull = tokio::spawn(crate::pull::run(
-            broker.clone(),
-            Arc::new(registry),
-            vec![lane],
-            rx,
-            Duration::from_secs(5),
-        ));
+        let pull = Pulling::start(broker.clone(), Arc::new(registry), vec![own_lane(4)]);
         broker.submit("wide", "cogo.fanout", json!({"count": 5, "role": "Research"}));
         let done = broker.outcome("wide", Duration::from_secs(20)).await.unwrap();
         assert_eq!(
@@ -283,7 +258,6 @@ mod tests {
                 .unwrap()
                 .contains("cannot create sub-task 2: 422 TooManySubtasks")
         );
-        stop.send(true).unwrap();
-        pull.await.unwrap();
+        pull.stop().await;
     }
 }
