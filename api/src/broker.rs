@@ -73,7 +73,7 @@ pub struct LeasedTask {
     #[serde(rename = "type")]
     pub task_type: String,
     /// The task's input.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::bounded_value")]
     pub input: serde_json::Value,
     /// The attempt this lease is for; every later call names it.
     pub attempt: i32,
@@ -123,7 +123,11 @@ pub struct CompleteRequest {
     /// How it ended.
     pub outcome: Outcome,
     /// The handler's result, on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded"
+    )]
     pub result: Option<serde_json::Value>,
     /// What went wrong, on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +170,11 @@ pub struct SubtaskRequest {
     #[serde(rename = "type")]
     pub task_type: String,
     /// The sub-task's input.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded"
+    )]
     pub input: Option<serde_json::Value>,
     /// Queue priority (-1000 to 1000).
     #[serde(default)]
@@ -198,7 +206,11 @@ pub struct TaskView {
     /// Current attempt, 0 before the first lease.
     pub attempt: i32,
     /// The result, when the task succeeded and it was small enough to keep in status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded"
+    )]
     pub result: Option<serde_json::Value>,
     /// The digest and size of a result too large for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -87,7 +87,11 @@ pub struct AgentTaskSpec {
     /// The task's input: any JSON value, passed to the handler as is. Kept small (the
     /// operator rejects inputs over its configured limit, 256 KiB by default); put large data
     /// elsewhere and pass a reference. The operator reads it once, when the task is accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded"
+    )]
     #[schemars(schema_with = "free_json")]
     pub input: Option<serde_json::Value>,
 
@@ -221,7 +225,11 @@ pub struct AgentTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,
     /// The handler's result, when it is small enough to keep here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded"
+    )]
     #[schemars(schema_with = "free_json")]
     pub result: Option<serde_json::Value>,
     /// Where the result is when it was too large for status.

@@ -102,6 +102,10 @@ struct RunArgs {
     /// Supabase's Postgres; every AgentTask is mirrored there. Unset: no mirror.
     #[arg(long, env = "COGO_SUPABASE_SECRET")]
     supabase_secret: Option<String>,
+    /// The name of this cluster in the Supabase mirror's rows (column `cluster`), so operators
+    /// of several clusters can share one database. Unset: the UID of namespace kube-system.
+    #[arg(long, env = "COGO_CLUSTER_NAME")]
+    cluster_name: Option<String>,
     /// Label this replica's pod (`COGO_POD_NAME` in the lease namespace) `cogo.xyz/leader=true`
     /// while it leads and serves the broker, so the broker Service reaches only the leader.
     #[arg(long, env = "COGO_LABEL_LEADER_POD", default_value_t = false, action = clap::ArgAction::Set)]
@@ -363,17 +367,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .with_agents(agents.clone())
     .with_keys(keys.clone())
     .with_worker_keys(worker_keys.clone());
-    let mirror = args.supabase_secret.clone().map(|secret| {
-        let mirror = cogo_operator::mirror::Mirror::new(metrics.clone());
-        info!(secret = %secret, namespace = %keys_ns, "mirroring AgentTasks to Supabase");
-        tokio::spawn(mirror.clone().run(
+    let mut mirror_task = None;
+    let mut results = None;
+    let mut mirror = None;
+    if let Some(secret) = args.supabase_secret.clone() {
+        let cluster = cogo_operator::mirror::cluster_id(&client, args.cluster_name.clone()).await;
+        let m = cogo_operator::mirror::Mirror::new(metrics.clone(), cluster);
+        info!(secret = %secret, namespace = %keys_ns, cluster = %m.cluster(), "mirroring AgentTasks to Supabase");
+        mirror_task = Some(tokio::spawn(m.clone().run(
             client.clone(),
             agents.clone(),
-            (keys_ns.clone(), secret),
+            (keys_ns.clone(), secret.clone()),
             stopped(),
-        ));
-        mirror
-    });
+        )));
+        results = Some(Arc::new(cogo_operator::mirror::results::ResultStore::new(
+            Api::namespaced(client.clone(), &keys_ns),
+            secret,
+        )));
+        mirror = Some(m);
+    }
     if let (Some(secret), Some(target)) = (args.supabase_secret.clone(), args.intake_namespace.clone()) {
         tokio::spawn(cogo_operator::mirror::intake::run(
             client.clone(),
@@ -396,7 +408,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_result_bytes: 64 * 1024,
         leases: ctx.leases.clone(),
         tasks: ctx.tasks.clone(),
-        mirror,
+        results,
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
         workers: ctx.workers.clone(),
@@ -439,6 +451,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller::task::run(ctx, stopped()),
     );
 
+    // The mirror writes what waits before the lease is given up.
+    if let Some(task) = mirror_task
+        && tokio::time::timeout(Duration::from_secs(10), task).await.is_err()
+    {
+        tracing::warn!("the mirror did not stop in 10 s");
+    }
     if let Some((api, pod)) = &leader_pod
         && let Err(e) = cogo_operator::leader::label_pod(api, pod, false).await
     {

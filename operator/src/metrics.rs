@@ -36,6 +36,7 @@ pub struct Metrics {
     mirror_waiting: Gauge,
     mirror_failures: Counter,
     mirror_rows: Counter,
+    mirror_refused: Counter,
     mirror_last_success: Gauge,
 }
 
@@ -57,6 +58,7 @@ impl Default for Metrics {
         let mirror_waiting = Gauge::default();
         let mirror_failures = Counter::default();
         let mirror_rows = Counter::default();
+        let mirror_refused = Counter::default();
         let mirror_last_success = Gauge::default();
         registry.register(
             "mirror_lag_seconds",
@@ -77,6 +79,11 @@ impl Default for Metrics {
             "mirror_rows",
             "Rows the Supabase mirror wrote",
             mirror_rows.clone(),
+        );
+        registry.register(
+            "mirror_refused_rows",
+            "Rows the database refused (bad data); the mirror set them aside and wrote the others",
+            mirror_refused.clone(),
         );
         registry.register(
             "mirror_last_success_timestamp_seconds",
@@ -135,6 +142,7 @@ impl Default for Metrics {
             mirror_waiting,
             mirror_failures,
             mirror_rows,
+            mirror_refused,
             mirror_last_success,
         }
     }
@@ -201,6 +209,11 @@ impl Metrics {
     /// Records the changes waiting for the mirror.
     pub fn set_mirror_waiting(&self, n: usize) {
         self.mirror_waiting.set(n as i64);
+    }
+
+    /// Counts a row the database refused.
+    pub fn mirror_refused(&self) {
+        self.mirror_refused.inc();
     }
 
     /// Counts a failed connect or write of the mirror.

@@ -21,6 +21,8 @@ pub mod reason {
     pub const NO_AGENT_FOR_ROLE: &str = "NoAgentForRole";
     /// `spec.input` is larger than the operator accepts.
     pub const INPUT_TOO_LARGE: &str = "InputTooLarge";
+    /// `spec.input` nests deeper than Cogo reads free-form JSON.
+    pub const INPUT_TOO_DEEP: &str = "InputTooDeep";
     /// `spec.parent` names no AgentTask of the namespace.
     pub const PARENT_NOT_FOUND: &str = "ParentNotFound";
     /// The task needs a worker and no worker of its kind is connected to the Executor.
@@ -118,6 +120,16 @@ pub struct TaskFacts {
 /// Decides whether a task can be queued, and where.
 pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> Result<Target, Invalid> {
     let spec = &task.spec;
+    if let Some(why) = spec
+        .input
+        .as_ref()
+        .and_then(|i| cogo_api::json::too_deep("spec.input", i))
+    {
+        return Err(Invalid {
+            reason: reason::INPUT_TOO_DEEP,
+            message: format!("{why}; flatten it or store it elsewhere and pass a reference"),
+        });
+    }
     if let Some(input) = &spec.input {
         let size = serde_json::to_vec(input).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > max_input_bytes {

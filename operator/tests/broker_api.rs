@@ -72,7 +72,7 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
         heartbeat_seconds: 5,
         max_result_bytes: 1024,
         tasks: Default::default(),
-        mirror: None,
+        results: None,
         leases: Arc::new(Mutex::new(cogo_operator::broker::leases::Leases::new(
             std::time::Duration::from_secs(15),
         ))),

@@ -120,14 +120,17 @@ impl Cluster {
         self.helm_ok(&args);
     }
 
-    /// `kubectl get -o json` of one object, or None when it does not exist.
+    /// `kubectl get -o json` of one object, or None when it does not exist. Read as the
+    /// operator reads free JSON (at most `cogo_api::json::MAX_DEPTH` + 1 levels), so an object
+    /// nested past serde_json's limit can be looked at too.
     pub fn get_json(&self, ns: &str, what: &str) -> Option<Value> {
         let out = self.kubectl(&["get", "-n", ns, what, "-o", "json", "--ignore-not-found"], None);
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || text.trim().is_empty() {
             return None;
         }
-        Some(serde_json::from_str(&text).expect("kubectl JSON"))
+        let mut de = serde_json::Deserializer::from_str(&text);
+        Some(cogo_api::json::bounded_value(&mut de).expect("kubectl JSON"))
     }
 
     /// Installs the CRDs from `crds/` and waits until they are served.

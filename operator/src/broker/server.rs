@@ -30,8 +30,8 @@ use cogo_api::{
     AgentRole, AgentTask, AgentTaskStatus, CogoAgent, TaskPhase, WorkerKind,
     broker::{
         Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
-        LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, SubtaskRequest, TaskView, WorkerKeySet,
-        WorkerReport,
+        LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, Outcome, SubtaskRequest, TaskView,
+        WorkerKeySet, WorkerReport,
     },
 };
 use futures::StreamExt;
@@ -86,8 +86,9 @@ pub struct Broker {
     pub max_result_bytes: usize,
     /// Leases of running tasks, shared with the task controller.
     pub leases: Arc<Mutex<Leases>>,
-    /// The Supabase mirror, when configured: it keeps results too large for status.
-    pub mirror: Option<Arc<crate::mirror::Mirror>>,
+    /// The result store, when a database is configured: it keeps results too large for
+    /// status. Without one, such a result fails its task with reason `ResultTooLarge`.
+    pub results: Option<Arc<crate::mirror::results::ResultStore>>,
     /// The task controller's cache of AgentTasks, once it runs. Reads start there and go to
     /// the API server when the cached view is missing or too old to decide.
     pub tasks: Arc<OnceLock<Store<AgentTask>>>,
@@ -743,12 +744,16 @@ async fn complete(
     Bearer(claims): Bearer,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
-    let Json(req) = body?;
+    let Json(mut req) = body?;
     let (api, mut task) = b.held_task(&claims, &ns, &name, None).await?;
+    let room = transition::ResultRoom {
+        status_bytes: b.max_result_bytes,
+        store: b.results.is_some(),
+    };
     let mut fresh = false;
     for _ in 0..3 {
         let policy = Policy::of(&task, b.agent(&ns, &assigned_agent(&task)).as_deref());
-        let status = match transition::completed(&task, &req, &policy, &now(), b.max_result_bytes) {
+        let status = match transition::completed(&task, &req, &policy, &now(), room) {
             Ok(s) => s,
             Err(Fence::AlreadyRecorded(phase)) => {
                 return Ok(Json(CompleteResponse {
@@ -765,10 +770,34 @@ async fn complete(
             Err(f) => return Err(fence_error(f)),
         };
         let rv = task.resource_version().unwrap_or_default();
-        if status.result_ref.is_some()
-            && let (Some(mirror), Some(result)) = (&b.mirror, &req.result)
-        {
-            mirror.hold_result(&crate::mirror::row::row_id(&task), result.clone());
+        // A result too large for status is stored before the outcome is recorded, so an
+        // acknowledged result survives any restart; until the store takes it, the agent offers
+        // the outcome again.
+        if let (Some(store), Some(r), Some(result)) = (&b.results, &status.result_ref, &req.result) {
+            use crate::mirror::results::StoreError;
+            match store
+                .put(&crate::mirror::row::row_id(&task), &r.digest, result)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Unavailable(why)) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ResultStoreUnavailable",
+                        format!("the result store cannot take the result now ({why}); offer it again"),
+                    ));
+                }
+                Err(e @ StoreError::Refused(_)) => {
+                    req = CompleteRequest {
+                        outcome: Outcome::Failed,
+                        result: None,
+                        error: Some(format!("{}: {e}", transition::reason::INVALID_RESULT)),
+                        retryable: false,
+                        ..req
+                    };
+                    continue;
+                }
+            }
         }
         match write_status(&api, &name, &rv, &status).await {
             Ok(_) => {
@@ -835,6 +864,17 @@ async fn subtask(
             StatusCode::BAD_REQUEST,
             "InvalidRequest",
             "set exactly one of agent and role",
+        ));
+    }
+    if let Some(why) = req
+        .input
+        .as_ref()
+        .and_then(|i| cogo_api::json::too_deep("input", i))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InputTooDeep",
+            why,
         ));
     }
     // A retried call for a sub-task that exists already is answered below, whatever the limits.

@@ -24,8 +24,11 @@ pub mod reason {
     pub const HANDLER_FAILED: &str = "HandlerFailed";
     /// The task was cancelled.
     pub const CANCELLED: &str = "Cancelled";
-    /// The result was too large for status.
+    /// The result was too large for status (and, when the task failed for it, no result
+    /// store could take it).
     pub const RESULT_TOO_LARGE: &str = "ResultTooLarge";
+    /// The result cannot be kept as it is: it nests too deep, or the result store refused it.
+    pub const INVALID_RESULT: &str = "InvalidResult";
     /// The attempt's pod stopped heartbeating (it died, hung or lost the network).
     pub const HEARTBEAT_LOST: &str = "HeartbeatLost";
     /// The task ran longer than its timeout.
@@ -181,12 +184,24 @@ pub fn cap_message(message: &str) -> String {
 /// The status after the agent's report of an attempt's outcome. A retryable failure goes back
 /// to Pending for the next attempt while `policy` allows. Results larger than
 /// `max_result_bytes` are not kept in status: a digest and size are, and the reason.
+/// Where a task's result can be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultRoom {
+    /// The largest result, as JSON bytes, kept in status.
+    pub status_bytes: usize,
+    /// Whether a result store keeps larger ones (status then holds their digest).
+    pub store: bool,
+}
+
+/// The status after the outcome `req` of the attempt it names. A result that cannot be kept
+/// (nested deeper than [`cogo_api::json::MAX_DEPTH`], or too large for status with no result
+/// store) fails the task, with the reason, instead of being lost.
 pub fn completed(
     task: &AgentTask,
     req: &CompleteRequest,
     policy: &Policy,
     now: &Time,
-    max_result_bytes: usize,
+    room: ResultRoom,
 ) -> Result<AgentTaskStatus, Fence> {
     let previous = task.status.clone().unwrap_or_default();
     if let Some(phase) = previous.phase
@@ -199,7 +214,31 @@ pub fn completed(
     check_lease(task, &req.pod, req.attempt)?;
     let mut s = previous;
     let gen_ = task.metadata.generation;
+    let result = req.result.as_ref().filter(|_| req.outcome == Outcome::Succeeded);
+    let bytes = result.map(|r| serde_json::to_vec(r).unwrap_or_default());
+    let unkept = match (result, &bytes) {
+        (Some(r), Some(b)) => cogo_api::json::too_deep("the result", r)
+            .map(|why| (reason::INVALID_RESULT, why))
+            .or_else(|| {
+                (b.len() > room.status_bytes && !room.store).then(|| {
+                    (
+                        reason::RESULT_TOO_LARGE,
+                        format!(
+                            "the result is {} bytes, more than the {} bytes kept in status, and no result \
+                             store (Supabase) is configured for larger ones",
+                            b.len(),
+                            room.status_bytes
+                        ),
+                    )
+                })
+            }),
+        _ => None,
+    };
     let (phase, status, why, message) = match req.outcome {
+        Outcome::Succeeded if unkept.is_some() => {
+            let (why, message) = unkept.unwrap_or_default();
+            (TaskPhase::Failed, cs::FALSE, why, message)
+        }
         Outcome::Succeeded => (
             TaskPhase::Succeeded,
             cs::TRUE,
@@ -227,9 +266,8 @@ pub fn completed(
     }
     let detail = (phase != TaskPhase::Succeeded).then_some(message.as_str());
     close_attempt(&mut s, req.attempt, why, detail, now);
-    if let Some(result) = &req.result {
-        let bytes = serde_json::to_vec(result).unwrap_or_default();
-        if bytes.len() <= max_result_bytes {
+    if let (Some(result), Some(bytes), TaskPhase::Succeeded) = (result, bytes, phase) {
+        if bytes.len() <= room.status_bytes {
             s.result = Some(result.clone());
         } else {
             s.result_ref = Some(ResultRef {
@@ -237,9 +275,10 @@ pub fn completed(
                 size_bytes: bytes.len() as i64,
                 location: "supabase:distributed_agent_tasks".into(),
                 reason: format!(
-                    "{}: the result is {} bytes, more than the {max_result_bytes} kept in status",
+                    "{}: the result is {} bytes, more than the {} kept in status",
                     reason::RESULT_TOO_LARGE,
-                    bytes.len()
+                    bytes.len(),
+                    room.status_bytes
                 ),
             });
         }
@@ -389,6 +428,11 @@ mod tests {
 
     use super::*;
 
+    const ROOM: ResultRoom = ResultRoom {
+        status_bytes: 1024,
+        store: true,
+    };
+
     fn at(s: i64) -> Time {
         Time(jiff::Timestamp::from_second(s).unwrap())
     }
@@ -461,7 +505,7 @@ mod tests {
             &complete("p", 1, Outcome::Succeeded, Some(json!({"echo": 1}))),
             &pol(),
             &at(12),
-            1024,
+            ROOM,
         )
         .unwrap();
         assert_eq!(s.phase, Some(TaskPhase::Succeeded));
@@ -479,7 +523,7 @@ mod tests {
             &complete("p", 1, Outcome::Failed, None),
             &pol(),
             &at(12),
-            1024,
+            ROOM,
         )
         .unwrap();
         assert_eq!(f.phase, Some(TaskPhase::Failed));
@@ -495,7 +539,7 @@ mod tests {
             &complete("p", 0, Outcome::Succeeded, None),
             &pol(),
             &at(12),
-            1024,
+            ROOM,
         );
         assert_eq!(late, Err(Fence::LeaseLost { current: 1 }));
         let other_pod = completed(
@@ -503,7 +547,7 @@ mod tests {
             &complete("q", 1, Outcome::Succeeded, None),
             &pol(),
             &at(12),
-            1024,
+            ROOM,
         );
         assert_eq!(other_pod, Err(Fence::LeaseLost { current: 1 }));
         t.status = Some(
@@ -512,7 +556,7 @@ mod tests {
                 &complete("p", 1, Outcome::Succeeded, None),
                 &pol(),
                 &at(12),
-                1024,
+                ROOM,
             )
             .unwrap(),
         );
@@ -521,7 +565,7 @@ mod tests {
             &complete("p", 1, Outcome::Failed, None),
             &pol(),
             &at(13),
-            1024,
+            ROOM,
         );
         assert_eq!(
             again,
@@ -540,7 +584,7 @@ mod tests {
             &complete("p", 1, Outcome::Succeeded, Some(big.clone())),
             &pol(),
             &at(12),
-            1024,
+            ROOM,
         )
         .unwrap();
         assert!(s.result.is_none());
@@ -549,6 +593,48 @@ mod tests {
         assert_eq!(r.size_bytes, bytes.len() as i64);
         assert_eq!(r.digest, format!("sha256:{}", hex(&Sha256::digest(&bytes))));
         assert!(r.reason.starts_with(reason::RESULT_TOO_LARGE));
+    }
+
+    #[test]
+    fn a_result_that_cannot_be_kept_fails_the_task_with_the_reason() {
+        let mut t = task();
+        t.status = leased(&t, "a", "p", &at(10));
+        let big = json!({"blob": "x".repeat(2000)});
+        let no_store = ResultRoom {
+            status_bytes: 1024,
+            store: false,
+        };
+        let req = complete("p", 1, Outcome::Succeeded, Some(big));
+        let s = completed(&t, &req, &with_retry(3), &at(12), no_store).unwrap();
+        assert_eq!(s.phase, Some(TaskPhase::Failed), "failed for good, not retried");
+        assert!(s.result.is_none() && s.result_ref.is_none());
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        assert_eq!(c.reason, reason::RESULT_TOO_LARGE);
+        assert!(c.message.contains("no result store"), "{}", c.message);
+
+        let deep: serde_json::Value =
+            serde_json::from_str(&format!("{}1{}", "[".repeat(70), "]".repeat(70))).unwrap();
+        let req = complete("p", 1, Outcome::Succeeded, Some(deep));
+        let s = completed(&t, &req, &with_retry(3), &at(12), ROOM).unwrap();
+        assert_eq!(s.phase, Some(TaskPhase::Failed));
+        let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
+        assert_eq!(c.reason, reason::INVALID_RESULT);
+        assert!(c.message.contains("nests more than 64 levels"), "{}", c.message);
+        assert_eq!(
+            s.attempts.last().unwrap().outcome.as_deref(),
+            Some(reason::INVALID_RESULT)
+        );
+
+        // A small result fits either way, and a failure's result is not kept.
+        let req = complete("p", 1, Outcome::Succeeded, Some(json!({"ok": 1})));
+        let s = completed(&t, &req, &pol(), &at(12), no_store).unwrap();
+        assert_eq!(
+            (s.phase, s.result),
+            (Some(TaskPhase::Succeeded), Some(json!({"ok": 1})))
+        );
+        let req = complete("p", 1, Outcome::Failed, Some(json!({"partial": 1})));
+        let s = completed(&t, &req, &pol(), &at(12), ROOM).unwrap();
+        assert_eq!((s.phase, s.result), (Some(TaskPhase::Failed), None));
     }
 
     #[test]
@@ -614,7 +700,7 @@ mod tests {
         t.status = leased(&t, "a", "p", &at(10));
         let mut req = complete("p", 1, Outcome::Failed, None);
         req.retryable = true;
-        let s = completed(&t, &req, &with_retry(1), &at(12), 1024).unwrap();
+        let s = completed(&t, &req, &with_retry(1), &at(12), ROOM).unwrap();
         assert_eq!(s.phase, Some(TaskPhase::Pending));
         assert_eq!(s.retry_after, Some(at(13)), "1 s after the first failure");
         assert_eq!(s.pod, None);
@@ -630,7 +716,7 @@ mod tests {
         t.status = leased(&t, "a", "q", &at(14));
         req.pod = "q".into();
         req.attempt = 2;
-        let s = completed(&t, &req, &with_retry(1), &at(15), 1024).unwrap();
+        let s = completed(&t, &req, &with_retry(1), &at(15), ROOM).unwrap();
         assert_eq!(s.phase, Some(TaskPhase::Failed));
         assert_eq!(s.retry_after, None);
         let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
@@ -642,7 +728,7 @@ mod tests {
 
         let mut fatal = complete("q", 2, Outcome::Failed, None);
         fatal.retryable = false;
-        let s = completed(&t, &fatal, &with_retry(5), &at(15), 1024).unwrap();
+        let s = completed(&t, &fatal, &with_retry(5), &at(15), ROOM).unwrap();
         assert_eq!(
             s.phase,
             Some(TaskPhase::Failed),
@@ -744,7 +830,7 @@ mod tests {
         t.status = leased(&t, "a", "p", &at(10));
         let mut failed = complete("p", 1, Outcome::Failed, None);
         failed.error = Some("é".repeat(500_000));
-        let s = completed(&t, &failed, &pol(), &at(12), 1024).unwrap();
+        let s = completed(&t, &failed, &pol(), &at(12), ROOM).unwrap();
         let c = conditions::find(&s.conditions, SUCCEEDED).unwrap();
         for (what, text) in [
             ("message", s.message.clone().unwrap_or_default()),

@@ -9,10 +9,11 @@
 //! statements), so the mirror works through a transaction-mode pooler such as PgBouncer.
 
 pub mod intake;
+pub mod results;
 pub mod row;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -32,8 +33,12 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use row::Row;
 
-/// The schema the mirror writes to, applied (idempotently) on every connect.
-pub const MIGRATION: &str = include_str!("../../../supabase/migrations/20261125000000_cogo_tasks.sql");
+/// The schema the mirror writes to, applied (idempotently) on every connect: every migration
+/// in `supabase/migrations/`, in order.
+pub const MIGRATION: &str = concat!(
+    include_str!("../../../supabase/migrations/20261125000000_cogo_tasks.sql"),
+    include_str!("../../../supabase/migrations/20261129000000_cogo_task_results.sql"),
+);
 
 /// The most rows one write carries.
 pub const BATCH: usize = 500;
@@ -46,82 +51,108 @@ const UPSERT: &str = "
 insert into public.distributed_agent_tasks as t
   (id, type, agent_type, data, status, result_data, created_at, user_id, namespace, name, agent, phase,
    attempts, started_at, finished_at, updated_at, error_message, session_id, parent, priority,
-   result_digest, result_size, version, deleted_at)
-select r.id, r.type, r.agent_type, r.data, r.status, r.result_data, coalesce(r.created_at, now()),
+   result_digest, result_size, version, cluster, deleted_at)
+select r.id, r.type, r.agent_type, r.data, r.status,
+       -- A result too large for status comes from the result store, by its digest.
+       case when r.result_digest is null then r.result_data
+            else (select x.result from public.cogo_task_results x where x.id = r.id and x.digest = r.result_digest)
+       end,
+       coalesce(r.created_at, now()),
        (select u.id from auth.users u where u.id = r.user_id), r.namespace, r.name, r.agent, r.phase,
        r.attempts, r.started_at, r.finished_at, now(), r.error_message, r.session_id, r.parent, r.priority,
-       r.result_digest, r.result_size, r.version, null
+       r.result_digest, r.result_size, r.version, r.cluster, case when r.deleted then now() end
 from jsonb_to_recordset($1::jsonb) as r(id uuid, type text, agent_type text, data jsonb, status text,
   result_data jsonb, created_at timestamptz, user_id uuid, namespace text, name text, agent text, phase text,
   attempts int, started_at timestamptz, finished_at timestamptz, error_message text, session_id text,
-  parent text, priority int, result_digest text, result_size bigint, version bigint)
+  parent text, priority int, result_digest text, result_size bigint, version bigint, cluster text,
+  deleted boolean)
 on conflict (id) do update set
   type = excluded.type, agent_type = excluded.agent_type, data = excluded.data, status = excluded.status,
-  result_data = coalesce(excluded.result_data, t.result_data), user_id = excluded.user_id,
+  -- The row keeps a large result it holds while its digest stays the same; a task that ended
+  -- without one (a failure after a superseded attempt's result) holds none.
+  result_data = case
+    when excluded.result_digest is null or excluded.result_data is not null then excluded.result_data
+    when t.result_digest = excluded.result_digest then t.result_data
+  end,
+  user_id = excluded.user_id,
   namespace = excluded.namespace, name = excluded.name, agent = excluded.agent, phase = excluded.phase,
   attempts = excluded.attempts, started_at = excluded.started_at, finished_at = excluded.finished_at,
   updated_at = now(), error_message = excluded.error_message, session_id = excluded.session_id,
   parent = excluded.parent, priority = excluded.priority, result_digest = excluded.result_digest,
-  result_size = excluded.result_size, version = excluded.version
-where t.version < excluded.version";
+  result_size = excluded.result_size, version = excluded.version, cluster = excluded.cluster,
+  deleted_at = case when excluded.deleted_at is not null then coalesce(t.deleted_at, excluded.deleted_at) end
+where t.version < excluded.version
+  -- The same state again clears a deletion mark a live task's row should not have, and marks
+  -- a deletion the row missed.
+  or (t.version = excluded.version and (t.deleted_at is null) <> (excluded.deleted_at is null))";
 
-const MARK_DELETED: &str = "
-update public.distributed_agent_tasks set deleted_at = now(), updated_at = now()
-where deleted_at is null and id in (select (jsonb_array_elements_text($1::jsonb))::uuid)";
+/// Removes stored results that rows of final tasks hold already, or no longer name (those of
+/// superseded attempts); `$1` lists the rows just written.
+const FORGET_RESULTS: &str = "
+delete from public.cogo_task_results x using public.distributed_agent_tasks t
+where x.id = t.id and x.id in (select (jsonb_array_elements_text($1::jsonb))::uuid)
+  and (t.finished_at is not null or t.deleted_at is not null)
+  and (t.result_digest is distinct from x.digest or t.result_data is not null)";
 
+/// Marks the rows of this cluster's tasks that the list at resourceVersion `$2` did not hold
+/// (`$1`): rows written from a newer state are of tasks created since, and stay.
 const MARK_MISSING: &str = "
 update public.distributed_agent_tasks set deleted_at = now(), updated_at = now()
-where deleted_at is null and namespace is not null
+where deleted_at is null and namespace is not null and (cluster = $3 or cluster is null)
+  and version <= $2
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)";
 
-/// A change waiting to be written.
-#[derive(Clone, Debug)]
-enum Change {
-    Upsert(Box<Row>, Instant),
-    Delete(Instant),
-}
+/// A row waiting to be written, and since when a change of it waits.
+type Waiting = (Box<Row>, Instant);
 
 #[derive(Default)]
 struct State {
-    waiting: HashMap<String, Change>,
-    /// The newest version written, by UID.
+    waiting: HashMap<String, Waiting>,
+    /// The newest version written, by row id.
     written: HashMap<String, i64>,
-    /// Full results too large for status, by UID, until written.
-    results: HashMap<String, Value>,
-    /// UIDs in the cluster after the initial list, until rows of other tasks are marked.
-    listed: Option<HashSet<String>>,
+    /// Set by a (re)list of AgentTasks: rows of tasks that no longer exist are to be marked.
+    sweep: bool,
 }
 
-/// The mirror's shared state: the watch loop and the broker feed it, the writer drains it.
+/// The mirror's shared state: the watch loop feeds it, the writer drains it.
 pub struct Mirror {
     state: Mutex<State>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    cluster: String,
 }
 
 impl Mirror {
-    /// An empty mirror.
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Mirror> {
+    /// An empty mirror of the cluster named `cluster` (see [`cluster_id`]).
+    pub fn new(metrics: Arc<Metrics>, cluster: String) -> Arc<Mirror> {
         Arc::new(Mirror {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             metrics,
+            cluster,
         })
     }
 
-    /// Notes the newest state of a task.
-    pub fn observe(&self, row: Row) {
+    /// The name of the cluster whose rows this mirror writes.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Notes the newest state of a task; a deleted task's final state (`row.deleted`) is
+    /// written with its deletion mark, and replaces nothing newer.
+    pub fn observe(&self, mut row: Row) {
+        row.cluster = Some(self.cluster.clone());
         let Ok(mut s) = self.state.lock() else { return };
-        if s.written.get(&row.id).is_some_and(|v| *v >= row.version) {
+        if !row.deleted && s.written.get(&row.id).is_some_and(|v| *v >= row.version) {
             return;
         }
-        if let Some(Change::Upsert(old, _)) = s.waiting.get(&row.id)
-            && old.version >= row.version
+        if let Some((old, _)) = s.waiting.get(&row.id)
+            && (old.version > row.version || (old.version == row.version && (old.deleted || !row.deleted)))
         {
             return;
         }
         let since = match s.waiting.get(&row.id) {
-            Some(Change::Upsert(_, t)) => *t,
+            Some((_, t)) => *t,
             _ => Instant::now(),
         };
         if s.waiting.len() >= MAX_WAITING && !s.waiting.contains_key(&row.id) {
@@ -132,34 +163,10 @@ impl Mirror {
             s.waiting.clear();
             self.metrics.mirror_failed();
         }
-        s.waiting
-            .insert(row.id.clone(), Change::Upsert(Box::new(row), since));
+        s.waiting.insert(row.id.clone(), (Box::new(row), since));
         self.metrics.set_mirror_waiting(s.waiting.len());
         drop(s);
         self.wake.notify_one();
-    }
-
-    /// Notes that a task was deleted (its row stays, marked deleted).
-    pub fn deleted(&self, uid: &str) {
-        if let Ok(mut s) = self.state.lock() {
-            s.waiting.insert(uid.to_string(), Change::Delete(Instant::now()));
-            s.written.remove(uid);
-            s.results.remove(uid);
-            self.metrics.set_mirror_waiting(s.waiting.len());
-        }
-        self.wake.notify_one();
-    }
-
-    /// Keeps a result too large for status, to be written with the task's row.
-    pub fn hold_result(&self, uid: &str, result: Value) {
-        if let Ok(mut s) = self.state.lock() {
-            s.results.insert(uid.to_string(), result);
-        }
-    }
-
-    /// A result held for `uid`, if any.
-    pub fn held_result(&self, uid: &str) -> Option<Value> {
-        self.state.lock().ok()?.results.get(uid).cloned()
     }
 
     /// Whether the database holds version `version` (or newer) of the task `uid`.
@@ -174,62 +181,44 @@ impl Mirror {
         self.state.lock().map(|s| s.waiting.len()).unwrap_or(0)
     }
 
-    fn take_batch(&self) -> (Vec<Row>, Vec<String>, Vec<Instant>) {
+    fn take_batch(&self) -> (Vec<Row>, Vec<Instant>) {
         let Ok(mut s) = self.state.lock() else {
             return Default::default();
         };
         let keys: Vec<String> = s.waiting.keys().take(BATCH).cloned().collect();
-        let (mut rows, mut deletes, mut since) = (Vec::new(), Vec::new(), Vec::new());
-        for k in keys {
-            match s.waiting.remove(&k) {
-                Some(Change::Upsert(mut row, t)) => {
-                    if row.result_data.is_none() && row.result_digest.is_some() {
-                        row.result_data = s.results.get(&k).cloned();
-                    }
-                    rows.push(*row);
-                    since.push(t);
-                }
-                Some(Change::Delete(t)) => {
-                    deletes.push(k);
-                    since.push(t);
-                }
-                None => {}
-            }
-        }
-        (rows, deletes, since)
+        keys.iter()
+            .filter_map(|k| s.waiting.remove(k))
+            .map(|(row, t)| (*row, t))
+            .unzip()
     }
 
     /// Puts back what a failed write took, unless a newer change arrived meanwhile.
-    fn put_back(&self, rows: Vec<Row>, deletes: Vec<String>) {
+    fn put_back(&self, rows: Vec<Row>) {
         let Ok(mut s) = self.state.lock() else { return };
         let now = Instant::now();
         for row in rows {
-            let id = row.id.clone();
-            s.waiting.entry(id).or_insert(Change::Upsert(Box::new(row), now));
-        }
-        for uid in deletes {
-            s.waiting.entry(uid).or_insert(Change::Delete(now));
+            s.waiting.entry(row.id.clone()).or_insert((Box::new(row), now));
         }
     }
 
-    fn written(&self, rows: &[Row], deletes: &[String]) {
+    fn written(&self, rows: &[Row]) {
         if let Ok(mut s) = self.state.lock() {
             for r in rows {
+                if r.deleted {
+                    // Gone from the cluster: nothing newer will come.
+                    s.written.remove(&r.id);
+                    continue;
+                }
                 let v = s.written.entry(r.id.clone()).or_insert(0);
                 *v = (*v).max(r.version);
-                if r.result_data.is_some() {
-                    s.results.remove(&r.id);
-                }
-            }
-            for uid in deletes {
-                s.written.remove(uid);
             }
             self.metrics.set_mirror_waiting(s.waiting.len());
         }
     }
 
     /// Runs the mirror until `shutdown` resolves: watches AgentTasks and writes them to the
-    /// database named by the Secret `secret` (key `url`) of `namespace`.
+    /// database named by the Secret `secret` (key `url`) of `namespace`. On shutdown it writes
+    /// what waits, for a few seconds at most, so a clean stop loses nothing to the next leader.
     pub async fn run(
         self: Arc<Self>,
         client: Client,
@@ -237,39 +226,67 @@ impl Mirror {
         (namespace, secret): (String, String),
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
+        let tasks = Api::<AgentTask>::all(client.clone());
         let watch = {
             let mirror = self.clone();
-            let api = Api::<AgentTask>::all(client.clone());
-            tokio::spawn(async move { mirror.watch(api, agents).await })
+            let tasks = tasks.clone();
+            tokio::spawn(async move { mirror.watch(tasks, agents).await })
         };
         let secrets: Api<Secret> = Api::namespaced(client, &namespace);
+        let mut db = None;
         tokio::select! {
-            _ = self.write_loop(&secrets, &secret) => {}
+            _ = self.write_loop(&secrets, &secret, &tasks, &mut db) => {}
             _ = shutdown => {}
         }
         watch.abort();
+        let waiting = self.waiting();
+        if waiting > 0 {
+            let last = async {
+                let c = match db.filter(|c: &tokio_postgres::Client| !c.is_closed()) {
+                    Some(c) => c,
+                    None => connect(&secrets, &secret).await.map_err(|e| e.to_string())?,
+                };
+                self.flush(&c, None).await.map_err(|e| describe(&e))
+            };
+            match tokio::time::timeout(SHUTDOWN_FLUSH, last).await {
+                Ok(Ok(())) => info!(rows = waiting, "the mirror wrote what waited before stopping"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, left = self.waiting(), "the mirror stopped with changes unwritten")
+                }
+                Err(_) => warn!(
+                    left = self.waiting(),
+                    "the mirror stopped with changes unwritten (timed out)"
+                ),
+            }
+        }
     }
 
     async fn watch(&self, api: Api<AgentTask>, agents: Store<CogoAgent>) {
         let mut stream = watcher(api, watcher::Config::default()).boxed();
-        let mut listing: HashSet<String> = HashSet::new();
         while let Some(event) = stream.next().await {
+            let role = |t: &AgentTask| {
+                t.spec.agent.as_ref().and_then(|a| {
+                    agents
+                        .get(&ObjectRef::new(a).within(&t.namespace().unwrap_or_default()))
+                        .map(|a| a.spec.role)
+                })
+            };
             match event {
                 Ok(watcher::Event::Apply(t)) | Ok(watcher::Event::InitApply(t)) => {
-                    listing.insert(row::row_id(&t));
-                    let role = t.spec.agent.as_ref().and_then(|a| {
-                        agents
-                            .get(&ObjectRef::new(a).within(&t.namespace().unwrap_or_default()))
-                            .map(|a| a.spec.role)
-                    });
-                    let held = self.held_result(&row::row_id(&t));
-                    self.observe(row::row(&t, role, held));
+                    self.observe(row::row(&t, role(&t)));
                 }
-                Ok(watcher::Event::Delete(t)) => self.deleted(&row::row_id(&t)),
-                Ok(watcher::Event::Init) => listing.clear(),
+                // The final state is written with the deletion mark: a task deleted before its
+                // last change reached the table (a TTL of 0, a namespace deleted, a parent's
+                // cascade) still ends with its final phase.
+                Ok(watcher::Event::Delete(t)) => {
+                    let mut r = row::row(&t, role(&t));
+                    r.deleted = true;
+                    self.observe(r);
+                }
+                Ok(watcher::Event::Init) => {}
                 Ok(watcher::Event::InitDone) => {
                     if let Ok(mut s) = self.state.lock() {
-                        s.listed = Some(std::mem::take(&mut listing));
+                        s.sweep = true;
                     }
                     self.wake.notify_one();
                 }
@@ -281,8 +298,13 @@ impl Mirror {
         }
     }
 
-    async fn write_loop(&self, secrets: &Api<Secret>, secret: &str) {
-        let mut db: Option<tokio_postgres::Client> = None;
+    async fn write_loop(
+        &self,
+        secrets: &Api<Secret>,
+        secret: &str,
+        tasks: &Api<AgentTask>,
+        db: &mut Option<tokio_postgres::Client>,
+    ) {
         let mut backoff = Duration::from_millis(500);
         loop {
             if self.waiting() == 0 {
@@ -297,7 +319,7 @@ impl Mirror {
                 match connect(secrets, secret).await {
                     Ok(c) => {
                         info!("connected to the Supabase database; schema applied");
-                        db = Some(c);
+                        *db = Some(c);
                         backoff = Duration::from_millis(500);
                     }
                     Err(e) => {
@@ -310,10 +332,10 @@ impl Mirror {
                 }
             }
             let Some(c) = db.as_ref() else { continue };
-            if let Err(e) = self.flush(c).await {
+            if let Err(e) = self.flush(c, Some(tasks)).await {
                 warn!(error = %describe(&e), retry_in = ?backoff, "the Supabase mirror cannot write");
                 self.metrics.mirror_failed();
-                db = None;
+                *db = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             } else {
@@ -322,56 +344,203 @@ impl Mirror {
         }
     }
 
-    /// Writes everything waiting, batch by batch; then, once after the initial list, marks
-    /// the rows of tasks that no longer exist.
-    async fn flush(&self, c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    /// Writes everything waiting, batch by batch; then, after a (re)list of AgentTasks, marks
+    /// the rows of this cluster's tasks that no longer exist (when `tasks` is given).
+    async fn flush(
+        &self,
+        c: &tokio_postgres::Client,
+        tasks: Option<&Api<AgentTask>>,
+    ) -> Result<(), tokio_postgres::Error> {
         loop {
-            let (rows, deletes, since) = self.take_batch();
-            if rows.is_empty() && deletes.is_empty() {
+            let (rows, since) = self.take_batch();
+            if rows.is_empty() {
                 break;
             }
-            let result = write(c, &rows, &deletes).await;
-            if let Err(e) = result {
-                self.put_back(rows, deletes);
-                return Err(e);
-            }
+            let rows = match write(c, &rows).await {
+                Ok(()) => rows,
+                Err(e) if refused(&e) => self.write_one_by_one(c, rows).await?,
+                Err(e) => {
+                    self.put_back(rows);
+                    return Err(e);
+                }
+            };
+            forget_results(c, &rows).await;
             let now = Instant::now();
             for t in since {
                 self.metrics.mirror_lag(now.duration_since(t));
             }
-            self.metrics.mirror_written(rows.len() + deletes.len());
-            self.written(&rows, &deletes);
+            self.metrics.mirror_written(rows.len());
+            self.written(&rows);
         }
-        let listed = self.state.lock().ok().and_then(|mut s| s.listed.take());
-        if let Some(listed) = listed {
-            let ids = serde_json::to_string(&listed.into_iter().collect::<Vec<_>>()).unwrap_or_default();
-            let missing = c.query_typed(MARK_MISSING, &[(&ids, Type::TEXT)]).await;
-            if let Err(e) = missing {
-                if let Ok(mut s) = self.state.lock() {
-                    s.listed = Some(serde_json::from_str(&ids).unwrap_or_default());
+        let sweep = self.state.lock().is_ok_and(|mut s| std::mem::take(&mut s.sweep));
+        if let (true, Some(tasks)) = (sweep, tasks) {
+            match self.sweep(c, tasks).await {
+                Ok(marked) => info!(marked, "the mirror holds every task of the cluster"),
+                Err(e) => {
+                    if let Ok(mut s) = self.state.lock() {
+                        s.sweep = true;
+                    }
+                    match e {
+                        SweepError::Database(e) => return Err(e),
+                        SweepError::List(e) => {
+                            warn!(error = %e, "cannot list AgentTasks to mark rows of deleted tasks")
+                        }
+                    }
                 }
-                return Err(e);
             }
-            info!("the mirror holds every task of the cluster");
         }
         Ok(())
     }
+
+    /// Writes `rows` one at a time after the database refused their batch: one row it refuses
+    /// (bad data it could not be cleaned of) must not hold back the others. A refused row is
+    /// reported and counted, and taken as written so it blocks no TTL deletion.
+    async fn write_one_by_one(
+        &self,
+        c: &tokio_postgres::Client,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let mut done = Vec::new();
+        let mut rest = rows.into_iter();
+        while let Some(row) = rest.next() {
+            match write(c, std::slice::from_ref(&row)).await {
+                Ok(()) => done.push(row),
+                Err(e) if refused(&e) => {
+                    warn!(
+                        row = %row.id, namespace = %row.namespace, name = %row.name, error = %describe(&e),
+                        "the database refused this task's row; it is set aside and the others are written"
+                    );
+                    self.metrics.mirror_refused();
+                    self.written(std::slice::from_ref(&row));
+                }
+                Err(e) => {
+                    self.written(&done);
+                    self.put_back(std::iter::once(row).chain(rest).collect());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Marks the rows of this cluster's tasks that a fresh list does not hold; returns how many.
+    async fn sweep(&self, c: &tokio_postgres::Client, tasks: &Api<AgentTask>) -> Result<u64, SweepError> {
+        let mut params = kube::api::ListParams::default().limit(500);
+        let (mut ids, mut at) = (Vec::new(), None);
+        loop {
+            let page = tasks.list_metadata(&params).await?;
+            at = at.or(page.metadata.resource_version.clone());
+            ids.extend(page.items.iter().map(|m| row::row_id_of(&m.metadata)));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        let at: i64 = at.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let marked = c
+            .execute_typed(
+                MARK_MISSING,
+                &[(&ids, Type::TEXT), (&at, Type::INT8), (&self.cluster, Type::TEXT)],
+            )
+            .await?;
+        Ok(marked)
+    }
 }
 
-async fn write(
-    c: &tokio_postgres::Client,
-    rows: &[Row],
-    deletes: &[String],
-) -> Result<(), tokio_postgres::Error> {
+/// The name of this cluster in the mirror's rows: `configured`, else the UID of namespace
+/// kube-system (stable for the cluster's life), else `default` (said in the log).
+pub async fn cluster_id(client: &Client, configured: Option<String>) -> String {
+    if let Some(name) = configured.filter(|n| !n.is_empty()) {
+        return name;
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match namespaces.get("kube-system").await.map(|n| n.metadata.uid) {
+        Ok(Some(uid)) => uid,
+        Ok(None) => "default".into(),
+        Err(e) => {
+            warn!(error = %e, "cannot read namespace kube-system to name this cluster; using `default`");
+            "default".into()
+        }
+    }
+}
+
+/// Why rows of deleted tasks could not be marked.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error("listing AgentTasks: {0}")]
+    List(#[from] kube::Error),
+    #[error("database: {}", describe(.0))]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// How long a stopping mirror may spend writing what waits.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+/// Whether the database refused the data itself (SQLSTATE class 22, data exception, or 23,
+/// integrity constraint violation), so the same write would fail again.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23"))
+}
+
+async fn write(c: &tokio_postgres::Client, rows: &[Row]) -> Result<(), tokio_postgres::Error> {
     if !rows.is_empty() {
         let batch = serde_json::to_string(rows).unwrap_or_else(|_| "[]".into());
         c.query_typed(UPSERT, &[(&batch, Type::TEXT)]).await?;
     }
-    if !deletes.is_empty() {
-        let ids = serde_json::to_string(deletes).unwrap_or_else(|_| "[]".into());
-        c.query_typed(MARK_DELETED, &[(&ids, Type::TEXT)]).await?;
-    }
     Ok(())
+}
+
+/// Removes stored results the rows just written no longer need; a failure only delays that.
+async fn forget_results(c: &tokio_postgres::Client, rows: &[Row]) {
+    let ids: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.deleted || r.finished_at.is_some())
+        .map(|r| r.id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    if let Err(e) = c.query_typed(FORGET_RESULTS, &[(&ids, Type::TEXT)]).await {
+        warn!(error = %describe(&e), "cannot remove stored results that rows hold");
+    }
+}
+
+/// Replaces the NUL character, which PostgreSQL cannot store in text or jsonb, with U+FFFD in
+/// every string and key of `v`; true when something changed.
+pub fn sanitize(v: &mut Value) -> bool {
+    let mut changed = false;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) => changed |= sanitize_text(s),
+            Value::Array(a) => stack.extend(a.iter_mut()),
+            Value::Object(o) => {
+                if o.keys().any(|k| k.contains('\0')) {
+                    let old = std::mem::take(o);
+                    *o = old
+                        .into_iter()
+                        .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
+                        .collect();
+                    changed = true;
+                }
+                stack.extend(o.values_mut());
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// [`sanitize`] for a string.
+pub fn sanitize_text(s: &mut String) -> bool {
+    let dirty = s.contains('\0');
+    if dirty {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+    dirty
 }
 
 /// Why the mirror cannot connect.
@@ -475,21 +644,27 @@ mod tests {
             result_digest: None,
             result_size: None,
             version,
+            cluster: None,
+            deleted: false,
         }
+    }
+
+    fn mirror() -> Arc<Mirror> {
+        Mirror::new(Arc::new(Metrics::default()), "c1".into())
     }
 
     #[test]
     fn only_the_newest_state_waits_and_older_ones_are_ignored() {
-        let m = Mirror::new(Arc::new(Metrics::default()));
+        let m = mirror();
         m.observe(row("a", 5));
         m.observe(row("a", 3));
         m.observe(row("b", 1));
         assert_eq!(m.waiting(), 2);
-        let (rows, deletes, _) = m.take_batch();
-        assert!(deletes.is_empty());
+        let (rows, _) = m.take_batch();
         let a = rows.iter().find(|r| r.id == "a").unwrap();
         assert_eq!(a.version, 5, "the older state did not replace the newer");
-        m.written(&rows, &deletes);
+        assert_eq!(a.cluster.as_deref(), Some("c1"), "rows name their cluster");
+        m.written(&rows);
         assert!(m.holds("a", 5) && !m.holds("a", 6));
         m.observe(row("a", 4));
         assert_eq!(
@@ -501,31 +676,53 @@ mod tests {
 
     #[test]
     fn a_failed_write_puts_its_rows_back_unless_something_newer_came() {
-        let m = Mirror::new(Arc::new(Metrics::default()));
+        let m = mirror();
         m.observe(row("a", 1));
         m.observe(row("b", 1));
-        let (rows, deletes, _) = m.take_batch();
+        let (rows, _) = m.take_batch();
         m.observe(row("a", 2));
-        m.put_back(rows, deletes);
-        let (rows, _, _) = m.take_batch();
+        m.put_back(rows);
+        let (rows, _) = m.take_batch();
         let version = |id: &str| rows.iter().find(|r| r.id == id).unwrap().version;
         assert_eq!((version("a"), version("b")), (2, 1));
     }
 
     #[test]
-    fn large_results_travel_with_their_row_and_deletion_forgets_the_task() {
-        let m = Mirror::new(Arc::new(Metrics::default()));
-        m.hold_result("a", serde_json::json!({"big": 1}));
-        let mut r = row("a", 3);
-        r.result_digest = Some("sha256:00".into());
-        m.observe(r);
-        let (rows, deletes, _) = m.take_batch();
-        assert_eq!(rows[0].result_data, Some(serde_json::json!({"big": 1})));
-        m.written(&rows, &deletes);
-        assert!(m.held_result("a").is_none(), "written, the result is let go");
-        m.deleted("a");
-        let (rows, deletes, _) = m.take_batch();
-        assert_eq!((rows.len(), deletes), (0, vec!["a".to_string()]));
-        assert!(!m.holds("a", 3));
+    fn a_deletion_keeps_the_final_state_that_waits() {
+        let m = mirror();
+        let mut last = row("a", 7);
+        last.phase = "Succeeded".into();
+        m.observe(last.clone());
+        // Deleted before the final state was written: the deletion carries that state.
+        let mut gone = last.clone();
+        gone.deleted = true;
+        m.observe(gone.clone());
+        let (rows, _) = m.take_batch();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].deleted && rows[0].phase == "Succeeded");
+        m.written(&rows);
+        assert!(!m.holds("a", 7), "a deleted task is forgotten once written");
+        // Written already, then deleted: the deletion is still written, and a late live state
+        // of the same version does not undo it.
+        m.observe(row("b", 3));
+        let (rows, _) = m.take_batch();
+        m.written(&rows);
+        let mut gone = row("b", 3);
+        gone.deleted = true;
+        m.observe(gone);
+        m.observe(row("b", 3));
+        let (rows, _) = m.take_batch();
+        assert!(rows.len() == 1 && rows[0].deleted, "{rows:?}");
+    }
+
+    #[test]
+    fn nul_characters_are_cleaned_from_strings_and_keys() {
+        let mut v = serde_json::json!({"a\0b": ["x\0", 1, {"k": "ok"}]});
+        assert!(sanitize(&mut v));
+        assert_eq!(
+            v,
+            serde_json::json!({"a\u{FFFD}b": ["x\u{FFFD}", 1, {"k": "ok"}]})
+        );
+        assert!(!sanitize(&mut v), "clean values stay as they are");
     }
 }

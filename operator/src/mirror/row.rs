@@ -48,24 +48,30 @@ pub struct Row {
     pub parent: Option<String>,
     /// Queue priority.
     pub priority: i32,
-    /// Digest of a result too large for status.
+    /// Digest of a result too large for status; the database takes the result itself from
+    /// the result store.
     pub result_digest: Option<String>,
     /// Size of a result too large for status.
     pub result_size: Option<i64>,
     /// Orders writes: the object's resourceVersion (etcd's revision, which grows with every
     /// write in the cluster).
     pub version: i64,
+    /// The cluster the task lives in (set by the mirror).
+    pub cluster: Option<String>,
+    /// The task was deleted: the row keeps this final state, marked deleted.
+    pub deleted: bool,
 }
 
-/// The row of `task`. `role` is the role of the agent it names (None when unknown), and
-/// `full_result` the result the broker received when status keeps only its digest.
-pub fn row(task: &AgentTask, role: Option<AgentRole>, full_result: Option<Value>) -> Row {
+/// The row of `task`; `role` is the role of the agent it names (None when unknown). What
+/// PostgreSQL cannot store is cleaned away: NUL characters become U+FFFD, and a requester's
+/// user id that is not a UUID is left out.
+pub fn row(task: &AgentTask, role: Option<AgentRole>) -> Row {
     let s = task.status.clone().unwrap_or_default();
     let phase = s.phase.unwrap_or(TaskPhase::Pending);
     let role = task.spec.role.or(role);
     let requester = task.spec.requester.clone();
     let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.to_string());
-    Row {
+    let mut row = Row {
         id: row_id(task),
         task_type: task.spec.task_type.clone(),
         agent_type: role
@@ -73,9 +79,12 @@ pub fn row(task: &AgentTask, role: Option<AgentRole>, full_result: Option<Value>
             .unwrap_or_else(|| "unknown".into()),
         data: task.spec.input.clone(),
         status: phase.as_str().to_lowercase(),
-        result_data: s.result.clone().or(full_result),
+        result_data: s.result.clone(),
         created_at: time(task.metadata.creation_timestamp.as_ref()),
-        user_id: requester.as_ref().and_then(|r| r.user_id.clone()),
+        user_id: requester
+            .as_ref()
+            .and_then(|r| r.user_id.clone())
+            .filter(|u| is_uuid(u)),
         namespace: task.namespace().unwrap_or_default(),
         name: task.name_any(),
         agent: s.agent.clone().or_else(|| task.spec.agent.clone()),
@@ -92,7 +101,29 @@ pub fn row(task: &AgentTask, role: Option<AgentRole>, full_result: Option<Value>
         result_digest: s.result_ref.as_ref().map(|r| r.digest.clone()),
         result_size: s.result_ref.as_ref().map(|r| r.size_bytes),
         version: version(task),
+        cluster: None,
+        deleted: false,
+    };
+    for v in [&mut row.data, &mut row.result_data].into_iter().flatten() {
+        super::sanitize(v);
     }
+    for t in [&mut row.error_message, &mut row.session_id]
+        .into_iter()
+        .flatten()
+    {
+        super::sanitize_text(t);
+    }
+    row
+}
+
+/// Whether `s` is a UUID in its canonical text form.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// The annotation naming the `distributed_agent_tasks` row a task was taken in from.
@@ -100,10 +131,17 @@ pub const ROW_ANNOTATION: &str = "cogo.xyz/supabase-row";
 
 /// The id of the task's row: the row it was taken in from, else its UID.
 pub fn row_id(task: &AgentTask) -> String {
-    task.annotations()
-        .get(ROW_ANNOTATION)
+    row_id_of(&task.metadata)
+}
+
+/// [`row_id`] from an object's metadata.
+pub fn row_id_of(meta: &kube::api::ObjectMeta) -> String {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ROW_ANNOTATION))
+        .filter(|id| is_uuid(id))
         .cloned()
-        .unwrap_or_else(|| task.uid().unwrap_or_default())
+        .unwrap_or_else(|| meta.uid.clone().unwrap_or_default())
 }
 
 /// The task's resourceVersion as a number (0 when it is not one).
@@ -141,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_task_maps_to_its_row() {
-        let r = row(&task(), Some(AgentRole::Research), None);
+        let r = row(&task(), Some(AgentRole::Research));
         assert_eq!(r.id, "0b5f6a8e-0000-4000-8000-000000000001");
         assert_eq!((r.status.as_str(), r.phase.as_str()), ("failed", "Failed"));
         assert_eq!(r.agent_type, "research");
@@ -157,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn large_results_come_from_the_broker_and_messages_only_from_failures() {
+    fn large_results_are_named_by_digest_and_messages_come_only_from_failures() {
         let mut t = task();
         let s = t.status.as_mut().unwrap();
         s.phase = Some(TaskPhase::Succeeded);
@@ -167,8 +205,8 @@ mod tests {
             location: "supabase:distributed_agent_tasks".into(),
             reason: "too large".into(),
         });
-        let r = row(&t, None, Some(json!({"big": true})));
-        assert_eq!(r.result_data, Some(json!({"big": true})));
+        let r = row(&t, None);
+        assert_eq!(r.result_data, None, "the database takes it from the result store");
         assert_eq!(
             (r.result_digest.as_deref(), r.result_size),
             (Some("sha256:ab"), Some(70_000))

@@ -1,7 +1,9 @@
 //! The Supabase mirror against a real PostgreSQL (Debian's package, started here): every
 //! task's state reaches `distributed_agent_tasks` and the row equals the task's status; the
-//! database going away for 30 s, and the operator restarting meanwhile, lose nothing; TTL
-//! deletion waits for the mirror; deleted tasks keep their rows; a bad Secret is reported and
+//! database going away for 30 s, and the operator restarting meanwhile, lose nothing (a large
+//! result waits for the result store, a task deleted meanwhile keeps its final state); TTL
+//! deletion waits for the mirror; deleted tasks keep their rows and only this cluster's rows
+//! are marked; a row the database refuses holds back no other; a bad Secret is reported and
 //! the operator keeps working.
 
 use std::time::Duration;
@@ -110,7 +112,9 @@ fn assert_row_matches(task: &Value, row: &Value) {
     assert_eq!(row["attempts"], s["attempt"], "{name}");
     assert_eq!(row["agent"], s["agent"], "{name}");
     assert_eq!(row["type"], task["spec"]["type"], "{name}");
-    assert_eq!(row["data"], task["spec"]["input"], "{name}");
+    // What PostgreSQL cannot store, the NUL character, is written as U+FFFD.
+    let stored = |v: &Value| v.to_string().replace("\\u0000", "\u{FFFD}");
+    assert_eq!(stored(&row["data"]), stored(&task["spec"]["input"]), "{name}");
     assert_eq!(row["session_id"], "chat-1", "{name}");
     assert_eq!(
         row["user_id"],
@@ -120,7 +124,7 @@ fn assert_row_matches(task: &Value, row: &Value) {
     if s["result"].is_null() {
         assert!(!s["resultRef"].is_null() || s["phase"] != "Succeeded", "{name}");
     } else {
-        assert_eq!(row["result_data"], s["result"], "{name}");
+        assert_eq!(stored(&row["result_data"]), stored(&s["result"]), "{name}");
     }
     assert!(row["finished_at"].is_string(), "{name}: {row}");
     assert!(
@@ -157,7 +161,9 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     );
     let big = json!({"blob": "x".repeat(100 * 1024)});
     create_tasks(&c, &ns, "big", 1, json!({"input": big}));
-    wait_mirrored(&pg, &ns, 63, 120);
+    // PostgreSQL stores no NUL character: it is replaced, and the row written.
+    create_tasks(&c, &ns, "nul", 1, json!({"input": {"text": "a\0b"}}));
+    wait_mirrored(&pg, &ns, 64, 120);
     let rs = rows(&pg, &ns.name);
     for t in tasks(&ns) {
         assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
@@ -170,13 +176,33 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     let large = &rs["big-000"];
     assert_eq!(large["result_data"], big, "the full result is in the row");
     assert!(large["result_digest"].as_str().unwrap().starts_with("sha256:"));
-    assert!(op.counter("cogo_operator_mirror_rows_total") >= 63);
+    assert_eq!(rs["nul-000"]["data"], json!({"text": "a\u{FFFD}b"}));
+    assert!(op.counter("cogo_operator_mirror_rows_total") >= 64);
+    assert_eq!(
+        pg.query("select count(*) from cogo_task_results").trim(),
+        "0",
+        "a stored result is removed once its row holds it"
+    );
+    // A row of another cluster sharing the database, and a live task's row marked deleted by
+    // mistake: the resync after the restart below leaves the first and clears the second.
+    let theirs = "00000000-0000-4000-8000-0000000000ff";
+    pg.query(&format!(
+        "insert into distributed_agent_tasks (id, type, agent_type, namespace, name, phase, cluster, version)
+         values ('{theirs}', 'cogo.echo', 'research', '{}', 'theirs', 'Running', 'another-cluster', 1)",
+        ns.name
+    ));
+    pg.query(&format!(
+        "update distributed_agent_tasks set deleted_at = now() where namespace = '{}' and name = 'echo-003'",
+        ns.name
+    ));
 
     // The database goes away for 30 s while tasks run and finish, and the operator restarts
     // meanwhile; a task with a TTL is not deleted before its final state is in the table.
     pg.stop();
     create_tasks(&c, &ns, "outage", 30, json!({}));
     create_tasks(&c, &ns, "short", 1, json!({"ttlSecondsAfterFinished": 1}));
+    // Its result must be stored before the outcome is recorded: it waits for the database.
+    create_tasks(&c, &ns, "big-outage", 1, json!({"input": big}));
     wait_until(
         Duration::from_secs(60),
         "the tasks to finish while the database is away",
@@ -185,8 +211,13 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
                 .iter()
                 .filter(|t| t["status"]["phase"] == "Succeeded")
                 .count()
-                == 60 + 1 + 30 + 1
+                == 60 + 2 + 30 + 1
         },
+    );
+    let waiting = c.get_json(&ns.name, "agenttask/big-outage-000").unwrap();
+    assert_eq!(
+        waiting["status"]["phase"], "Running",
+        "a large result is not recorded while the result store is away"
     );
     std::thread::sleep(Duration::from_secs(10));
     op.kill();
@@ -194,6 +225,8 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     ns.kubectl_ok(&["delete", "agenttask/echo-002"]);
     op = Operator::start_with(&c, "mirror", port, &args);
     std::thread::sleep(Duration::from_secs(10));
+    // Deleted before its final state reached the table: the row ends with that state.
+    ns.kubectl_ok(&["delete", "agenttask/outage-000"]);
     assert!(
         c.get_json(&ns.name, "agenttask/short-000").is_some(),
         "the TTL deleted a task whose final state the database does not hold"
@@ -208,8 +241,29 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
         "the TTL deletion once the row is written",
         || c.get_json(&ns.name, "agenttask/short-000").is_none(),
     );
-    wait_mirrored(&pg, &ns, 92, 60);
+    wait_mirrored(&pg, &ns, 93, 90);
     let rs = rows(&pg, &ns.name);
+    assert_eq!(
+        rs["big-outage-000"]["result_data"], big,
+        "stored once the database is back"
+    );
+    assert_eq!(
+        (
+            &rs["outage-000"]["phase"],
+            rs["outage-000"]["deleted_at"].is_string()
+        ),
+        (&json!("Succeeded"), true),
+        "a task deleted before its final row was written: {}",
+        rs["outage-000"]
+    );
+    assert!(
+        rs["theirs"]["deleted_at"].is_null(),
+        "another cluster's row is not marked"
+    );
+    assert!(
+        rs["echo-003"]["deleted_at"].is_null(),
+        "the resync clears a live task's deletion mark"
+    );
     for t in tasks(&ns) {
         assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
     }
@@ -239,6 +293,23 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     ns.kubectl_ok(&["annotate", "agenttask/echo-001", "touched=yes"]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(rows(&pg, &ns.name)["echo-001"]["phase"], "Newer");
+
+    // A row the database refuses (here a constraint of the user's) is set aside and counted;
+    // the rows written with it in one batch are not held back.
+    pg.query("alter table distributed_agent_tasks add constraint no_poison check (name is distinct from 'poison-000')");
+    create_tasks(&c, &ns, "poison", 1, json!({}));
+    create_tasks(&c, &ns, "after", 10, json!({}));
+    wait_until(Duration::from_secs(60), "the rows after the refused one", || {
+        let rs = rows(&pg, &ns.name);
+        (0..10).all(|i| {
+            rs.get(&format!("after-{i:03}"))
+                .is_some_and(|r| r["phase"] == "Succeeded")
+        })
+    });
+    assert!(!rows(&pg, &ns.name).contains_key("poison-000"));
+    assert!(op.counter("cogo_operator_mirror_refused_rows_total") >= 1);
+    assert!(op.log_text().contains("the database refused this task's row"));
+    pg.query("alter table distributed_agent_tasks drop constraint no_poison");
 }
 
 #[test]

@@ -8,12 +8,14 @@ use serde_json::Value;
 use super::{apply_examples, cluster, condition, example};
 
 /// Tasks are accepted when their target exists, wait with a reason when it does not, and are
-/// accepted as soon as it appears; an oversized input is refused with its size.
+/// accepted as soon as it appears; an oversized input is refused with its size, and an input
+/// nested deeper than any Rust client could list is refused too, while the operator (started
+/// again with it in the cluster) lists, watches and serves every other task.
 #[test]
 fn tasks_are_accepted_or_told_why_not() {
     let c = cluster();
     let ns = Namespace::create(&c, "e2e-tasks");
-    let _op = Operator::start(&c, "tasks");
+    let mut op = Operator::start(&c, "tasks");
     ns.apply_ok(&example("tasks.yaml"));
     let big = serde_json::json!({
         "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "too-big"},
@@ -21,6 +23,14 @@ fn tasks_are_accepted_or_told_why_not() {
     });
     // `create`, not `apply`: apply would copy the input into an annotation, which has its own limit.
     c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&big.to_string()));
+    // 200 levels: past serde_json's limit of 128 for a whole list of AgentTasks.
+    let deep = format!(
+        r#"{{"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {{"name": "too-deep"}},
+            "spec": {{"agent": "orchestrator", "type": "cogo.echo", "input": {}1{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&deep));
     let accepted = |name: &str| {
         c.get_json(&ns.name, &format!("agenttask/{name}"))
             .and_then(|t| condition(&t, "Accepted"))
@@ -29,6 +39,7 @@ fn tasks_are_accepted_or_told_why_not() {
         ("hello-echo", "AgentNotFound"),
         ("primes", "NoAgentForRole"),
         ("too-big", "InputTooLarge"),
+        ("too-deep", "InputTooDeep"),
     ] {
         wait_until(
             Duration::from_secs(60),
@@ -50,6 +61,17 @@ fn tasks_are_accepted_or_told_why_not() {
             .contains("hello-echo")
     });
 
+    let deep = c.get_json(&ns.name, "agenttask/too-deep").unwrap();
+    let message = deep["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Accepted"))
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    assert!(message.contains("nests more than 64 levels"), "{message}");
+
+    // A restart lists every task, the deep one included, and carries on.
+    op.stop();
+    let op = Operator::start(&c, "tasks-again");
     // The agents appear: the waiting tasks are accepted without being touched.
     apply_examples(&ns);
     ns.wait("agenttask/hello-echo", "condition=Accepted", 60);
@@ -58,11 +80,16 @@ fn tasks_are_accepted_or_told_why_not() {
         accepted("too-big"),
         Some(("False".into(), "InputTooLarge".into()))
     );
+    assert!(
+        !op.log_text().contains("recursion limit"),
+        "every AgentTask was read"
+    );
 }
 
 /// The task path end to end: 200 `cogo.echo` tasks for a role, served by two agents (runtimes
 /// as local processes pulling from the operator's broker), all succeed with their input as
-/// result, and both agents take part.
+/// result, and both agents take part. With no result store, a result too large for status
+/// fails its task with the reason instead of being kept in memory only.
 #[test]
 fn two_hundred_echo_tasks_across_two_agents() {
     let c = cluster();
@@ -122,4 +149,24 @@ fn two_hundred_echo_tasks_across_two_agents() {
         ["echo-a", "echo-b"],
         "both agents ran tasks: {by_agent:?}"
     );
+
+    let big = serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "big-result"},
+        "spec": {"role": "Research", "type": "cogo.echo", "input": {"blob": "x".repeat(100 * 1024)},
+                 "retry": {"limit": 3}},
+    });
+    c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&big.to_string()));
+    ns.wait("agenttask/big-result", "jsonpath={.status.phase}=Failed", 60);
+    let t = c.get_json(&ns.name, "agenttask/big-result").unwrap();
+    let (status, reason) = condition(&t, "Succeeded").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ResultTooLarge"));
+    assert!(
+        t["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no result store"),
+        "{t}"
+    );
+    assert_eq!(t["status"]["attempt"], 1, "not retried: it would fail again");
+    assert!(t["status"]["result"].is_null() && t["status"]["resultRef"].is_null());
 }

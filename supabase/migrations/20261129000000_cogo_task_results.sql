@@ -1,0 +1,22 @@
+-- Results too large for a task's status. The broker writes each one here, keyed by the task's
+-- row and the result's digest, before it records the task's outcome, so an accepted result
+-- survives a restart or a failover of the operator. The mirror copies it into
+-- distributed_agent_tasks.result_data of the row whose result_digest names it, and removes it
+-- once the row is final (or names another result: a superseded attempt's). Idempotent.
+create table if not exists public.cogo_task_results (
+  id uuid not null,
+  digest text not null,
+  size_bytes bigint not null,
+  result jsonb not null,
+  created_at timestamp with time zone not null default now(),
+  primary key (id, digest)
+);
+
+-- Only the operator (the service role, which bypasses row-level security) reads or writes it;
+-- users read results through distributed_agent_tasks.
+alter table public.cogo_task_results enable row level security;
+
+-- The cluster a task's row comes from (the UID of its kube-system namespace, unless the operator
+-- is given a name), so operators of several clusters can share one database: each marks only
+-- its own rows deleted.
+alter table public.distributed_agent_tasks add column if not exists cluster text;
