@@ -121,6 +121,10 @@ pub fn broker() -> Value {
                     "409",
                     "LeaseLost: the attempt was taken away from this pod; its outcome is not recorded",
                 ),
+                (
+                    "503",
+                    "ResultStoreUnavailable: a result too large for status could not be stored yet; offer the outcome again",
+                ),
             ],
             authenticated: true,
         },
@@ -142,7 +146,7 @@ pub fn broker() -> Value {
                 ),
                 (
                     "422",
-                    "InvalidTask: the API server refused the sub-task (its message says why); TooManySubtasks, SubtaskTooDeep, TooManySubtasksInNamespace: the sub-task would pass a limit of the operator",
+                    "InvalidTask: the API server refused the sub-task (its message says why); TooManySubtasks, SubtaskTooDeep, TooManySubtasksInNamespace: the sub-task would pass a limit of the operator; InputTooDeep: the input nests more than 64 levels",
                 ),
             ],
             authenticated: true,

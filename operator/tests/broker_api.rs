@@ -615,3 +615,39 @@ async fn subtasks_are_limited() {
         (StatusCode::SERVICE_UNAVAILABLE, "KubernetesUnavailable")
     );
 }
+
+#[tokio::test]
+async fn a_subtask_input_nested_too_deep_is_refused_at_the_door() {
+    let (store, mut writer) = kube::runtime::reflector::store::<cogo_api::AgentTask>();
+    let root: cogo_api::AgentTask = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "root", "namespace": "team", "uid": "u-root"},
+        "spec": {"agent": "research", "type": "cogo.fanout"},
+        "status": {"phase": "Running", "agent": "research", "pod": "p", "attempt": 1}}))
+    .unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(root));
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    // 70 levels is over the limit of 64; 500 is past what serde_json parses at all.
+    for levels in [70, 500] {
+        let input = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        let body =
+            format!(r#"{{"pod": "p", "attempt": 1, "role": "Research", "type": "cogo.echo", "input": {input}}}"#);
+        let b = broker_with_agents(&[agent("research", "Research")]);
+        let _ = b.tasks.set(store.clone());
+        let (status, bytes) = send_to(
+            b,
+            Request::post("/v1/namespaces/team/tasks/root/subtasks"),
+            Some(&token),
+            body,
+        )
+        .await;
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            (status, err.code.as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "InputTooDeep"),
+            "{levels}: {}",
+            err.message
+        );
+        assert!(err.message.contains("more than 64 levels"), "{}", err.message);
+    }
+}

@@ -291,6 +291,25 @@ fn rbac_is_least_privilege() {
     ] {
         assert!(granted.contains(needed), "the ClusterRole lacks {needed}");
     }
+    let namespaces: Vec<&serde_json::Value> = cluster[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "namespaces")
+        })
+        .collect();
+    assert_eq!(
+        namespaces,
+        [
+            &serde_json::json!({"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"], "verbs": ["get"]})
+        ],
+        "namespaces: only kube-system, only read (it names the cluster)"
+    );
     let roles = by_kind("Role");
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "cogo-system");
