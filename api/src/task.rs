@@ -124,7 +124,10 @@ pub struct AgentTaskSpec {
     #[schemars(length(min = 1, max = 253))]
     pub parent: Option<String>,
 
-    /// Who asked for the task, copied to the Supabase mirror for row-level security.
+    /// Who asked for the task. The Supabase mirror makes it the owner of the task's row (for
+    /// row-level security) only when the operator sealed the task (annotation
+    /// `cogo.xyz/requester-seal`: tasks the intake makes from a user's row, and sub-tasks of
+    /// sealed tasks), since anyone who may create AgentTasks can write this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<Requester>,
 

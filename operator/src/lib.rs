@@ -14,6 +14,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod mirror;
+pub mod seal;
 pub mod server;
 pub mod status;
 pub mod task;

@@ -372,7 +372,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut mirror = None;
     if let Some(secret) = args.supabase_secret.clone() {
         let cluster = cogo_operator::mirror::cluster_id(&client, args.cluster_name.clone()).await;
-        let m = cogo_operator::mirror::Mirror::new(metrics.clone(), cluster);
+        let m = cogo_operator::mirror::Mirror::new(metrics.clone(), cluster, keys.clone());
         info!(secret = %secret, namespace = %keys_ns, cluster = %m.cluster(), "mirroring AgentTasks to Supabase");
         mirror_task = Some(tokio::spawn(m.clone().run(
             client.clone(),
@@ -391,7 +391,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             (keys_ns.clone(), secret),
             target,
-            metrics.clone(),
+            (metrics.clone(), keys.clone()),
             stopped(),
         ));
     }

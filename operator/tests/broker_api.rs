@@ -630,8 +630,9 @@ async fn a_subtask_input_nested_too_deep_is_refused_at_the_door() {
     // 70 levels is over the limit of 64; 500 is past what serde_json parses at all.
     for levels in [70, 500] {
         let input = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
-        let body =
-            format!(r#"{{"pod": "p", "attempt": 1, "role": "Research", "type": "cogo.echo", "input": {input}}}"#);
+        let body = format!(
+            r#"{{"pod": "p", "attempt": 1, "role": "Research", "type": "cogo.echo", "input": {input}}}"#
+        );
         let b = broker_with_agents(&[agent("research", "Research")]);
         let _ = b.tasks.set(store.clone());
         let (status, bytes) = send_to(

@@ -20,3 +20,8 @@ alter table public.cogo_task_results enable row level security;
 -- is given a name), so operators of several clusters can share one database: each marks only
 -- its own rows deleted.
 alter table public.distributed_agent_tasks add column if not exists cluster text;
+
+-- The UID of the AgentTask a row belongs to: set by the intake when it claims a row for the
+-- task it created, and by the mirror for every row it writes. The mirror updates a row only
+-- for that task, so no other task can take a row over.
+alter table public.distributed_agent_tasks add column if not exists task_uid uuid;

@@ -776,7 +776,7 @@ async fn complete(
         if let (Some(store), Some(r), Some(result)) = (&b.results, &status.result_ref, &req.result) {
             use crate::mirror::results::StoreError;
             match store
-                .put(&crate::mirror::row::row_id(&task), &r.digest, result)
+                .put(&crate::mirror::row::row_id(&task, &b.keys), &r.digest, result)
                 .await
             {
                 Ok(()) => {}
@@ -902,15 +902,12 @@ async fn subtask(
         ]),
         ..Default::default()
     };
-    match &req.name {
-        Some(n) => meta.name = Some(n.clone()),
-        None => {
-            let mut prefix: String = parent_name.chars().take(MAX_GENERATE_NAME_PREFIX - 1).collect();
-            prefix.push('-');
-            meta.generate_name = Some(prefix);
-        }
-    }
-    let child = AgentTask {
+    // The name is made here, not by the API server, so that a sealed parent's sub-task can be
+    // sealed (the seal covers the name) before it is created.
+    let mut prefix: String = parent_name.chars().take(MAX_GENERATE_NAME_PREFIX - 1).collect();
+    prefix.push('-');
+    meta.name = Some(req.name.clone().unwrap_or_else(|| generated_name(&prefix)));
+    let mut child = AgentTask {
         metadata: meta,
         spec: cogo_api::AgentTaskSpec {
             agent: req.agent.clone(),
@@ -927,11 +924,30 @@ async fn subtask(
         },
         status: None,
     };
+    // A sub-task is its parent's user's only when the parent is (see `crate::seal`).
+    let sealed = crate::seal::verify(&b.keys, &parent);
+    if sealed {
+        crate::seal::seal(&b.keys, &mut child);
+    }
     let params = kube::api::PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.into()),
     };
-    match api.create(&params, &child).await {
+    let mut created = api.create(&params, &child).await;
+    // A generated name that is taken already: another one.
+    for _ in 0..3 {
+        match &created {
+            Err(kube::Error::Api(e)) if e.code == 409 && req.name.is_none() => {
+                child.metadata.name = Some(generated_name(&prefix));
+                if sealed {
+                    crate::seal::seal(&b.keys, &mut child);
+                }
+                created = api.create(&params, &child).await;
+            }
+            _ => break,
+        }
+    }
+    match created {
         Ok(created) => Ok((StatusCode::CREATED, Json(view(&created)))),
         // A retried call finds the sub-task it created the first time.
         Err(kube::Error::Api(e)) if e.code == 409 && req.name.is_some() => {
@@ -954,6 +970,32 @@ async fn subtask(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `prefix` and five random lower-case letters and digits, as the API server's `generateName`.
+fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    if getrandom_fill(&mut bytes).is_err() {
+        // No random source: the time's nanoseconds are unpredictable enough for a name.
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (n >> (i * 6)) as u8;
+        }
+    }
+    let suffix: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+fn getrandom_fill(bytes: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(bytes)
 }
 
 async fn read_task(

@@ -21,7 +21,7 @@ use tokio_postgres::{AsyncMessage, types::Type};
 use tracing::{info, warn};
 
 use super::{ConnectError, connect_raw, describe, row::ROW_ANNOTATION};
-use crate::{build::FIELD_MANAGER, metrics::Metrics};
+use crate::{broker::auth::Keys, build::FIELD_MANAGER, metrics::Metrics};
 
 const PENDING: &str = "
 select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text
@@ -31,7 +31,7 @@ order by created_at
 limit 100";
 
 const CLAIM: &str = "
-update public.distributed_agent_tasks set namespace = $1, name = $2, updated_at = now()
+update public.distributed_agent_tasks set namespace = $1, name = $2, task_uid = $4::uuid, updated_at = now()
 where id = $3::uuid and name is null";
 
 const REFUSE: &str = "
@@ -99,13 +99,13 @@ pub async fn run(
     client: Client,
     (secret_ns, secret): (String, String),
     namespace: String,
-    metrics: Arc<Metrics>,
+    (metrics, keys): (Arc<Metrics>, Keys),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &secret_ns);
     let tasks: Api<AgentTask> = Api::namespaced(client, &namespace);
     tokio::select! {
-        _ = intake_loop(&secrets, &secret, &tasks, &namespace, &metrics) => {}
+        _ = intake_loop(&secrets, &secret, &tasks, &namespace, (&metrics, &keys)) => {}
         _ = shutdown => {}
     }
 }
@@ -115,7 +115,7 @@ async fn intake_loop(
     secret: &str,
     tasks: &Api<AgentTask>,
     namespace: &str,
-    metrics: &Metrics,
+    (metrics, keys): (&Metrics, &Keys),
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -140,7 +140,7 @@ async fn intake_loop(
             db.batch_execute("listen cogo_intake").await?;
             info!(namespace, "taking in pending Supabase rows");
             loop {
-                take_in(&db, tasks, namespace).await?;
+                take_in(&db, tasks, namespace, keys).await?;
                 tokio::select! {
                     _ = woken.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -167,6 +167,7 @@ async fn take_in(
     db: &tokio_postgres::Client,
     tasks: &Api<AgentTask>,
     namespace: &str,
+    keys: &Keys,
 ) -> Result<(), ConnectError> {
     let rows = db.query_typed(PENDING, &[]).await?;
     for r in rows {
@@ -178,7 +179,11 @@ async fn take_in(
             user_id: r.get(4),
         };
         let task = match task_of(&row, namespace) {
-            Ok(t) => t,
+            Ok(mut t) => {
+                // The seal binds the task to this row and its owner: only the intake makes it.
+                crate::seal::seal(keys, &mut t);
+                t
+            }
             Err(why) => {
                 refuse(db, &row.id, &why).await?;
                 continue;
@@ -189,12 +194,30 @@ async fn take_in(
             dry_run: false,
             field_manager: Some(FIELD_MANAGER.into()),
         };
-        match tasks.create(&params, &task).await {
-            Ok(_) => info!(row = %row.id, task = %name, "took in a pending row"),
-            // Another operator (or an earlier try) created it: one object per row.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                info!(row = %row.id, task = %name, "the row's AgentTask exists already")
+        let uid = match tasks.create(&params, &task).await {
+            Ok(created) => {
+                info!(row = %row.id, task = %name, "took in a pending row");
+                created.metadata.uid
             }
+            // Another operator (or an earlier try) made it: one object per row. A task of that
+            // name that the intake did not make for this row gets no row.
+            Err(kube::Error::Api(e)) if e.code == 409 => match tasks.get_opt(&name).await {
+                Ok(Some(existing)) if crate::seal::verify(keys, &existing) => {
+                    info!(row = %row.id, task = %name, "the row's AgentTask exists already");
+                    existing.metadata.uid
+                }
+                Ok(Some(_)) => {
+                    let why =
+                        format!("an AgentTask {namespace}/{name} exists that was not made from this row");
+                    refuse(db, &row.id, &why).await?;
+                    continue;
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(row = %row.id, error = %e, "cannot read the AgentTask of a pending row; trying later");
+                    continue;
+                }
+            },
             Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => {
                 refuse(db, &row.id, &format!("not a valid AgentTask: {}", e.message)).await?;
                 continue;
@@ -203,13 +226,15 @@ async fn take_in(
                 warn!(row = %row.id, error = %e, "cannot create the AgentTask of a pending row; trying later");
                 continue;
             }
-        }
+        };
+        let uid = uid.unwrap_or_default();
         db.query_typed(
             CLAIM,
             &[
                 (&namespace, Type::TEXT),
                 (&name, Type::TEXT),
                 (&row.id, Type::TEXT),
+                (&uid, Type::TEXT),
             ],
         )
         .await?;

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
+use crate::{broker::auth::Keys, metrics::Metrics};
 use row::Row;
 
 /// The schema the mirror writes to, applied (idempotently) on every connect: every migration
@@ -51,7 +51,7 @@ const UPSERT: &str = "
 insert into public.distributed_agent_tasks as t
   (id, type, agent_type, data, status, result_data, created_at, user_id, namespace, name, agent, phase,
    attempts, started_at, finished_at, updated_at, error_message, session_id, parent, priority,
-   result_digest, result_size, version, cluster, deleted_at)
+   result_digest, result_size, version, cluster, task_uid, deleted_at)
 select r.id, r.type, r.agent_type, r.data, r.status,
        -- A result too large for status comes from the result store, by its digest.
        case when r.result_digest is null then r.result_data
@@ -60,12 +60,12 @@ select r.id, r.type, r.agent_type, r.data, r.status,
        coalesce(r.created_at, now()),
        (select u.id from auth.users u where u.id = r.user_id), r.namespace, r.name, r.agent, r.phase,
        r.attempts, r.started_at, r.finished_at, now(), r.error_message, r.session_id, r.parent, r.priority,
-       r.result_digest, r.result_size, r.version, r.cluster, case when r.deleted then now() end
+       r.result_digest, r.result_size, r.version, r.cluster, r.task_uid, case when r.deleted then now() end
 from jsonb_to_recordset($1::jsonb) as r(id uuid, type text, agent_type text, data jsonb, status text,
   result_data jsonb, created_at timestamptz, user_id uuid, namespace text, name text, agent text, phase text,
   attempts int, started_at timestamptz, finished_at timestamptz, error_message text, session_id text,
   parent text, priority int, result_digest text, result_size bigint, version bigint, cluster text,
-  deleted boolean)
+  task_uid uuid, deleted boolean)
 on conflict (id) do update set
   type = excluded.type, agent_type = excluded.agent_type, data = excluded.data, status = excluded.status,
   -- The row keeps a large result it holds while its digest stays the same; a task that ended
@@ -80,11 +80,14 @@ on conflict (id) do update set
   updated_at = now(), error_message = excluded.error_message, session_id = excluded.session_id,
   parent = excluded.parent, priority = excluded.priority, result_digest = excluded.result_digest,
   result_size = excluded.result_size, version = excluded.version, cluster = excluded.cluster,
+  task_uid = excluded.task_uid,
   deleted_at = case when excluded.deleted_at is not null then coalesce(t.deleted_at, excluded.deleted_at) end
-where t.version < excluded.version
-  -- The same state again clears a deletion mark a live task's row should not have, and marks
-  -- a deletion the row missed.
-  or (t.version = excluded.version and (t.deleted_at is null) <> (excluded.deleted_at is null))";
+-- Only the row's own task writes it (a row written before task_uid existed has none yet).
+where (t.task_uid is null or t.task_uid = excluded.task_uid)
+  and (t.version < excluded.version
+    -- The same state again clears a deletion mark a live task's row should not have, and
+    -- marks a deletion the row missed.
+    or (t.version = excluded.version and (t.deleted_at is null) <> (excluded.deleted_at is null)))";
 
 /// Removes stored results that rows of final tasks hold already, or no longer name (those of
 /// superseded attempts); `$1` lists the rows just written.
@@ -120,17 +123,25 @@ pub struct Mirror {
     wake: Notify,
     metrics: Arc<Metrics>,
     cluster: String,
+    keys: Keys,
 }
 
 impl Mirror {
-    /// An empty mirror of the cluster named `cluster` (see [`cluster_id`]).
-    pub fn new(metrics: Arc<Metrics>, cluster: String) -> Arc<Mirror> {
+    /// An empty mirror of the cluster named `cluster` (see [`cluster_id`]), which trusts the
+    /// seals (see [`crate::seal`]) made with `keys`.
+    pub fn new(metrics: Arc<Metrics>, cluster: String, keys: Keys) -> Arc<Mirror> {
         Arc::new(Mirror {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             metrics,
             cluster,
+            keys,
         })
+    }
+
+    /// The id of `task`'s row (see [`row::row_id`]).
+    pub fn row_id(&self, task: &AgentTask) -> String {
+        row::row_id(task, &self.keys)
     }
 
     /// The name of the cluster whose rows this mirror writes.
@@ -273,13 +284,13 @@ impl Mirror {
             };
             match event {
                 Ok(watcher::Event::Apply(t)) | Ok(watcher::Event::InitApply(t)) => {
-                    self.observe(row::row(&t, role(&t)));
+                    self.observe(row::row(&t, role(&t), &self.keys));
                 }
                 // The final state is written with the deletion mark: a task deleted before its
                 // last change reached the table (a TTL of 0, a namespace deleted, a parent's
                 // cascade) still ends with its final phase.
                 Ok(watcher::Event::Delete(t)) => {
-                    let mut r = row::row(&t, role(&t));
+                    let mut r = row::row(&t, role(&t), &self.keys);
                     r.deleted = true;
                     self.observe(r);
                 }
@@ -430,7 +441,7 @@ impl Mirror {
         loop {
             let page = tasks.list_metadata(&params).await?;
             at = at.or(page.metadata.resource_version.clone());
-            ids.extend(page.items.iter().map(|m| row::row_id_of(&m.metadata)));
+            ids.extend(page.items.iter().flat_map(|m| row::row_ids_of(&m.metadata)));
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
@@ -644,13 +655,25 @@ mod tests {
             result_digest: None,
             result_size: None,
             version,
+            task_uid: "00000000-0000-4000-8000-000000000001".into(),
             cluster: None,
             deleted: false,
         }
     }
 
     fn mirror() -> Arc<Mirror> {
-        Mirror::new(Arc::new(Metrics::default()), "c1".into())
+        let key = crate::broker::auth::Key {
+            id: "k".into(),
+            secret: vec![1; 32],
+        };
+        Mirror::new(
+            Arc::new(Metrics::default()),
+            "c1".into(),
+            Keys {
+                current: key,
+                previous: vec![],
+            },
+        )
     }
 
     #[test]

@@ -5,6 +5,8 @@ use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::broker::auth::Keys;
+
 /// One row of `distributed_agent_tasks`, as the mirror writes it. Field names are the
 /// table's column names; the batch travels as JSON into `jsonb_to_recordset`.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -56,23 +58,27 @@ pub struct Row {
     /// Orders writes: the object's resourceVersion (etcd's revision, which grows with every
     /// write in the cluster).
     pub version: i64,
+    /// The task's UID: only this task may update the row.
+    pub task_uid: String,
     /// The cluster the task lives in (set by the mirror).
     pub cluster: Option<String>,
     /// The task was deleted: the row keeps this final state, marked deleted.
     pub deleted: bool,
 }
 
-/// The row of `task`; `role` is the role of the agent it names (None when unknown). What
-/// PostgreSQL cannot store is cleaned away: NUL characters become U+FFFD, and a requester's
-/// user id that is not a UUID is left out.
-pub fn row(task: &AgentTask, role: Option<AgentRole>) -> Row {
+/// The row of `task`; `role` is the role of the agent it names (None when unknown). The row id
+/// and the owner come from the task only when the operator sealed it (see [`crate::seal`]).
+/// What PostgreSQL cannot store is cleaned away: NUL characters become U+FFFD, and a
+/// requester's user id that is not a UUID is left out.
+pub fn row(task: &AgentTask, role: Option<AgentRole>, keys: &Keys) -> Row {
+    let sealed = crate::seal::verify(keys, task);
     let s = task.status.clone().unwrap_or_default();
     let phase = s.phase.unwrap_or(TaskPhase::Pending);
     let role = task.spec.role.or(role);
-    let requester = task.spec.requester.clone();
+    let requester = task.spec.requester.clone().filter(|_| sealed);
     let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.map(|t| t.0.to_string());
     let mut row = Row {
-        id: row_id(task),
+        id: row_id(task, keys),
         task_type: task.spec.task_type.clone(),
         agent_type: role
             .map(|r| r.slug().to_string())
@@ -101,6 +107,7 @@ pub fn row(task: &AgentTask, role: Option<AgentRole>) -> Row {
         result_digest: s.result_ref.as_ref().map(|r| r.digest.clone()),
         result_size: s.result_ref.as_ref().map(|r| r.size_bytes),
         version: version(task),
+        task_uid: task.uid().unwrap_or_default(),
         cluster: None,
         deleted: false,
     };
@@ -129,19 +136,26 @@ pub fn is_uuid(s: &str) -> bool {
 /// The annotation naming the `distributed_agent_tasks` row a task was taken in from.
 pub const ROW_ANNOTATION: &str = "cogo.xyz/supabase-row";
 
-/// The id of the task's row: the row it was taken in from, else its UID.
-pub fn row_id(task: &AgentTask) -> String {
-    row_id_of(&task.metadata)
+/// The id of the task's row: the row the intake took it in from (named by its annotation,
+/// which counts only under the operator's seal), else its UID.
+pub fn row_id(task: &AgentTask, keys: &Keys) -> String {
+    task.annotations()
+        .get(ROW_ANNOTATION)
+        .filter(|id| is_uuid(id) && crate::seal::verify(keys, task))
+        .cloned()
+        .unwrap_or_else(|| task.uid().unwrap_or_default())
 }
 
-/// [`row_id`] from an object's metadata.
-pub fn row_id_of(meta: &kube::api::ObjectMeta) -> String {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(ROW_ANNOTATION))
-        .filter(|id| is_uuid(id))
-        .cloned()
-        .unwrap_or_else(|| meta.uid.clone().unwrap_or_default())
+/// The ids a task's row may have, from its metadata alone (no seal is checked): its UID, and
+/// the row its annotation names. For telling which rows still have a task.
+pub fn row_ids_of(meta: &kube::api::ObjectMeta) -> impl Iterator<Item = String> + '_ {
+    meta.uid.iter().cloned().chain(
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(ROW_ANNOTATION))
+            .filter(|id| is_uuid(id))
+            .cloned(),
+    )
 }
 
 /// The task's resourceVersion as a number (0 when it is not one).
@@ -177,9 +191,24 @@ mod tests {
         t
     }
 
+    fn keys() -> Keys {
+        Keys {
+            current: crate::broker::auth::Key {
+                id: "k1".into(),
+                secret: vec![3; 32],
+            },
+            previous: vec![],
+        }
+    }
+
+    fn sealed(mut t: AgentTask) -> AgentTask {
+        crate::seal::seal(&keys(), &mut t);
+        t
+    }
+
     #[test]
     fn a_task_maps_to_its_row() {
-        let r = row(&task(), Some(AgentRole::Research));
+        let r = row(&sealed(task()), Some(AgentRole::Research), &keys());
         assert_eq!(r.id, "0b5f6a8e-0000-4000-8000-000000000001");
         assert_eq!((r.status.as_str(), r.phase.as_str()), ("failed", "Failed"));
         assert_eq!(r.agent_type, "research");
@@ -205,7 +234,7 @@ mod tests {
             location: "supabase:distributed_agent_tasks".into(),
             reason: "too large".into(),
         });
-        let r = row(&t, None);
+        let r = row(&t, None, &keys());
         assert_eq!(r.result_data, None, "the database takes it from the result store");
         assert_eq!(
             (r.result_digest.as_deref(), r.result_size),
@@ -213,5 +242,40 @@ mod tests {
         );
         assert_eq!(r.error_message, None);
         assert_eq!(r.agent_type, "unknown", "no role known for the named agent");
+    }
+
+    #[test]
+    fn only_a_sealed_task_names_its_row_and_owner() {
+        let theirs = "7c0e4a55-0000-4000-8000-0000000000aa";
+        let mut t = task();
+        t.annotations_mut().insert(ROW_ANNOTATION.into(), theirs.into());
+        // Written by anyone who may create AgentTasks: neither counts.
+        let r = row(&t, None, &keys());
+        assert_eq!(
+            r.id, "0b5f6a8e-0000-4000-8000-000000000001",
+            "its own row, by UID"
+        );
+        assert_eq!((r.user_id, r.session_id), (None, None), "no owner");
+        assert_eq!(r.task_uid, "0b5f6a8e-0000-4000-8000-000000000001");
+        // Sealed by the operator (the intake): both count.
+        let t = sealed(t);
+        let r = row(&t, None, &keys());
+        assert_eq!(r.id, theirs);
+        assert_eq!(r.user_id.as_deref(), Some("00000000-0000-0000-0000-00000000000a"));
+        // Another owner written over a sealed task breaks the seal.
+        let mut forged = t.clone();
+        forged.spec.requester.as_mut().unwrap().user_id = Some("00000000-0000-0000-0000-00000000000b".into());
+        let r = row(&forged, None, &keys());
+        assert_eq!(
+            (r.id.as_str(), r.user_id),
+            ("0b5f6a8e-0000-4000-8000-000000000001", None)
+        );
+        // A row id that is not a UUID is never used.
+        let mut bad = task();
+        bad.annotations_mut()
+            .insert(ROW_ANNOTATION.into(), "not-a-uuid".into());
+        let bad = sealed(bad);
+        assert_eq!(row_id(&bad, &keys()), "0b5f6a8e-0000-4000-8000-000000000001");
+        assert!(is_uuid(theirs) && !is_uuid("0b5f6a8e-0000-4000-8000-00000000000g"));
     }
 }

@@ -115,11 +115,11 @@ fn assert_row_matches(task: &Value, row: &Value) {
     // What PostgreSQL cannot store, the NUL character, is written as U+FFFD.
     let stored = |v: &Value| v.to_string().replace("\\u0000", "\u{FFFD}");
     assert_eq!(stored(&row["data"]), stored(&task["spec"]["input"]), "{name}");
-    assert_eq!(row["session_id"], "chat-1", "{name}");
+    // Created with kubectl, not by the intake: the requester anyone could write names no owner.
     assert_eq!(
-        row["user_id"],
-        Value::Null,
-        "{name}: a user unknown to auth.users is not linked"
+        (&row["user_id"], &row["session_id"]),
+        (&Value::Null, &Value::Null),
+        "{name}: an unsealed requester"
     );
     if s["result"].is_null() {
         assert!(!s["resultRef"].is_null() || s["phase"] != "Succeeded", "{name}");
@@ -510,5 +510,66 @@ fn pending_rows_become_one_task_each_and_are_mirrored_back() {
         "20",
         "each echo's result is its row's data"
     );
+
+    // Only the intake binds a task to a row, and a row's owner is the user who inserted it: a
+    // task anyone may create, naming that row and that owner, gets neither.
+    let (owned, user) = (
+        "00000000-0000-4000-8000-0000000000c0",
+        "00000000-0000-0000-0000-00000000000a",
+    );
+    pg.query(&format!(
+        "insert into auth.users (id) values ('{user}') on conflict do nothing"
+    ));
+    pg.query(&format!(
+        "insert into distributed_agent_tasks (id, type, agent_type, data, user_id)
+         values ('{owned}', 'cogo.echo', 'research', '{{\"mine\": 1}}', '{user}')"
+    ));
+    let status_of = |id: &str| {
+        pg.query(&format!(
+            "select status from distributed_agent_tasks where id = '{id}'"
+        ))
+    };
+    wait_until(Duration::from_secs(60), "the owned row to succeed", || {
+        status_of(owned) == "succeeded"
+    });
+    let forged = json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "forged", "annotations": {"cogo.xyz/supabase-row": owned}},
+        "spec": {"role": "Research", "type": "cogo.echo", "input": {"stolen": 1}, "requester": {"userId": user}}});
+    ns.apply_ok(&forged.to_string());
+    ns.wait("agenttask/forged", "jsonpath={.status.phase}=Succeeded", 60);
+    let uid = ns.kubectl_ok(&["get", "agenttask/forged", "-o", "jsonpath={.metadata.uid}"]);
+    wait_until(Duration::from_secs(30), "the forged task's own row", || {
+        status_of(&uid) == "succeeded"
+    });
+    assert_eq!(
+        pg.query(&format!(
+            "select data::text || ' ' || result_data::text || ' ' || name from distributed_agent_tasks where id = '{owned}'"
+        )),
+        format!("{{\"mine\": 1}} {{\"mine\": 1}} row-{owned}"),
+        "the owned row is untouched"
+    );
+    assert_eq!(
+        pg.query(&format!(
+            "select coalesce(user_id::text, 'nobody') from distributed_agent_tasks where id = '{uid}'"
+        )),
+        "nobody",
+        "a requester anyone could write owns no row"
+    );
+    // A task that takes a row's name before the intake does is not bound to the row.
+    let early = "00000000-0000-4000-8000-0000000000c1";
+    let squatter = json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": format!("row-{early}"), "annotations": {"cogo.xyz/supabase-row": early}},
+        "spec": {"role": "Research", "type": "cogo.echo"}});
+    ns.apply_ok(&squatter.to_string());
+    pg.query(&format!(
+        "insert into distributed_agent_tasks (id, type, agent_type, user_id) values ('{early}', 'cogo.echo', 'research', '{user}')"
+    ));
+    wait_until(Duration::from_secs(60), "the squatted row to be refused", || {
+        status_of(early) == "failed"
+    });
+    let why = pg.query(&format!(
+        "select error_message from distributed_agent_tasks where id = '{early}'"
+    ));
+    assert!(why.contains("was not made from this row"), "{why}");
     c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
 }
