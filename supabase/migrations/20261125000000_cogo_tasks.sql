@@ -169,8 +169,9 @@ create or replace trigger cogo_intake
   for each row execute function public.cogo_intake_notify();
 
 -- Broadcast from Database: where Supabase's realtime.send() exists, every change of a task row
--- is also broadcast on the channels the system's Realtime clients listen on, named after the
--- task's role: `agent_tasks_<role>` and `distributed-<role>-<port>`.
+-- is also broadcast, on private channels, to the channels the system's Realtime clients listen
+-- on, named after the task's role (`agent_tasks_<role>` and `distributed-<role>-<port>`: the
+-- agents and dashboards, with the service role), and to its owner's `user_tasks_<user_id>`.
 do $$
 begin
   if exists (
@@ -189,9 +190,14 @@ begin
           'phase', new.phase, 'namespace', new.namespace, 'name', new.name,
           'attempts', new.attempts, 'error_message', new.error_message, 'user_id', new.user_id);
       begin
-        perform realtime.send(payload, 'task_' || tg_op, 'agent_tasks_' || new.agent_type, false);
+        -- Private channels: Realtime lets a client join only where a policy on
+        -- realtime.messages allows it (see the 20261129 migration).
+        perform realtime.send(payload, 'task_' || tg_op, 'agent_tasks_' || new.agent_type, true);
         if port is not null then
-          perform realtime.send(payload, 'task_' || tg_op, 'distributed-' || new.agent_type || '-' || port, false);
+          perform realtime.send(payload, 'task_' || tg_op, 'distributed-' || new.agent_type || '-' || port, true);
+        end if;
+        if new.user_id is not null then
+          perform realtime.send(payload, 'task_' || tg_op, 'user_tasks_' || new.user_id, true);
         end if;
         return new;
       end

@@ -25,3 +25,27 @@ alter table public.distributed_agent_tasks add column if not exists cluster text
 -- task it created, and by the mirror for every row it writes. The mirror updates a row only
 -- for that task, so no other task can take a row over.
 alter table public.distributed_agent_tasks add column if not exists task_uid uuid;
+
+-- Realtime Authorization: task changes are broadcast on private channels (see cogo_broadcast).
+-- A signed-in user may join only their own `user_tasks_<uid>` channel; the role channels
+-- (`agent_tasks_<role>`, `distributed-<role>-<port>`) carry every user's tasks and are for the
+-- service role alone, which needs no policy. Where Supabase's realtime.messages exists.
+do $$
+begin
+  if to_regclass('realtime.messages') is not null then
+    execute 'alter table realtime.messages enable row level security';
+    if not exists (
+      select 1 from pg_policies
+      where schemaname = 'realtime' and tablename = 'messages' and policyname = 'cogo_own_task_channel'
+    ) then
+      execute $p$
+        create policy cogo_own_task_channel on realtime.messages for select to authenticated
+        using (
+          realtime.messages.extension = 'broadcast'
+          and (select realtime.topic()) = 'user_tasks_' || (select auth.uid())::text
+        )
+      $p$;
+    end if;
+  end if;
+end
+$$;

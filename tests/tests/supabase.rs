@@ -201,26 +201,75 @@ fn pgbouncer_runs_in_transaction_mode() {
 /// Where Supabase's `realtime.send()` exists, row changes are broadcast on the seed's channel
 /// names for the task's role; where it does not, no trigger is made.
 #[test]
-fn task_changes_are_broadcast_where_realtime_send_exists() {
+fn task_changes_are_broadcast_on_private_channels_where_realtime_exists() {
     let pg = Postgres::start("broadcast");
-    // Supabase's function, recording what it is asked to send.
+    // Supabase's Realtime objects, as far as the migrations use them: send() records what it
+    // is asked to send, and topic() names the channel a client asks to join.
     pg.query(
         "create schema realtime;
-         create table realtime.sent (topic text, event text, payload jsonb);
+         create table realtime.sent (topic text, event text, payload jsonb, private boolean);
          create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
-           returns void language sql as $$ insert into realtime.sent values (topic, event, payload) $$;",
+           returns void language sql as $$ insert into realtime.sent values (topic, event, payload, private) $$;
+         create table realtime.messages (topic text not null, extension text not null, payload jsonb,
+           event text, private boolean default false);
+         create function realtime.topic() returns text language sql stable as
+           $$ select nullif(current_setting('realtime.topic', true), '')::text $$;",
     );
     migrate(&pg);
     pg.query(
-        "insert into distributed_agent_tasks (id, type, agent_type, status) values
-           ('00000000-0000-0000-0000-0000000000c1', 'research.query', 'research', 'pending');
-         update distributed_agent_tasks set status = 'running', phase = 'Running'
-           where id = '00000000-0000-0000-0000-0000000000c1';",
+        "grant usage on schema realtime to authenticated, anon;
+         grant select on realtime.messages to authenticated, anon;",
     );
+    pg.query(&format!(
+        "insert into auth.users (id) values ('{USER_A}');
+         insert into distributed_agent_tasks (id, type, agent_type, status, user_id) values
+           ('00000000-0000-0000-0000-0000000000c1', 'research.query', 'research', 'pending', '{USER_A}');
+         update distributed_agent_tasks set status = 'running', phase = 'Running'
+           where id = '00000000-0000-0000-0000-0000000000c1';"
+    ));
     assert_eq!(
         pg.query("select string_agg(topic || ' ' || event || ' ' || (payload->>'status'), ',' order by event, topic) from realtime.sent"),
-        "agent_tasks_research task_INSERT pending,distributed-research-6003 task_INSERT pending,\
-         agent_tasks_research task_UPDATE running,distributed-research-6003 task_UPDATE running"
+        format!(
+            "agent_tasks_research task_INSERT pending,distributed-research-6003 task_INSERT pending,\
+             user_tasks_{USER_A} task_INSERT pending,\
+             agent_tasks_research task_UPDATE running,distributed-research-6003 task_UPDATE running,\
+             user_tasks_{USER_A} task_UPDATE running"
+        )
+    );
+    assert_eq!(
+        pg.query("select bool_and(private) from realtime.sent"),
+        "t",
+        "no channel is public"
+    );
+
+    // Joining a channel, as Realtime checks it: the caller's claims and the topic set, then a
+    // read of realtime.messages under the caller's role.
+    for topic in [format!("user_tasks_{USER_A}"), "agent_tasks_research".to_string()] {
+        pg.query(&format!(
+            "insert into realtime.messages (topic, extension, private) values ('{topic}', 'broadcast', true)"
+        ));
+    }
+    let may_join = |role: &str, user: &str, topic: &str| {
+        pg.query(&format!(
+            "set role {role};
+             select set_config('request.jwt.claims', '{{\"sub\": \"{user}\", \"role\": \"{role}\"}}', false);
+             select set_config('realtime.topic', '{topic}', false);
+             select count(*) from realtime.messages where topic = '{topic}';"
+        ))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .next_back()
+        .map(|l| l != "0")
+        .unwrap_or(false)
+    };
+    let own = format!("user_tasks_{USER_A}");
+    assert!(may_join("authenticated", USER_A, &own), "a user joins their own channel");
+    assert!(!may_join("authenticated", USER_B, &own), "not another user's");
+    assert!(!may_join("anon", USER_A, &own), "anonymous clients join none");
+    assert!(
+        !may_join("authenticated", USER_A, "agent_tasks_research"),
+        "the role channels carry every user's tasks: service role only"
     );
 
     let plain = Postgres::start("no-broadcast");
