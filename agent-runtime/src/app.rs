@@ -16,12 +16,12 @@ use crate::{
 
 /// Runs the pod on `listener` until SIGTERM, SIGINT or `stop`; then stops leasing and gives the
 /// tasks held up to `grace`. With a `broker_url`, its host is resolved before the first lease
-/// (so a pod whose broker is not resolvable yet says so).
+/// (so a pod whose broker is not resolvable yet says so). `/readyz` follows `ready`.
 pub async fn serve(
     listener: TcpListener,
     config: RoleConfig,
     broker_url: Option<String>,
-    grace: Duration,
+    (grace, ready): (Duration, pod::Ready),
     stop: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
@@ -47,7 +47,7 @@ pub async fn serve(
             pull::run(b, registry, lanes, rx, grace).await
         })
     });
-    let router = pod::router(config.metrics.clone(), pod::Ready::now(), parts.routes);
+    let router = pod::router(config.metrics.clone(), ready, parts.routes);
     let rx = stop.subscribe();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use cogo_agent::{
     app,
-    broker::{self, HttpBroker, SharedBroker},
+    broker::{self, HttpBroker, SharedBroker, TokenSource},
     pod,
     roles::RoleConfig,
 };
@@ -36,7 +36,11 @@ struct Args {
     /// URL of the operator's broker.
     #[arg(long, env = "COGO_BROKER_URL")]
     broker_url: Option<String>,
-    /// Bearer token for the broker (the operator puts it in the agent's `<name>-broker-token` Secret).
+    /// File holding the bearer token for the broker: the agent's `<name>-broker-token` Secret,
+    /// mounted (the operator renews the short-lived token; it is read again when refused).
+    #[arg(long, env = "COGO_BROKER_TOKEN_FILE")]
+    broker_token_file: Option<std::path::PathBuf>,
+    /// The bearer token itself, for running outside a cluster (the file wins when both are set).
     #[arg(long, env = "COGO_BROKER_TOKEN", hide_env_values = true)]
     broker_token: Option<String>,
     /// Namespace of the agent.
@@ -83,17 +87,28 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "local".into());
     info!(role = %args.role, agent = %args.agent_name, %addr, concurrency = args.concurrency,
         broker = args.broker_url.as_deref().unwrap_or("<none>"), "agent started");
-    let broker: Option<SharedBroker> = match (&args.broker_url, &args.broker_token) {
-        (Some(url), Some(token)) => Some(Arc::new(HttpBroker::new(
-            url,
-            token.clone(),
-            args.namespace.clone(),
-            args.agent_name.clone(),
-            pod_name.clone(),
-        ))),
+    let token = match (&args.broker_token_file, &args.broker_token) {
+        (Some(file), _) => Some(TokenSource::File(file.clone())),
+        (None, Some(token)) => Some(TokenSource::Fixed(token.clone())),
+        (None, None) => None,
+    };
+    let ready = pod::Ready::now();
+    let broker: Option<SharedBroker> = match (&args.broker_url, token) {
+        (Some(url), Some(token)) => Some(Arc::new(
+            HttpBroker::new(
+                url,
+                token,
+                args.namespace.clone(),
+                args.agent_name.clone(),
+                pod_name.clone(),
+            )
+            .with_readiness(ready.clone()),
+        )),
         (Some(url), None) => {
             tokio::spawn(broker::resolve(url.clone()));
-            warn!("no broker token (COGO_BROKER_TOKEN): serving probes only, leasing no tasks");
+            warn!(
+                "no broker token (COGO_BROKER_TOKEN_FILE or COGO_BROKER_TOKEN): serving probes only, leasing no tasks"
+            );
             None
         }
         _ => None,
@@ -115,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let (stop, _) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    app::serve(listener, config, args.broker_url.clone(), grace, stop).await?;
+    app::serve(listener, config, args.broker_url.clone(), (grace, ready), stop).await?;
     info!("agent stopped");
     Ok(())
 }

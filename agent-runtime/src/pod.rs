@@ -89,6 +89,11 @@ impl Ready {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    /// Marks the pod not ready.
+    pub fn unset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
     /// Whether it is.
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)

@@ -4,7 +4,14 @@
 
 pub mod memory;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use cogo_api::broker::{
     CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, LeasedTask,
@@ -65,12 +72,37 @@ pub trait BrokerApi: Send + Sync + 'static {
 /// A shared broker client.
 pub type SharedBroker = Arc<dyn BrokerApi>;
 
+/// Where the agent's broker token comes from.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// A token given once (a flag or an environment variable; for running outside a cluster).
+    Fixed(String),
+    /// A file, the key `token` of the agent's `<name>-broker-token` Secret mounted into the
+    /// pod. The operator renews the short-lived token there; the agent reads it again whenever
+    /// the broker refuses the one it has.
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The token, read now.
+    pub fn read(&self) -> std::io::Result<String> {
+        match self {
+            TokenSource::Fixed(t) => Ok(t.clone()),
+            TokenSource::File(path) => std::fs::read_to_string(path).map(|t| t.trim().to_string()),
+        }
+    }
+}
+
 /// The broker over HTTP: `POST`/`GET` under `/v1` with the agent's bearer token.
 #[derive(Clone)]
 pub struct HttpBroker {
     http: reqwest::Client,
     base: String,
-    token: String,
+    source: TokenSource,
+    token: Arc<RwLock<String>>,
+    /// False while the broker refuses this pod's token; shown in readiness.
+    authenticated: Arc<AtomicBool>,
+    ready: Option<crate::pod::Ready>,
     namespace: String,
     agent: String,
     pod: String,
@@ -78,21 +110,111 @@ pub struct HttpBroker {
 
 impl HttpBroker {
     /// A client of the broker at `base` (for example `http://cogo-operator.cogo-system.svc:8080`)
-    /// acting for pod `pod` of the agent `agent` in `namespace`.
-    pub fn new(base: &str, token: String, namespace: String, agent: String, pod: String) -> Self {
+    /// acting for pod `pod` of the agent `agent` in `namespace`, with the token from `source`
+    /// (a file that cannot be read yet is read again before each call until it can).
+    pub fn new(base: &str, source: TokenSource, namespace: String, agent: String, pod: String) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("cogo-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client without TLS builds");
+        let token = source.read().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the broker token yet");
+            String::new()
+        });
         HttpBroker {
             http,
             base: base.trim_end_matches('/').to_string(),
-            token,
+            source,
+            token: Arc::new(RwLock::new(token)),
+            authenticated: Arc::new(AtomicBool::new(true)),
+            ready: None,
             namespace,
             agent,
             pod,
         }
+    }
+
+    /// Makes `ready` (the pod's readiness) false while the broker refuses this pod's token.
+    pub fn with_readiness(mut self, ready: crate::pod::Ready) -> Self {
+        self.ready = Some(ready);
+        self
+    }
+
+    /// Whether the broker took this pod's token on the last call that reached it.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::SeqCst)
+    }
+
+    fn token(&self) -> String {
+        let current = self.token.read().map(|t| t.clone()).unwrap_or_default();
+        if current.is_empty() {
+            self.reload();
+            return self.token.read().map(|t| t.clone()).unwrap_or_default();
+        }
+        current
+    }
+
+    /// Reads the token again; true when it changed.
+    fn reload(&self) -> bool {
+        match self.source.read() {
+            Ok(fresh) if !fresh.is_empty() => {
+                let Ok(mut t) = self.token.write() else {
+                    return false;
+                };
+                let changed = *t != fresh;
+                *t = fresh;
+                changed
+            }
+            Ok(_) => false,
+            Err(e) => {
+                warn!(error = %e, "cannot read the broker token");
+                false
+            }
+        }
+    }
+
+    /// Sends the request `build` makes with the current token; when the broker refuses the
+    /// token (401), reads it again and, if it changed, sends once more. Tracks whether this
+    /// pod can authenticate, and says so in the log and in readiness when that changes.
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CallError> {
+        let mut res = build(&self.token())
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        if res.status() == reqwest::StatusCode::UNAUTHORIZED && self.reload() {
+            res = build(&self.token())
+                .send()
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+        }
+        let refused = res.status() == reqwest::StatusCode::UNAUTHORIZED;
+        let was = self.authenticated.swap(!refused, Ordering::SeqCst);
+        if let Some(ready) = &self.ready {
+            if refused {
+                ready.unset();
+            } else {
+                ready.set();
+            }
+        }
+        match (was, refused) {
+            (true, true) => {
+                let err = refusal(res).await;
+                tracing::error!(
+                    error = %err, agent = %self.agent, namespace = %self.namespace,
+                    "the broker refuses this pod's token: check that the Secret {}-broker-token is mounted \
+                     and current (the operator renews it); not ready until it is",
+                    self.agent
+                );
+                return Err(err);
+            }
+            (false, false) => info!("the broker takes this pod's token again; ready"),
+            _ => {}
+        }
+        Ok(res)
     }
 
     async fn post<B: Serialize, R: DeserializeOwned>(
@@ -101,27 +223,29 @@ impl HttpBroker {
         body: &B,
         timeout: Duration,
     ) -> Result<R, CallError> {
+        let url = format!("{}{}", self.base, path);
         let res = self
-            .http
-            .post(format!("{}{}", self.base, path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
+            .send(|token| {
+                self.http
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(body)
+                    .timeout(timeout)
+            })
+            .await?;
         answer(res).await
     }
 
     async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, CallError> {
+        let url = format!("{}{}", self.base, path);
         let res = self
-            .http
-            .get(format!("{}{}", self.base, path))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
+            .send(|token| {
+                self.http
+                    .get(&url)
+                    .bearer_auth(token)
+                    .timeout(Duration::from_secs(15))
+            })
+            .await?;
         answer(res).await
     }
 }
@@ -189,15 +313,16 @@ impl BrokerApi for HttpBroker {
     fn report_workers<'a>(&'a self, report: &'a WorkerReport) -> BoxFuture<'a, Result<(), CallError>> {
         Box::pin(async move {
             let path = format!("/v1/namespaces/{}/agents/{}/workers", self.namespace, self.agent);
+            let url = format!("{}{path}", self.base);
             let res = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .json(report)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?;
+                .send(|token| {
+                    self.http
+                        .post(&url)
+                        .bearer_auth(token)
+                        .json(report)
+                        .timeout(Duration::from_secs(10))
+                })
+                .await?;
             if res.status().is_success() {
                 return Ok(());
             }

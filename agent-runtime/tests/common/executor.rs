@@ -104,7 +104,16 @@ pub async fn executor_pinging(ping: Duration) -> Executor {
     let port = listener.local_addr().unwrap().port();
     let (stop, _) = tokio::sync::watch::channel(false);
     let served = stop.clone();
-    tokio::spawn(async move { app::serve(listener, config, None, Duration::from_secs(1), served).await });
+    tokio::spawn(async move {
+        app::serve(
+            listener,
+            config,
+            None,
+            (Duration::from_secs(1), pod::Ready::now()),
+            served,
+        )
+        .await
+    });
     Executor { port, broker, stop }
 }
 

@@ -71,6 +71,9 @@ fn agent_env(agent: &CogoAgent, name: &str, cfg: &Config) -> Vec<EnvVar> {
     vars
 }
 
+/// Where an agent's pods find their broker token Secret (the token at `<dir>/token`).
+pub const TOKEN_DIR: &str = "/var/run/cogo/broker-token";
+
 /// Name of the Secret holding an agent's broker token.
 pub fn token_secret_name(agent: &str) -> String {
     format!("{agent}-broker-token")
@@ -91,18 +94,13 @@ pub fn deployment(
 ) -> Deployment {
     let spec = &agent.spec;
     let mut env = agent_env(agent, pool.name, cfg);
+    let mut volumes = vec![];
     if let Some(secret) = token_secret {
+        volumes.push(super::token_volume("broker-token", secret, TOKEN_DIR));
         env.push(EnvVar {
-            name: "COGO_BROKER_TOKEN".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.into(),
-                    key: "token".into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
+            name: "COGO_BROKER_TOKEN_FILE".into(),
+            value: Some(format!("{TOKEN_DIR}/token")),
+            value_from: None,
         });
     }
     let params = PodParams {
@@ -118,7 +116,7 @@ pub fn deployment(
         },
         default_grace_seconds: 60,
         scratch_size: "256Mi",
-        volumes: vec![],
+        volumes,
         unconfined_seccomp: false,
     };
     super::deployment(pool, spec.replicas, pod_template(pool, params))
@@ -182,6 +180,49 @@ mod tests {
             "a writable /tmp despite the read-only root"
         );
         assert_eq!(c.image.as_deref(), Some("img:1"));
+    }
+
+    #[test]
+    fn the_broker_token_is_a_mounted_file_never_an_environment_variable() {
+        let a = agent("research", "role: Research");
+        let d = deployment(
+            &a,
+            &agent_pool(&a),
+            &cfg(),
+            "img:1".into(),
+            Some("research-broker-token"),
+        );
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "broker-token")
+            .expect("the token volume");
+        assert_eq!(
+            volume.secret.unwrap().secret_name.as_deref(),
+            Some("research-broker-token")
+        );
+        let c = &pod.containers[0];
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "broker-token")
+            .expect("mounted");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (TOKEN_DIR, Some(true))
+        );
+        let env = c.env.as_ref().unwrap();
+        let file = env.iter().find(|e| e.name == "COGO_BROKER_TOKEN_FILE").unwrap();
+        assert_eq!(file.value.as_deref(), Some("/var/run/cogo/broker-token/token"));
+        assert!(
+            env.iter().all(|e| e.name != "COGO_BROKER_TOKEN"
+                && e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())),
+            "no token in the environment"
+        );
     }
 
     #[test]

@@ -358,6 +358,29 @@ pub fn service(pool: &Pool, port: i32) -> Service {
     }
 }
 
+/// A token Secret mounted read-only at `dir` (its key `token` at `<dir>/token`): the kubelet
+/// updates the file when the operator renews the token, without restarting the pod.
+pub fn token_volume(name: &str, secret: &str, dir: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: name.into(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: name.into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

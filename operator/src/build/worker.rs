@@ -4,9 +4,7 @@ use cogo_api::{CogoWorker, WorkerKind, common::quantity_bytes};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{
-            EnvVar, EnvVarSource, Secret, SecretKeySelector, SecretVolumeSource, Service, Volume, VolumeMount,
-        },
+        core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector, Service},
         networking::v1::{
             NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
             NetworkPolicyPort, NetworkPolicySpec,
@@ -160,24 +158,7 @@ pub fn deployment(
 ) -> Deployment {
     let spec = &worker.spec;
     let memory = pod_memory(worker);
-    let token = (
-        Volume {
-            name: "executor-token".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(token_secret_name(pool.name)),
-                default_mode: Some(0o440),
-                optional: Some(false),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "executor-token".into(),
-            mount_path: TOKEN_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-    );
+    let token = super::token_volume("executor-token", &token_secret_name(pool.name), TOKEN_DIR);
     let params = PodParams {
         image,
         port: spec.kind.port(),

@@ -152,7 +152,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
         None,
     )
     .await?;
-    Ok(Action::requeue(ctx.config.resync))
+    Ok(Action::requeue(ctx.config.resync.min(super::TOKEN_CHECK)))
 }
 
 /// Makes sure the agent's token Secret holds a valid broker token for it; returns the writes

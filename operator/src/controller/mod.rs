@@ -236,14 +236,19 @@ pub fn existing<K: Resource>(kind: &'static str, obj: Option<&K>) -> Option<Exis
     })
 }
 
-/// Tokens are valid this long, and reissued when less than a month is left.
-pub const TOKEN_TTL_SECONDS: i64 = 365 * 24 * 3600;
-const TOKEN_RENEW_SECONDS: i64 = 30 * 24 * 3600;
+/// Tokens are valid this long: a token that leaks stops working within hours.
+pub const TOKEN_TTL_SECONDS: i64 = 6 * 3600;
+/// A token is reissued when less than this is left; pods read the renewed Secret (mounted,
+/// so the kubelet updates the file within a minute or two) before the old token expires.
+pub const TOKEN_RENEW_SECONDS: i64 = 3 * 3600;
+/// The longest an agent or worker waits for its next reconcile, so tokens are renewed in time
+/// whatever `--resync-seconds` says.
+pub const TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Makes sure the Secret `name`, owned by the pool's resource, holds a token that `expiry`
-/// accepts (it returns the token's expiry when the token verifies for this pool) with more than
-/// a month left; otherwise applies the Secret `issue` builds (from now and the token's
-/// lifetime). Returns the writes made.
+/// accepts (it returns the token's expiry when the token verifies for this pool) with more
+/// than [`TOKEN_RENEW_SECONDS`] left; otherwise applies the Secret `issue` builds (from now
+/// and the token's lifetime). Returns the writes made.
 pub async fn ensure_token_secret(
     secrets: &Api<Secret>,
     pool: &crate::build::Pool<'_>,

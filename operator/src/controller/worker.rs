@@ -155,7 +155,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         None,
     )
     .await?;
-    Ok(Action::requeue(ctx.config.resync))
+    Ok(Action::requeue(ctx.config.resync.min(super::TOKEN_CHECK)))
 }
 
 /// Makes sure the worker's token Secret holds a valid token for `who`; returns the writes
