@@ -351,6 +351,59 @@ fn the_broker_service_reaches_only_the_leader() {
 }
 
 #[test]
+fn only_agent_pods_reach_the_broker_and_only_monitoring_the_metrics() {
+    let objects = docs(&render(&[]));
+    let policy = objects
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy by default");
+    let d = objects.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"], d["spec"]["selector"]["matchLabels"],
+        "it selects the operator's pods"
+    );
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "nothing else may connect: {rules:?}");
+    assert_eq!(
+        rules[0]["ports"],
+        serde_json::json!([{"port": "broker", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "cogo-agent", "app.kubernetes.io/managed-by": "cogo-operator"}}}])
+    );
+    assert_eq!(
+        rules[1]["ports"],
+        serde_json::json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        rules[1]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+    let named: BTreeSet<String> = d["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(named.contains("broker") && named.contains("metrics"), "{named:?}");
+
+    let other = docs(&render(&[
+        "--set",
+        "networkPolicy.metricsNamespaceSelector.matchLabels.team=observability",
+    ]));
+    let policy = other.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "observability"
+    );
+    let off = docs(&render(&["--set", "networkPolicy.enabled=false"]));
+    assert!(off.iter().all(|d| d["kind"] != "NetworkPolicy"));
+}
+
+#[test]
 fn operator_pod_is_locked_down_and_wired() {
     let objects = docs(&render(&["--set", "runtimeImages.pullPolicy=Never"]));
     let d = objects.iter().find(|d| d["kind"] == "Deployment").unwrap();

@@ -15,7 +15,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         reflector::{ObjectRef, Store},
         watcher,
@@ -185,7 +185,7 @@ fn references_secret(agent: &CogoAgent, name: &str) -> bool {
 }
 
 /// Maps a changed Secret to the agents of its namespace that reference it.
-pub fn agents_for_secret(store: &Store<CogoAgent>, secret: &Secret) -> Vec<ObjectRef<CogoAgent>> {
+pub fn agents_for_secret(store: &Store<CogoAgent>, secret: &impl ResourceExt) -> Vec<ObjectRef<CogoAgent>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
     store
         .state()
@@ -209,9 +209,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed)
-        .watches(Api::<Secret>::all(client), watcher::Config::default(), move |s| {
-            agents_for_secret(&store, &s)
-        })
+        // Only the metadata of Secrets is watched (names and namespaces tell which agent to
+        // reconcile); the few an agent names are read when it is reconciled.
+        .watches_stream(
+            watcher(
+                Api::<kube::core::PartialObjectMeta<Secret>>::all(client),
+                watcher::Config::default(),
+            )
+            .touched_objects(),
+            move |s| agents_for_secret(&store, &s),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

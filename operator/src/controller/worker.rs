@@ -16,7 +16,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::ListParams,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         reflector::{ObjectRef, Store},
         watcher,
@@ -263,7 +263,10 @@ fn references_secret(worker: &CogoWorker, name: &str) -> bool {
 }
 
 /// Maps a changed Secret to the workers of its namespace that reference it.
-pub fn workers_for_secret(store: &Store<CogoWorker>, secret: &Secret) -> Vec<ObjectRef<CogoWorker>> {
+pub fn workers_for_secret(
+    store: &Store<CogoWorker>,
+    secret: &impl ResourceExt,
+) -> Vec<ObjectRef<CogoWorker>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
     store
         .state()
@@ -308,9 +311,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
         .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default(),
+        // Only the metadata of Secrets is watched; see the agent controller.
+        .watches_stream(
+            watcher(
+                Api::<kube::core::PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .touched_objects(),
             move |s| workers_for_secret(&secret_store, &s),
         )
         .watches(
