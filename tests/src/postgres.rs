@@ -129,6 +129,106 @@ impl Postgres {
         }
     }
 
+    /// Turns TLS on with a fresh CA (written to `<dir>/ca.crt`, returned) and a server
+    /// certificate for `localhost` only (no IP address), made with the `openssl` tool; with
+    /// `only_tls`, connections without TLS are refused.
+    pub fn enable_tls(&self, only_tls: bool) -> PathBuf {
+        let data = self.dir.join("data");
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("tls directory");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .expect("the openssl tool (Debian's openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cogo test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(tls.join("ext"), "subjectAltName=DNS:localhost\n").expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(tls.join(f), data.join(f)).expect("copy into the data directory");
+        }
+        if is_root() {
+            let chowned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status();
+            assert!(chowned.is_ok_and(|s| s.success()), "chown the key");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        if only_tls {
+            let hba = data.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            let text: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, text).expect("pg_hba.conf");
+        }
+        self.query("alter system set ssl = on");
+        self.query("select pg_reload_conf()");
+        std::thread::sleep(Duration::from_millis(500));
+        tls.join("ca.crt")
+    }
+
     /// Stops the server (fast shutdown: connections are cut), keeping its data.
     pub fn stop(&mut self) {
         let out = as_server_user(bin_dir().join("pg_ctl"))

@@ -281,3 +281,54 @@ fn task_changes_are_broadcast_on_private_channels_where_realtime_exists() {
         "0"
     );
 }
+
+/// The operator's connection to the database honours every `sslmode`, with the CA from the
+/// Secret's `ca.crt` (or `sslrootcert`), against a PostgreSQL that takes only TLS.
+#[test]
+fn the_operator_connects_over_tls_as_sslmode_says() {
+    use cogo_operator::mirror::connect_url;
+    let pg = Postgres::start("tls");
+    let ca_file = pg.enable_tls(true);
+    let ca = std::fs::read(&ca_file).unwrap();
+    let other_ca = {
+        let other = Postgres::start("tls-other");
+        std::fs::read(other.enable_tls(false)).unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url =
+        |host: &str, mode: &str| format!("postgres://postgres@{host}:{}/postgres?sslmode={mode}", pg.port);
+    // Connects, and says whether the session is encrypted.
+    let try_connect = |url: String, ca: Option<&[u8]>| -> Result<bool, String> {
+        rt.block_on(async {
+            let (client, connection) = connect_url(&url, ca).await.map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let row = client
+                .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(row.get::<_, bool>(0))
+        })
+    };
+
+    assert_eq!(try_connect(url("localhost", "verify-full"), Some(&ca)), Ok(true));
+    let sslrootcert = format!(
+        "{}&sslrootcert={}",
+        url("localhost", "verify-full"),
+        ca_file.display()
+    );
+    assert_eq!(try_connect(sslrootcert, None), Ok(true), "the CA from a file");
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses, verify-ca does not.
+    let e = try_connect(url("127.0.0.1", "verify-full"), Some(&ca)).unwrap_err();
+    assert!(e.to_lowercase().contains("not valid for name"), "{e}");
+    assert_eq!(try_connect(url("127.0.0.1", "verify-ca"), Some(&ca)), Ok(true));
+    // Another CA of the same name: the chain does not verify.
+    let e = try_connect(url("localhost", "verify-ca"), Some(&other_ca)).unwrap_err();
+    assert!(e.contains("invalid peer certificate"), "{e}");
+    // require and prefer encrypt without verifying (as libpq); require verifies with a CA.
+    assert_eq!(try_connect(url("127.0.0.1", "require"), None), Ok(true));
+    assert_eq!(try_connect(url("127.0.0.1", "prefer"), None), Ok(true));
+    assert!(try_connect(url("localhost", "require"), Some(&other_ca)).is_err());
+    // disable: this server takes only TLS.
+    let e = try_connect(url("127.0.0.1", "disable"), None).unwrap_err();
+    assert!(e.contains("no encryption") || e.contains("pg_hba.conf"), "{e}");
+}

@@ -11,6 +11,7 @@
 pub mod intake;
 pub mod results;
 pub mod row;
+pub mod tls;
 
 use std::{
     collections::HashMap,
@@ -587,7 +588,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// A connection as tokio-postgres makes it: the client, and the connection to drive.
-pub type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+pub type Connection =
+    tokio_postgres::Connection<tokio_postgres::Socket, tls::TlsStream<tokio_postgres::Socket>>;
 
 /// Reads the connection string, connects, and applies the schema.
 async fn connect(secrets: &Api<Secret>, secret: &str) -> Result<tokio_postgres::Client, ConnectError> {
@@ -611,17 +613,30 @@ pub async fn connect_raw(
         .await
         .map_err(|e| ConnectError::Config(format!("cannot read Secret {secret}: {e}")))?
         .ok_or_else(|| ConnectError::Config(format!("Secret {secret} does not exist")))?;
-    let url = s
-        .data
-        .and_then(|d| d.get("url").map(|v| String::from_utf8_lossy(&v.0).into_owned()))
+    let data = s.data.unwrap_or_default();
+    let url = data
+        .get("url")
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
         .ok_or_else(|| ConnectError::Config(format!("Secret {secret} has no key `url`")))?;
-    let config: tokio_postgres::Config = url.parse().map_err(|e| {
-        ConnectError::Config(format!(
-            "the `url` in Secret {secret} is not a connection string: {e}"
-        ))
-    })?;
+    let ca = data.get("ca.crt").map(|v| v.0.as_slice());
+    connect_url(&url, ca).await.map_err(|e| match e {
+        ConnectError::Config(why) => ConnectError::Config(format!("Secret {secret}: {why}")),
+        other => other,
+    })
+}
+
+/// Connects to the database at `url` (a libpq connection string, every `sslmode` honoured;
+/// see [`tls`]) with `ca` (PEM) as the roots when `sslrootcert` names none (10 s at most).
+pub async fn connect_url(
+    url: &str,
+    ca: Option<&[u8]>,
+) -> Result<(tokio_postgres::Client, Connection), ConnectError> {
+    let parsed = tls::parse(url)
+        .map_err(|e| ConnectError::Config(format!("the `url` is not a connection string: {e}")))?;
+    let connector =
+        tls::connector(&parsed, ca).map_err(|e| ConnectError::Config(format!("TLS to the database: {e}")))?;
     let (client, connection) =
-        tokio::time::timeout(Duration::from_secs(10), config.connect(tokio_postgres::NoTls))
+        tokio::time::timeout(Duration::from_secs(10), parsed.config.connect(connector))
             .await
             .map_err(|_| ConnectError::Config("connecting timed out after 10 s".into()))??;
     Ok((client, connection))
