@@ -652,3 +652,51 @@ async fn a_subtask_input_nested_too_deep_is_refused_at_the_door() {
         assert!(err.message.contains("more than 64 levels"), "{}", err.message);
     }
 }
+
+#[tokio::test]
+async fn a_heartbeat_renews_only_a_lease_the_table_holds() {
+    let (store, mut writer) = kube::runtime::reflector::store::<cogo_api::AgentTask>();
+    // The cache still shows the task Running on pod p (the view before its completion).
+    let t: cogo_api::AgentTask = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "t", "namespace": "team", "uid": "u-t"},
+        "spec": {"agent": "research", "type": "cogo.echo"},
+        "status": {"phase": "Running", "agent": "research", "pod": "p", "attempt": 1}}))
+    .unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(t));
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    let beat = || serde_json::json!({"pod": "p", "attempt": 1}).to_string();
+    let path = "/v1/namespaces/team/tasks/t/heartbeat";
+
+    // Held: renewed from memory, no API call.
+    let b = broker_with_agents(&[agent("research", "Research")]);
+    let _ = b.tasks.set(store.clone());
+    let t0 = std::time::Instant::now();
+    b.leases.lock().unwrap().hold("team", "t", "research", "p", 1, t0);
+    let leases = b.leases.clone();
+    let (status, _) = send_to(b, Request::post(path), Some(&token), beat()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(matches!(
+        leases
+            .lock()
+            .unwrap()
+            .state("team", "t", 1, t0 + std::time::Duration::from_secs(14)),
+        cogo_operator::broker::leases::LeaseState::Held(_)
+    ));
+
+    // Released (the outcome was recorded): the stale cache is not believed; the task is read
+    // at the API server (which this client cannot reach) and no lease is made.
+    let b = broker_with_agents(&[agent("research", "Research")]);
+    let _ = b.tasks.set(store);
+    let leases = b.leases.clone();
+    let (status, bytes) = send_to(b, Request::post(path), Some(&token), beat()).await;
+    let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, err.code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "KubernetesUnavailable")
+    );
+    assert!(
+        !leases.lock().unwrap().contains("team", "t"),
+        "no lease from a stale view"
+    );
+}

@@ -84,20 +84,42 @@ impl Leases {
         }
     }
 
-    /// Extends the lease of `pod` on attempt `attempt` of `ns/name`; a pod the table does not
-    /// know (after an operator restart) is taken at its word, the caller having checked the
-    /// task's status. Returns the new expiry.
-    pub fn renew(
+    /// Extends the lease of `pod` on attempt `attempt` of `ns/name` and returns its new expiry;
+    /// None when the table holds no such lease (it was released, or never held here): the
+    /// caller then checks the task's status at the API server before holding it anew, so a
+    /// heartbeat judged on a stale view cannot bring back a released lease.
+    pub fn renew(&mut self, ns: &str, name: &str, pod: &str, attempt: i32, now: Instant) -> Option<Instant> {
+        let lease = self.held.get_mut(&(ns.to_string(), name.to_string()))?;
+        if lease.attempt != attempt || lease.pod != pod {
+            return None;
+        }
+        lease.expires = now + self.ttl;
+        Some(lease.expires)
+    }
+
+    /// Drops what the table holds in error, judged against `task` (the cached view of a task:
+    /// None when it is gone, else whether it is finished and its attempt): leases of finished
+    /// or deleted tasks, leases of an older attempt that ran out, and reservations that ran
+    /// out (a reservation lives only while its lease is written). Returns what was dropped.
+    pub fn heal(
         &mut self,
-        ns: &str,
-        name: &str,
-        agent: &str,
-        pod: &str,
-        attempt: i32,
         now: Instant,
-    ) -> Instant {
-        self.hold(ns, name, agent, pod, attempt, now);
-        now + self.ttl
+        task: impl Fn(&str, &str) -> Option<(bool, i32)>,
+    ) -> Vec<(String, String)> {
+        let stale: Vec<(String, String)> = self
+            .held
+            .iter()
+            .filter(|((ns, name), l)| match task(ns, name) {
+                None => true,
+                Some((true, _)) => true,
+                Some((false, attempt)) => l.expires <= now && (l.attempt == 0 || l.attempt < attempt),
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &stale {
+            self.held.remove(k);
+        }
+        stale
     }
 
     /// Forgets the lease of `ns/name`.
@@ -165,7 +187,10 @@ mod tests {
             l.state("ns", "t", 1, t0 + Duration::from_secs(15)),
             LeaseState::Expired
         );
-        l.renew("ns", "t", "a", "p", 1, t0 + Duration::from_secs(10));
+        assert_eq!(
+            l.renew("ns", "t", "p", 1, t0 + Duration::from_secs(10)),
+            Some(t0 + Duration::from_secs(25))
+        );
         assert_eq!(
             l.state("ns", "t", 1, t0 + Duration::from_secs(20)),
             LeaseState::Held(t0 + Duration::from_secs(25))
@@ -176,6 +201,60 @@ mod tests {
             "another attempt's lease is not this one"
         );
         assert_eq!(l.state("ns", "u", 1, t0), LeaseState::Unknown);
+        // A renewal never makes a lease: not for another pod, attempt or task, nor once released.
+        assert_eq!(l.renew("ns", "t", "other-pod", 1, t0), None);
+        assert_eq!(l.renew("ns", "t", "p", 2, t0), None);
+        assert_eq!(l.renew("ns", "u", "p", 1, t0), None);
+        l.release("ns", "t");
+        assert_eq!(l.renew("ns", "t", "p", 1, t0), None);
+        assert!(
+            !l.contains("ns", "t"),
+            "a late heartbeat does not bring a released lease back"
+        );
+    }
+
+    #[test]
+    fn the_table_heals_against_the_tasks() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(60);
+        let mut l = Leases::new(Duration::from_secs(15));
+        for (name, attempt) in [
+            ("done", 1),
+            ("gone", 1),
+            ("running", 2),
+            ("old", 1),
+            ("reserved", 0),
+        ] {
+            l.hold("ns", name, "a", "p", attempt, t0);
+        }
+        l.hold("ns", "fresh-reservation", "a", "p", 0, later);
+        let tasks = |_: &str, name: &str| match name {
+            "done" => Some((true, 1)),
+            "gone" => None,
+            "running" => Some((false, 2)),
+            "old" => Some((false, 2)),
+            "reserved" | "fresh-reservation" => Some((false, 0)),
+            _ => unreachable!(),
+        };
+        // Before anything ran out, only what is finished or deleted goes.
+        let mut dropped = l.heal(t0, tasks);
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            [("ns".into(), "done".into()), ("ns".into(), "gone".into())]
+        );
+        let mut dropped = l.heal(later, tasks);
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            [("ns".into(), "old".into()), ("ns".into(), "reserved".into())],
+            "an older attempt's lease and a reservation that ran out"
+        );
+        assert!(
+            l.contains("ns", "running"),
+            "an expired lease of the current attempt is the controller's to end"
+        );
+        assert!(l.contains("ns", "fresh-reservation"));
     }
 
     #[test]
@@ -203,7 +282,7 @@ mod tests {
         l.hold("ns", "own", "exec", "p", 1, t0);
         assert_eq!(l.running_for("ns", "exec"), 1);
         l.hold("ns", "py", "exec", "p", 1, t0);
-        l.renew("ns", "py", "exec", "p", 1, t0 + Duration::from_secs(5));
+        l.renew("ns", "py", "p", 1, t0 + Duration::from_secs(5));
         assert_eq!(
             l.running_for("ns", "exec"),
             1,

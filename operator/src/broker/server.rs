@@ -678,7 +678,7 @@ async fn lease(
         if let Ok(mut l) = b.leases.lock() {
             let now = std::time::Instant::now();
             for t in &tasks {
-                l.renew(&ns, &t.name, &agent, &req.pod, t.attempt, now);
+                l.hold(&ns, &t.name, &agent, &req.pod, t.attempt, now);
             }
         }
         // Tasks already leased are handed out even if a later lease failed.
@@ -704,19 +704,31 @@ async fn heartbeat(
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let Json(req) = body?;
-    let (_, task) = b
+    let (_, mut task) = b
         .held_task(&claims, &ns, &name, Some((&req.pod, req.attempt)))
         .await?;
-    let agent = assigned_agent(&task);
-    if let Ok(mut l) = b.leases.lock() {
-        l.renew(
-            &ns,
-            &name,
-            &agent,
-            &req.pod,
-            req.attempt,
-            std::time::Instant::now(),
-        );
+    let renewed = b
+        .leases
+        .lock()
+        .ok()
+        .and_then(|mut l| l.renew(&ns, &name, &req.pod, req.attempt, std::time::Instant::now()));
+    if renewed.is_none() {
+        // Not in the table (released, or held by another operator before this one led): only
+        // the task's status at the API server may say this pod still runs it.
+        task = b.assigned_task(&claims, &ns, &name, true).await?.1;
+        transition::check_lease(&task, &req.pod, req.attempt).map_err(fence_error)?;
+        let counted = crate::controller::task::counts_against_agent(&b.agents, &ns, &task);
+        if let Ok(mut l) = b.leases.lock() {
+            l.hold(
+                &ns,
+                &name,
+                &assigned_agent(&task),
+                &req.pod,
+                req.attempt,
+                std::time::Instant::now(),
+            );
+            l.set_counted(&ns, &name, counted);
+        }
     }
     Ok(Json(HeartbeatResponse {
         cancelled: task.spec.cancel_requested,

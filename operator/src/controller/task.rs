@@ -28,7 +28,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use super::{Context, apply_status, error_policy, publish_task_event, update_status};
 use crate::{
@@ -436,6 +436,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let store = controller.store();
     // The broker reads tasks from this cache first.
     let _ = ctx.tasks.set(store.clone());
+    let healer = {
+        let (store, ctx) = (store.clone(), ctx.clone());
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            let mut every = tokio::time::interval(HEAL_EVERY);
+            loop {
+                every.tick().await;
+                heal_leases(&ctx, &store);
+            }
+        })
+    };
     controller
         .watches(
             Api::<CogoAgent>::all(client),
@@ -446,4 +459,35 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    healer.abort();
+}
+
+/// How often the lease table is checked against the cached tasks.
+pub const HEAL_EVERY: Duration = Duration::from_secs(10);
+
+/// Drops leases and reservations the tasks no longer have (see
+/// [`crate::broker::leases::Leases::heal`]), freeing their slots.
+pub fn heal_leases(ctx: &Context, store: &Store<AgentTask>) {
+    let dropped = ctx
+        .leases
+        .lock()
+        .map(|mut l| {
+            l.heal(Instant::now(), |ns, name| {
+                store.get(&ObjectRef::new(name).within(ns)).map(|t| {
+                    let s = t.status.as_ref();
+                    (
+                        s.and_then(|s| s.phase).is_some_and(|p| p.is_terminal()),
+                        s.map(|s| s.attempt).unwrap_or_default(),
+                    )
+                })
+            })
+        })
+        .unwrap_or_default();
+    if !dropped.is_empty() {
+        warn!(
+            ?dropped,
+            "dropped leases of tasks that finished, were deleted or moved on"
+        );
+        ctx.queued.notify_waiters();
+    }
 }
