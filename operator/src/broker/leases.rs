@@ -9,8 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Notify;
-
 /// One held lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -162,11 +160,10 @@ impl Leases {
 
 /// Forgets the lease of `ns/name` and, when one was held, wakes the lease requests waiting
 /// for a free slot.
-pub fn release(leases: &Mutex<Leases>, freed: &Notify, ns: &str, name: &str) {
-    if let Ok(mut l) = leases.lock()
-        && l.release(ns, name).is_some()
-    {
-        freed.notify_waiters();
+pub fn release(leases: &Mutex<Leases>, freed: &super::wake::Wakeups, ns: &str, name: &str) {
+    let released = leases.lock().ok().and_then(|mut l| l.release(ns, name));
+    if let Some(lease) = released {
+        freed.agent(ns, &lease.agent);
     }
 }
 

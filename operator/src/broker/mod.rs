@@ -9,5 +9,6 @@ pub mod leases;
 pub mod queue;
 pub mod server;
 pub mod transition;
+pub mod wake;
 pub mod worker_keys;
 pub mod workers;

@@ -44,7 +44,6 @@ use kube::{
         reflector::{ObjectRef, Store},
     },
 };
-use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use super::{
@@ -76,8 +75,8 @@ pub struct Broker {
     pub keys: Keys,
     /// Accepted, not yet leased tasks.
     pub queue: Arc<Mutex<TaskQueue>>,
-    /// Woken when a task is queued.
-    pub queued: Arc<Notify>,
+    /// Wakes the lease requests that can take a task just queued, or a slot just freed.
+    pub queued: Arc<super::wake::Wakeups>,
     /// Every CogoAgent, to know an agent's role.
     pub agents: Store<CogoAgent>,
     /// Seconds between heartbeats the agents are told.
@@ -527,9 +526,10 @@ impl Broker {
             (None, None) => return,
         };
         if let Ok(mut q) = self.queue.lock() {
-            q.upsert_task(target, Arc::new(task.clone()));
+            q.upsert_task(target.clone(), Arc::new(task.clone()));
         }
-        self.queued.notify_waiters();
+        self.queued
+            .target(&task.namespace().unwrap_or_default(), &target, &self.agents);
     }
 
     /// Reads a task and checks that the bearer acts for the agent it is assigned to, and that
@@ -637,7 +637,8 @@ async fn lease(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds.into());
     loop {
         // Register for wake-ups before looking, so a task queued in between is not missed.
-        let woken = b.queued.notified();
+        let wakeup = b.queued.of(&ns, &agent);
+        let woken = wakeup.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let names = b.take(&ns, &agent_obj, &req);

@@ -51,8 +51,8 @@ pub struct Context {
     pub agents: Store<CogoAgent>,
     /// Accepted tasks waiting for a lease, shared with the broker.
     pub queue: Arc<std::sync::Mutex<crate::broker::queue::TaskQueue>>,
-    /// Woken whenever a task is queued.
-    pub queued: Arc<tokio::sync::Notify>,
+    /// Wakes the lease requests that can take a task just queued, or a slot just freed.
+    pub queued: Arc<crate::broker::wake::Wakeups>,
     /// Keys for the agents' broker tokens; None runs without the broker (no tokens issued).
     pub keys: Option<crate::broker::auth::Keys>,
     /// Leases of running tasks, shared with the broker.

@@ -390,9 +390,9 @@ fn enqueue(ctx: &Context, ns: &str, name: &str, target: task::Target, t: Arc<Age
         return;
     }
     if let Ok(mut q) = ctx.queue.lock() {
-        q.upsert_task(target, t);
+        q.upsert_task(target.clone(), t);
     }
-    ctx.queued.notify_waiters();
+    ctx.queued.target(ns, &target, &ctx.agents);
 }
 
 fn forget_deferred(ctx: &Context, ns: &str, name: &str) {
@@ -488,6 +488,6 @@ pub fn heal_leases(ctx: &Context, store: &Store<AgentTask>) {
             ?dropped,
             "dropped leases of tasks that finished, were deleted or moved on"
         );
-        ctx.queued.notify_waiters();
+        ctx.queued.all();
     }
 }
