@@ -27,6 +27,7 @@ const PENDING: &str = "
 select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text
 from public.distributed_agent_tasks
 where status = 'pending' and name is null and deleted_at is null
+  and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)
 order by created_at
 limit 100";
 
@@ -139,8 +140,9 @@ async fn intake_loop(
             // Through a transaction-mode pooler LISTEN has no effect; polling still works.
             db.batch_execute("listen cogo_intake").await?;
             info!(namespace, "taking in pending Supabase rows");
+            let mut later = Later::default();
             loop {
-                take_in(&db, tasks, namespace, keys).await?;
+                take_in(&db, tasks, namespace, keys, &mut later).await?;
                 tokio::select! {
                     _ = woken.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -162,14 +164,54 @@ async fn intake_loop(
     }
 }
 
+/// Pending rows whose task could not be created for a reason that may pass (the API server
+/// answered 5xx, a quota refused it): each waits, with backoff, while the poll goes on to the
+/// rows behind it.
+#[derive(Default, Debug)]
+pub struct Later {
+    rows: std::collections::HashMap<String, (std::time::Instant, u32)>,
+}
+
+impl Later {
+    /// The most rows set aside at once.
+    pub const MAX: usize = 10_000;
+
+    /// Sets `id` aside: 2 s after its first failure, doubling up to 5 min.
+    pub fn defer(&mut self, id: &str, now: std::time::Instant) {
+        if self.rows.len() >= Self::MAX && !self.rows.contains_key(id) {
+            return;
+        }
+        let failures = self.rows.get(id).map_or(0, |(_, n)| *n) + 1;
+        let wait = Duration::from_secs(1 << failures.min(9)).min(Duration::from_secs(300));
+        self.rows.insert(id.to_string(), (now + wait, failures));
+    }
+
+    /// Forgets `id` (its task exists).
+    pub fn done(&mut self, id: &str) {
+        self.rows.remove(id);
+    }
+
+    /// The rows still set aside at `now`.
+    pub fn waiting(&self, now: std::time::Instant) -> Vec<&str> {
+        self.rows
+            .iter()
+            .filter(|(_, (at, _))| *at > now)
+            .map(|(id, _)| id.as_str())
+            .collect()
+    }
+}
+
 /// Turns every pending row into an AgentTask and claims it.
 async fn take_in(
     db: &tokio_postgres::Client,
     tasks: &Api<AgentTask>,
     namespace: &str,
     keys: &Keys,
+    later: &mut Later,
 ) -> Result<(), ConnectError> {
-    let rows = db.query_typed(PENDING, &[]).await?;
+    let skipped =
+        serde_json::to_string(&later.waiting(std::time::Instant::now())).unwrap_or_else(|_| "[]".into());
+    let rows = db.query_typed(PENDING, &[(&skipped, Type::TEXT)]).await?;
     for r in rows {
         let row = PendingRow {
             id: r.get(0),
@@ -224,9 +266,11 @@ async fn take_in(
             }
             Err(e) => {
                 warn!(row = %row.id, error = %e, "cannot create the AgentTask of a pending row; trying later");
+                later.defer(&row.id, std::time::Instant::now());
                 continue;
             }
         };
+        later.done(&row.id);
         let uid = uid.unwrap_or_default();
         db.query_typed(
             CLAIM,
@@ -255,6 +299,33 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn rows_that_cannot_be_created_yet_wait_with_backoff_and_hold_back_no_other() {
+        let t0 = std::time::Instant::now();
+        let mut later = Later::default();
+        later.defer("a", t0);
+        later.defer("b", t0);
+        assert_eq!(later.waiting(t0).len(), 2);
+        assert!(
+            later.waiting(t0 + Duration::from_secs(2)).is_empty(),
+            "2 s after a first failure"
+        );
+        later.defer("a", t0);
+        later.defer("a", t0);
+        let mut waiting = later.waiting(t0 + Duration::from_secs(3));
+        waiting.sort();
+        assert_eq!(waiting, ["a"], "8 s after a third");
+        for _ in 0..20 {
+            later.defer("a", t0);
+        }
+        assert!(
+            later.waiting(t0 + Duration::from_secs(301)).is_empty(),
+            "at most 5 min"
+        );
+        later.done("a");
+        assert!(later.waiting(t0).iter().all(|id| *id != "a"));
+    }
 
     fn pending(agent_type: &str) -> PendingRow {
         PendingRow {

@@ -116,12 +116,16 @@ struct State {
     written: HashMap<String, i64>,
     /// Set by a (re)list of AgentTasks: rows of tasks that no longer exist are to be marked.
     sweep: bool,
+    /// The most changes that may wait.
+    max_waiting: usize,
 }
 
 /// The mirror's shared state: the watch loop feeds it, the writer drains it.
 pub struct Mirror {
     state: Mutex<State>,
     wake: Notify,
+    /// Asks the watch to list every task again, after waiting changes were dropped.
+    relist: Notify,
     metrics: Arc<Metrics>,
     cluster: String,
     keys: Keys,
@@ -132,8 +136,12 @@ impl Mirror {
     /// seals (see [`crate::seal`]) made with `keys`.
     pub fn new(metrics: Arc<Metrics>, cluster: String, keys: Keys) -> Arc<Mirror> {
         Arc::new(Mirror {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                max_waiting: MAX_WAITING,
+                ..State::default()
+            }),
             wake: Notify::new(),
+            relist: Notify::new(),
             metrics,
             cluster,
             keys,
@@ -167,13 +175,17 @@ impl Mirror {
             Some((_, t)) => *t,
             _ => Instant::now(),
         };
-        if s.waiting.len() >= MAX_WAITING && !s.waiting.contains_key(&row.id) {
+        if s.waiting.len() >= s.max_waiting && !s.waiting.contains_key(&row.id) {
+            // Memory stays bounded; the cluster still holds every task, so a fresh list writes
+            // them all again (what was written before is forgotten too, so nothing is skipped).
             warn!(
                 waiting = s.waiting.len(),
-                "the mirror is too far behind; dropping waiting changes"
+                "the mirror is too far behind; dropping waiting changes and listing every task again"
             );
             s.waiting.clear();
+            s.written.clear();
             self.metrics.mirror_failed();
+            self.relist.notify_one();
         }
         s.waiting.insert(row.id.clone(), (Box::new(row), since));
         self.metrics.set_mirror_waiting(s.waiting.len());
@@ -274,8 +286,22 @@ impl Mirror {
     }
 
     async fn watch(&self, api: Api<AgentTask>, agents: Store<CogoAgent>) {
+        loop {
+            self.watch_until_relist(api.clone(), &agents).await;
+        }
+    }
+
+    /// Follows AgentTasks from a fresh list until a resync is asked for.
+    async fn watch_until_relist(&self, api: Api<AgentTask>, agents: &Store<CogoAgent>) {
         let mut stream = watcher(api, watcher::Config::default()).boxed();
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => match event {
+                    Some(e) => e,
+                    None => return,
+                },
+                _ = self.relist.notified() => return,
+            };
             let role = |t: &AgentTask| {
                 t.spec.agent.as_ref().and_then(|a| {
                     agents
@@ -751,6 +777,32 @@ mod tests {
         m.observe(row("b", 3));
         let (rows, _) = m.take_batch();
         assert!(rows.len() == 1 && rows[0].deleted, "{rows:?}");
+    }
+
+    #[tokio::test]
+    async fn too_much_waiting_drops_it_all_and_asks_for_a_fresh_list() {
+        let m = mirror();
+        m.state.lock().unwrap().max_waiting = 2;
+        m.observe(row("written", 1));
+        let (rows, _) = m.take_batch();
+        m.written(&rows);
+        m.observe(row("a", 1));
+        m.observe(row("b", 1));
+        m.observe(row("a", 2));
+        assert_eq!(
+            m.waiting(),
+            2,
+            "a newer state of a waiting task takes no more room"
+        );
+        m.observe(row("c", 1));
+        assert_eq!(m.waiting(), 1, "the waiting changes were dropped");
+        assert!(
+            !m.holds("written", 1),
+            "forgotten, so the fresh list writes it again"
+        );
+        tokio::time::timeout(std::time::Duration::from_millis(100), m.relist.notified())
+            .await
+            .expect("the watch is asked to list every task again");
     }
 
     #[test]
