@@ -123,7 +123,7 @@ pub fn broker() -> Value {
                 ),
                 (
                     "503",
-                    "ResultStoreUnavailable: a result too large for status could not be stored yet; offer the outcome again",
+                    "ResultStoreUnavailable: a result too large for status could not be stored yet; Busy: too many large outcomes are being read at once. Offer the outcome again",
                 ),
             ],
             authenticated: true,

@@ -412,6 +412,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
         workers: ctx.workers.clone(),
+        complete_budget: Default::default(),
         subtask_limits: broker::server::SubtaskLimits {
             per_task: args.max_subtasks_per_task,
             depth: args.max_subtask_depth,

@@ -82,6 +82,7 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
         }))),
         workers: Default::default(),
         subtask_limits: Default::default(),
+        complete_budget: Default::default(),
     }
 }
 
@@ -699,4 +700,52 @@ async fn a_heartbeat_renews_only_a_lease_the_table_holds() {
         !leases.lock().unwrap().contains("team", "t"),
         "no lease from a stale view"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn completion_bodies_share_a_memory_budget() {
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    let path = "/v1/namespaces/team/tasks/t/complete";
+    // Declared over the limit: refused before a byte of the body is read.
+    let (status, bytes) = send_to(
+        broker(),
+        Request::post(path).header("content-length", (17usize << 20).to_string()),
+        Some(&token),
+        String::new(),
+    )
+    .await;
+    let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, err.code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLarge")
+    );
+
+    // One body that has not arrived yet holds the whole budget: the next one waits, then is
+    // told to come back, rather than being read into memory too.
+    let mut b = broker();
+    b.complete_budget = Arc::new(cogo_operator::broker::server::CompleteBudget::with_bytes(1 << 20));
+    let app = router(b);
+    let stalled = Request::post(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-length", "300000")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >()))
+        .unwrap();
+    let first = tokio::spawn(app.clone().oneshot(stalled));
+    tokio::task::yield_now().await;
+    let second = Request::post(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(
+            r#"{"pod": "p", "attempt": 1, "outcome": "Succeeded"}"#,
+        ))
+        .unwrap();
+    let res = app.oneshot(second).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err.code, "Busy", "{}", err.message);
+    first.abort();
 }

@@ -66,6 +66,75 @@ pub const MAX_COMPLETE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest request body the broker reads (but for completions).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Memory completions may hold at once while their bodies are read and parsed: each is
+/// charged [`PARSE_FACTOR`] times its declared length (16 MiB without one), so large results
+/// arriving together wait for each other instead of exhausting the operator's memory.
+pub const COMPLETE_BUDGET_BYTES: usize = 96 * 1024 * 1024;
+
+/// How much more memory a parsed JSON body may take than its text.
+pub const PARSE_FACTOR: usize = 4;
+
+/// The memory budget of completions being read (see [`COMPLETE_BUDGET_BYTES`]), in KiB.
+#[derive(Debug)]
+pub struct CompleteBudget {
+    free: Arc<tokio::sync::Semaphore>,
+    total_kib: usize,
+}
+
+impl Default for CompleteBudget {
+    fn default() -> Self {
+        CompleteBudget::with_bytes(COMPLETE_BUDGET_BYTES)
+    }
+}
+
+impl CompleteBudget {
+    /// A budget of `bytes`.
+    pub fn with_bytes(bytes: usize) -> Self {
+        let total_kib = (bytes / 1024).max(1);
+        CompleteBudget {
+            free: Arc::new(tokio::sync::Semaphore::new(total_kib)),
+            total_kib,
+        }
+    }
+}
+
+/// A completion's share of [`CompleteBudget`], taken (from its `Content-Length`) after the
+/// token is checked and before the body is read; given back when the call ends.
+pub struct BodyShare(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl FromRequestParts<Arc<Broker>> for BodyShare {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, b: &Arc<Broker>) -> Result<Self, ApiError> {
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_COMPLETE_BYTES) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLarge",
+                format!("the body is over {} MiB", MAX_COMPLETE_BYTES >> 20),
+            ));
+        }
+        let kib = (declared.unwrap_or(MAX_COMPLETE_BYTES) * PARSE_FACTOR)
+            .div_ceil(1024)
+            .max(1);
+        // One body never waits for more than the whole budget.
+        let kib = kib.min(b.complete_budget.total_kib) as u32;
+        let free = b.complete_budget.free.clone();
+        match tokio::time::timeout(Duration::from_secs(10), free.acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(BodyShare(permit)),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "too many large outcomes are being read; offer this one again",
+            )),
+        }
+    }
+}
+
 /// What the broker's handlers share.
 #[derive(Clone)]
 pub struct Broker {
@@ -100,6 +169,8 @@ pub struct Broker {
     pub workers: Arc<Mutex<WorkerReports>>,
     /// How many sub-tasks may be made.
     pub subtask_limits: SubtaskLimits,
+    /// Memory for completions being read.
+    pub complete_budget: Arc<CompleteBudget>,
 }
 
 /// Bounds on sub-tasks, so a task that fans out (or recurses) cannot flood the cluster.
@@ -755,6 +826,7 @@ async fn complete(
     State(b): State<Arc<Broker>>,
     Path((ns, name)): Path<(String, String)>,
     Bearer(claims): Bearer,
+    _share: BodyShare,
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
     let Json(mut req) = body?;
