@@ -123,7 +123,7 @@ pub fn broker() -> Value {
                 ),
                 (
                     "503",
-                    "ResultStoreUnavailable: a result too large for status could not be stored yet; Busy: too many large outcomes are being read at once. Offer the outcome again",
+                    "KubernetesUnavailable; ResultStoreUnavailable: a result too large for status could not be stored yet; Busy: too many large outcomes are being read at once. Offer the outcome again with backoff",
                 ),
             ],
             authenticated: true,
@@ -192,10 +192,6 @@ pub fn broker() -> Value {
     for op in ops {
         let mut responses = Map::new();
         responses.insert(op.ok.0.into(), op.ok.1);
-        let auth: &[(&str, &str)] = if op.authenticated { &AUTH_ERRORS } else { &[] };
-        for (code, description) in auth.iter().chain(op.errors) {
-            responses.insert((*code).into(), response(description, &error));
-        }
         responses.insert(
             "413".into(),
             response(
@@ -207,6 +203,11 @@ pub fn broker() -> Value {
             "503".into(),
             response("KubernetesUnavailable, Busy: try again with backoff", &error),
         );
+        // An operation's own description of a status replaces the general one.
+        let auth: &[(&str, &str)] = if op.authenticated { &AUTH_ERRORS } else { &[] };
+        for (code, description) in auth.iter().chain(op.errors) {
+            responses.insert((*code).into(), response(description, &error));
+        }
         let mut params = Vec::new();
         if op.path.contains("{namespace}") {
             params.push(param("namespace", "Namespace of the agent and its tasks"));
