@@ -54,7 +54,12 @@ $(COGO_K8S_SWAGGER): | require-go
 	@echo ">> downloading the k8s.io/kubernetes v$(K8S_VERSION) module for its OpenAPI document (once)"
 	go mod download k8s.io/kubernetes@v$(K8S_VERSION)
 
-tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) wheels ## Build the test tools into $(CACHE)
+# How Argo CD (its own Lua VM, with the chart's health checks) and kstatus read objects.
+$(COGO_TOOLS_DIR)/cogo-health: tests/health/main.go tests/health/go.mod tests/health/go.sum | require-go
+	@echo ">> building cogo-health (Argo CD's Lua VM and kstatus) into $(COGO_TOOLS_DIR)"
+	cd tests/health && go build -o $(COGO_TOOLS_DIR)/cogo-health .
+
+tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) $(COGO_TOOLS_DIR)/cogo-health wheels ## Build the test tools into $(CACHE)
 
 crds: | require-cargo ## Regenerate crds/, the chart's CRDs and docs/broker-openapi.json from the Rust types
 	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds docs/broker-openapi.json

@@ -94,6 +94,48 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
     }
 }
 
+/// kstatus' condition: True while the object is on its way to what its spec asks (a task
+/// that has not ended, a pool rolling out). kstatus, Flux and `kpt live` read it as
+/// InProgress.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus' condition: True when the object cannot get where its spec asks without a change
+/// (a failed task, a pool that cannot become ready). Read as Failed.
+pub const STALLED: &str = "Stalled";
+
+/// Where an object stands, as kstatus reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Still working: `Reconciling` True, with this reason and message.
+    InProgress(String, String),
+    /// Cannot go on: `Stalled` True, with this reason and message.
+    Failed(String, String),
+    /// Done: neither condition.
+    Done,
+}
+
+/// Sets kstatus' `Reconciling` and `Stalled` conditions for `standing` (and removes the one
+/// that does not apply), keeping transition times as [`set_condition`] does.
+pub fn set_standing(
+    conditions: &mut Vec<Condition>,
+    standing: Standing,
+    observed_generation: Option<i64>,
+    now: &Time,
+) {
+    let (keep, (reason, message)) = match standing {
+        Standing::InProgress(r, m) => (RECONCILING, (r, m)),
+        Standing::Failed(r, m) => (STALLED, (r, m)),
+        Standing::Done => {
+            conditions.retain(|c| c.type_ != RECONCILING && c.type_ != STALLED);
+            return;
+        }
+    };
+    conditions.retain(|c| c.type_ == keep || (c.type_ != RECONCILING && c.type_ != STALLED));
+    set_condition(
+        conditions,
+        condition(keep, status::TRUE, &reason, message, observed_generation, now),
+    );
+}
+
 /// Finds a condition by type.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

@@ -3,7 +3,7 @@
 //! `lastTransitionTime` is kept unless a condition flips, so an unchanged world computes an
 //! identical status and the controller writes nothing.
 
-use cogo_api::conditions::{self, DEGRADED, PROGRESSING, READY, reason, status as cs};
+use cogo_api::conditions::{self, DEGRADED, PROGRESSING, READY, Standing, reason, status as cs};
 use k8s_openapi::{
     api::apps::v1::Deployment,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -53,8 +53,27 @@ fn deployment_condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
-/// Computes the pool's status.
+/// Computes the pool's status, with kstatus' `Reconciling` (while it rolls out or waits for
+/// its Deployment) and `Stalled` (while it is Degraded: it cannot become ready without a
+/// change) conditions.
 pub fn compute(o: Observed) -> PoolStatus {
+    let mut s = compute_conditions(o);
+    let find = |t: &str| {
+        conditions::find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let standing = match (find(DEGRADED), find(READY), find(PROGRESSING)) {
+        (Some((d, r, m)), _, _) if d == cs::TRUE => Standing::Failed(r, m),
+        (_, Some((ready, r, m)), _) if ready != cs::TRUE => Standing::InProgress(r, m),
+        (_, _, Some((p, r, m))) if p == cs::TRUE && r != reason::ROLLOUT_COMPLETE => {
+            Standing::InProgress(r, m)
+        }
+        _ => Standing::Done,
+    };
+    conditions::set_standing(&mut s.conditions, standing, o.generation, o.now);
+    s
+}
+
+fn compute_conditions(o: Observed) -> PoolStatus {
     let gen_ = o.generation;
     let mut conds = o.previous.to_vec();
     let set = |conds: &mut Vec<Condition>, t: &str, s: &str, r: &str, m: String| {
@@ -243,6 +262,38 @@ mod tests {
             previous: prev,
             now,
         })
+    }
+
+    #[test]
+    fn kstatus_reads_rolling_out_as_in_progress_and_degraded_as_failed() {
+        let now = at(10);
+        let standing = |s: &PoolStatus| {
+            let r = conditions::find(&s.conditions, conditions::RECONCILING).map(|c| c.reason.clone());
+            let f = conditions::find(&s.conditions, conditions::STALLED).map(|c| c.reason.clone());
+            (r, f)
+        };
+        let s = observe(1, None, None, &[], &now);
+        assert_eq!(standing(&s), (Some("DeploymentPending".into()), None));
+        let s = observe(2, Some(&dep(1, 1, 2, 1, 2)), None, &s.conditions, &now);
+        assert_eq!(standing(&s), (Some("PodsNotReady".into()), None));
+        let ready = observe(2, Some(&dep(1, 1, 2, 2, 2)), None, &s.conditions, &now);
+        assert_eq!(standing(&ready), (None, None), "rolled out and ready: Current");
+        let mut stuck = dep(2, 2, 2, 1, 1);
+        stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "False".into(),
+            reason: Some("ProgressDeadlineExceeded".into()),
+            message: Some("ReplicaSet has timed out progressing".into()),
+            ..Default::default()
+        }]);
+        let s = observe(2, Some(&stuck), None, &ready.conditions, &now);
+        assert_eq!(standing(&s), (None, Some("ProgressDeadlineExceeded".into())));
+        let invalid = Invalid {
+            reason: reason::MODEL_SECRET_NOT_FOUND,
+            message: "no Secret".into(),
+        };
+        let s = observe(2, None, Some(&invalid), &s.conditions, &now);
+        assert_eq!(standing(&s), (None, Some("ModelSecretNotFound".into())));
     }
 
     #[test]

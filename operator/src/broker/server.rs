@@ -418,6 +418,8 @@ async fn write_status(
     rv: &str,
     status: &AgentTaskStatus,
 ) -> kube::Result<AgentTask> {
+    let mut status = status.clone();
+    crate::task::settle_standing(&mut status, &now());
     let body = serde_json::json!({
         "apiVersion": "cogo.xyz/v1alpha1",
         "kind": "AgentTask",

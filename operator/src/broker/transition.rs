@@ -307,6 +307,8 @@ fn settle(
     now: &Time,
 ) {
     s.phase = Some(phase);
+    // The transition was decided on this generation of the spec (a cancellation changes it).
+    s.observed_generation = generation.or(s.observed_generation);
     if phase.is_terminal() {
         s.completion_time = Some(now.clone());
         s.retry_after = None;
@@ -814,8 +816,14 @@ mod tests {
         let mut t = task();
         assert!(cancelled_while_waiting(&t, &at(5)).is_none());
         t.spec.cancel_requested = true;
+        t.metadata.generation = Some(2);
         let s = cancelled_while_waiting(&t, &at(5)).unwrap();
         assert_eq!(s.phase, Some(TaskPhase::Cancelled));
+        assert_eq!(
+            s.observed_generation,
+            Some(2),
+            "the cancellation's generation is observed"
+        );
         assert_eq!(s.completion_time, Some(at(5)));
         t.status = leased(&t, "a", "p", &at(10));
         assert!(

@@ -121,9 +121,10 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     // update_status
     let wait = worker_wait(&ctx, &ns, &t, &verdict);
     let runs_on_worker = WorkerKind::for_task_type(&t.spec.task_type).is_some();
-    let Some(next) = task::compute_pending(&t, &verdict, wait.as_ref(), &now) else {
+    let Some(mut next) = task::compute_pending(&t, &verdict, wait.as_ref(), &now) else {
         return Ok(Action::await_change());
     };
+    task::settle_standing(&mut next, &now);
     let rv = t.resource_version();
     // Written only if the task is unchanged since read, so a lease the broker just wrote is
     // never overwritten by this older view; the change that conflicted triggers a new reconcile.
@@ -280,7 +281,8 @@ async fn supervise(ctx: &Context, t: &AgentTask, ns: &str, policy: &Policy, now:
 
 /// Writes a transition the controller decided (a final phase, or back to Pending for a
 /// retry), fenced by the task's resourceVersion, and says so in an Event.
-async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<Action> {
+async fn finish(ctx: &Context, t: &AgentTask, mut next: AgentTaskStatus) -> Result<Action> {
+    task::settle_standing(&mut next, &Time(jiff::Timestamp::now()));
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let api = Api::<AgentTask>::namespaced(ctx.client.clone(), &ns);

@@ -62,6 +62,7 @@ pub(crate) fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
         })
 }
 
+mod health;
 mod lifecycle;
 mod mirror;
 mod resources;
