@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools wheels crds check-crds fmt lint unit e2e bench images cluster-up cluster-down demo require-go require-cargo
+.PHONY: help test tools wheels crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo
 
 # The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
 # COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
@@ -100,6 +100,15 @@ e2e: tools | require-cargo require-go ## End-to-end tests on the local control p
 	fi
 
 test: tools fmt check-crds lint unit e2e ## Everything CI runs
+
+chaos: tools | require-cargo require-go ## The chaos soak on the real node: the chaos suite at scale (COGO_CHAOS_TASKS=2000, COGO_CHAOS_KILLS=6)
+	tests/cluster/build
+	tests/images/build
+	cargo build -p cogo-operator -p cogo-agent
+	kubeconfig=$$(tests/cluster/up); \
+	trap 'tests/cluster/down' EXIT; \
+	export COGO_E2E_KUBECONFIG=$$kubeconfig COGO_CHAOS_TASKS=$${COGO_CHAOS_TASKS:-2000} COGO_CHAOS_KILLS=$${COGO_CHAOS_KILLS:-6}; \
+	cargo test -p cogo-e2e --features e2e --test node -- --test-threads=1 chaos
 
 bench: wheels | require-cargo require-go ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
 	tests/cluster/build

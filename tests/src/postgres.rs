@@ -13,8 +13,10 @@ use std::{
 pub struct Postgres {
     dir: PathBuf,
     child: Option<Child>,
-    /// The TCP port it listens on (127.0.0.1).
+    /// The TCP port it listens on (127.0.0.1, and the addresses of `listen`).
     pub port: u16,
+    /// Where it listens: 127.0.0.1, and the real node's bridge address for pods.
+    listen: String,
 }
 
 /// The directory of the PostgreSQL server binaries (`initdb`, `postgres`): the newest
@@ -64,6 +66,25 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Initializes and starts a server; waits until it accepts connections.
     pub fn start(name: &str) -> Postgres {
+        Postgres::start_listening(name, &[])
+    }
+
+    /// [`Postgres::start`], also listening on the real node's bridge address
+    /// ([`crate::cluster::NODE_ADDRESS`]) and trusting connections from pods.
+    pub fn start_for_pods(name: &str) -> Postgres {
+        Postgres::start_listening(name, &[crate::cluster::NODE_ADDRESS])
+    }
+
+    /// The URL pods use to reach a server started with [`Postgres::start_for_pods`].
+    pub fn pod_url(&self) -> String {
+        format!(
+            "postgres://postgres@{}:{}/postgres",
+            crate::cluster::NODE_ADDRESS,
+            self.port
+        )
+    }
+
+    fn start_listening(name: &str, also: &[&str]) -> Postgres {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!("cogo-pg-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -88,10 +109,20 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&init.stderr)
         );
+        if !also.is_empty() {
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            text.push_str("host all all 10.88.0.0/16 trust\n");
+            std::fs::write(&hba, text).expect("pg_hba.conf");
+        }
         let mut pg = Postgres {
             dir,
             child: None,
             port: free_port(),
+            listen: std::iter::once("127.0.0.1")
+                .chain(also.iter().copied())
+                .collect::<Vec<_>>()
+                .join(","),
         };
         pg.resume();
         pg
@@ -108,7 +139,7 @@ impl Postgres {
         let child = as_server_user(bin_dir().join("postgres"))
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .args(["-p", &self.port.to_string(), "-h", &self.listen, "-k"])
             .arg(&self.dir)
             .args(["-c", "fsync=off", "-c", "wal_level=logical"])
             .stdout(log.try_clone().expect("log"))

@@ -7,6 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use cogo_e2e::cluster::{Cluster, Namespace, wait_until};
 use serde_json::Value;
 
+mod chaos;
 mod executor;
 
 pub(crate) fn cluster() -> Cluster {
