@@ -355,6 +355,7 @@ impl Drop for Postgres {
 /// Stopped when dropped.
 pub struct PgBouncer {
     dir: PathBuf,
+    binary: PathBuf,
     child: Child,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
@@ -390,31 +391,52 @@ impl PgBouncer {
                 .arg(&dir)
                 .status();
         }
-        let child = as_server_user(binary)
-            .arg(dir.join("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start pgbouncer");
-        let bouncer = PgBouncer { dir, child, port };
+        let child = spawn_bouncer(&binary, &dir);
+        let bouncer = PgBouncer {
+            dir,
+            binary,
+            child,
+            port,
+        };
+        bouncer.wait_ready();
+        bouncer
+    }
+
+    /// Stops PgBouncer (every connection through it is cut) and starts it again on the same
+    /// port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_bouncer(&self.binary, &self.dir);
+        self.wait_ready();
+    }
+
+    fn stop(&mut self) {
+        // As root the child is runuser: stop PgBouncer itself.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(self.dir.join("pgbouncer.ini"))
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = Command::new(bin_dir().join("psql"))
-                .args(["-X", "-At", "-d", &bouncer.url(), "-c", "select 1"])
+                .args(["-X", "-At", "-d", &self.url(), "-c", "select 1"])
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ok {
-                break;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "PgBouncer did not start; its log: {}",
-                std::fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        bouncer
     }
 
     /// A connection string through the pooler.
@@ -423,15 +445,19 @@ impl PgBouncer {
     }
 }
 
+fn spawn_bouncer(binary: &std::path::Path, dir: &std::path::Path) -> Child {
+    as_server_user(binary.to_path_buf())
+        .arg(dir.join("pgbouncer.ini"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start pgbouncer")
+}
+
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        // As root the child is runuser: stop PgBouncer itself.
-        let _ = Command::new("pkill")
-            .args(["-TERM", "-f"])
-            .arg(self.dir.join("pgbouncer.ini"))
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

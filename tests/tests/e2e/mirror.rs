@@ -409,12 +409,13 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
 }
 
 /// Through PgBouncer in transaction mode (Supabase's pooler) the mirror works the same (it
-/// sends no named prepared statements): 1,000 tasks, each row equal to its task's status.
+/// sends no named prepared statements): 1,000 tasks and three large results, each row equal to
+/// its task's status, with the pooler restarted while the rows are written.
 #[test]
 fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
     let c = cluster();
     let pg = Postgres::start("mirror-pooled");
-    let bouncer = cogo_e2e::postgres::PgBouncer::start(&pg, "mirror-pooled");
+    let mut bouncer = cogo_e2e::postgres::PgBouncer::start(&pg, "mirror-pooled");
     secret(&c, &bouncer.url());
     let ns = Namespace::create(&c, "e2e-mirror-pooled");
     let port = free_port();
@@ -422,10 +423,19 @@ fn the_mirror_works_through_pgbouncer_in_transaction_mode() {
     agent(&ns, "mirrored");
     let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
     create_tasks(&c, &ns, "pooled", 1000, json!({}));
-    wait_mirrored(&pg, &ns, 1000, 300);
+    // Results too large for status go to the result store through the pooler too.
+    let big = json!({"blob": "y".repeat(100 * 1024)});
+    create_tasks(&c, &ns, "pooled-big", 3, json!({"input": big}));
+    // The pooler restarts while rows are being written: every connection through it is cut.
+    std::thread::sleep(Duration::from_millis(1500));
+    bouncer.restart();
+    wait_mirrored(&pg, &ns, 1003, 300);
     let rs = rows(&pg, &ns.name);
     for t in tasks(&ns) {
         assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
+    }
+    for i in 0..3 {
+        assert_eq!(rs[&format!("pooled-big-{i:03}")]["result_data"], big);
     }
     c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
 }
