@@ -46,6 +46,65 @@ impl Cluster {
             .join("logs/audit.log")
     }
 
+    /// Kills the API server (SIGKILL) and starts it again with the same command line, as
+    /// `tests/cluster/up` started it (its pid file updated, its log appended to); returns once
+    /// it answers `/readyz` again, and how long it was away.
+    pub fn restart_api_server(&self) -> std::time::Duration {
+        let dir = self.kubeconfig.parent().expect("kubeconfig dir");
+        let pid_file = dir.join("run/kube-apiserver.pid");
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .expect("the API server's pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let args: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .expect("the API server's command line")
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let stopped = std::time::Instant::now();
+        // SIGKILL: a graceful stop drains watches for a minute first.
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        wait_until(Duration::from_secs(60), "the API server to stop", || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+        });
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("logs/kube-apiserver.log"))
+            .expect("the API server's log");
+        // Detached (setsid --fork), as the cluster script starts it: it outlives this test and
+        // `tests/cluster/down` stops it.
+        let started = Command::new("setsid")
+            .arg("--fork")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .status()
+            .expect("start the API server again (setsid, from util-linux)");
+        assert!(started.success(), "setsid failed");
+        wait_until(
+            Duration::from_secs(90),
+            "the API server to be ready again",
+            || self.kubectl(&["get", "--raw", "/readyz"], None).status.success(),
+        );
+        let cmdline = args.join("\0");
+        let new_pid = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).trim_end_matches('\0') == cmdline)
+            })
+            .expect("the new API server's process");
+        std::fs::write(&pid_file, new_pid.to_string()).expect("pid file");
+        stopped.elapsed()
+    }
+
     /// Runs kubectl with this cluster's kubeconfig.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut full = vec!["--kubeconfig", self.kubeconfig.to_str().expect("utf-8 path")];

@@ -338,3 +338,52 @@ fn an_operator_restart_loses_no_task_and_runs_none_twice() {
         "the new operator restored the leases"
     );
 }
+
+/// The API server stops and starts again while 60 tasks run: the operator's watches and the
+/// agents' calls ride it out, and every task succeeds exactly once.
+#[test]
+fn an_api_server_restart_loses_no_task_and_runs_none_twice() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-api-restart");
+    // The harness runs the operator without an election: this test is about the API server
+    // going away, not about a leader that could not renew meanwhile (it exits, and its pod
+    // restarts).
+    let op = Operator::start(&c, "api-restart");
+    agent(&ns, "steady", 2, 16);
+    let _a = AgentProcess::start(&c, &ns.name, "steady", "Research", "steady-0", op.broker_port);
+    let _b = AgentProcess::start(&c, &ns.name, "steady", "Research", "steady-1", op.broker_port);
+    let items: Vec<Value> = (0..60)
+        .map(|i| {
+            let spec = if i % 2 == 0 {
+                json!({"agent": "steady", "type": "cogo.sleep", "input": {"seconds": 2}})
+            } else {
+                json!({"agent": "steady", "type": "cogo.echo", "input": {"n": i}})
+            };
+            json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                   "metadata": {"name": format!("job-{i:02}")}, "spec": spec})
+        })
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    c.kubectl_ok(&["create", "-n", &ns.name, "-f", "-"], Some(&list.to_string()));
+    wait_until(Duration::from_secs(60), "tasks to be running", || {
+        ns.kubectl_ok(&["get", "agenttasks", "-o", "jsonpath={.items[*].status.phase}"])
+            .split_whitespace()
+            .any(|p| p == "Running")
+    });
+    let away = c.restart_api_server();
+    eprintln!("the API server was away for {:.1} s", away.as_secs_f64());
+    wait_until(Duration::from_secs(180), "all 60 tasks to succeed", || {
+        let phases = ns.kubectl_ok(&["get", "agenttasks", "-o", "jsonpath={.items[*].status.phase}"]);
+        phases.split_whitespace().filter(|p| *p == "Succeeded").count() == 60
+    });
+    for i in 0..60 {
+        let t = get(&ns, &format!("job-{i:02}"));
+        let attempts = t["status"]["attempts"].as_array().cloned().unwrap_or_default();
+        let succeeded = attempts.iter().filter(|a| a["outcome"] == "Succeeded").count();
+        assert_eq!(succeeded, 1, "job-{i:02} succeeded exactly once: {}", t["status"]);
+        if i % 2 == 1 {
+            assert_eq!(t["status"]["result"], json!({"n": i}));
+        }
+    }
+    assert!(!op.log_text().contains("panicked"), "the operator kept running");
+}
