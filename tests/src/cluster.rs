@@ -227,6 +227,15 @@ pub struct Namespace<'a> {
 }
 
 impl<'a> Namespace<'a> {
+    /// Every object of `resource` (for example `agenttasks`) in the namespace, as JSON.
+    pub fn items(&self, resource: &str) -> Vec<Value> {
+        let out = self.kubectl_ok(&["get", resource, "-o", "json"]);
+        serde_json::from_str::<Value>(&out).expect("kubectl JSON")["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Creates the namespace `name`.
     pub fn create(cluster: &'a Cluster, name: &str) -> Self {
         cluster.kubectl(

@@ -296,6 +296,19 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The rows of `distributed_agent_tasks` of Kubernetes namespace `ns`, by task name, as
+    /// JSON (none before the mirror created the table).
+    pub fn task_rows(&self, ns: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let out = self.psql(&format!(
+            "select coalesce(json_agg(t), '[]') from distributed_agent_tasks t where namespace = '{ns}'"
+        ));
+        serde_json::from_str::<Vec<serde_json::Value>>(String::from_utf8_lossy(&out.stdout).trim())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
+            .collect()
+    }
+
     /// Runs SQL with psql as the superuser, stopping at the first error.
     pub fn psql(&self, sql: &str) -> Output {
         Command::new(bin_dir().join("psql"))

@@ -58,24 +58,11 @@ fn create_tasks(c: &Cluster, ns: &Namespace, prefix: &str, n: usize, extra: Valu
 }
 
 fn tasks(ns: &Namespace) -> Vec<Value> {
-    let out = ns.kubectl_ok(&["get", "agenttasks", "-o", "json"]);
-    serde_json::from_str::<Value>(&out).unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    ns.items("agenttasks")
 }
 
-/// Rows of the namespace, by task name, as JSON (none before the mirror created the table).
 fn rows(pg: &Postgres, ns: &str) -> std::collections::BTreeMap<String, Value> {
-    let out = pg.psql(&format!(
-        "select coalesce(json_agg(t), '[]') from distributed_agent_tasks t where namespace = '{ns}'"
-    ));
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str::<Vec<Value>>(text.trim())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
-        .collect()
+    pg.task_rows(ns)
 }
 
 /// Waits until every task of the namespace is finished and its row says the same.

@@ -18,6 +18,14 @@ use serde_json::{Value, json};
 
 use super::{cluster, memory_cgroup, pids_of};
 
+fn tasks(ns: &Namespace) -> Vec<Value> {
+    ns.items("agenttasks")
+}
+
+fn rows(pg: &Postgres, ns: &str) -> BTreeMap<String, Value> {
+    pg.task_rows(ns)
+}
+
 const RELEASE_NS: &str = "e2e-chaos";
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -34,26 +42,6 @@ fn leader(c: &Cluster) -> (String, String) {
         .unwrap_or_default();
     let field = |f: &str| lease["spec"][f].as_str().unwrap_or_default().to_string();
     (field("holderIdentity"), field("renewTime"))
-}
-
-fn tasks(ns: &Namespace) -> Vec<Value> {
-    let out = ns.kubectl_ok(&["get", "agenttasks", "-o", "json"]);
-    serde_json::from_str::<Value>(&out).unwrap()["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// Rows of the namespace, by task name.
-fn rows(pg: &Postgres, ns: &str) -> BTreeMap<String, Value> {
-    let out = pg.psql(&format!(
-        "select coalesce(json_agg(t), '[]') from distributed_agent_tasks t where namespace = '{ns}'"
-    ));
-    serde_json::from_str::<Vec<Value>>(String::from_utf8_lossy(&out.stdout).trim())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r))
-        .collect()
 }
 
 /// The host PID of the operator process in the pod with UID `uid`.
