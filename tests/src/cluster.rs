@@ -38,6 +38,15 @@ impl Cluster {
         Cluster { kubeconfig }
     }
 
+    /// The port the API server listens on (127.0.0.1), from the kubeconfig.
+    pub fn api_server_port(&self) -> u16 {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the kubeconfig names the API server at https://127.0.0.1:<port>")
+    }
+
     /// The API server's audit log (one JSON line per write), next to the kubeconfig.
     pub fn audit_log(&self) -> PathBuf {
         self.kubeconfig
@@ -66,9 +75,10 @@ impl Cluster {
         let stopped = std::time::Instant::now();
         // SIGKILL: a graceful stop drains watches for a minute first.
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        // Its threads die one by one; the port is free once the last has closed it.
+        let port = self.api_server_port();
         wait_until(Duration::from_secs(60), "the API server to stop", || {
-            !std::path::Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+            TcpListener::bind(("127.0.0.1", port)).is_ok()
         });
         let log = std::fs::OpenOptions::new()
             .append(true)

@@ -5,6 +5,8 @@ pub mod cluster;
 pub mod postgres;
 pub mod pyindex;
 pub mod schemas;
+pub mod skew;
+pub mod slow;
 
 use std::{
     io::Write,

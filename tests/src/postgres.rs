@@ -17,6 +17,9 @@ pub struct Postgres {
     pub port: u16,
     /// Where it listens: 127.0.0.1, and the real node's bridge address for pods.
     listen: String,
+    /// Whether its directory is a size-limited tmpfs this handle mounted (see
+    /// [`Postgres::start_for_pods_on_disk`]).
+    mounted: bool,
 }
 
 /// The directory of the PostgreSQL server binaries (`initdb`, `postgres`): the newest
@@ -75,6 +78,60 @@ impl Postgres {
         Postgres::start_listening(name, &[crate::cluster::NODE_ADDRESS])
     }
 
+    /// [`Postgres::start_for_pods`], with its directory on a tmpfs of `mib` MiB (mounted as
+    /// root), so [`Postgres::fill_disk`] can run it out of space.
+    pub fn start_for_pods_on_disk(name: &str, mib: u32) -> Postgres {
+        assert!(
+            is_root(),
+            "a database on a size-limited disk needs root (to mount a tmpfs); run the real-node tests as root"
+        );
+        let dir = Postgres::dir_of(name);
+        let _ = Command::new("umount").arg(&dir).output();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data directory");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted, "cannot mount a tmpfs at {}", dir.display());
+        Postgres::start_in(dir, &[crate::cluster::NODE_ADDRESS], true)
+    }
+
+    /// Fills the disk of a server started with [`Postgres::start_for_pods_on_disk`] with a
+    /// ballast file until no byte is left: writes fail with `No space left on device` (and the
+    /// server may stop when it cannot write its WAL).
+    pub fn fill_disk(&self) {
+        assert!(self.mounted, "only a server on its own disk can be filled");
+        let mut ballast = std::fs::File::create(self.dir.join("ballast")).expect("ballast");
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            match std::io::Write::write(&mut ballast, &chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        // What is left of the last page, too.
+        while std::io::Write::write(&mut ballast, &[0u8]).is_ok_and(|n| n == 1) {}
+    }
+
+    /// Frees what [`Postgres::fill_disk`] took and, when the server stopped meanwhile, starts
+    /// it again as a supervisor would (it recovers from its WAL).
+    pub fn free_disk(&mut self) {
+        std::fs::remove_file(self.dir.join("ballast")).expect("remove the ballast");
+        let stopped = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+        if stopped {
+            eprintln!("postgres: stopped while its disk was full; starting it again");
+            self.child = None;
+            self.resume();
+        }
+    }
+
     /// The URL pods use to reach a server started with [`Postgres::start_for_pods`].
     pub fn pod_url(&self) -> String {
         format!(
@@ -84,11 +141,19 @@ impl Postgres {
         )
     }
 
+    fn dir_of(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("cogo-pg-{name}-{}", std::process::id()))
+    }
+
     fn start_listening(name: &str, also: &[&str]) -> Postgres {
-        let bin = bin_dir();
-        let dir = std::env::temp_dir().join(format!("cogo-pg-{name}-{}", std::process::id()));
+        let dir = Postgres::dir_of(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("data directory");
+        Postgres::start_in(dir, also, false)
+    }
+
+    fn start_in(dir: PathBuf, also: &[&str], mounted: bool) -> Postgres {
+        let bin = bin_dir();
         if is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -123,6 +188,7 @@ impl Postgres {
                 .chain(also.iter().copied())
                 .collect::<Vec<_>>()
                 .join(","),
+            mounted,
         };
         pg.resume();
         pg
@@ -158,6 +224,11 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
     /// Turns TLS on with a fresh CA (written to `<dir>/ca.crt`, returned) and a server
@@ -359,6 +430,9 @@ impl Drop for Postgres {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.dir).output();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -377,6 +451,24 @@ pub struct PgBouncer {
 impl PgBouncer {
     /// Starts PgBouncer for `pg`'s database `postgres`.
     pub fn start(pg: &Postgres, name: &str) -> PgBouncer {
+        PgBouncer::start_listening(pg, name, &[])
+    }
+
+    /// [`PgBouncer::start`], also listening on the real node's bridge address for pods.
+    pub fn start_for_pods(pg: &Postgres, name: &str) -> PgBouncer {
+        PgBouncer::start_listening(pg, name, &[crate::cluster::NODE_ADDRESS])
+    }
+
+    /// The URL pods use to reach a pooler started with [`PgBouncer::start_for_pods`].
+    pub fn pod_url(&self) -> String {
+        format!(
+            "postgres://postgres@{}:{}/postgres",
+            crate::cluster::NODE_ADDRESS,
+            self.port
+        )
+    }
+
+    fn start_listening(pg: &Postgres, name: &str, also: &[&str]) -> PgBouncer {
         let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .map(PathBuf::from)
@@ -391,11 +483,15 @@ impl PgBouncer {
         std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").expect("users");
         let ini = format!(
             "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres user=postgres\n\n\
-             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\n\
+             [pgbouncer]\nlisten_addr = {listen}\nlisten_port = {port}\nunix_socket_dir = {dir}\n\
              auth_type = trust\nadmin_users = postgres\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
              default_pool_size = 4\nmax_client_conn = 100\nlogfile = {dir}/pgbouncer.log\n",
             pg.port,
-            dir = dir.display()
+            dir = dir.display(),
+            listen = std::iter::once("127.0.0.1")
+                .chain(also.iter().copied())
+                .collect::<Vec<_>>()
+                .join(","),
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("pgbouncer.ini");
         if is_root() {
