@@ -13,10 +13,10 @@ pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;
-pub mod mirror;
 pub mod seal;
 pub mod server;
 pub mod status;
+pub mod supabase;
 pub mod task;
 pub mod validate;
 

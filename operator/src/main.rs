@@ -371,8 +371,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut results = None;
     let mut mirror = None;
     if let Some(secret) = args.supabase_secret.clone() {
-        let cluster = cogo_operator::mirror::cluster_id(&client, args.cluster_name.clone()).await;
-        let m = cogo_operator::mirror::Mirror::new(metrics.clone(), cluster, keys.clone());
+        let cluster = cogo_operator::supabase::cluster_id(&client, args.cluster_name.clone()).await;
+        let m = cogo_operator::supabase::Mirror::new(metrics.clone(), cluster, keys.clone());
         info!(secret = %secret, namespace = %keys_ns, cluster = %m.cluster(), "mirroring AgentTasks to Supabase");
         mirror_task = Some(tokio::spawn(m.clone().run(
             client.clone(),
@@ -380,14 +380,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             (keys_ns.clone(), secret.clone()),
             stopped(),
         )));
-        results = Some(Arc::new(cogo_operator::mirror::results::ResultStore::new(
+        results = Some(Arc::new(cogo_operator::supabase::results::ResultStore::new(
             Api::namespaced(client.clone(), &keys_ns),
             secret,
         )));
         mirror = Some(m);
     }
     if let (Some(secret), Some(target)) = (args.supabase_secret.clone(), args.intake_namespace.clone()) {
-        tokio::spawn(cogo_operator::mirror::intake::run(
+        tokio::spawn(cogo_operator::supabase::intake::run(
             client.clone(),
             (keys_ns.clone(), secret),
             target,

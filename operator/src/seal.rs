@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use kube::ResourceExt;
 use sha2::Sha256;
 
-use crate::{broker::auth::Keys, mirror::row::ROW_ANNOTATION};
+use crate::{broker::auth::Keys, supabase::row::ROW_ANNOTATION};
 
 /// The annotation holding a task's seal: `<key id>:<hex HMAC>`.
 pub const SEAL_ANNOTATION: &str = "cogo.xyz/requester-seal";

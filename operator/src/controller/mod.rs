@@ -58,7 +58,7 @@ pub struct Context {
     /// Leases of running tasks, shared with the broker.
     pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
     /// The Supabase mirror, when configured: TTL deletion waits until it holds a task.
-    pub mirror: Option<Arc<crate::mirror::Mirror>>,
+    pub mirror: Option<Arc<crate::supabase::Mirror>>,
     /// New tasks queued before their first status write (see the task controller).
     pub deferred: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The task controller's cache, shared with the broker once the controller runs.
@@ -112,7 +112,7 @@ impl Context {
     }
 
     /// The same context, with the Supabase mirror `mirror`.
-    pub fn with_mirror(mut self, mirror: Option<Arc<crate::mirror::Mirror>>) -> Self {
+    pub fn with_mirror(mut self, mirror: Option<Arc<crate::supabase::Mirror>>) -> Self {
         self.mirror = mirror;
         self
     }

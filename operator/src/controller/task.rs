@@ -326,7 +326,7 @@ async fn expire_finished(ctx: &Context, t: &AgentTask, ns: &str) -> Result<Actio
     }
     // The row keeps the task's history: delete only once the database holds its final state.
     if let Some(mirror) = &ctx.mirror
-        && !mirror.holds(&mirror.row_id(t), crate::mirror::row::version(t))
+        && !mirror.holds(&mirror.row_id(t), crate::supabase::row::version(t))
     {
         debug!("waiting for the Supabase mirror before deleting the finished task");
         return Ok(Action::requeue(Duration::from_secs(2)));

@@ -100,7 +100,7 @@ pub struct Broker {
     pub leases: Arc<Mutex<Leases>>,
     /// The result store, when a database is configured: it keeps results too large for
     /// status. Without one, such a result fails its task with reason `ResultTooLarge`.
-    pub results: Option<Arc<crate::mirror::results::ResultStore>>,
+    pub results: Option<Arc<crate::supabase::results::ResultStore>>,
     /// The task controller's cache of AgentTasks, once it runs. Reads start there and go to
     /// the API server when the cached view is missing or too old to decide.
     pub tasks: Arc<OnceLock<Store<AgentTask>>>,

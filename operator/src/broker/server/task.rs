@@ -77,9 +77,9 @@ pub(super) async fn complete(
         // acknowledged result survives any restart; until the store takes it, the agent offers
         // the outcome again.
         if let (Some(store), Some(r), Some(result)) = (&b.results, &status.result_ref, &req.result) {
-            use crate::mirror::results::StoreError;
+            use crate::supabase::results::StoreError;
             match store
-                .put(&crate::mirror::row::row_id(&task, &b.keys), &r.digest, result)
+                .put(&crate::supabase::row::row_id(&task, &b.keys), &r.digest, result)
                 .await
             {
                 Ok(()) => {}

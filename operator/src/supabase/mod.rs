@@ -1,4 +1,8 @@
-//! The Supabase mirror: every AgentTask's state, upserted into `distributed_agent_tasks` by
+//! Everything the operator keeps in Supabase's Postgres: the connection (here, with [`tls`]),
+//! the mirror of AgentTasks (here), how a task becomes a row ([`row`]), the intake of rows that
+//! become tasks ([`intake`]), and the result store ([`results`]).
+//!
+//! The mirror: every AgentTask's state, upserted into `distributed_agent_tasks` by
 //! UID, in batches, asynchronously. The database being down or slow delays the mirror and
 //! never the cluster: changes wait in memory (one entry per task, the newest state), writes are
 //! retried with backoff, and on start every task is written again and rows of tasks that are
