@@ -18,6 +18,7 @@ pub mod server;
 pub mod status;
 pub mod supabase;
 pub mod task;
+pub mod tokens;
 pub mod validate;
 
 #[cfg(test)]

@@ -185,14 +185,16 @@ async fn seed_leases(client: &Client, ctx: &Context) -> anyhow::Result<usize> {
 /// that cannot be used is logged and the keys in use are kept.
 async fn follow_worker_keys(
     api: Api<k8s_openapi::api::core::v1::Secret>,
-    keys: Arc<std::sync::RwLock<broker::worker_keys::WorkerKeys>>,
+    keys: Arc<std::sync::RwLock<cogo_operator::tokens::worker_keys::WorkerKeys>>,
 ) {
-    let config =
-        watcher::Config::default().fields(&format!("metadata.name={}", broker::worker_keys::KEYS_SECRET));
+    let config = watcher::Config::default().fields(&format!(
+        "metadata.name={}",
+        cogo_operator::tokens::worker_keys::KEYS_SECRET
+    ));
     let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
     while let Some(event) = events.next().await {
         let Ok(secret) = event else { continue };
-        match broker::worker_keys::parse(&secret) {
+        match cogo_operator::tokens::worker_keys::parse(&secret) {
             Ok(fresh) => {
                 if let Ok(mut k) = keys.write() {
                     if k.current.id != fresh.current.id {
@@ -346,14 +348,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .lease_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let keys = broker::keys::load_or_create(&Api::namespaced(client.clone(), &keys_ns))
+    let keys = cogo_operator::tokens::keys::load_or_create(&Api::namespaced(client.clone(), &keys_ns))
         .await
         .context("cannot load the broker's signing keys")?;
     // Worker tokens are signed with keys only the operator holds; rotating them in their
     // Secret takes effect without a restart.
     let secrets_api = Api::namespaced(client.clone(), &keys_ns);
     let worker_keys = Arc::new(std::sync::RwLock::new(
-        broker::worker_keys::load_or_create(&secrets_api)
+        cogo_operator::tokens::worker_keys::load_or_create(&secrets_api)
             .await
             .context("cannot load the worker-token keys")?,
     ));

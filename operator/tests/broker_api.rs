@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use cogo_api::broker::ErrorBody;
-use cogo_operator::broker::{
-    auth::{Key, Keys},
-    server::{Broker, MAX_BODY_BYTES, router},
-    worker_keys::{SigningSeed, WorkerKeys},
+use cogo_operator::{
+    broker::server::{Broker, MAX_BODY_BYTES, router},
+    tokens::{
+        auth::{Key, Keys},
+        worker_keys::{SigningSeed, WorkerKeys},
+    },
 };
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
@@ -341,7 +343,7 @@ async fn worker_keys_are_published_as_a_key_set() {
         (key.kty.as_str(), key.crv.as_str(), key.kid.as_str()),
         ("OKP", "Ed25519", "w1")
     );
-    let who = cogo_operator::broker::worker_keys::WorkerIdentity {
+    let who = cogo_operator::tokens::worker_keys::WorkerIdentity {
         namespace: "team",
         worker: "python",
         kind: cogo_api::WorkerKind::PythonSandbox,

@@ -1,14 +1,11 @@
 //! The task broker's building blocks: the in-memory queue of accepted tasks, the leases of
-//! running ones, the status transitions, the tokens agents present, the keys of worker tokens,
-//! and what Executors report about their workers. The HTTP endpoints that use them are
-//! described in `cogo_api::broker`.
+//! running ones, the status transitions, and what Executors report about their workers. The
+//! HTTP endpoints that use them are described in `cogo_api::broker`; the tokens agents present
+//! are [`crate::tokens`].
 
-pub mod auth;
-pub mod keys;
 pub mod leases;
 pub mod queue;
 pub mod server;
 pub mod transition;
 pub mod wake;
-pub mod worker_keys;
 pub mod workers;

@@ -160,7 +160,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
 async fn ensure_token(
     secrets: &Api<Secret>,
     pool: &Pool<'_>,
-    keys: &crate::broker::auth::Keys,
+    keys: &crate::tokens::auth::Keys,
 ) -> Result<u64> {
     let name = build::agent::token_secret_name(pool.name);
     super::ensure_token_secret(

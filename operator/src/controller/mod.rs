@@ -54,7 +54,7 @@ pub struct Context {
     /// Wakes the lease requests that can take a task just queued, or a slot just freed.
     pub queued: Arc<crate::broker::wake::Wakeups>,
     /// Keys for the agents' broker tokens; None runs without the broker (no tokens issued).
-    pub keys: Option<crate::broker::auth::Keys>,
+    pub keys: Option<crate::tokens::auth::Keys>,
     /// Leases of running tasks, shared with the broker.
     pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
     /// The Supabase mirror, when configured: TTL deletion waits until it holds a task.
@@ -64,7 +64,7 @@ pub struct Context {
     /// The task controller's cache, shared with the broker once the controller runs.
     pub tasks: Arc<std::sync::OnceLock<Store<cogo_api::AgentTask>>>,
     /// Keys of the workers' Executor tokens; None issues no worker tokens.
-    pub worker_keys: Option<Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>>,
+    pub worker_keys: Option<Arc<std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>>>,
     /// What the Executors report about their workers, shared with the broker.
     pub workers: Arc<std::sync::Mutex<crate::broker::workers::WorkerReports>>,
 }
@@ -99,14 +99,14 @@ impl Context {
     /// The same context, issuing worker tokens signed with `keys`.
     pub fn with_worker_keys(
         mut self,
-        keys: Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>,
+        keys: Arc<std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>>,
     ) -> Self {
         self.worker_keys = Some(keys);
         self
     }
 
     /// The same context, issuing broker tokens signed with `keys`.
-    pub fn with_keys(mut self, keys: crate::broker::auth::Keys) -> Self {
+    pub fn with_keys(mut self, keys: crate::tokens::auth::Keys) -> Self {
         self.keys = Some(keys);
         self
     }

@@ -27,9 +27,10 @@ use tracing::instrument;
 use super::{Context, PoolChildren, apply_if_changed, error_policy, secret_keys, update_status};
 use crate::{
     Error, Result,
-    broker::{worker_keys::WorkerIdentity, workers::WorkerStats},
+    broker::workers::WorkerStats,
     build::{self, Pool},
     status::{self, Observed},
+    tokens::worker_keys::WorkerIdentity,
     validate::{self, Facts},
 };
 
@@ -163,7 +164,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
 async fn ensure_token(
     secrets: &Api<Secret>,
     pool: &Pool<'_>,
-    keys: &std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>,
+    keys: &std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>,
     who: WorkerIdentity<'_>,
 ) -> Result<u64> {
     let keys = keys

@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
-use crate::{broker::auth::Keys, metrics::Metrics};
+use crate::{metrics::Metrics, tokens::auth::Keys};
 use row::Row;
 
 /// The schema the mirror writes to, applied (idempotently) on every connect: every migration
@@ -707,7 +707,7 @@ mod tests {
     }
 
     fn mirror() -> Arc<Mirror> {
-        let key = crate::broker::auth::Key {
+        let key = crate::tokens::auth::Key {
             id: "k".into(),
             secret: vec![1; 32],
         };

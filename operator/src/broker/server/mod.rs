@@ -47,14 +47,20 @@ use kube::{
 use tracing::{debug, warn};
 
 use super::{
-    auth::{AuthError, Keys},
     leases::{Leases, release},
     queue::TaskQueue,
     transition::{self, Fence, Policy},
-    worker_keys::WorkerKeys,
     workers::WorkerReports,
 };
-use crate::{build::FIELD_MANAGER, controller::publish_task_event, task::Target};
+use crate::{
+    build::FIELD_MANAGER,
+    controller::publish_task_event,
+    task::Target,
+    tokens::{
+        auth::{AuthError, Keys},
+        worker_keys::WorkerKeys,
+    },
+};
 
 mod error;
 mod executors;
