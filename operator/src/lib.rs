@@ -11,6 +11,7 @@ pub mod build;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod kube_io;
 pub mod leader;
 pub mod metrics;
 pub mod seal;

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::{
         Controller,
         controller::Action,
@@ -30,14 +30,14 @@ use kube::{
 };
 use tracing::{debug, info, instrument, warn};
 
-use super::{Context, apply_status, error_policy, publish_task_event, update_status};
+use super::{Context, error_policy};
 use crate::{
     Error, Result,
     broker::{
         leases::LeaseState,
         transition::{self, Policy, reason},
     },
-    build::FIELD_MANAGER,
+    kube_io::{apply_fields, publish_task_event, update_status, write_task_status},
     task::{self, TaskFacts},
 };
 
@@ -129,7 +129,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     // Written only if the task is unchanged since read, so a lease the broker just wrote is
     // never overwritten by this older view; the change that conflicted triggers a new reconcile.
     let written = match update_status(
-        &ctx,
+        ctx.io(),
         t.as_ref(),
         ACCEPTED,
         (&status, &status.conditions),
@@ -281,13 +281,12 @@ async fn supervise(ctx: &Context, t: &AgentTask, ns: &str, policy: &Policy, now:
 
 /// Writes a transition the controller decided (a final phase, or back to Pending for a
 /// retry), fenced by the task's resourceVersion, and says so in an Event.
-async fn finish(ctx: &Context, t: &AgentTask, mut next: AgentTaskStatus) -> Result<Action> {
-    task::settle_standing(&mut next, &Time(jiff::Timestamp::now()));
+async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let api = Api::<AgentTask>::namespaced(ctx.client.clone(), &ns);
-    match apply_status(&api, &name, &next, t.resource_version().as_deref()).await {
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
+    match write_task_status(&api, &name, t.resource_version().as_deref(), &next).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::await_change()),
         other => other?,
     };
     ctx.metrics.status_written("AgentTask");
@@ -367,13 +366,12 @@ async fn adopt(ctx: &Context, t: &AgentTask, ns: &str, parent: &AgentTask) -> Re
         "kind": AgentTask::kind(&()),
         "metadata": {"name": t.name_any(), "ownerReferences": [owner]},
     });
-    Api::<AgentTask>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &t.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+    apply_fields(
+        &Api::<AgentTask>::namespaced(ctx.client.clone(), ns),
+        &t.name_any(),
+        &body,
+    )
+    .await?;
     ctx.metrics.child_writes("AgentTask", 1);
     Ok(())
 }

@@ -24,11 +24,12 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, PoolChildren, apply_if_changed, error_policy, secret_keys, update_status};
+use super::{Context, PoolChildren, error_policy, secret_keys};
 use crate::{
     Error, Result,
     broker::workers::WorkerStats,
     build::{self, Pool},
+    kube_io::{apply_if_changed, update_status},
     status::{self, Observed},
     tokens::worker_keys::WorkerIdentity,
     validate::{self, Facts},
@@ -147,7 +148,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         stats(&ctx, ns, name),
     );
     update_status(
-        &ctx,
+        ctx.io(),
         worker.as_ref(),
         cogo_api::conditions::READY,
         (&previous, &previous.conditions),

@@ -45,7 +45,7 @@ impl Broker {
                 continue;
             };
             let rv = task.resource_version().unwrap_or_default();
-            match write_status(&api, name, &rv, &status).await {
+            match write_task_status(&api, name, Some(&rv), &status).await {
                 Ok(_) => {
                     if let Ok(mut l) = self.leases.lock() {
                         l.hold(ns, name, agent, pod, status.attempt, std::time::Instant::now());

@@ -27,7 +27,7 @@ use axum::{
     routing::{get, post},
 };
 use cogo_api::{
-    AgentRole, AgentTask, AgentTaskStatus, CogoAgent, TaskPhase, WorkerKind,
+    AgentRole, AgentTask, CogoAgent, TaskPhase, WorkerKind,
     broker::{
         Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
         LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, Outcome, SubtaskRequest, TaskView,
@@ -38,7 +38,6 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         events::{EventType, Recorder},
         reflector::{ObjectRef, Store},
@@ -53,8 +52,7 @@ use super::{
     workers::WorkerReports,
 };
 use crate::{
-    build::FIELD_MANAGER,
-    controller::publish_task_event,
+    kube_io::{FIELD_MANAGER, publish_task_event, write_task_status},
     task::Target,
     tokens::{
         auth::{AuthError, Keys},
@@ -145,30 +143,6 @@ pub fn router(broker: Broker) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(broker))
-}
-
-/// Writes a task's status with server-side apply, only if the task is still at
-/// `resource_version` (409 otherwise), so a stale view never overwrites a newer state.
-async fn write_status(
-    api: &Api<AgentTask>,
-    name: &str,
-    rv: &str,
-    status: &AgentTaskStatus,
-) -> kube::Result<AgentTask> {
-    let mut status = status.clone();
-    crate::task::settle_standing(&mut status, &now());
-    let body = serde_json::json!({
-        "apiVersion": "cogo.xyz/v1alpha1",
-        "kind": "AgentTask",
-        "metadata": {"resourceVersion": rv},
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
 }
 
 /// The CogoAgent a task was leased to (empty before its first lease).
@@ -266,6 +240,8 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
+    use cogo_api::AgentTaskStatus;
+
     use super::*;
 
     fn task(name: &str, parent: Option<&str>, phase: Option<TaskPhase>) -> Arc<AgentTask> {

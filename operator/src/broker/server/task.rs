@@ -102,7 +102,7 @@ pub(super) async fn complete(
                 }
             }
         }
-        match write_status(&api, &name, &rv, &status).await {
+        match write_task_status(&api, &name, Some(&rv), &status).await {
             Ok(_) => {
                 release(&b.leases, &b.queued, &ns, &name);
                 let phase = status.phase.unwrap_or(TaskPhase::Running);
