@@ -123,7 +123,7 @@ where
 }
 
 /// Writes a task's status, with its kstatus standing settled (see
-/// [`settle_standing`](crate::task::settle_standing)), only if the task is still at
+/// [`settle_standing`](crate::tasks::settle_standing)), only if the task is still at
 /// `resource_version` (409 otherwise), so a stale view never overwrites a newer state.
 pub async fn write_task_status(
     api: &Api<AgentTask>,
@@ -132,7 +132,7 @@ pub async fn write_task_status(
     status: &AgentTaskStatus,
 ) -> kube::Result<AgentTask> {
     let mut status = status.clone();
-    crate::task::settle_standing(&mut status, &Time(jiff::Timestamp::now()));
+    crate::tasks::settle_standing(&mut status, &Time(jiff::Timestamp::now()));
     apply_status(api, name, &status, resource_version).await
 }
 

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use cogo_api::{AgentTask, CogoAgent, TaskPhase};
+use cogo_api::{AgentTask, CogoAgent};
 use cogo_operator::{
     broker,
     config::Config,
@@ -20,7 +20,7 @@ use cogo_operator::{
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client,
     api::ListParams,
     runtime::{WatchStreamExt, reflector, watcher},
 };
@@ -150,30 +150,16 @@ async fn termination() {
     let _ = ctrl_c.await;
 }
 
-/// Gives every Running task a fresh lease in `ctx.leases`; returns how many there were.
+/// Gives every Running task a fresh lease in `ctx.scheduler`; returns how many there were.
 async fn seed_leases(client: &Client, ctx: &Context) -> anyhow::Result<usize> {
     let api = Api::<AgentTask>::all(client.clone());
     let mut params = ListParams::default().limit(500);
     let mut running = 0;
     loop {
         let page = api.list(&params).await?;
-        let now = std::time::Instant::now();
-        if let Ok(mut leases) = ctx.leases.lock() {
-            for t in &page.items {
-                let Some(s) = t.status.as_ref().filter(|s| s.phase == Some(TaskPhase::Running)) else {
-                    continue;
-                };
-                let ns = t.namespace().unwrap_or_default();
-                let (agent, pod) = (
-                    s.agent.clone().unwrap_or_default(),
-                    s.pod.clone().unwrap_or_default(),
-                );
-                leases.hold(&ns, &t.name_any(), &agent, &pod, s.attempt, now);
-                let counted = controller::task::counts_against_agent(&ctx.agents, &ns, t);
-                leases.set_counted(&ns, &t.name_any(), counted);
-                running += 1;
-            }
-        }
+        running += ctx
+            .scheduler
+            .seed_running(&page.items, &ctx.agents, std::time::Instant::now());
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(running),
@@ -403,17 +389,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let broker_state = broker::server::Broker {
         client: client.clone(),
         keys,
-        queue: ctx.queue.clone(),
-        queued: ctx.queued.clone(),
+        scheduler: ctx.scheduler.clone(),
         agents,
         heartbeat_seconds: args.heartbeat_seconds.max(1),
         max_result_bytes: 64 * 1024,
-        leases: ctx.leases.clone(),
         tasks: ctx.tasks.clone(),
         results,
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
-        workers: ctx.workers.clone(),
         complete_budget: Default::default(),
         subtask_limits: broker::server::SubtaskLimits {
             per_task: args.max_subtasks_per_task,

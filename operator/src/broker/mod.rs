@@ -1,11 +1,5 @@
-//! The task broker's building blocks: the in-memory queue of accepted tasks, the leases of
-//! running ones, the status transitions, and what Executors report about their workers. The
-//! HTTP endpoints that use them are described in `cogo_api::broker`; the tokens agents present
-//! are [`crate::tokens`].
+//! The task broker: the HTTP API agent pods pull tasks from, served by the leader (see
+//! [`server`]; the wire format is `cogo_api::broker`). It holds no task state of its own: it is
+//! a client of [`crate::tasks`], and the tokens agents present are [`crate::tokens`].
 
-pub mod leases;
-pub mod queue;
 pub mod server;
-pub mod transition;
-pub mod wake;
-pub mod workers;

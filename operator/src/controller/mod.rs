@@ -1,7 +1,9 @@
-//! The CogoAgent and CogoWorker controllers. Each reconcile runs the same pipeline:
+//! The CogoAgent, CogoWorker and AgentTask controllers. Each reconcile runs the same pipeline:
 //! *dereference → validate → build → apply → update_status*. Only dereference, apply and
-//! update_status talk to the API server; [`validate`](crate::validate),
-//! [`build`](crate::build) and [`status`](crate::status) are pure.
+//! update_status talk to the API server (through [`kube_io`](crate::kube_io));
+//! [`validate`](crate::validate), [`build`](crate::build), [`status`](crate::status) and the
+//! task decisions of [`tasks`](crate::tasks) are pure. The AgentTask controller is a client of
+//! the [`Scheduler`], which it shares with the broker.
 
 pub mod agent;
 pub mod task;
@@ -29,6 +31,7 @@ use crate::{
     config::Config,
     kube_io::{FIELD_MANAGER, apply},
     metrics::Metrics,
+    tasks::Scheduler,
     validate::ExistingChild,
 };
 
@@ -44,24 +47,16 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every CogoAgent, as watched (empty until a reflector fills it).
     pub agents: Store<CogoAgent>,
-    /// Accepted tasks waiting for a lease, shared with the broker.
-    pub queue: Arc<std::sync::Mutex<crate::broker::queue::TaskQueue>>,
-    /// Wakes the lease requests that can take a task just queued, or a slot just freed.
-    pub queued: Arc<crate::broker::wake::Wakeups>,
+    /// The queue, leases and worker reports of AgentTasks, shared with the broker.
+    pub scheduler: Arc<Scheduler>,
     /// Keys for the agents' broker tokens; None runs without the broker (no tokens issued).
     pub keys: Option<crate::tokens::auth::Keys>,
-    /// Leases of running tasks, shared with the broker.
-    pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
     /// The Supabase mirror, when configured: TTL deletion waits until it holds a task.
     pub mirror: Option<Arc<crate::supabase::Mirror>>,
-    /// New tasks queued before their first status write (see the task controller).
-    pub deferred: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// The task controller's cache, shared with the broker once the controller runs.
     pub tasks: Arc<std::sync::OnceLock<Store<cogo_api::AgentTask>>>,
     /// Keys of the workers' Executor tokens; None issues no worker tokens.
     pub worker_keys: Option<Arc<std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>>>,
-    /// What the Executors report about their workers, shared with the broker.
-    pub workers: Arc<std::sync::Mutex<crate::broker::workers::WorkerReports>>,
 }
 
 impl Context {
@@ -72,22 +67,18 @@ impl Context {
             instance,
         };
         let (agents, _) = reflector::store();
-        let leases = crate::broker::leases::Leases::new(config.lease_duration);
+        let scheduler = Arc::new(Scheduler::new(config.lease_duration, metrics.clone()));
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             metrics,
             agents,
-            queue: Default::default(),
-            queued: Default::default(),
+            scheduler,
             keys: None,
-            leases: Arc::new(std::sync::Mutex::new(leases)),
             tasks: Default::default(),
-            deferred: Default::default(),
             mirror: None,
             worker_keys: None,
-            workers: Default::default(),
         }
     }
 

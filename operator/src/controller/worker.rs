@@ -27,10 +27,10 @@ use tracing::instrument;
 use super::{Context, PoolChildren, error_policy, secret_keys};
 use crate::{
     Error, Result,
-    broker::workers::WorkerStats,
     build::{self, Pool},
     kube_io::{apply_if_changed, update_status},
     status::{self, Observed},
+    tasks::workers::WorkerStats,
     tokens::worker_keys::WorkerIdentity,
     validate::{self, Facts},
 };
@@ -193,10 +193,7 @@ async fn ensure_token(
 
 /// What the Executors report of the worker's pods.
 fn stats(ctx: &Context, ns: &str, name: &str) -> WorkerStats {
-    ctx.workers
-        .lock()
-        .map(|w| w.stats(ns, name, std::time::Instant::now()))
-        .unwrap_or_default()
+    ctx.scheduler.worker_stats(ns, name)
 }
 
 /// `status` with the report-derived fields set from `stats`.

@@ -15,7 +15,7 @@
 //! all; `make crds` writes it from these types.
 
 use std::{
-    sync::{Arc, Mutex, OnceLock, RwLock},
+    sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
 
@@ -27,7 +27,7 @@ use axum::{
     routing::{get, post},
 };
 use cogo_api::{
-    AgentRole, AgentTask, CogoAgent, TaskPhase, WorkerKind,
+    AgentRole, AgentTask, CogoAgent, TaskPhase,
     broker::{
         Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
         LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, Outcome, SubtaskRequest, TaskView,
@@ -45,15 +45,12 @@ use kube::{
 };
 use tracing::{debug, warn};
 
-use super::{
-    leases::{Leases, release},
-    queue::TaskQueue,
-    transition::{self, Fence, Policy},
-    workers::WorkerReports,
-};
 use crate::{
     kube_io::{FIELD_MANAGER, publish_task_event, write_task_status},
-    task::Target,
+    tasks::{
+        Scheduler,
+        transition::{self, Fence, Policy},
+    },
     tokens::{
         auth::{AuthError, Keys},
         worker_keys::WorkerKeys,
@@ -90,18 +87,14 @@ pub struct Broker {
     pub client: Client,
     /// Token keys.
     pub keys: Keys,
-    /// Accepted, not yet leased tasks.
-    pub queue: Arc<Mutex<TaskQueue>>,
-    /// Wakes the lease requests that can take a task just queued, or a slot just freed.
-    pub queued: Arc<super::wake::Wakeups>,
+    /// The queue, leases and worker reports of AgentTasks, shared with the task controller.
+    pub scheduler: Arc<Scheduler>,
     /// Every CogoAgent, to know an agent's role.
     pub agents: Store<CogoAgent>,
     /// Seconds between heartbeats the agents are told.
     pub heartbeat_seconds: u32,
     /// Results larger than this stay out of status.
     pub max_result_bytes: usize,
-    /// Leases of running tasks, shared with the task controller.
-    pub leases: Arc<Mutex<Leases>>,
     /// The result store, when a database is configured: it keeps results too large for
     /// status. Without one, such a result fails its task with reason `ResultTooLarge`.
     pub results: Option<Arc<crate::supabase::results::ResultStore>>,
@@ -113,8 +106,6 @@ pub struct Broker {
     /// Keys of worker tokens, whose public halves `GET /v1/worker-keys` publishes; None when
     /// the operator issues no worker tokens.
     pub worker_keys: Option<Arc<RwLock<WorkerKeys>>>,
-    /// What the Executors report about their workers.
-    pub workers: Arc<Mutex<WorkerReports>>,
     /// How many sub-tasks may be made.
     pub subtask_limits: SubtaskLimits,
     /// Memory for completions being read.
@@ -228,7 +219,7 @@ impl Broker {
         let api: Api<AgentTask> = Api::namespaced(self.client.clone(), ns);
         let Some(task) = self.read(&api, ns, name, fresh).await? else {
             // Deleted while it ran: its slot is free again.
-            release(&self.leases, &self.queued, ns, name);
+            self.scheduler.release(ns, name);
             return Err(ApiError::task_not_found(ns, name));
         };
         if claims.sub != Claims::subject(ns, &assigned_agent(&task)) {
