@@ -386,7 +386,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = ctx.with_mirror(mirror.clone());
     let ctx = Arc::new(ctx);
 
-    let broker_state = broker::server::Broker {
+    let broker_state = broker::Broker {
         client: client.clone(),
         keys,
         scheduler: ctx.scheduler.clone(),
@@ -398,7 +398,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
         complete_budget: Default::default(),
-        subtask_limits: broker::server::SubtaskLimits {
+        subtask_limits: broker::SubtaskLimits {
             per_task: args.max_subtasks_per_task,
             depth: args.max_subtask_depth,
             per_namespace: args.max_subtasks_per_namespace,
@@ -416,7 +416,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(addr = %args.broker_addr, "serving the task broker");
     let broker_stop = stopped();
     tokio::spawn(async move {
-        let served = axum::serve(broker_listener, broker::server::router(broker_state))
+        let served = axum::serve(broker_listener, broker::router(broker_state))
             .with_graceful_shutdown(broker_stop)
             .await;
         if let Err(e) = served {

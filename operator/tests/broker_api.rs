@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use cogo_api::broker::ErrorBody;
 use cogo_operator::{
-    broker::server::{Broker, MAX_BODY_BYTES, router},
+    broker::{Broker, MAX_BODY_BYTES, router},
     tasks::{Scheduler, Target, leases::LeaseState},
     tokens::{
         auth::{Key, Keys},
@@ -715,7 +715,7 @@ async fn completion_bodies_share_a_memory_budget() {
     // One body that has not arrived yet holds the whole budget: the next one waits, then is
     // told to come back, rather than being read into memory too.
     let mut b = broker();
-    b.complete_budget = Arc::new(cogo_operator::broker::server::CompleteBudget::with_bytes(1 << 20));
+    b.complete_budget = Arc::new(cogo_operator::broker::CompleteBudget::with_bytes(1 << 20));
     let app = router(b);
     let stalled = Request::post(path)
         .header("content-type", "application/json")
