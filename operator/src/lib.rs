@@ -7,7 +7,7 @@
 //! [`controller`] talks to the API server through [`kube_io`]; [`validate`], [`build`] and
 //! [`status`] are pure.
 //!
-//! The modules depend one way: the binary's wiring (`main.rs`) starts the
+//! The modules depend one way: the binary's wiring (`main.rs`, `app.rs`) starts the
 //! [`controller`]s and the [`broker`]; those two are clients of the shared pieces and never of
 //! each other. AgentTask state has one owner, [`tasks`] (the queue, leases and transitions
 //! behind its [`Scheduler`](tasks::Scheduler)); [`kube_io`] writes to the API server the one
