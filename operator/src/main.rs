@@ -1,34 +1,18 @@
-//! `cogo-operator`: runs the Cogo controllers.
+//! `cogo-operator`: runs the Cogo controllers. This file is the command line and the list of
+//! wiring steps of `run`; each step is a function of [`app`].
+
+mod app;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use cogo_api::{AgentTask, CogoAgent, TaskPhase};
-use cogo_operator::{
-    broker,
-    config::Config,
-    controller::{self, Context},
-    leader::{LeaderElection, Timing},
-    metrics::Metrics,
-    server::{self, Health},
-};
-use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::{
-    Api, Client, ResourceExt,
-    api::ListParams,
-    runtime::{WatchStreamExt, reflector, watcher},
-};
-use tokio::sync::watch;
-use tracing::{error, info};
-
-/// User-Agent of every request to the API server.
-const USER_AGENT: &str = concat!("cogo-operator/", env!("CARGO_PKG_VERSION"));
+use cogo_operator::{broker::SubtaskLimits, config::Config, controller::Context};
+use kube::Client;
+use tracing::info;
 
 /// The Cogo operator for AI agents on Kubernetes.
 #[derive(Parser, Debug)]
@@ -135,73 +119,63 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-/// Gives every Running task a fresh lease in `ctx.leases`; returns how many there were.
-async fn seed_leases(client: &Client, ctx: &Context) -> anyhow::Result<usize> {
-    let api = Api::<AgentTask>::all(client.clone());
-    let mut params = ListParams::default().limit(500);
-    let mut running = 0;
-    loop {
-        let page = api.list(&params).await?;
-        let now = std::time::Instant::now();
-        if let Ok(mut leases) = ctx.leases.lock() {
-            for t in &page.items {
-                let Some(s) = t.status.as_ref().filter(|s| s.phase == Some(TaskPhase::Running)) else {
-                    continue;
-                };
-                let ns = t.namespace().unwrap_or_default();
-                let (agent, pod) = (
-                    s.agent.clone().unwrap_or_default(),
-                    s.pod.clone().unwrap_or_default(),
-                );
-                leases.hold(&ns, &t.name_any(), &agent, &pod, s.attempt, now);
-                let counted = controller::task::counts_against_agent(&ctx.agents, &ns, t);
-                leases.set_counted(&ns, &t.name_any(), counted);
-                running += 1;
-            }
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(running),
+impl RunArgs {
+    /// The operator's settings.
+    fn config(&self) -> Config {
+        Config {
+            agent_image: Some(self.agent_image.clone()),
+            worker_image: Some(self.worker_image.clone()),
+            default_pull_policy: self.image_pull_policy.clone(),
+            broker_url: self.broker_url.clone(),
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+            max_task_input_bytes: self.max_task_input_bytes,
+            lease_duration: Duration::from_secs(3 * u64::from(self.heartbeat_seconds.max(1))),
+            ..Config::default()
         }
     }
-}
 
-/// Keeps `keys` equal to the Secret of worker-token keys as it changes (a rotation); a Secret
-/// that cannot be used is logged and the keys in use are kept.
-async fn follow_worker_keys(
-    api: Api<k8s_openapi::api::core::v1::Secret>,
-    keys: Arc<std::sync::RwLock<broker::worker_keys::WorkerKeys>>,
-) {
-    let config =
-        watcher::Config::default().fields(&format!("metadata.name={}", broker::worker_keys::KEYS_SECRET));
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    while let Some(event) = events.next().await {
-        let Ok(secret) = event else { continue };
-        match broker::worker_keys::parse(&secret) {
-            Ok(fresh) => {
-                if let Ok(mut k) = keys.write() {
-                    if k.current.id != fresh.current.id {
-                        info!(current = %fresh.current.id, "worker-token keys rotated");
-                    }
-                    *k = fresh;
-                }
-            }
-            Err(e) => error!(error = %e, "keeping the worker-token keys in use"),
+    /// This replica's identity in the election and in Events.
+    fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("cogo-operator-{}", std::process::id()))
+    }
+
+    /// The operator's own namespace: of the leader Lease, the leader pod and the key Secrets.
+    fn namespace(&self, client: &Client) -> String {
+        self.lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string())
+    }
+
+    /// The pod labelled the leader while this replica leads; None when pods are not labelled.
+    fn leader_pod(&self) -> anyhow::Result<Option<String>> {
+        match (self.label_leader_pod, self.identity.clone()) {
+            (true, Some(pod)) => Ok(Some(pod)),
+            (true, None) => anyhow::bail!("--label-leader-pod needs the pod's name (COGO_POD_NAME)"),
+            _ => Ok(None),
+        }
+    }
+
+    /// Where the Supabase database is, and what goes there.
+    fn supabase(&self) -> app::SupabaseSettings {
+        app::SupabaseSettings {
+            secret: self.supabase_secret.clone(),
+            cluster_name: self.cluster_name.clone(),
+            intake_namespace: self.intake_namespace.clone(),
+        }
+    }
+
+    /// What the broker tells agents, and how many sub-tasks it lets them make.
+    fn broker(&self) -> app::BrokerSettings {
+        app::BrokerSettings {
+            heartbeat_seconds: self.heartbeat_seconds.max(1),
+            subtask_limits: SubtaskLimits {
+                per_task: self.max_subtasks_per_task,
+                depth: self.max_subtask_depth,
+                per_namespace: self.max_subtasks_per_namespace,
+            },
         }
     }
 }
@@ -214,261 +188,44 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Starts the operator, step by step, and stops it again on SIGTERM or a lost leadership.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    let config = Config {
-        agent_image: Some(args.agent_image),
-        worker_image: Some(args.worker_image),
-        default_pull_policy: args.image_pull_policy,
-        broker_url: args.broker_url,
-        resync: Duration::from_secs(args.resync_seconds.max(1)),
-        max_task_input_bytes: args.max_task_input_bytes,
-        lease_duration: Duration::from_secs(3 * u64::from(args.heartbeat_seconds.max(1))),
-        ..Config::default()
-    };
-    let mut kube_config = kube::Config::infer()
-        .await
-        .context("cannot configure a Kubernetes client (kubeconfig or in-cluster)")?;
-    // The API server's audit log and metrics name the operator by this.
-    kube_config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
-    ));
-    let client = Client::try_from(kube_config).context("cannot build the Kubernetes client")?;
-    let version = client
-        .apiserver_version()
-        .await
-        .context("cannot reach the Kubernetes API server")?;
-    info!(server = %version.git_version, "connected to the API server");
-
-    let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let health = Health {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(args.health_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.health_addr))?;
-    info!(addr = %args.health_addr, "serving /livez, /readyz and /metrics");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, server::router(health)).await {
-            error!(error = %e, "health server stopped");
+    let config = args.config();
+    let client = app::connect().await?;
+    let (metrics, ready) = app::start_metrics(args.health_addr).await?;
+    let identity = args.identity();
+    let shutdown = app::Shutdown::on_termination();
+    let namespace = args.namespace(&client);
+    let leader_pod = app::LeaderPod::clear(&client, &namespace, args.leader_pod()?).await?;
+    let leadership = if args.leader_elect {
+        let lease = (namespace.as_str(), args.lease_name.clone());
+        match app::Leadership::win(&client, lease, &identity, (&metrics, &ready), &shutdown).await {
+            Some(won) => won,
+            None => return Ok(()),
         }
-    });
-
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("cogo-operator-{}", std::process::id()));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    {
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            termination().await;
-            info!("termination signal received; shutting down");
-            let _ = stop_tx.send(true);
-        });
-    }
-
-    // A replica that led before it restarted must not keep receiving broker traffic.
-    let leader_pod = match (args.label_leader_pod, args.identity.clone()) {
-        (true, Some(pod)) => {
-            let ns = args
-                .lease_namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
-            let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
-            cogo_operator::leader::label_pod(&api, &pod, false)
-                .await
-                .context("cannot clear the leader label of this replica's pod")?;
-            Some((api, pod))
-        }
-        (true, None) => anyhow::bail!("--label-leader-pod needs the pod's name (COGO_POD_NAME)"),
-        _ => None,
-    };
-
-    let lost_leadership = Arc::new(AtomicBool::new(false));
-    let election = if args.leader_elect {
-        let ns = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
-        let election = Arc::new(LeaderElection::new(
-            api,
-            args.lease_name,
-            identity.clone(),
-            Timing::default(),
-        ));
-        info!(namespace = %ns, identity = %identity, "campaigning for the leader lease");
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        tokio::select! {
-            _ = election.acquire() => {}
-            _ = stopped() => return Ok(()),
-        }
-        metrics.set_leader(true);
-        let (e, stop_tx, lost) = (election.clone(), stop_tx.clone(), lost_leadership.clone());
-        tokio::spawn(async move {
-            let reason = e.hold().await;
-            error!(error = %reason, "lost leadership; stopping");
-            lost.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = stop_tx.send(true);
-        });
-        Some(election)
     } else {
-        None
+        app::Leadership::unelected(&metrics)
     };
-
-    // Every CogoAgent, for the task controller's lookups; filled before tasks are judged.
-    let (agents, writer) = reflector::store::<CogoAgent>();
-    let agent_watch = reflector(
-        writer,
-        watcher(Api::<CogoAgent>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
-    tokio::spawn(agent_watch);
-    agents
-        .wait_until_ready()
-        .await
-        .context("cannot list CogoAgents")?;
-
-    // The broker's signing keys live in a Secret of the operator's namespace.
-    let keys_ns = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let keys = broker::keys::load_or_create(&Api::namespaced(client.clone(), &keys_ns))
-        .await
-        .context("cannot load the broker's signing keys")?;
-    // Worker tokens are signed with keys only the operator holds; rotating them in their
-    // Secret takes effect without a restart.
-    let secrets_api = Api::namespaced(client.clone(), &keys_ns);
-    let worker_keys = Arc::new(std::sync::RwLock::new(
-        broker::worker_keys::load_or_create(&secrets_api)
-            .await
-            .context("cannot load the worker-token keys")?,
-    ));
-    tokio::spawn(follow_worker_keys(secrets_api, worker_keys.clone()));
-    let ctx = Context::new(
-        client.clone(),
-        config.clone(),
-        metrics.clone(),
-        Some(identity.clone()),
-    )
-    .with_agents(agents.clone())
-    .with_keys(keys.clone())
-    .with_worker_keys(worker_keys.clone());
-    let mut mirror_task = None;
-    let mut results = None;
-    let mut mirror = None;
-    if let Some(secret) = args.supabase_secret.clone() {
-        let cluster = cogo_operator::mirror::cluster_id(&client, args.cluster_name.clone()).await;
-        let m = cogo_operator::mirror::Mirror::new(metrics.clone(), cluster, keys.clone());
-        info!(secret = %secret, namespace = %keys_ns, cluster = %m.cluster(), "mirroring AgentTasks to Supabase");
-        mirror_task = Some(tokio::spawn(m.clone().run(
-            client.clone(),
-            agents.clone(),
-            (keys_ns.clone(), secret.clone()),
-            stopped(),
-        )));
-        results = Some(Arc::new(cogo_operator::mirror::results::ResultStore::new(
-            Api::namespaced(client.clone(), &keys_ns),
-            secret,
-        )));
-        mirror = Some(m);
-    }
-    if let (Some(secret), Some(target)) = (args.supabase_secret.clone(), args.intake_namespace.clone()) {
-        tokio::spawn(cogo_operator::mirror::intake::run(
-            client.clone(),
-            (keys_ns.clone(), secret),
-            target,
-            (metrics.clone(), keys.clone()),
-            stopped(),
-        ));
-    }
-    let ctx = ctx.with_mirror(mirror.clone());
-    let ctx = Arc::new(ctx);
-
-    let broker_state = broker::server::Broker {
-        client: client.clone(),
-        keys,
-        queue: ctx.queue.clone(),
-        queued: ctx.queued.clone(),
-        agents,
-        heartbeat_seconds: args.heartbeat_seconds.max(1),
-        max_result_bytes: 64 * 1024,
-        leases: ctx.leases.clone(),
-        tasks: ctx.tasks.clone(),
-        results,
-        recorder: ctx.recorder.clone(),
-        worker_keys: Some(worker_keys),
-        workers: ctx.workers.clone(),
-        complete_budget: Default::default(),
-        subtask_limits: broker::server::SubtaskLimits {
-            per_task: args.max_subtasks_per_task,
-            depth: args.max_subtask_depth,
-            per_namespace: args.max_subtasks_per_namespace,
-        },
-    };
-    // Running tasks keep their pods: each gets a fresh lease, and counts against its agent's
-    // concurrency, before the first lease request is served.
-    let running = seed_leases(&client, &ctx)
-        .await
-        .context("cannot list AgentTasks")?;
-    info!(running, "leases of running tasks restored");
-    let broker_listener = tokio::net::TcpListener::bind(args.broker_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.broker_addr))?;
-    info!(addr = %args.broker_addr, "serving the task broker");
-    let broker_stop = stopped();
-    tokio::spawn(async move {
-        let served = axum::serve(broker_listener, broker::server::router(broker_state))
-            .with_graceful_shutdown(broker_stop)
-            .await;
-        if let Err(e) = served {
-            error!(error = %e, "the broker stopped");
-        }
-    });
-    if let Some((api, pod)) = &leader_pod {
-        cogo_operator::leader::label_pod(api, pod, true)
-            .await
-            .context("cannot label this replica's pod as the leader")?;
-        info!(%pod, "labelled this pod the leader: the broker Service now reaches it");
-    }
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    info!("starting the CogoAgent, CogoWorker and AgentTask controllers");
-    tokio::join!(
-        controller::agent::run(ctx.clone(), stopped()),
-        controller::worker::run(ctx.clone(), stopped()),
-        controller::task::run(ctx, stopped()),
-    );
-
-    // The mirror writes what waits before the lease is given up.
-    if let Some(task) = mirror_task
-        && tokio::time::timeout(Duration::from_secs(10), task).await.is_err()
-    {
-        tracing::warn!("the mirror did not stop in 10 s");
-    }
-    if let Some((api, pod)) = &leader_pod
-        && let Err(e) = cogo_operator::leader::label_pod(api, pod, false).await
-    {
-        error!(error = %e, "cannot clear the leader label of this replica's pod");
-    }
-    if let Some(election) = election {
-        metrics.set_leader(false);
-        election.release().await;
-    }
+    let agents = app::watch_agents(&client).await?;
+    let (keys, worker_keys) = app::load_keys(&client, &namespace).await?;
+    let ctx = Context::new(client.clone(), config, metrics.clone(), Some(identity))
+        .with_agents(agents.clone())
+        .with_keys(keys.clone())
+        .with_worker_keys(worker_keys.clone());
+    let shared = (&agents, &metrics, &keys);
+    let supabase = app::start_supabase(&client, args.supabase(), &namespace, shared, &shutdown).await;
+    let ctx = Arc::new(ctx.with_mirror(supabase.mirror.clone()));
+    let broker = app::broker(&ctx, (keys, worker_keys), supabase.results.clone(), args.broker());
+    app::restore_leases(&client, &ctx).await?;
+    app::start_broker(args.broker_addr, broker, shutdown.stopped()).await?;
+    leader_pod.mark().await?;
+    ready.store(true, Ordering::Relaxed);
+    app::run_controllers(ctx, &shutdown).await;
+    supabase.wait_for_mirror().await;
+    leader_pod.clear_at_exit().await;
     // A replica that lost the lease exits non-zero, so it is seen and restarts as a candidate.
-    if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
+    if leadership.step_down().await {
         anyhow::bail!("stopped after losing leadership");
     }
     info!("stopped");

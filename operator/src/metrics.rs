@@ -197,7 +197,17 @@ impl Metrics {
 
     /// Records the depth of the task queue and the number of leases held.
     pub fn set_tasks(&self, queued: usize, running: usize) {
+        self.set_tasks_queued(queued);
+        self.set_tasks_running(running);
+    }
+
+    /// Records the depth of the task queue.
+    pub fn set_tasks_queued(&self, queued: usize) {
         self.tasks_queued.set(queued as i64);
+    }
+
+    /// Records the number of leases held (reservations included).
+    pub fn set_tasks_running(&self, running: usize) {
         self.tasks_running.set(running as i64);
     }
 

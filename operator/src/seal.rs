@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use kube::ResourceExt;
 use sha2::Sha256;
 
-use crate::{broker::auth::Keys, mirror::row::ROW_ANNOTATION};
+use crate::{supabase::row::ROW_ANNOTATION, tokens::auth::Keys};
 
 /// The annotation holding a task's seal: `<key id>:<hex HMAC>`.
 pub const SEAL_ANNOTATION: &str = "cogo.xyz/requester-seal";
@@ -91,7 +91,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::auth::Key;
+    use crate::tokens::auth::Key;
 
     fn keys(id: &str, byte: u8) -> Keys {
         Keys {

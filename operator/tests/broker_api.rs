@@ -2,14 +2,17 @@
 //! API server: missing, malformed, expired, unsigned or foreign tokens, malformed and oversized
 //! bodies, out-of-range requests, unknown agents and endpoints.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use cogo_api::broker::ErrorBody;
-use cogo_operator::broker::{
-    auth::{Key, Keys},
-    server::{Broker, MAX_BODY_BYTES, router},
-    worker_keys::{SigningSeed, WorkerKeys},
+use cogo_operator::{
+    broker::{Broker, MAX_BODY_BYTES, router},
+    tasks::{Scheduler, Target, leases::LeaseState},
+    tokens::{
+        auth::{Key, Keys},
+        worker_keys::{SigningSeed, WorkerKeys},
+    },
 };
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
@@ -66,21 +69,19 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
         ),
         client,
         keys: keys(),
-        queue: Arc::new(Mutex::new(Default::default())),
-        queued: Default::default(),
+        scheduler: Arc::new(Scheduler::new(
+            std::time::Duration::from_secs(15),
+            Default::default(),
+        )),
         agents: store,
         heartbeat_seconds: 5,
         max_result_bytes: 1024,
         tasks: Default::default(),
         results: None,
-        leases: Arc::new(Mutex::new(cogo_operator::broker::leases::Leases::new(
-            std::time::Duration::from_secs(15),
-        ))),
         worker_keys: Some(Arc::new(std::sync::RwLock::new(WorkerKeys {
             current: SigningSeed::new("w1", [7; 32]),
             previous: vec![],
         }))),
-        workers: Default::default(),
         subtask_limits: Default::default(),
         complete_budget: Default::default(),
     }
@@ -341,7 +342,7 @@ async fn worker_keys_are_published_as_a_key_set() {
         (key.kty.as_str(), key.crv.as_str(), key.kid.as_str()),
         ("OKP", "Ed25519", "w1")
     );
-    let who = cogo_operator::broker::worker_keys::WorkerIdentity {
+    let who = cogo_operator::tokens::worker_keys::WorkerIdentity {
         namespace: "team",
         worker: "python",
         kind: cogo_api::WorkerKind::PythonSandbox,
@@ -419,13 +420,10 @@ async fn worker_reports_come_from_executors() {
         );
     }
     let b = broker_with_agents(&agents);
-    let reports = b.workers.clone();
+    let scheduler = b.scheduler.clone();
     let (status, _) = send_to(b, Request::post(path), Some(&exec_token), report.to_string()).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let stats = reports
-        .lock()
-        .unwrap()
-        .stats("team", "python", std::time::Instant::now());
+    let stats = scheduler.worker_stats("team", "python");
     assert_eq!(
         (
             stats.connected_workers,
@@ -530,11 +528,14 @@ async fn a_dropped_lease_request_gives_its_tasks_back() {
         "spec": {"agent": "research", "type": "cogo.echo"},
     }))
     .unwrap();
-    b.queue.lock().unwrap().upsert_task(
-        cogo_operator::task::Target::Agent("research".into()),
-        std::sync::Arc::new(task),
+    b.scheduler.enqueue(
+        "team",
+        "t",
+        Target::Agent("research".into()),
+        Arc::new(task),
+        &b.agents,
     );
-    let (queue, leases) = (b.queue.clone(), b.leases.clone());
+    let scheduler = b.scheduler.clone();
     let token = keys().issue("team", "research", now(), 3600).unwrap();
     let req = Request::post(LEASE)
         .header("content-type", "application/json")
@@ -549,13 +550,10 @@ async fn a_dropped_lease_request_gives_its_tasks_back() {
         "the lease write hangs"
     );
     assert!(
-        !leases.lock().unwrap().contains("team", "t"),
+        !scheduler.is_leased("team", "t"),
         "the reservation was given back"
     );
-    assert!(
-        queue.lock().unwrap().contains("team", "t"),
-        "the task is queued again"
-    );
+    assert!(scheduler.is_queued("team", "t"), "the task is queued again");
 }
 
 /// The sub-task endpoint keeps to the limits, naming the one a request would pass, before it
@@ -673,33 +671,27 @@ async fn a_heartbeat_renews_only_a_lease_the_table_holds() {
     let b = broker_with_agents(&[agent("research", "Research")]);
     let _ = b.tasks.set(store.clone());
     let t0 = std::time::Instant::now();
-    b.leases.lock().unwrap().hold("team", "t", "research", "p", 1, t0);
-    let leases = b.leases.clone();
+    b.scheduler.hold("team", "t", "research", "p", 1, t0);
+    let scheduler = b.scheduler.clone();
     let (status, _) = send_to(b, Request::post(path), Some(&token), beat()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(matches!(
-        leases
-            .lock()
-            .unwrap()
-            .state("team", "t", 1, t0 + std::time::Duration::from_secs(14)),
-        cogo_operator::broker::leases::LeaseState::Held(_)
+        scheduler.lease_state("team", "t", 1, t0 + std::time::Duration::from_secs(14)),
+        LeaseState::Held(_)
     ));
 
     // Released (the outcome was recorded): the stale cache is not believed; the task is read
     // at the API server (which this client cannot reach) and no lease is made.
     let b = broker_with_agents(&[agent("research", "Research")]);
     let _ = b.tasks.set(store);
-    let leases = b.leases.clone();
+    let scheduler = b.scheduler.clone();
     let (status, bytes) = send_to(b, Request::post(path), Some(&token), beat()).await;
     let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(
         (status, err.code.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "KubernetesUnavailable")
     );
-    assert!(
-        !leases.lock().unwrap().contains("team", "t"),
-        "no lease from a stale view"
-    );
+    assert!(!scheduler.is_leased("team", "t"), "no lease from a stale view");
 }
 
 #[tokio::test(start_paused = true)]
@@ -723,7 +715,7 @@ async fn completion_bodies_share_a_memory_budget() {
     // One body that has not arrived yet holds the whole budget: the next one waits, then is
     // told to come back, rather than being read into memory too.
     let mut b = broker();
-    b.complete_budget = Arc::new(cogo_operator::broker::server::CompleteBudget::with_bytes(1 << 20));
+    b.complete_budget = Arc::new(cogo_operator::broker::CompleteBudget::with_bytes(1 << 20));
     let app = router(b);
     let stalled = Request::post(path)
         .header("content-type", "application/json")

@@ -286,7 +286,7 @@ fn task_changes_are_broadcast_on_private_channels_where_realtime_exists() {
 /// Secret's `ca.crt` (or `sslrootcert`), against a PostgreSQL that takes only TLS.
 #[test]
 fn the_operator_connects_over_tls_as_sslmode_says() {
-    use cogo_operator::mirror::connect_url;
+    use cogo_operator::supabase::connect_url;
     let pg = Postgres::start("tls");
     let ca_file = pg.enable_tls(true);
     let ca = std::fs::read(&ca_file).unwrap();

@@ -25,8 +25,8 @@ use k8s_openapi::{
     },
 };
 
-/// The field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "cogo-operator";
+use crate::kube_io::FIELD_MANAGER;
+
 /// UID and GID the runtimes run as (not root).
 pub const RUN_AS_USER: i64 = 65532;
 /// Name of the HTTP port (health, metrics) on every pod and Service.

@@ -23,10 +23,11 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, PoolChildren, apply_if_changed, delete, error_policy, secret_keys, update_status};
+use super::{Context, PoolChildren, error_policy, secret_keys};
 use crate::{
     Error, Result,
     build::{self, Pool},
+    kube_io::{apply_if_changed, delete, update_status},
     status::{self, Observed},
     validate::{self, Facts},
 };
@@ -143,7 +144,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
         ..previous.clone()
     };
     update_status(
-        &ctx,
+        ctx.io(),
         agent.as_ref(),
         cogo_api::conditions::READY,
         (&previous, &previous.conditions),
@@ -160,7 +161,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
 async fn ensure_token(
     secrets: &Api<Secret>,
     pool: &Pool<'_>,
-    keys: &crate::broker::auth::Keys,
+    keys: &crate::tokens::auth::Keys,
 ) -> Result<u64> {
     let name = build::agent::token_secret_name(pool.name);
     super::ensure_token_secret(

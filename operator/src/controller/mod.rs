@@ -1,7 +1,9 @@
-//! The CogoAgent and CogoWorker controllers. Each reconcile runs the same pipeline:
+//! The CogoAgent, CogoWorker and AgentTask controllers. Each reconcile runs the same pipeline:
 //! *dereference → validate → build → apply → update_status*. Only dereference, apply and
-//! update_status talk to the API server; [`validate`](crate::validate),
-//! [`build`](crate::build) and [`status`](crate::status) are pure.
+//! update_status talk to the API server (through [`kube_io`](crate::kube_io));
+//! [`validate`](crate::validate), [`build`](crate::build), [`status`](crate::status) and the
+//! task decisions of [`tasks`](crate::tasks) are pure. The AgentTask controller is a client of
+//! the [`Scheduler`], which it shares with the broker.
 
 pub mod agent;
 pub mod task;
@@ -9,32 +11,28 @@ pub mod worker;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt::Debug,
     sync::Arc,
 };
 
-use cogo_api::{CogoAgent, conditions};
+use cogo_api::CogoAgent;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Recorder, Reporter},
         reflector::{self, Store},
     },
 };
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::Value;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     Error, Result,
-    build::FIELD_MANAGER,
     config::Config,
+    kube_io::{FIELD_MANAGER, apply},
     metrics::Metrics,
-    validate::{ExistingChild, Invalid},
+    tasks::Scheduler,
+    validate::ExistingChild,
 };
 
 /// What every reconcile shares.
@@ -49,24 +47,16 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every CogoAgent, as watched (empty until a reflector fills it).
     pub agents: Store<CogoAgent>,
-    /// Accepted tasks waiting for a lease, shared with the broker.
-    pub queue: Arc<std::sync::Mutex<crate::broker::queue::TaskQueue>>,
-    /// Wakes the lease requests that can take a task just queued, or a slot just freed.
-    pub queued: Arc<crate::broker::wake::Wakeups>,
+    /// The queue, leases and worker reports of AgentTasks, shared with the broker.
+    pub scheduler: Arc<Scheduler>,
     /// Keys for the agents' broker tokens; None runs without the broker (no tokens issued).
-    pub keys: Option<crate::broker::auth::Keys>,
-    /// Leases of running tasks, shared with the broker.
-    pub leases: Arc<std::sync::Mutex<crate::broker::leases::Leases>>,
+    pub keys: Option<crate::tokens::auth::Keys>,
     /// The Supabase mirror, when configured: TTL deletion waits until it holds a task.
-    pub mirror: Option<Arc<crate::mirror::Mirror>>,
-    /// New tasks queued before their first status write (see the task controller).
-    pub deferred: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    pub mirror: Option<Arc<crate::supabase::Mirror>>,
     /// The task controller's cache, shared with the broker once the controller runs.
     pub tasks: Arc<std::sync::OnceLock<Store<cogo_api::AgentTask>>>,
     /// Keys of the workers' Executor tokens; None issues no worker tokens.
-    pub worker_keys: Option<Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>>,
-    /// What the Executors report about their workers, shared with the broker.
-    pub workers: Arc<std::sync::Mutex<crate::broker::workers::WorkerReports>>,
+    pub worker_keys: Option<Arc<std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>>>,
 }
 
 impl Context {
@@ -77,115 +67,52 @@ impl Context {
             instance,
         };
         let (agents, _) = reflector::store();
-        let leases = crate::broker::leases::Leases::new(config.lease_duration);
+        let scheduler = Arc::new(Scheduler::new(config.lease_duration, metrics.clone()));
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             metrics,
             agents,
-            queue: Default::default(),
-            queued: Default::default(),
+            scheduler,
             keys: None,
-            leases: Arc::new(std::sync::Mutex::new(leases)),
             tasks: Default::default(),
-            deferred: Default::default(),
             mirror: None,
             worker_keys: None,
-            workers: Default::default(),
         }
     }
 
     /// The same context, issuing worker tokens signed with `keys`.
     pub fn with_worker_keys(
         mut self,
-        keys: Arc<std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>>,
+        keys: Arc<std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>>,
     ) -> Self {
         self.worker_keys = Some(keys);
         self
     }
 
     /// The same context, issuing broker tokens signed with `keys`.
-    pub fn with_keys(mut self, keys: crate::broker::auth::Keys) -> Self {
+    pub fn with_keys(mut self, keys: crate::tokens::auth::Keys) -> Self {
         self.keys = Some(keys);
         self
     }
 
     /// The same context, with the Supabase mirror `mirror`.
-    pub fn with_mirror(mut self, mirror: Option<Arc<crate::mirror::Mirror>>) -> Self {
+    pub fn with_mirror(mut self, mirror: Option<Arc<crate::supabase::Mirror>>) -> Self {
         self.mirror = mirror;
         self
+    }
+
+    /// What the controllers' status writes go through: the client, the recorder of their
+    /// Events, and the metrics that count them (see [`update_status`](crate::kube_io::update_status)).
+    pub fn io(&self) -> (&Client, &Recorder, &Metrics) {
+        (&self.client, &self.recorder, &self.metrics)
     }
 
     /// The same context, reading agents from `agents`.
     pub fn with_agents(mut self, agents: Store<CogoAgent>) -> Self {
         self.agents = agents;
         self
-    }
-}
-
-/// Server-side applies `obj` with the operator's field manager, taking over conflicting fields.
-pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
-where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-{
-    let name = obj.meta().name.clone().unwrap_or_default();
-    Ok(api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await?)
-}
-
-/// Whether every field of `desired` is present in `live` with the same value: objects by key
-/// (extra keys in `live`, such as defaults the API server filled in, are fine), lists by
-/// position with the same length, scalars by equality.
-pub fn is_subset(desired: &Value, live: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => {
-            d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)))
-        }
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
-        }
-        (d, l) => d == l,
-    }
-}
-
-/// Applies `desired` unless `live` (the object as last read) already holds all of it, so an
-/// unchanged world costs no write. Returns the object as it now is and the number of writes
-/// made (0 or 1).
-pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<K>) -> Result<(K, u64)>
-where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-{
-    if let Some(live) = live {
-        let d = serde_json::to_value(desired).map_err(|source| Error::Serialize {
-            what: "desired object",
-            source,
-        })?;
-        let l = serde_json::to_value(&live).map_err(|source| Error::Serialize {
-            what: "live object",
-            source,
-        })?;
-        if is_subset(&d, &l) {
-            return Ok((live, 0));
-        }
-    }
-    Ok((apply(api, desired).await?, 1))
-}
-
-/// Deletes the object `name`; one that is already gone is fine.
-pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: Resource + DeserializeOwned + Clone + Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -292,123 +219,6 @@ pub async fn secret_keys(
     Ok(out)
 }
 
-/// Writes `status` into the object's status subresource with server-side apply; with a
-/// `resource_version`, only if the object is still at that version (409 otherwise).
-pub async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    status: &impl Serialize,
-    resource_version: Option<&str>,
-) -> Result<K>
-where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
-{
-    let mut body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    if let Some(rv) = resource_version {
-        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
-    }
-    Ok(api
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?)
-}
-
-/// Writes `next` as the object's status when it differs from `previous`; when the spec is
-/// invalid and the `watched` condition's reason or message changed, also publishes a Warning
-/// Event (once per cause, not once per reconcile). Returns the object as written, or None
-/// when nothing needed writing.
-pub async fn update_status<K, S>(
-    ctx: &Context,
-    obj: &K,
-    watched: &str,
-    (previous, previous_conditions): (&S, &[Condition]),
-    (next, next_conditions): (&S, &[Condition]),
-    invalid: Option<&Invalid>,
-    resource_version: Option<&str>,
-) -> Result<Option<K>>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + Debug,
-    S: Serialize + PartialEq,
-{
-    if next == previous {
-        return Ok(None);
-    }
-    let kind = K::kind(&());
-    let ns = obj.meta().namespace.as_deref().unwrap_or_default();
-    let name = obj.meta().name.as_deref().unwrap_or_default();
-    let written = apply_status(
-        &Api::<K>::namespaced(ctx.client.clone(), ns),
-        name,
-        next,
-        resource_version,
-    )
-    .await?;
-    ctx.metrics.status_written(&kind);
-    let ready = conditions::find(next_conditions, watched);
-    info!(
-        condition = watched,
-        reason = ready.map(|c| c.reason.as_str()),
-        "status updated"
-    );
-    if let Some(invalid) = invalid {
-        let before = conditions::find(previous_conditions, watched);
-        if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
-            warn_invalid(&ctx.recorder, obj, invalid).await?;
-        }
-    }
-    Ok(Some(written))
-}
-
-/// Publishes a Warning Event saying why the object's spec cannot be carried out.
-pub async fn warn_invalid<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    obj: &K,
-    invalid: &Invalid,
-) -> Result<()> {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: invalid.reason.to_string(),
-        note: Some(invalid.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    recorder
-        .publish(&event, &obj.object_ref(&()))
-        .await
-        .map_err(Error::Event)
-}
-
-/// Publishes an Event about a task's transition; a failure to publish is logged, never fatal
-/// (the transition is in status already).
-pub async fn publish_task_event(
-    recorder: &Recorder,
-    task: &cogo_api::AgentTask,
-    (type_, reason): (EventType, &str),
-    note: Option<&str>,
-    action: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: note.map(|m| m.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &task.object_ref(&())).await {
-        warn!(error = %e, "cannot publish the task's Event");
-    }
-}
-
 /// Shared error policy: log, count, and retry after the configured backoff.
 pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(
     obj: Arc<K>,
@@ -419,27 +229,4 @@ pub fn error_policy<K: Resource<DynamicType = ()> + ResourceExt>(
     warn!(%kind, name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
     ctx.metrics.reconcile_failed(&kind, error);
     Action::requeue(ctx.config.error_backoff)
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::is_subset;
-
-    #[test]
-    fn subset_ignores_server_defaults_but_not_changes() {
-        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http"}]}});
-        let live = json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http", "protocol": "TCP"}], "sessionAffinity": "None"}, "status": {}});
-        assert!(is_subset(&desired, &live));
-        let scaled = json!({"spec": {"replicas": 3, "ports": [{"port": 6003, "name": "http"}]}});
-        assert!(!is_subset(&scaled, &live), "a changed value");
-        let extra_port =
-            json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http"}, {"port": 1}]}});
-        assert!(!is_subset(&extra_port, &live), "a longer list");
-        assert!(
-            !is_subset(&json!({"spec": {"new": true}}), &live),
-            "a missing key"
-        );
-    }
 }

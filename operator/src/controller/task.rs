@@ -1,5 +1,6 @@
 //! The AgentTask controller. Before the lease it resolves each task's target and accepts the
-//! task (`Accepted=True`, `phase: Pending`, `Succeeded=Unknown`, queued for the broker) or says
+//! task (`Accepted=True`, `phase: Pending`, `Succeeded=Unknown`, queued in the
+//! [`Scheduler`](crate::tasks::Scheduler) the broker leases from) or says
 //! why it cannot (`Accepted=False` with a reason and a Warning Event), and looks again when
 //! agents change. It ends waiting tasks that are cancelled or out of time, re-queues retries
 //! once their backoff has passed, ends running attempts whose pod stopped heartbeating or whose
@@ -19,7 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::{
         Controller,
         controller::Action,
@@ -30,24 +31,22 @@ use kube::{
 };
 use tracing::{debug, info, instrument, warn};
 
-use super::{Context, apply_status, error_policy, publish_task_event, update_status};
+use super::{Context, error_policy};
 use crate::{
     Error, Result,
-    broker::{
+    kube_io::{apply_fields, publish_task_event, update_status, write_task_status},
+    tasks::{
+        accept::{self, Target, TaskFacts, WorkerWait},
         leases::LeaseState,
+        settle_standing,
         transition::{self, Policy, reason},
     },
-    build::FIELD_MANAGER,
-    task::{self, TaskFacts},
 };
 
 /// Reconciles one AgentTask.
 #[instrument(skip_all, fields(namespace = t.namespace(), name = t.name_any()))]
 pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started("AgentTask");
-    let queued = ctx.queue.lock().map(|q| q.len()).unwrap_or_default();
-    let running = ctx.leases.lock().map(|l| l.len()).unwrap_or_default();
-    ctx.metrics.set_tasks(queued, running);
     let ns = t.namespace().ok_or_else(|| Error::MissingNamespace {
         kind: "AgentTask",
         name: t.name_any(),
@@ -59,8 +58,8 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 
     match status.phase {
         Some(p) if p.is_terminal() => {
-            dequeue(&ctx, &ns, &name);
-            release(&ctx, &ns, &name);
+            ctx.scheduler.dequeue(&ns, &name);
+            ctx.scheduler.release(&ns, &name);
             return expire_finished(&ctx, &t, &ns).await;
         }
         Some(TaskPhase::Running) => return supervise(&ctx, &t, &ns, &policy, &now).await,
@@ -72,7 +71,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(next) = transition::cancelled_while_waiting(&t, &now)
         .or_else(|| transition::deadline_exceeded(&t, &policy, &now))
     {
-        dequeue(&ctx, &ns, &name);
+        ctx.scheduler.dequeue(&ns, &name);
         return finish(&ctx, &t, next).await;
     }
 
@@ -98,7 +97,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     };
 
     // validate
-    let verdict = task::validate(&t, &facts, ctx.config.max_task_input_bytes);
+    let verdict = accept::validate(&t, &facts, ctx.config.max_task_input_bytes);
 
     // apply: a sub-task created with kubectl is owned by its parent, as the broker's are.
     if let Some(parent) = &parent {
@@ -107,29 +106,26 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 
     // A new, valid task is queued at once and its first status write waits ACCEPT_GRACE: a
     // task leased by then is accepted and Running in one write (the broker's).
-    if let (None, Ok(target)) = (&t.status, &verdict) {
-        let first = ctx
-            .deferred
-            .lock()
-            .is_ok_and(|mut d| d.insert((ns.clone(), name.clone())));
-        if first {
-            enqueue(&ctx, &ns, &name, target.clone(), t.clone());
-            return Ok(Action::requeue(ACCEPT_GRACE));
-        }
+    if let (None, Ok(target)) = (&t.status, &verdict)
+        && ctx.scheduler.defer_first_write(&ns, &name)
+    {
+        ctx.scheduler
+            .enqueue(&ns, &name, target.clone(), t.clone(), &ctx.agents);
+        return Ok(Action::requeue(ACCEPT_GRACE));
     }
 
     // update_status
     let wait = worker_wait(&ctx, &ns, &t, &verdict);
     let runs_on_worker = WorkerKind::for_task_type(&t.spec.task_type).is_some();
-    let Some(mut next) = task::compute_pending(&t, &verdict, wait.as_ref(), &now) else {
+    let Some(mut next) = accept::compute_pending(&t, &verdict, wait.as_ref(), &now) else {
         return Ok(Action::await_change());
     };
-    task::settle_standing(&mut next, &now);
+    settle_standing(&mut next, &now);
     let rv = t.resource_version();
     // Written only if the task is unchanged since read, so a lease the broker just wrote is
     // never overwritten by this older view; the change that conflicted triggers a new reconcile.
     let written = match update_status(
-        &ctx,
+        ctx.io(),
         t.as_ref(),
         ACCEPTED,
         (&status, &status.conditions),
@@ -142,9 +138,9 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
         other => other?,
     };
-    forget_deferred(&ctx, &ns, &name);
+    ctx.scheduler.forget_deferred(&ns, &name);
     let Ok(target) = verdict else {
-        dequeue(&ctx, &ns, &name);
+        ctx.scheduler.dequeue(&ns, &name);
         return Ok(Action::requeue(ctx.config.resync));
     };
     // A retry waits for its backoff before it is queued again.
@@ -152,10 +148,11 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(after) = next.retry_after.as_ref().map(|t| t.0)
         && after > now.0
     {
-        dequeue(&ctx, &ns, &name);
+        ctx.scheduler.dequeue(&ns, &name);
         wake = wake.min(until(after, now.0));
     } else {
-        enqueue(&ctx, &ns, &name, target, written.map(Arc::new).unwrap_or(t));
+        let seen = written.map(Arc::new).unwrap_or(t);
+        ctx.scheduler.enqueue(&ns, &name, target, seen, &ctx.agents);
     }
     if let Some(deadline) = policy.deadline(&next) {
         wake = wake.min(until(deadline, now.0));
@@ -170,51 +167,33 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 /// How often a waiting task that runs on a worker is looked at again.
 const WORKER_RECHECK: Duration = Duration::from_secs(5);
 
-/// Why an accepted task that runs on a worker waits (see [`task::WorkerWait::decide`]); None
+/// Why an accepted task that runs on a worker waits (see [`WorkerWait::decide`]); None
 /// for other tasks.
 fn worker_wait(
     ctx: &Context,
     ns: &str,
     t: &AgentTask,
-    verdict: &std::result::Result<task::Target, crate::validate::Invalid>,
-) -> Option<task::WorkerWait> {
+    verdict: &std::result::Result<Target, crate::validate::Invalid>,
+) -> Option<WorkerWait> {
     let kind = WorkerKind::for_task_type(&t.spec.task_type)?;
     let executor = match verdict.as_ref().ok()? {
-        task::Target::Agent(a) => {
+        Target::Agent(a) => {
             let agent = ctx.agents.get(&ObjectRef::new(a).within(ns))?;
             if agent.spec.role != AgentRole::Executor {
                 return None;
             }
             Some(a.clone())
         }
-        task::Target::Role(AgentRole::Executor) => None,
-        task::Target::Role(_) => return None,
+        Target::Role(AgentRole::Executor) => None,
+        Target::Role(_) => return None,
     };
-    let availability = ctx
-        .workers
-        .lock()
-        .ok()?
-        .availability(ns, executor.as_deref(), kind, Instant::now());
+    let availability = ctx.scheduler.worker_availability(ns, executor.as_deref(), kind)?;
     let said = t
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, ACCEPTED))
         .map(|c| c.reason.as_str());
-    task::WorkerWait::decide(kind, executor, availability, said)
-}
-
-/// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's
-/// worker jobs count against its workers' capacity instead.
-pub fn counts_against_agent(agents: &Store<CogoAgent>, ns: &str, t: &AgentTask) -> bool {
-    let agent = t
-        .status
-        .as_ref()
-        .and_then(|s| s.agent.as_deref())
-        .unwrap_or_default();
-    let executor = agents
-        .get(&ObjectRef::new(agent).within(ns))
-        .is_some_and(|a| a.spec.role == AgentRole::Executor);
-    !(executor && WorkerKind::for_task_type(&t.spec.task_type).is_some())
+    WorkerWait::decide(kind, executor, availability, said)
 }
 
 /// Time from `now` until `at` (a little past it, so the reconcile finds it passed).
@@ -236,32 +215,21 @@ fn agent_of(ctx: &Context, ns: &str, t: &AgentTask) -> Option<Arc<CogoAgent>> {
 /// Watches over a running task: its deadline, and its pod's heartbeats.
 async fn supervise(ctx: &Context, t: &AgentTask, ns: &str, policy: &Policy, now: &Time) -> Result<Action> {
     let name = t.name_any();
-    dequeue(ctx, ns, &name);
+    ctx.scheduler.dequeue(ns, &name);
     if let Some(next) = transition::deadline_exceeded(t, policy, now) {
         return finish(ctx, t, next).await;
     }
     let status = t.status.clone().unwrap_or_default();
     let clock = Instant::now();
-    let state = ctx
-        .leases
-        .lock()
-        .map(|l| l.state(ns, &name, status.attempt, clock))
-        .unwrap_or(LeaseState::Unknown);
+    let state = ctx.scheduler.lease_state(ns, &name, status.attempt, clock);
     let expires = match state {
         LeaseState::Held(expires) => expires,
         // Leased before this operator started (or by another replica): the pod gets a full
         // lease from now to show it is alive.
-        LeaseState::Unknown => {
-            let agent = status.agent.clone().unwrap_or_default();
-            let pod = status.pod.clone().unwrap_or_default();
-            let mut l = ctx
-                .leases
-                .lock()
-                .map_err(|_| Error::Broker("the lease table is poisoned".into()))?;
-            l.hold(ns, &name, &agent, &pod, status.attempt, clock);
-            l.set_counted(ns, &name, counts_against_agent(&ctx.agents, ns, t));
-            clock + l.ttl()
-        }
+        LeaseState::Unknown => ctx
+            .scheduler
+            .hold_running(t, &ctx.agents, clock)
+            .ok_or_else(|| Error::Broker("the lease table is poisoned".into()))?,
         LeaseState::Expired => {
             let message = format!(
                 "pod {} sent no heartbeat for {}s",
@@ -281,17 +249,16 @@ async fn supervise(ctx: &Context, t: &AgentTask, ns: &str, policy: &Policy, now:
 
 /// Writes a transition the controller decided (a final phase, or back to Pending for a
 /// retry), fenced by the task's resourceVersion, and says so in an Event.
-async fn finish(ctx: &Context, t: &AgentTask, mut next: AgentTaskStatus) -> Result<Action> {
-    task::settle_standing(&mut next, &Time(jiff::Timestamp::now()));
+async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let api = Api::<AgentTask>::namespaced(ctx.client.clone(), &ns);
-    match apply_status(&api, &name, &next, t.resource_version().as_deref()).await {
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => return Ok(Action::await_change()),
+    match write_task_status(&api, &name, t.resource_version().as_deref(), &next).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::await_change()),
         other => other?,
     };
     ctx.metrics.status_written("AgentTask");
-    release(ctx, &ns, &name);
+    ctx.scheduler.release(&ns, &name);
     let c = conditions::find(&next.conditions, SUCCEEDED);
     let reason = c.map(|c| c.reason.clone()).unwrap_or_default();
     info!(phase = ?next.phase, %reason, "task transition");
@@ -326,7 +293,7 @@ async fn expire_finished(ctx: &Context, t: &AgentTask, ns: &str) -> Result<Actio
     }
     // The row keeps the task's history: delete only once the database holds its final state.
     if let Some(mirror) = &ctx.mirror
-        && !mirror.holds(&mirror.row_id(t), crate::mirror::row::version(t))
+        && !mirror.holds(&mirror.row_id(t), crate::supabase::row::version(t))
     {
         debug!("waiting for the Supabase mirror before deleting the finished task");
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -367,48 +334,18 @@ async fn adopt(ctx: &Context, t: &AgentTask, ns: &str, parent: &AgentTask) -> Re
         "kind": AgentTask::kind(&()),
         "metadata": {"name": t.name_any(), "ownerReferences": [owner]},
     });
-    Api::<AgentTask>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &t.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+    apply_fields(
+        &Api::<AgentTask>::namespaced(ctx.client.clone(), ns),
+        &t.name_any(),
+        &body,
+    )
+    .await?;
     ctx.metrics.child_writes("AgentTask", 1);
     Ok(())
 }
 
-fn release(ctx: &Context, ns: &str, name: &str) {
-    crate::broker::leases::release(&ctx.leases, &ctx.queued, ns, name);
-}
-
 /// How long a new task waits in the queue before the controller writes its first status.
 pub const ACCEPT_GRACE: Duration = Duration::from_secs(1);
-
-/// Queues `t` for the broker, with the object as last seen so the lease needs no read. A task
-/// being leased right now is not queued again from an older view.
-fn enqueue(ctx: &Context, ns: &str, name: &str, target: task::Target, t: Arc<AgentTask>) {
-    if ctx.leases.lock().is_ok_and(|l| l.contains(ns, name)) {
-        return;
-    }
-    if let Ok(mut q) = ctx.queue.lock() {
-        q.upsert_task(target.clone(), t);
-    }
-    ctx.queued.target(ns, &target, &ctx.agents);
-}
-
-fn forget_deferred(ctx: &Context, ns: &str, name: &str) {
-    if let Ok(mut d) = ctx.deferred.lock() {
-        d.remove(&(ns.to_string(), name.to_string()));
-    }
-}
-
-fn dequeue(ctx: &Context, ns: &str, name: &str) {
-    if let Ok(mut q) = ctx.queue.lock() {
-        q.remove(ns, name);
-    }
-    forget_deferred(ctx, ns, name);
-}
 
 /// Maps a changed CogoAgent to the waiting tasks of its namespace that it may serve.
 pub fn tasks_for_agent(store: &Store<AgentTask>, agent: &CogoAgent) -> Vec<ObjectRef<AgentTask>> {
@@ -468,28 +405,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 pub const HEAL_EVERY: Duration = Duration::from_secs(10);
 
 /// Drops leases and reservations the tasks no longer have (see
-/// [`crate::broker::leases::Leases::heal`]), freeing their slots.
+/// [`Scheduler::heal`](crate::tasks::Scheduler::heal)), freeing their slots.
 pub fn heal_leases(ctx: &Context, store: &Store<AgentTask>) {
-    let dropped = ctx
-        .leases
-        .lock()
-        .map(|mut l| {
-            l.heal(Instant::now(), |ns, name| {
-                store.get(&ObjectRef::new(name).within(ns)).map(|t| {
-                    let s = t.status.as_ref();
-                    (
-                        s.and_then(|s| s.phase).is_some_and(|p| p.is_terminal()),
-                        s.map(|s| s.attempt).unwrap_or_default(),
-                    )
-                })
-            })
-        })
-        .unwrap_or_default();
+    let dropped = ctx.scheduler.heal(store, Instant::now());
     if !dropped.is_empty() {
         warn!(
             ?dropped,
             "dropped leases of tasks that finished, were deleted or moved on"
         );
-        ctx.queued.all();
     }
 }

@@ -24,12 +24,14 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, PoolChildren, apply_if_changed, error_policy, secret_keys, update_status};
+use super::{Context, PoolChildren, error_policy, secret_keys};
 use crate::{
     Error, Result,
-    broker::{worker_keys::WorkerIdentity, workers::WorkerStats},
     build::{self, Pool},
+    kube_io::{apply_if_changed, update_status},
     status::{self, Observed},
+    tasks::workers::WorkerStats,
+    tokens::worker_keys::WorkerIdentity,
     validate::{self, Facts},
 };
 
@@ -146,7 +148,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
         stats(&ctx, ns, name),
     );
     update_status(
-        &ctx,
+        ctx.io(),
         worker.as_ref(),
         cogo_api::conditions::READY,
         (&previous, &previous.conditions),
@@ -163,7 +165,7 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
 async fn ensure_token(
     secrets: &Api<Secret>,
     pool: &Pool<'_>,
-    keys: &std::sync::RwLock<crate::broker::worker_keys::WorkerKeys>,
+    keys: &std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>,
     who: WorkerIdentity<'_>,
 ) -> Result<u64> {
     let keys = keys
@@ -191,10 +193,7 @@ async fn ensure_token(
 
 /// What the Executors report of the worker's pods.
 fn stats(ctx: &Context, ns: &str, name: &str) -> WorkerStats {
-    ctx.workers
-        .lock()
-        .map(|w| w.stats(ns, name, std::time::Instant::now()))
-        .unwrap_or_default()
+    ctx.scheduler.worker_stats(ns, name)
 }
 
 /// `status` with the report-derived fields set from `stats`.

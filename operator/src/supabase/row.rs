@@ -5,7 +5,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::broker::auth::Keys;
+use crate::tokens::auth::Keys;
 
 /// One row of `distributed_agent_tasks`, as the mirror writes it. Field names are the
 /// table's column names; the batch travels as JSON into `jsonb_to_recordset`.
@@ -193,7 +193,7 @@ mod tests {
 
     fn keys() -> Keys {
         Keys {
-            current: crate::broker::auth::Key {
+            current: crate::tokens::auth::Key {
                 id: "k1".into(),
                 secret: vec![3; 32],
             },

@@ -12,7 +12,7 @@ use cogo_api::CogoAgent;
 use kube::{ResourceExt, runtime::reflector::Store};
 use tokio::sync::Notify;
 
-use crate::task::Target;
+use super::accept::Target;
 
 /// Wake-ups by namespace and agent name.
 #[derive(Default, Debug)]

@@ -1,6 +1,8 @@
-//! Pure status transitions the broker makes: a lease moves a task to Running, a completion
-//! to its final phase. Both are fenced by the attempt number, so a late call from a pod whose
-//! lease was taken away cannot change a newer attempt.
+//! Pure status transitions after a task is accepted. The broker's: a lease moves a task to
+//! Running, a completion to its final phase; both are fenced by the attempt number, so a late
+//! call from a pod whose lease was taken away cannot change a newer attempt. The task
+//! controller's: an attempt whose pod stopped heartbeating ends, a task out of time fails, a
+//! waiting task that is cancelled ends.
 
 use cogo_api::{
     AgentTask, AgentTaskStatus, CogoAgent, RetryPolicy, TaskPhase,
@@ -117,7 +119,7 @@ pub fn leased(task: &AgentTask, agent: &str, pod: &str, now: &Time) -> Option<Ag
         let c = conditions::condition(
             ACCEPTED,
             cs::TRUE,
-            crate::task::reason::QUEUED,
+            super::accept::reason::QUEUED,
             format!("leased by agent {agent}"),
             task.metadata.generation,
             now,

@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -155,15 +154,6 @@ impl Leases {
     /// Whether no lease is held.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
-    }
-}
-
-/// Forgets the lease of `ns/name` and, when one was held, wakes the lease requests waiting
-/// for a free slot.
-pub fn release(leases: &Mutex<Leases>, freed: &super::wake::Wakeups, ns: &str, name: &str) {
-    let released = leases.lock().ok().and_then(|mut l| l.release(ns, name));
-    if let Some(lease) = released {
-        freed.agent(ns, &lease.agent);
     }
 }
 

@@ -10,8 +10,6 @@ use std::{
 
 use cogo_api::{WorkerKind, broker::WorkerReport};
 
-pub use crate::task::Availability;
-
 /// How long a report counts: an Executor pod reports every few seconds, so one that stopped
 /// reporting is gone, and so are its workers.
 pub const REPORT_TTL: Duration = Duration::from_secs(30);
@@ -25,6 +23,17 @@ pub struct WorkerStats {
     pub active_jobs: i32,
     /// Percentage of finished jobs that succeeded; None before any finished.
     pub success_rate_percent: Option<i32>,
+}
+
+/// Whether an Executor has a worker of a kind to run a job now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Availability {
+    /// No worker of the kind is connected.
+    NoneConnected,
+    /// Workers are connected and every slot is taken.
+    Busy,
+    /// A slot is free.
+    Free,
 }
 
 /// The newest report of every Executor pod, by namespace, Executor agent and pod.

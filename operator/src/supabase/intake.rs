@@ -21,7 +21,7 @@ use tokio_postgres::{AsyncMessage, types::Type};
 use tracing::{info, warn};
 
 use super::{ConnectError, connect_raw, describe, row::ROW_ANNOTATION};
-use crate::{broker::auth::Keys, build::FIELD_MANAGER, metrics::Metrics};
+use crate::{kube_io::FIELD_MANAGER, metrics::Metrics, tokens::auth::Keys};
 
 const PENDING: &str = "
 select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text

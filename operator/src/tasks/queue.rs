@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cogo_api::{AgentRole, AgentTask};
 
-use crate::task::Target;
+use super::accept::Target;
 
 /// A queued task's place in its queue.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -13,27 +13,15 @@ pub(super) async fn heartbeat(
         .held_task(&claims, &ns, &name, Some((&req.pod, req.attempt)))
         .await?;
     let renewed = b
-        .leases
-        .lock()
-        .ok()
-        .and_then(|mut l| l.renew(&ns, &name, &req.pod, req.attempt, std::time::Instant::now()));
+        .scheduler
+        .renew(&ns, &name, &req.pod, req.attempt, std::time::Instant::now());
     if renewed.is_none() {
         // Not in the table (released, or held by another operator before this one led): only
         // the task's status at the API server may say this pod still runs it.
         task = b.assigned_task(&claims, &ns, &name, true).await?.1;
         transition::check_lease(&task, &req.pod, req.attempt).map_err(fence_error)?;
-        let counted = crate::controller::task::counts_against_agent(&b.agents, &ns, &task);
-        if let Ok(mut l) = b.leases.lock() {
-            l.hold(
-                &ns,
-                &name,
-                &assigned_agent(&task),
-                &req.pod,
-                req.attempt,
-                std::time::Instant::now(),
-            );
-            l.set_counted(&ns, &name, counted);
-        }
+        b.scheduler
+            .hold_running(&task, &b.agents, std::time::Instant::now());
     }
     Ok(Json(HeartbeatResponse {
         cancelled: task.spec.cancel_requested,
@@ -77,9 +65,9 @@ pub(super) async fn complete(
         // acknowledged result survives any restart; until the store takes it, the agent offers
         // the outcome again.
         if let (Some(store), Some(r), Some(result)) = (&b.results, &status.result_ref, &req.result) {
-            use crate::mirror::results::StoreError;
+            use crate::supabase::results::StoreError;
             match store
-                .put(&crate::mirror::row::row_id(&task, &b.keys), &r.digest, result)
+                .put(&crate::supabase::row::row_id(&task, &b.keys), &r.digest, result)
                 .await
             {
                 Ok(()) => {}
@@ -102,9 +90,9 @@ pub(super) async fn complete(
                 }
             }
         }
-        match write_status(&api, &name, &rv, &status).await {
+        match write_task_status(&api, &name, Some(&rv), &status).await {
             Ok(_) => {
-                release(&b.leases, &b.queued, &ns, &name);
+                b.scheduler.release(&ns, &name);
                 let phase = status.phase.unwrap_or(TaskPhase::Running);
                 // Success is in status; an Event for it would be one more write per task.
                 let event = match phase {

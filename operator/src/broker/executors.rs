@@ -32,9 +32,7 @@ pub(super) async fn report_workers(
             format!("pod must be set, and workers and jobs list at most {MAX_REPORTED} entries"),
         ));
     }
-    if let Ok(mut w) = b.workers.lock() {
-        w.record(&ns, &agent, report, std::time::Instant::now());
-    }
+    b.scheduler.record_workers(&ns, &agent, report);
     Ok(StatusCode::NO_CONTENT)
 }
 

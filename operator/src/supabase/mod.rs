@@ -1,4 +1,8 @@
-//! The Supabase mirror: every AgentTask's state, upserted into `distributed_agent_tasks` by
+//! Everything the operator keeps in Supabase's Postgres: the connection (here, with [`tls`]),
+//! the mirror of AgentTasks (here), how a task becomes a row ([`row`]), the intake of rows that
+//! become tasks ([`intake`]), and the result store ([`results`]).
+//!
+//! The mirror: every AgentTask's state, upserted into `distributed_agent_tasks` by
 //! UID, in batches, asynchronously. The database being down or slow delays the mirror and
 //! never the cluster: changes wait in memory (one entry per task, the newest state), writes are
 //! retried with backoff, and on start every task is written again and rows of tasks that are
@@ -31,7 +35,7 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
-use crate::{broker::auth::Keys, metrics::Metrics};
+use crate::{metrics::Metrics, tokens::auth::Keys};
 use row::Row;
 
 /// The schema the mirror writes to, applied (idempotently) on every connect: every migration
@@ -703,7 +707,7 @@ mod tests {
     }
 
     fn mirror() -> Arc<Mirror> {
-        let key = crate::broker::auth::Key {
+        let key = crate::tokens::auth::Key {
             id: "k".into(),
             secret: vec![1; 32],
         };

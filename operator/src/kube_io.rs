@@ -1,0 +1,249 @@
+//! How the operator writes to the API server, the same way from every controller and from the
+//! broker: server-side apply under [`FIELD_MANAGER`] for objects and for status (fenced by a
+//! resourceVersion where a stale view must not win), a status written only when it changed,
+//! and Events. Everything here is I/O; what to write is decided by the pure modules.
+
+use std::fmt::Debug;
+
+use cogo_api::{AgentTask, AgentTaskStatus, conditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    Api, Client, Resource,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::{Error, Result, metrics::Metrics, validate::Invalid};
+
+/// The field manager of every server-side apply the operator makes, and the controller name
+/// of its Events.
+pub const FIELD_MANAGER: &str = "cogo-operator";
+
+/// Server-side applies `obj` with the operator's field manager, taking over conflicting fields.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(apply_fields(api, &name, obj).await?)
+}
+
+/// Server-side applies `body` (the fields the operator owns of the object `name`, such as its
+/// owner references) with the operator's field manager, taking over conflicting fields.
+pub async fn apply_fields<K>(api: &Api<K>, name: &str, body: &(impl Serialize + Debug)) -> kube::Result<K>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+}
+
+/// Whether every field of `desired` is present in `live` with the same value: objects by key
+/// (extra keys in `live`, such as defaults the API server filled in, are fine), lists by
+/// position with the same length, scalars by equality.
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => {
+            d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)))
+        }
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        (d, l) => d == l,
+    }
+}
+
+/// Applies `desired` unless `live` (the object as last read) already holds all of it, so an
+/// unchanged world costs no write. Returns the object as it now is and the number of writes
+/// made (0 or 1).
+pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<K>) -> Result<(K, u64)>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    if let Some(live) = live {
+        let d = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+            what: "desired object",
+            source,
+        })?;
+        let l = serde_json::to_value(&live).map_err(|source| Error::Serialize {
+            what: "live object",
+            source,
+        })?;
+        if is_subset(&d, &l) {
+            return Ok((live, 0));
+        }
+    }
+    Ok((apply(api, desired).await?, 1))
+}
+
+/// Deletes the object `name`; one that is already gone is fine.
+pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `status` into the object's status subresource with server-side apply; with a
+/// `resource_version`, only if the object is still at that version (409 otherwise).
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
+    let mut body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+}
+
+/// Writes a task's status, with its kstatus standing settled (see
+/// [`settle_standing`](crate::tasks::settle_standing)), only if the task is still at
+/// `resource_version` (409 otherwise), so a stale view never overwrites a newer state.
+pub async fn write_task_status(
+    api: &Api<AgentTask>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &AgentTaskStatus,
+) -> kube::Result<AgentTask> {
+    let mut status = status.clone();
+    crate::tasks::settle_standing(&mut status, &Time(jiff::Timestamp::now()));
+    apply_status(api, name, &status, resource_version).await
+}
+
+/// Writes `next` as the object's status when it differs from `previous`, counting the write;
+/// when the spec is invalid and the `watched` condition's reason or message changed, also
+/// publishes a Warning Event (once per cause, not once per reconcile). Returns the object as
+/// written, or None when nothing needed writing.
+pub async fn update_status<K, S>(
+    (client, recorder, metrics): (&Client, &Recorder, &Metrics),
+    obj: &K,
+    watched: &str,
+    (previous, previous_conditions): (&S, &[Condition]),
+    (next, next_conditions): (&S, &[Condition]),
+    invalid: Option<&Invalid>,
+    resource_version: Option<&str>,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+    S: Serialize + PartialEq,
+{
+    if next == previous {
+        return Ok(None);
+    }
+    let kind = K::kind(&());
+    let ns = obj.meta().namespace.as_deref().unwrap_or_default();
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    let written = apply_status(
+        &Api::<K>::namespaced(client.clone(), ns),
+        name,
+        next,
+        resource_version,
+    )
+    .await?;
+    metrics.status_written(&kind);
+    let ready = conditions::find(next_conditions, watched);
+    info!(
+        condition = watched,
+        reason = ready.map(|c| c.reason.as_str()),
+        "status updated"
+    );
+    if let Some(invalid) = invalid {
+        let before = conditions::find(previous_conditions, watched);
+        if before.map(|c| (&c.reason, &c.message)) != ready.map(|c| (&c.reason, &c.message)) {
+            warn_invalid(recorder, obj, invalid).await?;
+        }
+    }
+    Ok(Some(written))
+}
+
+/// Publishes a Warning Event saying why the object's spec cannot be carried out.
+pub async fn warn_invalid<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    invalid: &Invalid,
+) -> Result<()> {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: invalid.reason.to_string(),
+        note: Some(invalid.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &obj.object_ref(&()))
+        .await
+        .map_err(Error::Event)
+}
+
+/// Publishes an Event about a task's transition; a failure to publish is logged, never fatal
+/// (the transition is in status already).
+pub async fn publish_task_event(
+    recorder: &Recorder,
+    task: &AgentTask,
+    (type_, reason): (EventType, &str),
+    note: Option<&str>,
+    action: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: note.map(|m| m.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &task.object_ref(&())).await {
+        warn!(error = %e, "cannot publish the task's Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::is_subset;
+
+    #[test]
+    fn subset_ignores_server_defaults_but_not_changes() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http"}]}});
+        let live = json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http", "protocol": "TCP"}], "sessionAffinity": "None"}, "status": {}});
+        assert!(is_subset(&desired, &live));
+        let scaled = json!({"spec": {"replicas": 3, "ports": [{"port": 6003, "name": "http"}]}});
+        assert!(!is_subset(&scaled, &live), "a changed value");
+        let extra_port =
+            json!({"spec": {"replicas": 2, "ports": [{"port": 6003, "name": "http"}, {"port": 1}]}});
+        assert!(!is_subset(&extra_port, &live), "a longer list");
+        assert!(
+            !is_subset(&json!({"spec": {"new": true}}), &live),
+            "a missing key"
+        );
+    }
+}

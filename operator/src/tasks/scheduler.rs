@@ -1,0 +1,594 @@
+//! The [`Scheduler`]: the one owner of the AgentTask state the operator keeps in memory (the
+//! queue, the leases and reservations, the wake-ups of waiting lease requests, the tasks whose
+//! first status write is deferred, and what Executors report about their workers). The task
+//! controller and the broker are its clients: they say what happened (a task was accepted,
+//! leased, finished, reported on) and the scheduler changes its tables, wakes whom that
+//! concerns, and keeps the `tasks_queued` and `tasks_running` gauges current.
+//!
+//! Each method takes a lock for as short as it can and never across an `.await`; where two
+//! are taken together, the leases come first, then the queue.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use cogo_api::{
+    AgentRole, AgentTask, CogoAgent, WorkerKind,
+    broker::{LeaseRequest, LeasedTask, WorkerReport},
+};
+use kube::{
+    ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
+use tokio::sync::Notify;
+
+use super::{
+    accept::Target,
+    leases::{LeaseState, Leases},
+    queue::TaskQueue,
+    wake::Wakeups,
+    workers::{Availability, WorkerReports, WorkerStats},
+};
+use crate::metrics::Metrics;
+
+/// A task reserved for a lease request: its name, and the object as the controller queued it
+/// (so the lease needs no read), when the queue kept one.
+pub type Reserved = (String, Option<Arc<AgentTask>>);
+
+/// The AgentTask state kept in memory, behind its locks; shared (as an `Arc`) by the task
+/// controller and the broker.
+pub struct Scheduler {
+    queue: Mutex<TaskQueue>,
+    leases: Mutex<Leases>,
+    wakeups: Wakeups,
+    deferred: Mutex<HashSet<(String, String)>>,
+    workers: Mutex<WorkerReports>,
+    metrics: Arc<Metrics>,
+}
+
+impl Scheduler {
+    /// An empty scheduler whose leases last `lease_ttl` past the last heartbeat, reporting the
+    /// queue's depth and the leases held to `metrics`.
+    pub fn new(lease_ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        Scheduler {
+            queue: Default::default(),
+            leases: Mutex::new(Leases::new(lease_ttl)),
+            wakeups: Default::default(),
+            deferred: Default::default(),
+            workers: Default::default(),
+            metrics,
+        }
+    }
+
+    /// Queues `task` (`ns/name`) for `target`, with the object as last seen so the lease needs
+    /// no read, and wakes the lease requests that may take it (per `agents`). A task being
+    /// leased right now is not queued again from an older view.
+    pub fn enqueue(
+        &self,
+        ns: &str,
+        name: &str,
+        target: Target,
+        task: Arc<AgentTask>,
+        agents: &Store<CogoAgent>,
+    ) {
+        if self.is_leased(ns, name) {
+            return;
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            q.upsert_task(target.clone(), task);
+            self.metrics.set_tasks_queued(q.len());
+        }
+        self.wakeups.target(ns, &target, agents);
+    }
+
+    /// Queues `task` again for the target its spec names (a lease that could not be written),
+    /// and wakes the lease requests that may take it (per `agents`).
+    pub fn requeue(&self, task: &AgentTask, agents: &Store<CogoAgent>) {
+        let target = match (&task.spec.agent, task.spec.role) {
+            (Some(a), _) => Target::Agent(a.clone()),
+            (None, Some(r)) => Target::Role(r),
+            (None, None) => return,
+        };
+        if let Ok(mut q) = self.queue.lock() {
+            q.upsert_task(target.clone(), Arc::new(task.clone()));
+            self.metrics.set_tasks_queued(q.len());
+        }
+        self.wakeups
+            .target(&task.namespace().unwrap_or_default(), &target, agents);
+    }
+
+    /// Takes `ns/name` out of the queue (it is running, finished, invalid or backing off), and
+    /// forgets that its first status write was deferred.
+    pub fn dequeue(&self, ns: &str, name: &str) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.remove(ns, name);
+            self.metrics.set_tasks_queued(q.len());
+        }
+        self.forget_deferred(ns, name);
+    }
+
+    /// Whether `ns/name` is queued.
+    pub fn is_queued(&self, ns: &str, name: &str) -> bool {
+        self.queue.lock().is_ok_and(|q| q.contains(ns, name))
+    }
+
+    /// Records that the first status write of the new task `ns/name` is deferred (it is queued
+    /// first, so a lease in the meantime accepts it in the same write); true the first time.
+    pub fn defer_first_write(&self, ns: &str, name: &str) -> bool {
+        self.deferred
+            .lock()
+            .is_ok_and(|mut d| d.insert((ns.to_string(), name.to_string())))
+    }
+
+    /// Forgets that the first status write of `ns/name` was deferred: it has been written.
+    pub fn forget_deferred(&self, ns: &str, name: &str) {
+        if let Ok(mut d) = self.deferred.lock() {
+            d.remove(&(ns.to_string(), name.to_string()));
+        }
+    }
+
+    /// What the lease requests of `agent` in `ns` wait on: woken when a task they may take is
+    /// queued, or a slot of the agent is freed. Register before looking at the queue, so a
+    /// task queued in between is not missed.
+    pub fn wakeup(&self, ns: &str, agent: &str) -> Arc<Notify> {
+        self.wakeups.of(ns, agent)
+    }
+
+    /// Takes up to `req.slots` queued tasks of the types `req` wants for `agent`, and reserves
+    /// a lease for each (`agents` says whom to wake should the reservation be given back). An
+    /// Executor's lease of its workers' task types (all of `req.typePrefixes` name worker
+    /// kinds) is bounded by the slots its workers have free, which it asks for; any other lease
+    /// by the agent's free slots (`replicas x concurrency` minus the tasks its pods hold).
+    pub fn reserve<'a>(
+        &'a self,
+        ns: &'a str,
+        agent: &CogoAgent,
+        req: &LeaseRequest,
+        agents: &'a Store<CogoAgent>,
+    ) -> Reservation<'a> {
+        Reservation {
+            scheduler: self,
+            agents,
+            ns,
+            tasks: self.take(ns, agent, req),
+        }
+    }
+
+    fn take(&self, ns: &str, agent: &CogoAgent, req: &LeaseRequest) -> Vec<Reserved> {
+        let name = agent.name_any();
+        let Ok(mut leases) = self.leases.lock() else {
+            return Vec::new();
+        };
+        let worker_lane = is_worker_lane(agent, req);
+        let slots = req.slots as usize;
+        let free = if worker_lane {
+            slots
+        } else {
+            let cap =
+                (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
+            cap.saturating_sub(leases.running_for(ns, &name)).min(slots)
+        };
+        if free == 0 {
+            return Vec::new();
+        }
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let names = queue.pop_for(ns, &name, agent.spec.role, free, |t| req.wants(t));
+        let now = Instant::now();
+        // A task already held (being leased from an older queue entry) is not taken twice.
+        let names: Vec<_> = names
+            .into_iter()
+            .map(|n| {
+                let obj = queue.take_object(ns, &n);
+                (n, obj)
+            })
+            .filter(|(n, _)| !leases.contains(ns, n))
+            .collect();
+        for (n, _) in &names {
+            // Attempt 0 is a reservation: it counts against the cap until the lease is written.
+            leases.hold(ns, n, &name, &req.pod, 0, now);
+            leases.set_counted(ns, n, !worker_lane);
+        }
+        self.metrics.set_tasks_queued(queue.len());
+        self.metrics.set_tasks_running(leases.len());
+        names
+    }
+
+    /// Gives back the reservation of `ns/name` (a lease not written); true when there was one.
+    pub fn unreserve(&self, ns: &str, name: &str) -> bool {
+        let Ok(mut l) = self.leases.lock() else {
+            return false;
+        };
+        let reserved = l.state(ns, name, 0, Instant::now()) != LeaseState::Unknown;
+        if reserved {
+            l.release(ns, name);
+            self.metrics.set_tasks_running(l.len());
+        }
+        reserved
+    }
+
+    /// Records that `pod` of `agent` holds attempt `attempt` of `ns/name` from `now` (its lease
+    /// was just written).
+    pub fn hold(&self, ns: &str, name: &str, agent: &str, pod: &str, attempt: i32, now: Instant) {
+        if let Ok(mut l) = self.leases.lock() {
+            l.hold(ns, name, agent, pod, attempt, now);
+            self.metrics.set_tasks_running(l.len());
+        }
+    }
+
+    /// Starts the leases of `tasks`, just handed to `pod` of `agent` in `ns`, at `now`: a lease
+    /// runs from the moment the pod is told, not from its write.
+    pub fn hold_leased(&self, ns: &str, agent: &str, pod: &str, tasks: &[LeasedTask], now: Instant) {
+        if let Ok(mut l) = self.leases.lock() {
+            for t in tasks {
+                l.hold(ns, &t.name, agent, pod, t.attempt, now);
+            }
+            self.metrics.set_tasks_running(l.len());
+        }
+    }
+
+    /// Extends the lease of `pod` on attempt `attempt` of `ns/name` and returns its new expiry;
+    /// None when no such lease is held here (see [`Leases::renew`]).
+    pub fn renew(&self, ns: &str, name: &str, pod: &str, attempt: i32, now: Instant) -> Option<Instant> {
+        self.leases
+            .lock()
+            .ok()
+            .and_then(|mut l| l.renew(ns, name, pod, attempt, now))
+    }
+
+    /// Gives the running task `t` a fresh lease from `now` for the pod and attempt its status
+    /// names: it was leased before this operator led, or its lease was released here while its
+    /// pod still works on it. It counts against its agent unless it is an Executor's worker job
+    /// (per `agents`). Returns when the lease runs out; None when the lease table is unusable.
+    pub fn hold_running(&self, t: &AgentTask, agents: &Store<CogoAgent>, now: Instant) -> Option<Instant> {
+        let counted = counts_against_agent(agents, &t.namespace().unwrap_or_default(), t);
+        let mut l = self.leases.lock().ok()?;
+        hold_from_status(&mut l, t, counted, now);
+        self.metrics.set_tasks_running(l.len());
+        Some(now + l.ttl())
+    }
+
+    /// Gives every Running task of `tasks` a fresh lease from `now` (see
+    /// [`Scheduler::hold_running`]), as the operator starts to lead; returns how many there were.
+    pub fn seed_running(&self, tasks: &[AgentTask], agents: &Store<CogoAgent>, now: Instant) -> usize {
+        let Ok(mut l) = self.leases.lock() else {
+            return 0;
+        };
+        let mut running = 0;
+        for t in tasks.iter().filter(|t| is_running(t)) {
+            let counted = counts_against_agent(agents, &t.namespace().unwrap_or_default(), t);
+            hold_from_status(&mut l, t, counted, now);
+            running += 1;
+        }
+        self.metrics.set_tasks_running(l.len());
+        running
+    }
+
+    /// The state of the lease of attempt `attempt` of `ns/name` at `now`.
+    pub fn lease_state(&self, ns: &str, name: &str, attempt: i32, now: Instant) -> LeaseState {
+        self.leases
+            .lock()
+            .map(|l| l.state(ns, name, attempt, now))
+            .unwrap_or(LeaseState::Unknown)
+    }
+
+    /// Whether a lease (or reservation) of `ns/name` is held.
+    pub fn is_leased(&self, ns: &str, name: &str) -> bool {
+        self.leases.lock().is_ok_and(|l| l.contains(ns, name))
+    }
+
+    /// Forgets the lease of `ns/name` (its outcome is recorded, or the task is gone) and, when
+    /// one was held, wakes the lease requests of its agent waiting for a free slot.
+    pub fn release(&self, ns: &str, name: &str) {
+        let released = self.leases.lock().ok().and_then(|mut l| {
+            let lease = l.release(ns, name);
+            self.metrics.set_tasks_running(l.len());
+            lease
+        });
+        if let Some(lease) = released {
+            self.wakeups.agent(ns, &lease.agent);
+        }
+    }
+
+    /// Drops the leases and reservations the tasks as cached in `tasks` no longer have (see
+    /// [`Leases::heal`]), freeing their slots, and wakes every waiting lease request when it
+    /// dropped any. Returns what was dropped.
+    pub fn heal(&self, tasks: &Store<AgentTask>, now: Instant) -> Vec<(String, String)> {
+        let dropped = self
+            .leases
+            .lock()
+            .map(|mut l| {
+                let dropped = l.heal(now, |ns, name| {
+                    tasks.get(&ObjectRef::new(name).within(ns)).map(|t| {
+                        let s = t.status.as_ref();
+                        (
+                            s.and_then(|s| s.phase).is_some_and(|p| p.is_terminal()),
+                            s.map(|s| s.attempt).unwrap_or_default(),
+                        )
+                    })
+                });
+                self.metrics.set_tasks_running(l.len());
+                dropped
+            })
+            .unwrap_or_default();
+        if !dropped.is_empty() {
+            self.wakeups.all();
+        }
+        dropped
+    }
+
+    /// Keeps `report`, the newest of a pod of the Executor `executor` in `ns`.
+    pub fn record_workers(&self, ns: &str, executor: &str, report: WorkerReport) {
+        if let Ok(mut w) = self.workers.lock() {
+            w.record(ns, executor, report, Instant::now());
+        }
+    }
+
+    /// What the Executors of `ns` report now of the pods of the CogoWorker `worker`.
+    pub fn worker_stats(&self, ns: &str, worker: &str) -> WorkerStats {
+        self.workers
+            .lock()
+            .map(|w| w.stats(ns, worker, Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Whether the Executor `executor` of `ns` (any Executor of `ns` when None) can run a job
+    /// of `kind` now; None when the reports cannot be read.
+    pub fn worker_availability(
+        &self,
+        ns: &str,
+        executor: Option<&str>,
+        kind: WorkerKind,
+    ) -> Option<Availability> {
+        self.workers
+            .lock()
+            .ok()
+            .map(|w| w.availability(ns, executor, kind, Instant::now()))
+    }
+}
+
+/// Tasks a lease request reserved and has not settled yet; dropped unsettled (the request was
+/// dropped mid-lease), it gives their reservations back and queues them again. A task whose
+/// lease was written keeps it: its pod never heard of it, so its lease runs out and the task is
+/// retried by its policy.
+pub struct Reservation<'a> {
+    scheduler: &'a Scheduler,
+    agents: &'a Store<CogoAgent>,
+    ns: &'a str,
+    tasks: Vec<Reserved>,
+}
+
+impl Reservation<'_> {
+    /// The reserved tasks.
+    pub fn tasks(&self) -> &[Reserved] {
+        &self.tasks
+    }
+
+    /// Ends the reservation: the request wrote each lease or gave each back itself.
+    pub fn settle(mut self) {
+        self.tasks.clear();
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for (name, task) in self.tasks.drain(..) {
+            if self.scheduler.unreserve(self.ns, &name)
+                && let Some(task) = task
+            {
+                self.scheduler.requeue(&task, self.agents);
+            }
+        }
+    }
+}
+
+/// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's
+/// worker jobs count against its workers' capacity instead.
+pub fn counts_against_agent(agents: &Store<CogoAgent>, ns: &str, t: &AgentTask) -> bool {
+    let agent = t
+        .status
+        .as_ref()
+        .and_then(|s| s.agent.as_deref())
+        .unwrap_or_default();
+    let executor = agents
+        .get(&ObjectRef::new(agent).within(ns))
+        .is_some_and(|a| a.spec.role == AgentRole::Executor);
+    !(executor && WorkerKind::for_task_type(&t.spec.task_type).is_some())
+}
+
+/// Whether a lease request is an Executor's request for its workers' task types only.
+fn is_worker_lane(agent: &CogoAgent, req: &LeaseRequest) -> bool {
+    agent.spec.role == AgentRole::Executor
+        && !req.type_prefixes.is_empty()
+        && req
+            .type_prefixes
+            .iter()
+            .all(|p| WorkerKind::for_task_type(p).is_some())
+}
+
+fn is_running(t: &AgentTask) -> bool {
+    t.status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(cogo_api::TaskPhase::Running))
+}
+
+/// Holds the lease of the running task `t` for the agent, pod and attempt its status names.
+fn hold_from_status(l: &mut Leases, t: &AgentTask, counted: bool, now: Instant) {
+    let s = t.status.clone().unwrap_or_default();
+    let (ns, name) = (t.namespace().unwrap_or_default(), t.name_any());
+    let (agent, pod) = (s.agent.unwrap_or_default(), s.pod.unwrap_or_default());
+    l.hold(&ns, &name, &agent, &pod, s.attempt, now);
+    l.set_counted(&ns, &name, counted);
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+    use serde_json::json;
+
+    use super::*;
+
+    fn agent(name: &str, spec: serde_json::Value) -> CogoAgent {
+        let mut a = CogoAgent::new(name, serde_json::from_value(spec).unwrap());
+        a.metadata.namespace = Some("ns".into());
+        a
+    }
+
+    fn task(name: &str, created: &str) -> Arc<AgentTask> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
+                "spec": {"agent": "a", "type": "cogo.echo"},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn lease_request(slots: u32) -> LeaseRequest {
+        serde_json::from_value(json!({"pod": "p", "slots": slots})).unwrap()
+    }
+
+    fn gauges(m: &Metrics) -> (bool, bool) {
+        let text = m.encode();
+        (
+            text.contains("cogo_operator_tasks_queued 0"),
+            text.contains("cogo_operator_tasks_running 0"),
+        )
+    }
+
+    #[test]
+    fn a_reservation_takes_no_more_than_the_agent_has_free_and_keeps_the_gauges_current() {
+        let metrics = Arc::new(Metrics::default());
+        let s = Scheduler::new(Duration::from_secs(15), metrics.clone());
+        let (agents, _) = reflector::store();
+        let a = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 2}));
+        for (name, created) in [
+            ("t1", "2026-01-01T00:00:01Z"),
+            ("t2", "2026-01-01T00:00:02Z"),
+            ("t3", "2026-01-01T00:00:03Z"),
+        ] {
+            s.enqueue(
+                "ns",
+                name,
+                Target::Agent("a".into()),
+                task(name, created),
+                &agents,
+            );
+        }
+        assert!(metrics.encode().contains("cogo_operator_tasks_queued 3"));
+        s.hold("ns", "elsewhere", "a", "p", 1, Instant::now());
+        let reserved = s.reserve("ns", &a, &lease_request(5), &agents);
+        let names: Vec<_> = reserved.tasks().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["t1"], "two slots, one held already");
+        assert!(reserved.tasks()[0].1.is_some(), "the queued object comes along");
+        reserved.settle();
+        assert!(s.is_leased("ns", "t1") && !s.is_queued("ns", "t1"));
+        let text = metrics.encode();
+        assert!(
+            text.contains("cogo_operator_tasks_queued 2") && text.contains("cogo_operator_tasks_running 2"),
+            "{text}"
+        );
+        s.release("ns", "t1");
+        s.release("ns", "elsewhere");
+        s.dequeue("ns", "t2");
+        s.dequeue("ns", "t3");
+        assert_eq!(gauges(&metrics), (true, true));
+    }
+
+    #[test]
+    fn a_dropped_reservation_gives_its_tasks_back_and_a_written_lease_stays() {
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let (agents, mut writer) = reflector::store();
+        let a = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 4}));
+        writer.apply_watcher_event(&watcher::Event::Apply(a.clone()));
+        for name in ["t1", "t2"] {
+            s.enqueue(
+                "ns",
+                name,
+                Target::Agent("a".into()),
+                task(name, "2026-01-01T00:00:00Z"),
+                &agents,
+            );
+        }
+        let reserved = s.reserve("ns", &a, &lease_request(2), &agents);
+        assert_eq!(reserved.tasks().len(), 2);
+        // t1's lease was written before the request was dropped.
+        s.hold("ns", "t1", "a", "p", 1, Instant::now());
+        drop(reserved);
+        assert!(s.is_leased("ns", "t1") && !s.is_queued("ns", "t1"));
+        assert!(
+            !s.is_leased("ns", "t2") && s.is_queued("ns", "t2"),
+            "the reservation was given back and the task queued again"
+        );
+        assert!(!s.unreserve("ns", "t2"), "nothing left to give back");
+    }
+
+    #[test]
+    fn a_task_being_leased_is_not_queued_again_from_an_older_view() {
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let (agents, _) = reflector::store();
+        s.hold("ns", "t", "a", "p", 0, Instant::now());
+        s.enqueue(
+            "ns",
+            "t",
+            Target::Agent("a".into()),
+            task("t", "2026-01-01T00:00:00Z"),
+            &agents,
+        );
+        assert!(!s.is_queued("ns", "t"));
+        assert!(s.defer_first_write("ns", "t"));
+        assert!(!s.defer_first_write("ns", "t"), "only the first time");
+        s.dequeue("ns", "t");
+        assert!(s.defer_first_write("ns", "t"), "forgotten with the queue entry");
+    }
+
+    #[test]
+    fn running_tasks_are_seeded_with_a_fresh_lease_and_worker_jobs_are_not_counted() {
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let (agents, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(agent("exec", json!({"role": "Executor"}))));
+        let running = |name: &str, task_type: &str| -> AgentTask {
+            serde_json::from_value(json!({
+                "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"agent": "exec", "type": task_type},
+                "status": {"phase": "Running", "agent": "exec", "pod": "p", "attempt": 2},
+            }))
+            .unwrap()
+        };
+        let mut pending = running("waiting", "cogo.echo");
+        pending.status = None;
+        let t0 = Instant::now();
+        let tasks = [
+            running("own", "cogo.echo"),
+            running("job", "python.execute"),
+            pending,
+        ];
+        assert_eq!(s.seed_running(&tasks, &agents, t0), 2);
+        assert_eq!(
+            s.lease_state("ns", "job", 2, t0),
+            LeaseState::Held(t0 + Duration::from_secs(15))
+        );
+        assert!(!s.is_leased("ns", "waiting"));
+        let exec = agent(
+            "exec",
+            json!({"role": "Executor", "replicas": 1, "concurrency": 2}),
+        );
+        s.enqueue(
+            "ns",
+            "next",
+            Target::Agent("exec".into()),
+            task("next", "2026-01-01T00:00:00Z"),
+            &agents,
+        );
+        assert_eq!(
+            s.reserve("ns", &exec, &lease_request(5), &agents).tasks().len(),
+            1,
+            "the worker job does not take one of the two slots"
+        );
+    }
+}
