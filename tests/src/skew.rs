@@ -63,12 +63,17 @@ impl SkewedClocks {
         ];
         for (k, v) in [
             ("LD_PRELOAD", format!("{MOUNT}/libfaketime.so.1")),
-            ("FAKETIME_TIMESTAMP_FILE", format!("{MOUNT}/offsets/$(COGO_POD_NAME)")),
+            (
+                "FAKETIME_TIMESTAMP_FILE",
+                format!("{MOUNT}/offsets/$(COGO_POD_NAME)"),
+            ),
             ("FAKETIME_CACHE_DURATION", "1".into()),
             ("DONT_FAKE_MONOTONIC", "1".into()),
         ] {
-            ops.push(json!({"op": "add", "path": "/spec/template/spec/containers/0/env/-",
-                            "value": {"name": k, "value": v}}));
+            ops.push(
+                json!({"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+                            "value": {"name": k, "value": v}}),
+            );
         }
         cluster.kubectl_ok(
             &[
@@ -84,7 +89,14 @@ impl SkewedClocks {
             None,
         );
         cluster.kubectl_ok(
-            &["rollout", "status", &format!("deployment/{name}"), "-n", ns, "--timeout=240s"],
+            &[
+                "rollout",
+                "status",
+                &format!("deployment/{name}"),
+                "-n",
+                ns,
+                "--timeout=240s",
+            ],
             None,
         );
         SkewedClocks { dir }
@@ -99,7 +111,10 @@ impl SkewedClocks {
 
     /// Sets every pod's wall clock true again.
     pub fn reset(&self) {
-        for entry in std::fs::read_dir(self.dir.join("offsets")).expect("offsets").flatten() {
+        for entry in std::fs::read_dir(self.dir.join("offsets"))
+            .expect("offsets")
+            .flatten()
+        {
             std::fs::write(entry.path(), "+0\n").expect("offset file");
         }
     }

@@ -177,7 +177,10 @@ fn iptables(how: &[&str], port: u16) {
         .args(["--to-destination", &to])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "iptables {how:?} failed (the real-node tests run as root with iptables)");
+    assert!(
+        ok,
+        "iptables {how:?} failed (the real-node tests run as root with iptables)"
+    );
 }
 
 /// Drops the connection tracking of the pods' connections to the API server: their next

@@ -103,11 +103,12 @@ where x.id = t.id and x.id in (select (jsonb_array_elements_text($1::jsonb))::uu
   and (t.result_digest is distinct from x.digest or t.result_data is not null)";
 
 /// Marks the rows of this cluster's tasks that the list at resourceVersion `$2` did not hold
-/// (`$1`): rows written from a newer state are of tasks created since, and stay.
+/// (`$1`): rows written from a newer state are of tasks created since, and stay. The low
+/// [`row::REVISION_BITS`] bits of a version are the resourceVersion it was written from.
 const MARK_MISSING: &str = "
 update public.distributed_agent_tasks set deleted_at = now(), updated_at = now()
 where deleted_at is null and namespace is not null and (cluster = $3 or cluster is null)
-  and version <= $2
+  and (version & 1099511627775) <= $2
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)";
 
 /// A row waiting to be written, and since when a change of it waits.
@@ -478,7 +479,14 @@ impl Mirror {
                 None => break,
             }
         }
-        let at: i64 = at.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let Some(at) = row::revision(at.as_deref()) else {
+            // Which rows are older than the list cannot be told: leave them all.
+            warn!(
+                resource_version = at.as_deref().unwrap_or_default(),
+                "the API server's resourceVersions are not numbers; rows of deleted tasks are not marked"
+            );
+            return Ok(0);
+        };
         let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
         let marked = c
             .execute_typed(
@@ -740,6 +748,12 @@ mod tests {
             0,
             "a state older than the written one is not written"
         );
+    }
+
+    #[test]
+    fn the_sweep_compares_the_revision_bits_of_versions() {
+        let mask = (1i64 << row::REVISION_BITS) - 1;
+        assert!(MARK_MISSING.contains(&format!("version & {mask})")));
     }
 
     #[test]

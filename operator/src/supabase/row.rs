@@ -158,9 +158,38 @@ pub fn row_ids_of(meta: &kube::api::ObjectMeta) -> impl Iterator<Item = String> 
     )
 }
 
-/// The task's resourceVersion as a number (0 when it is not one).
+/// Bits of a row's version that hold the task's resourceVersion (etcd's revisions stay far
+/// below 2^40); the bits above hold how far the task has come.
+pub const REVISION_BITS: u32 = 40;
+
+/// Orders the states of a task for its row, newest highest: first how far the task has come
+/// (its attempt, and where in it: waiting for the first one, running, waiting for the next,
+/// ended), then its resourceVersion. Kubernetes calls a resourceVersion opaque: where it is
+/// not a number (0 is used then), rows still follow every step of their tasks, and only a
+/// change within one step (a new message while running) waits for the next step.
 pub fn version(task: &AgentTask) -> i64 {
-    task.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0)
+    let s = task.status.as_ref();
+    let attempt = i64::from(s.map(|s| s.attempt).unwrap_or(0).clamp(0, 1 << 20));
+    let step = match s.and_then(|s| s.phase).unwrap_or(TaskPhase::Pending) {
+        TaskPhase::Pending if attempt == 0 => 0,
+        TaskPhase::Running => 1,
+        TaskPhase::Pending => 2,
+        TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled => 3,
+    };
+    let revision = task
+        .resource_version()
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|r| (0..1 << REVISION_BITS).contains(r))
+        .unwrap_or(0);
+    ((attempt * 4 + step) << REVISION_BITS) | revision
+}
+
+/// The resourceVersion of a list as a number comparable with the revision part of rows'
+/// versions, or None when it is not a number.
+pub fn revision(list_version: Option<&str>) -> Option<i64> {
+    list_version
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|r| (0..1 << REVISION_BITS).contains(r))
 }
 
 #[cfg(test)]
@@ -216,11 +245,42 @@ mod tests {
         assert_eq!(r.session_id.as_deref(), Some("s1"));
         assert_eq!(r.data, Some(json!({"q": "rust"})));
         assert_eq!(r.error_message.as_deref(), Some("boom"));
-        assert_eq!((r.attempts, r.priority, r.version), (2, 5, 4711));
+        assert_eq!((r.attempts, r.priority), (2, 5));
+        assert_eq!(r.version, ((2 * 4 + 3) << REVISION_BITS) | 4711);
         assert_eq!(r.created_at.as_deref(), Some("2026-11-25T10:00:00Z"));
         assert!(r.started_at.is_some() && r.finished_at.is_none());
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["type"], "research.query", "the column is named type");
+    }
+
+    #[test]
+    fn versions_follow_the_steps_of_a_task_whatever_its_resource_version() {
+        let at = |phase: TaskPhase, attempt: i32, rv: &str| {
+            let mut t = task();
+            t.metadata.resource_version = Some(rv.into());
+            let s = t.status.as_mut().unwrap();
+            (s.phase, s.attempt) = (Some(phase), attempt);
+            version(&t)
+        };
+        use TaskPhase::*;
+        for rvs in [["9", "8", "7", "6", "5"], ["a", "b", "c", "d", "e"]] {
+            // Waiting, running, waiting for a retry, running again, done: each step outranks
+            // the one before, even with an older (or no numeric) resourceVersion.
+            let steps = [
+                at(Pending, 0, rvs[0]),
+                at(Running, 1, rvs[1]),
+                at(Pending, 1, rvs[2]),
+                at(Running, 2, rvs[3]),
+                at(Succeeded, 2, rvs[4]),
+            ];
+            assert!(steps.windows(2).all(|w| w[0] < w[1]), "{rvs:?}: {steps:?}");
+        }
+        // Within one step, the resourceVersion orders.
+        assert!(at(Running, 1, "10") < at(Running, 1, "11"));
+        assert_eq!(at(Running, 1, "x"), at(Running, 1, "y"));
+        assert_eq!(at(Running, 1, "x") & ((1 << REVISION_BITS) - 1), 0);
+        assert_eq!(revision(Some("4711")), Some(4711));
+        assert_eq!((revision(Some("abc")), revision(None)), (None, None));
     }
 
     #[test]

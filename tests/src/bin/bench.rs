@@ -74,7 +74,8 @@ async fn main() -> Result<(), Error> {
     .await?;
     let client = Client::try_from(config)?;
     let mut report = vec![format!("Machine: {}", machine())];
-    // COGO_BENCH_ONLY=python runs only the python.execute section.
+    // COGO_BENCH_ONLY=python runs only the python.execute section (and =tasks only the task
+    // path, below).
     if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("python") {
         let op = Operator::start(&c, "bench");
         report.push("| python.execute | jobs/s (400 at once) | Running -> Succeeded p50 / p99 | sandbox p50 / p99 | dispatch and return p50 / p99 | operator writes per job | CPU per job (400 at once), by process |".into());
@@ -130,6 +131,12 @@ async fn main() -> Result<(), Error> {
     report.push(format!(
         "Lease latency (create sent -> Running seen), 1,000 tasks at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     ));
+
+    // COGO_BENCH_ONLY=tasks stops after the task path (throughput, writes, lease latency).
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("tasks") {
+        op.stop();
+        return write_report(report);
+    }
 
     report.push(String::new());
     report.push("| python.execute | jobs/s (400 at once) | Running -> Succeeded p50 / p99 | sandbox p50 / p99 | dispatch and return p50 / p99 | operator writes per job | CPU per job (400 at once), by process |".into());

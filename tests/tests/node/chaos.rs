@@ -84,7 +84,10 @@ fn operator_pods(c: &Cluster) -> Vec<(String, bool)> {
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .map(|p| {
             let serves = p["metadata"]["labels"]["cogo.xyz/leader"] == "true";
-            (p["metadata"]["name"].as_str().unwrap_or_default().to_string(), serves)
+            (
+                p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                serves,
+            )
         })
         .collect()
 }
@@ -131,7 +134,9 @@ fn wave(c: &Cluster, ns: &Namespace, made: &mut usize, n: usize) {
     let mut seed = *made as u64 + 1;
     let blob: String = (0..50 * 1024)
         .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             format!("{:02x}", (seed >> 56) as u8)
         })
         .collect();
@@ -171,7 +176,12 @@ fn report_waiting(ts: &[Value]) {
     *last = Some(std::time::Instant::now());
     let waiting: Vec<&Value> = ts
         .iter()
-        .filter(|t| !matches!(t["status"]["phase"].as_str(), Some("Succeeded" | "Failed" | "Cancelled")))
+        .filter(|t| {
+            !matches!(
+                t["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed" | "Cancelled")
+            )
+        })
         .collect();
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     for t in &waiting {
@@ -252,13 +262,17 @@ fn skew_clocks(c: &Cluster, clocks: &SkewedClocks, skew: Duration, span: Duratio
     });
     // The lease has settled (nothing earlier is still changing hands).
     let mut settled = leader(c);
-    wait_until(Duration::from_secs(90), "the lease to stay with one holder", || {
-        std::thread::sleep(Duration::from_secs(6));
-        let now = leader(c);
-        let same = (&now.0, now.2) == (&settled.0, settled.2);
-        settled = now;
-        same
-    });
+    wait_until(
+        Duration::from_secs(90),
+        "the lease to stay with one holder",
+        || {
+            std::thread::sleep(Duration::from_secs(6));
+            let now = leader(c);
+            let same = (&now.0, now.2) == (&settled.0, settled.2);
+            settled = now;
+            same
+        },
+    );
     let (holder, _, transitions) = settled;
     for (pod, _) in operator_pods(c) {
         clocks.set(&pod, skew, pod != holder);
