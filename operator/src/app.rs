@@ -241,7 +241,10 @@ pub async fn watch_agents(client: &Client) -> anyhow::Result<Store<CogoAgent>> {
     let (agents, writer) = reflector::store::<CogoAgent>();
     let agent_watch = reflector(
         writer,
-        watcher(Api::<CogoAgent>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<CogoAgent>::all(client.clone()),
+            cogo_operator::kube_io::watch_config(),
+        ),
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
@@ -274,8 +277,8 @@ pub async fn load_keys(client: &Client, namespace: &str) -> anyhow::Result<(Keys
 /// Keeps `keys` equal to the Secret of worker-token keys as it changes (a rotation); a Secret
 /// that cannot be used is logged and the keys in use are kept.
 async fn follow_worker_keys(api: Api<Secret>, keys: Arc<RwLock<WorkerKeys>>) {
-    let config =
-        watcher::Config::default().fields(&format!("metadata.name={}", tokens::worker_keys::KEYS_SECRET));
+    let config = cogo_operator::kube_io::watch_config()
+        .fields(&format!("metadata.name={}", tokens::worker_keys::KEYS_SECRET));
     let mut events = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
     while let Some(event) = events.next().await {
         let Ok(secret) = event else { continue };

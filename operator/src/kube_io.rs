@@ -225,6 +225,17 @@ pub async fn publish_task_event(
     }
 }
 
+/// How long one watch request lasts before the API server ends it and the watcher resumes from
+/// the last resourceVersion. Kept short so a watch whose connection died without a word (an API
+/// server killed mid-stream, a dropped network path) is noticed within about a minute by the
+/// watcher's idle timeout (this plus a few seconds) instead of five.
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+
+/// The watcher settings every watch of the operator uses (see [`WATCH_TIMEOUT_SECS`]).
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -556,6 +556,77 @@ async fn a_dropped_lease_request_gives_its_tasks_back() {
     assert!(scheduler.is_queued("team", "t"), "the task is queued again");
 }
 
+/// A queued task deleted before its lease is written (the API server answers 404) is dropped:
+/// the request leases the other tasks, and the deleted one is not queued again to stand before
+/// them on every later request.
+#[tokio::test]
+async fn a_task_deleted_before_its_lease_is_dropped_not_queued_again() {
+    // An API server on which task `gone` no longer exists and every other status write works.
+    let (svc, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+    handle.allow(u64::MAX);
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let (code, answer) = if path.ends_with("/agenttasks/gone/status") {
+                (
+                    404,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "agenttasks.cogo.xyz \"gone\" not found", "reason": "NotFound", "code": 404}),
+                )
+            } else {
+                let mut applied: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                applied["metadata"] = serde_json::json!({"name": "kept", "namespace": "team",
+                    "resourceVersion": "8", "uid": "u-kept"});
+                applied["spec"] = serde_json::json!({"agent": "research", "type": "cogo.echo"});
+                (200, applied)
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(kube::client::Body::from(answer.to_string().into_bytes()))
+                    .unwrap(),
+            );
+        }
+    });
+    let mut b = broker_with_agents(&[agent("research", "Research")]);
+    b.client = Client::new(svc, "default");
+    for name in ["gone", "kept"] {
+        let task: cogo_api::AgentTask = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "team", "resourceVersion": "7",
+                         "creationTimestamp": "2026-11-29T10:00:00Z"},
+            "spec": {"agent": "research", "type": "cogo.echo"},
+        }))
+        .unwrap();
+        b.scheduler.enqueue(
+            "team",
+            name,
+            Target::Agent("research".into()),
+            Arc::new(task),
+            &b.agents,
+        );
+    }
+    let scheduler = b.scheduler.clone();
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    let (status, body) = send_to(
+        b,
+        Request::post(LEASE),
+        Some(&token),
+        r#"{"pod": "p", "slots": 2}"#.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let leased: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(leased["tasks"].as_array().map(Vec::len), Some(1), "{leased}");
+    assert!(scheduler.is_leased("team", "kept"), "the other task is leased");
+    assert!(
+        !scheduler.is_leased("team", "gone") && !scheduler.is_queued("team", "gone"),
+        "the deleted task is neither leased nor queued again"
+    );
+}
+
 /// The sub-task endpoint keeps to the limits, naming the one a request would pass, before it
 /// touches the API server; asking again for a sub-task that exists is not refused by them.
 #[tokio::test]

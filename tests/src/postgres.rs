@@ -99,8 +99,8 @@ impl Postgres {
     }
 
     /// Fills the disk of a server started with [`Postgres::start_for_pods_on_disk`] with a
-    /// ballast file until no byte is left: writes fail with `No space left on device` (and the
-    /// server may stop when it cannot write its WAL).
+    /// ballast file until no byte is left, and checks that a write needing room fails with
+    /// `No space left on device` (the server may also stop when it cannot write its WAL).
     pub fn fill_disk(&self) {
         assert!(self.mounted, "only a server on its own disk can be filled");
         let mut ballast = std::fs::File::create(self.dir.join("ballast")).expect("ballast");
@@ -115,6 +115,16 @@ impl Postgres {
         }
         // What is left of the last page, too.
         while std::io::Write::write(&mut ballast, &[0u8]).is_ok_and(|n| n == 1) {}
+        // Writes that need room now fail (those that fit in pages the files have already may
+        // still pass, as on any full disk).
+        let probe = self.psql(
+            "create table cogo_disk_probe as select repeat(md5(g::text), 4000) as x from generate_series(1, 200) g",
+        );
+        let said = String::from_utf8_lossy(&probe.stderr);
+        assert!(
+            !probe.status.success() && said.contains("No space left on device"),
+            "a write that needs room fails once the disk is full; psql said: {said}"
+        );
     }
 
     /// Frees what [`Postgres::fill_disk`] took and, when the server stopped meanwhile, starts

@@ -58,6 +58,13 @@ impl Broker {
                     debug!(task = name, "lease conflicted; reading again");
                     fresh = true;
                 }
+                // Deleted since it was queued: nothing to lease, and nothing to queue again
+                // (queued again, it would stand before every other task of the agent).
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    debug!(task = name, "deleted before its lease; dropped from the queue");
+                    self.scheduler.dequeue(ns, name);
+                    return Ok(None);
+                }
                 Err(e) => {
                     self.scheduler.requeue(&task, &self.agents);
                     return Err(e.into());

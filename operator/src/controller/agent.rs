@@ -199,11 +199,11 @@ pub fn agents_for_secret(store: &Store<CogoAgent>, secret: &impl ResourceExt) ->
 /// Runs the CogoAgent controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let managed = watcher::Config::default()
+    let managed = crate::kube_io::watch_config()
         .labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-agent");
     let controller = Controller::new(
         Api::<CogoAgent>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+        crate::kube_io::watch_config().any_semantic(),
     );
     let store = controller.store();
     controller
@@ -215,7 +215,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .watches_stream(
             watcher(
                 Api::<kube::core::PartialObjectMeta<Secret>>::all(client),
-                watcher::Config::default(),
+                crate::kube_io::watch_config(),
             )
             .touched_objects(),
             move |s| agents_for_secret(&store, &s),

@@ -26,7 +26,6 @@ use kube::{
         controller::Action,
         events::EventType,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use tracing::{debug, info, instrument, warn};
@@ -370,7 +369,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let client = ctx.client.clone();
     let controller = Controller::new(
         Api::<AgentTask>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+        crate::kube_io::watch_config().any_semantic(),
     );
     let store = controller.store();
     // The broker reads tasks from this cache first.
@@ -391,7 +390,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     controller
         .watches(
             Api::<CogoAgent>::all(client),
-            watcher::Config::default(),
+            crate::kube_io::watch_config(),
             move |a| tasks_for_agent(&store, &a),
         )
         .graceful_shutdown_on(shutdown)

@@ -291,11 +291,11 @@ pub fn workers_for_agent(store: &Store<CogoWorker>, agent: &CogoAgent) -> Vec<Ob
 /// Runs the CogoWorker controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let managed = watcher::Config::default()
+    let managed = crate::kube_io::watch_config()
         .labels("app.kubernetes.io/managed-by=cogo-operator,app.kubernetes.io/name=cogo-worker");
     let controller = Controller::new(
         Api::<CogoWorker>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+        crate::kube_io::watch_config().any_semantic(),
     );
     let (secret_store, agent_store) = (controller.store(), controller.store());
     let (reports, stop_reports) = tokio::sync::oneshot::channel::<()>();
@@ -314,14 +314,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .watches_stream(
             watcher(
                 Api::<kube::core::PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
+                crate::kube_io::watch_config(),
             )
             .touched_objects(),
             move |s| workers_for_secret(&secret_store, &s),
         )
         .watches(
             Api::<CogoAgent>::all(client),
-            watcher::Config::default(),
+            crate::kube_io::watch_config(),
             move |a| workers_for_agent(&agent_store, &a),
         )
         .graceful_shutdown_on(shutdown)

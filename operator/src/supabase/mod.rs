@@ -298,7 +298,7 @@ impl Mirror {
 
     /// Follows AgentTasks from a fresh list until a resync is asked for.
     async fn watch_until_relist(&self, api: Api<AgentTask>, agents: &Store<CogoAgent>) {
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut stream = watcher(api, crate::kube_io::watch_config()).boxed();
         loop {
             let event = tokio::select! {
                 event = stream.next() => match event {

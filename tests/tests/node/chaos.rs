@@ -407,15 +407,15 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     say("PgBouncer restarted");
 
     // The database's disk fills up while a wave runs, then is freed.
+    let before = pg.log().matches("No space left on device").count();
     pg.fill_disk();
     wave(&c, &ns, &mut made, per_wave);
     std::thread::sleep(Duration::from_secs(15));
-    assert!(
-        pg.log().contains("No space left on device"),
-        "the database ran out of space while the mirror wrote"
-    );
+    let refused = pg.log().matches("No space left on device").count() - before;
     pg.free_disk();
-    say("the database's disk was full for 15 s");
+    say(&format!(
+        "the database's disk was full for 15 s ({refused} writes refused for lack of room, the probe's included)"
+    ));
 
     // The database goes away; tasks finish, and some finished tasks are deleted, meanwhile.
     wave(&c, &ns, &mut made, total.saturating_sub(6 * per_wave));
