@@ -101,14 +101,15 @@ e2e: tools | require-cargo require-go ## End-to-end tests on the local control p
 
 test: tools fmt check-crds lint unit e2e ## Everything CI runs
 
-chaos: tools | require-cargo require-go ## The chaos soak on the real node: the chaos suite at scale (COGO_CHAOS_TASKS=2000, COGO_CHAOS_KILLS=6, COGO_CHAOS_BURST=10000)
+chaos: tools | require-cargo require-go ## The chaos soak on the real node: the chaos suite at scale (COGO_CHAOS_TASKS=2000, COGO_CHAOS_KILLS=6, COGO_CHAOS_BURST=10000, COGO_CHAOS_OUTAGE_SECONDS=60)
 	tests/cluster/build
 	tests/images/build
 	cargo build -p cogo-operator -p cogo-agent
 	kubeconfig=$$(tests/cluster/up); \
 	trap 'tests/cluster/down' EXIT; \
 	export COGO_E2E_KUBECONFIG=$$kubeconfig COGO_CHAOS_TASKS=$${COGO_CHAOS_TASKS:-2000} COGO_CHAOS_KILLS=$${COGO_CHAOS_KILLS:-6} \
-	  COGO_CHAOS_BURST=$${COGO_CHAOS_BURST:-10000}; \
+	  COGO_CHAOS_BURST=$${COGO_CHAOS_BURST:-10000} \
+	  COGO_CHAOS_OUTAGE_SECONDS=$${COGO_CHAOS_OUTAGE_SECONDS:-60}; \
 	cargo test -p cogo-e2e --features e2e --test node -- --test-threads=1 chaos
 
 bench: wheels | require-cargo require-go ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/

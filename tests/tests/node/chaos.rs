@@ -9,7 +9,7 @@
 //! under the chart's memory limit.
 //!
 //! `make test` runs it at a small scale; `make chaos` runs the soak (`COGO_CHAOS_TASKS`,
-//! `COGO_CHAOS_KILLS`, `COGO_CHAOS_BURST`).
+//! `COGO_CHAOS_KILLS`, `COGO_CHAOS_BURST`, `COGO_CHAOS_OUTAGE_SECONDS`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -309,6 +309,7 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     let total = env_or("COGO_CHAOS_TASKS", 240);
     let kills = env_or("COGO_CHAOS_KILLS", 2);
     let burst = env_or("COGO_CHAOS_BURST", 1000);
+    let outage = env_or("COGO_CHAOS_OUTAGE_SECONDS", 15) as u64;
     let per_wave = total.div_ceil(7);
     let mut pg = Postgres::start_for_pods_on_disk("chaos", 512);
     let mut bouncer = PgBouncer::start_for_pods(&pg, "chaos");
@@ -420,7 +421,7 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     // The database goes away; tasks finish, and some finished tasks are deleted, meanwhile.
     wave(&c, &ns, &mut made, total.saturating_sub(6 * per_wave));
     pg.stop();
-    std::thread::sleep(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(outage));
     let finished: Vec<String> = tasks(&ns)
         .iter()
         .filter(|t| t["status"]["phase"] == "Succeeded" && t["spec"]["type"] == "cogo.echo")
@@ -431,7 +432,7 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
         ns.kubectl_ok(&["delete", "agenttask", name]);
     }
     pg.resume();
-    say("the database was away for 15 s");
+    say(&format!("the database was away for {outage} s"));
 
     let left = made + burst - finished.len();
     let patience = Duration::from_secs(600 + (left / 20) as u64);
