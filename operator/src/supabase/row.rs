@@ -176,11 +176,7 @@ pub fn version(task: &AgentTask) -> i64 {
         TaskPhase::Pending => 2,
         TaskPhase::Succeeded | TaskPhase::Failed | TaskPhase::Cancelled => 3,
     };
-    let revision = task
-        .resource_version()
-        .and_then(|v| v.parse::<i64>().ok())
-        .filter(|r| (0..1 << REVISION_BITS).contains(r))
-        .unwrap_or(0);
+    let revision = revision(task.resource_version().as_deref()).unwrap_or(0);
     ((attempt * 4 + step) << REVISION_BITS) | revision
 }
 
