@@ -50,6 +50,8 @@ pub struct TaskContext {
     pub task: Arc<LeasedTask>,
     /// The broker, to create and read sub-tasks; None when the task does not come from one.
     pub broker: Option<SharedBroker>,
+    /// How far the task has come, sent with the next heartbeat (see [`TaskContext::progress`]).
+    pub progress: Arc<watch::Sender<Option<String>>>,
 }
 
 impl TaskContext {
@@ -62,6 +64,7 @@ impl TaskContext {
                 cancelled: rx,
                 task: Arc::new(task),
                 broker: None,
+                progress: Arc::new(watch::channel(None).0),
             },
         )
     }
@@ -90,6 +93,30 @@ impl TaskContext {
         req.pod = broker.pod().to_string();
         req.attempt = self.task.attempt;
         broker.create_subtask(&self.task, &req).await
+    }
+
+    /// Says how far the task has come, in a line; the next heartbeat carries it to the task's
+    /// status message (when it changed).
+    pub fn report_progress(&self, line: impl Into<String>) {
+        let mut line: String = line.into();
+        if line.len() > 1024 {
+            let mut end = 1021;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+            line.push_str("...");
+        }
+        self.progress.send_if_modified(|p| {
+            let changed = p.as_deref() != Some(line.as_str());
+            *p = Some(line);
+            changed
+        });
+    }
+
+    /// Cancels the sub-task `name` of the running task.
+    pub async fn cancel_subtask(&self, name: &str) -> Result<(), CallError> {
+        self.broker()?.cancel_subtask(&self.task, name).await
     }
 
     /// Reads a task of the namespace.

@@ -9,6 +9,8 @@
 pub mod app;
 pub mod broker;
 pub mod handler;
+pub mod llm;
 pub mod pod;
 pub mod pull;
 pub mod roles;
+pub mod tls;

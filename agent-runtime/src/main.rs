@@ -10,10 +10,11 @@ use clap::Parser;
 use cogo_agent::{
     app,
     broker::{self, HttpBroker, SharedBroker, TokenSource},
+    llm::{Model, ModelConfig, ModelMetrics},
     pod,
-    roles::RoleConfig,
+    roles::{RoleConfig, research::fetch::FetchPolicy},
 };
-use cogo_api::AgentRole;
+use cogo_api::{AgentRole, agent::ModelProvider};
 use tracing::{info, warn};
 
 /// Runs one Cogo agent.
@@ -60,6 +61,39 @@ struct Args {
     /// Executor, before it goes back to the queue as a retryable failure.
     #[arg(long, env = "COGO_NO_WORKER_SECONDS", default_value_t = 30)]
     no_worker_seconds: u64,
+    /// The model's provider: Gemini or OpenAICompatible (from the CogoAgent's `spec.model`).
+    #[arg(long, env = "COGO_MODEL_PROVIDER", value_parser = parse_provider)]
+    model_provider: Option<ModelProvider>,
+    /// The model's name.
+    #[arg(long, env = "COGO_MODEL_NAME", default_value = "gemini-2.5-flash-lite")]
+    model_name: String,
+    /// The model API's base URL (Google's for Gemini when unset).
+    #[arg(long, env = "COGO_MODEL_ENDPOINT")]
+    model_endpoint: Option<String>,
+    /// The model's API key (from the Secret in `spec.model.apiKeySecretRef`).
+    #[arg(long, env = "COGO_MODEL_API_KEY", hide_env_values = true, default_value = "")]
+    model_api_key: String,
+    /// Seconds one model call may take.
+    #[arg(long, env = "COGO_MODEL_TIMEOUT_SECONDS", default_value_t = 120)]
+    model_timeout_seconds: u64,
+    /// Calls made for one answer when the model fails in a way that may pass (429, 5xx,
+    /// timeouts, a broken connection).
+    #[arg(long, env = "COGO_MODEL_ATTEMPTS", default_value_t = 4)]
+    model_attempts: u32,
+    /// Let the Research agent read pages at private, loopback and link-local addresses (off:
+    /// a task could otherwise reach the cluster's internal services or cloud metadata).
+    #[arg(long, env = "COGO_RESEARCH_ALLOW_PRIVATE", default_value_t = false)]
+    research_allow_private: bool,
+}
+
+fn parse_provider(s: &str) -> Result<ModelProvider, String> {
+    match s {
+        "Gemini" => Ok(ModelProvider::Gemini),
+        "OpenAICompatible" => Ok(ModelProvider::OpenAICompatible),
+        _ => Err(format!(
+            "unknown model provider {s:?}; expected Gemini or OpenAICompatible"
+        )),
+    }
 }
 
 fn parse_role(s: &str) -> Result<AgentRole, String> {
@@ -114,6 +148,27 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let metrics = pod::Metrics::new("agent", "role", args.role.slug());
+    let model = match args.model_provider {
+        None => None,
+        Some(provider) => {
+            let config = ModelConfig {
+                provider,
+                name: args.model_name.clone(),
+                endpoint: args.model_endpoint.clone(),
+                api_key: args.model_api_key.clone(),
+                timeout: Duration::from_secs(args.model_timeout_seconds.max(1)),
+                attempts: args.model_attempts,
+            };
+            let client = config.client().map_err(anyhow::Error::msg)?;
+            info!(provider = ?provider, model = %config.name,
+                endpoint = config.endpoint.as_deref().unwrap_or("<provider's>"), "model configured");
+            Some(Arc::new(Model::new(
+                client,
+                config.attempts,
+                ModelMetrics::new(&metrics),
+            )))
+        }
+    };
     let config = RoleConfig {
         role: args.role,
         agent: args.agent_name.clone(),
@@ -124,6 +179,11 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         worker_ping: Duration::from_secs(args.worker_ping_seconds.max(1)),
         no_worker_for: Duration::from_secs(args.no_worker_seconds.max(1)),
+        model,
+        fetch: FetchPolicy {
+            allow_private: args.research_allow_private,
+            ..FetchPolicy::default()
+        },
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -218,13 +218,20 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
     debug!(task = %task.name, attempt = task.attempt, r#type = %task.task_type, "running");
     let task = Arc::new(task);
     let (cancel_tx, cancel_rx) = watch::channel(false);
+    let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
     let beat = {
         let (broker, task) = (broker.clone(), task.clone());
         tokio::spawn(async move {
             let every = Duration::from_secs(task.heartbeat_seconds.max(1).into());
             loop {
                 tokio::time::sleep(every).await;
-                match broker.heartbeat(&task).await {
+                // Progress goes with the heartbeat only when it changed since the last one.
+                let progress = progress_rx
+                    .has_changed()
+                    .unwrap_or(false)
+                    .then(|| progress_rx.borrow_and_update().clone())
+                    .flatten();
+                match broker.heartbeat(&task, progress.as_deref()).await {
                     Ok(true) => {
                         let _ = cancel_tx.send(true);
                         return;
@@ -244,6 +251,7 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
         cancelled: cancel_rx.clone(),
         task: task.clone(),
         broker: Some(broker.clone()),
+        progress: Arc::new(progress_tx),
     };
     let outcome = match registry.get(&task.task_type) {
         None => Err((

@@ -27,6 +27,7 @@ use crate::common::{AgentRole, PodOverrides, Resources, RetryPolicy, SecretKeyRe
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready pods"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.queue.pending", description = "Tasks waiting for this agent", priority = 1),
+    printcolumn(name = "Model", type_ = "string", json_path = ".status.model.name", description = "Model the agent's pods use", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.role",
     validation = Rule::new(crate::common::NAME_RULE).message("metadata.name must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', starting with a letter) because it names the agent's Service")
@@ -88,7 +89,10 @@ fn default_concurrency() -> i32 {
 /// The model provider an agent calls.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum ModelProvider {
+    /// Google's Gemini API (`generateContent`), key in the `x-goog-api-key` header.
     Gemini,
+    /// Any server of the OpenAI chat completions API (OpenAI, Ollama, vLLM, llama.cpp), key
+    /// as a bearer token.
     OpenAICompatible,
 }
 
@@ -190,6 +194,20 @@ pub struct CogoAgentStatus {
     /// Totals of finished tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TaskTotals>,
+    /// The model the agent's pods use: that of `spec.model` once every pod runs it (during a
+    /// rollout to another model, the one the pods ran before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInUse>,
+}
+
+/// The model an agent's pods use.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInUse {
+    /// The provider's API.
+    pub provider: ModelProvider,
+    /// The model's name.
+    pub name: String,
 }
 
 /// Depth of an agent's queue.

@@ -6,7 +6,8 @@
 //! (`.../tasks/{name}/complete`). Every call after the lease names the attempt it belongs to,
 //! so a late call from a pod whose lease was taken away cannot change a newer attempt. A
 //! running task may create sub-tasks (`.../tasks/{name}/subtasks`), and any agent may read a
-//! task of its namespace (`GET .../tasks/{name}`).
+//! task of its namespace (`GET .../tasks/{name}`), and cancel its own sub-tasks
+//! (`.../tasks/{name}/subtasks/{child}/cancel`).
 //!
 //! Executor agents also report the workers connected to them
 //! (`POST .../agents/{agent}/workers`), and read the public keys worker tokens are verified
@@ -91,6 +92,11 @@ pub struct HeartbeatRequest {
     pub pod: String,
     /// The attempt the lease is for.
     pub attempt: i32,
+    /// How far the task has come, in a line (at most 1024 bytes), shown as its status
+    /// message while it runs; unset leaves the message as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub progress: Option<String>,
 }
 
 /// The answer to a heartbeat.
@@ -182,6 +188,20 @@ pub struct SubtaskRequest {
     /// Seconds the sub-task may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i64>,
+    /// How the sub-task is retried (default: its agent's `taskDefaults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::RetryPolicy>,
+}
+
+/// `POST /v1/namespaces/{ns}/tasks/{parent}/subtasks/{name}/cancel`: cancel a sub-task of a
+/// task the caller runs (a workflow whose step failed stops the others).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelSubtaskRequest {
+    /// The pod running the parent.
+    pub pod: String,
+    /// The parent's attempt the caller runs.
+    pub attempt: i32,
 }
 
 /// A task as the broker shows it: `GET /v1/namespaces/{ns}/tasks/{name}`, and the answer to
@@ -201,6 +221,13 @@ pub struct TaskView {
     /// Parent task, for sub-tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The task's input.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded"
+    )]
+    pub input: Option<serde_json::Value>,
     /// Lifecycle phase (`Pending` until the operator has seen it).
     pub phase: crate::TaskPhase,
     /// Current attempt, 0 before the first lease.

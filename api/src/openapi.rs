@@ -6,8 +6,8 @@ use schemars::{SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::broker::{
-    CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    LeaseResponse, SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
+    CancelSubtaskRequest, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
+    LeaseRequest, LeaseResponse, SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
 };
 
 /// Where the document is written, relative to the repository.
@@ -63,6 +63,7 @@ pub fn broker() -> Value {
     let done_res = schema(|g| g.subschema_for::<CompleteResponse>());
     let sub_req = schema(|g| g.subschema_for::<SubtaskRequest>());
     let view = schema(|g| g.subschema_for::<TaskView>());
+    let cancel_req = schema(|g| g.subschema_for::<CancelSubtaskRequest>());
     let report = schema(|g| g.subschema_for::<WorkerReport>());
     let key_set = schema(|g| g.subschema_for::<WorkerKeySet>());
     let error = schema(|g| g.subschema_for::<ErrorBody>());
@@ -152,6 +153,19 @@ pub fn broker() -> Value {
             authenticated: true,
         },
         Op {
+            method: "post",
+            path: "/v1/namespaces/{namespace}/tasks/{task}/subtasks/{subtask}/cancel",
+            id: "cancelSubtask",
+            summary: "Cancel a sub-task of a task the calling pod runs (a workflow whose step failed stops the others). A sub-task that has ended is left as it is.",
+            request: Some(body(cancel_req)),
+            ok: ("200", response("The sub-task", &view)),
+            errors: &[
+                ("404", "TaskNotFound: the parent has no such sub-task"),
+                ("409", "LeaseLost: the caller does not run the parent"),
+            ],
+            authenticated: true,
+        },
+        Op {
             method: "get",
             path: "/v1/namespaces/{namespace}/tasks/{task}",
             id: "getTask",
@@ -217,6 +231,9 @@ pub fn broker() -> Value {
         }
         if op.path.contains("{task}") {
             params.push(param("task", "Name of the AgentTask"));
+        }
+        if op.path.contains("{subtask}") {
+            params.push(param("subtask", "Name of the sub-task"));
         }
         let mut operation = json!({
             "operationId": op.id,

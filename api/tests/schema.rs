@@ -66,8 +66,8 @@ fn the_broker_openapi_document_is_current_and_complete() {
         .map(|p| p.as_object().unwrap().len())
         .sum();
     assert_eq!(
-        ops, 7,
-        "lease, heartbeat, complete, subtasks, get, reportWorkers, workerKeys"
+        ops, 8,
+        "lease, heartbeat, complete, subtasks, cancelSubtask, get, reportWorkers, workerKeys"
     );
     assert_eq!(
         doc["paths"]["/v1/worker-keys"]["get"]["security"],

@@ -213,6 +213,41 @@ fn compute_conditions(o: Observed) -> PoolStatus {
     }
 }
 
+/// The model an agent's pods use, read from its Deployment's pod template once the rollout is
+/// complete (every pod updated); until then, `previous`.
+pub fn model_in_use(
+    deployment: Option<&Deployment>,
+    previous: Option<&cogo_api::agent::ModelInUse>,
+) -> Option<cogo_api::agent::ModelInUse> {
+    let Some(d) = deployment else {
+        return previous.cloned();
+    };
+    let st = d.status.clone().unwrap_or_default();
+    let rolled_out = st.observed_generation >= d.metadata.generation
+        && st.updated_replicas.unwrap_or(0) == st.replicas.unwrap_or(0)
+        && st.replicas.unwrap_or(0) == d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if !rolled_out {
+        return previous.cloned();
+    }
+    let env = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    let var = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    let provider = match var("COGO_MODEL_PROVIDER")?.as_str() {
+        "Gemini" => cogo_api::agent::ModelProvider::Gemini,
+        "OpenAICompatible" => cogo_api::agent::ModelProvider::OpenAICompatible,
+        _ => return None,
+    };
+    Some(cogo_api::agent::ModelInUse {
+        provider,
+        name: var("COGO_MODEL_NAME")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
@@ -439,5 +474,39 @@ mod tests {
         );
         let degraded = conditions::find(&after.conditions, DEGRADED).unwrap();
         assert_eq!(degraded.last_transition_time, at(100), "Degraded did not flip");
+    }
+
+    #[test]
+    fn the_model_in_use_changes_when_the_rollout_completes() {
+        use cogo_api::agent::{ModelInUse, ModelProvider};
+        let with_model = |name: &str, generation: i64, observed: i64, updated: i32| {
+            let mut d = dep(generation, observed, 2, 2, updated);
+            let spec = d.spec.get_or_insert_with(Default::default);
+            spec.replicas = Some(2);
+            spec.template.spec = Some(serde_json::from_value(serde_json::json!({"containers": [{
+                "name": "agent",
+                "env": [{"name": "COGO_MODEL_PROVIDER", "value": "Gemini"}, {"name": "COGO_MODEL_NAME", "value": name}],
+            }]})).unwrap());
+            d
+        };
+        let old = ModelInUse {
+            provider: ModelProvider::Gemini,
+            name: "gemini-2.5-flash-lite".into(),
+        };
+        // Rolling out: one pod of two updated, or the new generation not observed yet.
+        assert_eq!(
+            model_in_use(Some(&with_model("gemini-2.5-pro", 3, 3, 1)), Some(&old)),
+            Some(old.clone())
+        );
+        assert_eq!(
+            model_in_use(Some(&with_model("gemini-2.5-pro", 3, 2, 2)), Some(&old)),
+            Some(old.clone())
+        );
+        let done = model_in_use(Some(&with_model("gemini-2.5-pro", 3, 3, 2)), Some(&old)).unwrap();
+        assert_eq!(done.name, "gemini-2.5-pro");
+        // No model configured any more, once rolled out.
+        let mut plain = dep(2, 2, 2, 2, 2);
+        plain.spec.get_or_insert_with(Default::default).replicas = Some(2);
+        assert_eq!(model_in_use(Some(&plain), Some(&old)), None);
     }
 }

@@ -305,7 +305,8 @@ async fn every_documented_operation_is_served() {
         let concrete = path
             .replace("{namespace}", "team")
             .replace("{agent}", "research")
-            .replace("{task}", "t");
+            .replace("{task}", "t")
+            .replace("{subtask}", "t-a");
         for (method, op) in item.as_object().unwrap() {
             let req = Request::builder()
                 .method(method.to_uppercase().as_str())
@@ -324,7 +325,7 @@ async fn every_documented_operation_is_served() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 7);
+    assert_eq!(seen, 8);
 }
 
 /// The public halves of the worker-token keys are served as a JSON Web Key Set that verifies

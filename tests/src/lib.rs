@@ -7,6 +7,7 @@ pub mod pyindex;
 pub mod schemas;
 pub mod skew;
 pub mod slow;
+pub mod standin;
 
 use std::{
     io::Write,

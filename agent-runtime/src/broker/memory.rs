@@ -30,6 +30,7 @@ struct State {
     leases: Vec<LeaseRequest>,
     heartbeats: BTreeMap<String, u32>,
     parents: BTreeMap<String, String>,
+    progress: BTreeMap<String, String>,
     reports: Vec<WorkerReport>,
     keys: WorkerKeySet,
     failing_completes: u32,
@@ -118,6 +119,21 @@ impl MemoryBroker {
         self.state().heartbeats.get(name).copied().unwrap_or_default()
     }
 
+    /// The latest progress `name` reported with a heartbeat.
+    pub fn progress(&self, name: &str) -> Option<String> {
+        self.state().progress.get(name).cloned()
+    }
+
+    /// The sub-tasks of `parent`, by name.
+    pub fn subtasks_of(&self, parent: &str) -> Vec<String> {
+        let s = self.state();
+        s.parents
+            .iter()
+            .filter(|(_, p)| *p == parent)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
     /// Tasks still queued.
     pub fn queued(&self) -> Vec<String> {
         self.state().queued.iter().map(|t| t.name.clone()).collect()
@@ -196,13 +212,20 @@ impl BrokerApi for MemoryBroker {
         })
     }
 
-    fn heartbeat<'a>(&'a self, task: &'a LeasedTask) -> BoxFuture<'a, Result<bool, CallError>> {
+    fn heartbeat<'a>(
+        &'a self,
+        task: &'a LeasedTask,
+        progress: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
         Box::pin(async move {
             let mut s = self.state();
             if !s.all.contains_key(&task.name) {
                 return Err(not_found(&task.name));
             }
             *s.heartbeats.entry(task.name.clone()).or_default() += 1;
+            if let Some(p) = progress {
+                s.progress.insert(task.name.clone(), p.to_string());
+            }
             Ok(s.cancelled.contains(&task.name))
         })
     }
@@ -263,6 +286,38 @@ impl BrokerApi for MemoryBroker {
         })
     }
 
+    fn cancel_subtask<'a>(
+        &'a self,
+        parent: &'a LeasedTask,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let mut s = self.state();
+            if s.parents.get(name) != Some(&parent.name) {
+                return Err(not_found(name));
+            }
+            let before = s.queued.len();
+            s.queued.retain(|t| t.name != name);
+            if s.queued.len() < before {
+                // Never leased: it ends now.
+                let cancelled = CompleteRequest {
+                    pod: self.pod.clone(),
+                    attempt: 0,
+                    outcome: Outcome::Cancelled,
+                    result: None,
+                    error: Some("cancelled before it started".into()),
+                    retryable: false,
+                };
+                s.outcomes.insert(name.to_string(), cancelled);
+            } else {
+                s.cancelled.insert(name.to_string());
+            }
+            drop(s);
+            self.changed.notify_waiters();
+            Ok(())
+        })
+    }
+
     fn get_task<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<TaskView, CallError>> {
         Box::pin(async move {
             let s = self.state();
@@ -281,6 +336,7 @@ impl BrokerApi for MemoryBroker {
                 uid: task.uid.clone(),
                 task_type: task.task_type.clone(),
                 parent: s.parents.get(name).cloned(),
+                input: Some(task.input.clone()),
                 phase,
                 attempt: task.attempt,
                 result: outcome.and_then(|o| o.result.clone()),

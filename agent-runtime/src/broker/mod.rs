@@ -14,8 +14,8 @@ use std::{
 };
 
 use cogo_api::broker::{
-    CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, LeasedTask,
-    SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
+    CancelSubtaskRequest, CompleteRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
+    LeaseResponse, LeasedTask, SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
 };
 use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
@@ -47,8 +47,13 @@ pub trait BrokerApi: Send + Sync + 'static {
     fn pod(&self) -> &str;
     /// Leases tasks as `req` asks (its `pod` is filled in), waiting up to `req.waitSeconds`.
     fn lease(&self, req: LeaseRequest) -> BoxFuture<'_, Result<Vec<LeasedTask>, CallError>>;
-    /// Heartbeats a leased task; true when it was cancelled.
-    fn heartbeat<'a>(&'a self, task: &'a LeasedTask) -> BoxFuture<'a, Result<bool, CallError>>;
+    /// Heartbeats a leased task, with how far it has come when that changed; true when it was
+    /// cancelled.
+    fn heartbeat<'a>(
+        &'a self,
+        task: &'a LeasedTask,
+        progress: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, CallError>>;
     /// Reports an attempt's outcome.
     fn complete<'a>(
         &'a self,
@@ -61,6 +66,12 @@ pub trait BrokerApi: Send + Sync + 'static {
         parent: &'a LeasedTask,
         req: &'a SubtaskRequest,
     ) -> BoxFuture<'a, Result<TaskView, CallError>>;
+    /// Cancels the sub-task `name` of `parent`, which this pod runs.
+    fn cancel_subtask<'a>(
+        &'a self,
+        parent: &'a LeasedTask,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), CallError>>;
     /// Reads a task of the agent's namespace.
     fn get_task<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<TaskView, CallError>>;
     /// Reports the workers connected to this (Executor) pod.
@@ -113,11 +124,16 @@ impl HttpBroker {
     /// acting for pod `pod` of the agent `agent` in `namespace`, with the token from `source`
     /// (a file that cannot be read yet is read again before each call until it can).
     pub fn new(base: &str, source: TokenSource, namespace: String, agent: String, pod: String) -> Self {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        // An https broker URL (a broker behind a TLS proxy) is verified with the system's roots.
+        if let Ok(tls) = crate::tls::client_config() {
+            http = http.tls_backend_preconfigured(tls.clone());
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("cogo-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("an HTTP client without TLS builds");
+            .expect("an HTTP client with a preconfigured TLS backend builds");
         let token = source.read().unwrap_or_else(|e| {
             warn!(error = %e, "cannot read the broker token yet");
             String::new()
@@ -265,12 +281,17 @@ impl BrokerApi for HttpBroker {
         })
     }
 
-    fn heartbeat<'a>(&'a self, task: &'a LeasedTask) -> BoxFuture<'a, Result<bool, CallError>> {
+    fn heartbeat<'a>(
+        &'a self,
+        task: &'a LeasedTask,
+        progress: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
         Box::pin(async move {
             let path = format!("/v1/namespaces/{}/tasks/{}/heartbeat", task.namespace, task.name);
             let req = HeartbeatRequest {
                 pod: self.pod.clone(),
                 attempt: task.attempt,
+                progress: progress.map(str::to_string),
             };
             let res: HeartbeatResponse = self.post(&path, &req, Duration::from_secs(10)).await?;
             Ok(res.cancelled)
@@ -300,6 +321,25 @@ impl BrokerApi for HttpBroker {
                 parent.namespace, parent.name
             );
             self.post(&path, req, Duration::from_secs(15)).await
+        })
+    }
+
+    fn cancel_subtask<'a>(
+        &'a self,
+        parent: &'a LeasedTask,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        Box::pin(async move {
+            let path = format!(
+                "/v1/namespaces/{}/tasks/{}/subtasks/{name}/cancel",
+                parent.namespace, parent.name
+            );
+            let req = CancelSubtaskRequest {
+                pod: self.pod.clone(),
+                attempt: parent.attempt,
+            };
+            let _: serde_json::Value = self.post(&path, &req, Duration::from_secs(15)).await?;
+            Ok(())
         })
     }
 

@@ -111,6 +111,7 @@ impl TaskHandler for Fanout {
                     input: input.get("input").cloned(),
                     priority: 0,
                     timeout_seconds: None,
+                    retry: None,
                 };
                 let view = ctx.create_subtask(req).await.map_err(|e| {
                     let message = format!("cannot create sub-task {i}: {e}");

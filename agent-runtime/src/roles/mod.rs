@@ -4,6 +4,9 @@
 
 pub mod builtin;
 pub mod executor;
+pub mod generate;
+pub mod orchestrator;
+pub mod research;
 
 use std::time::Duration;
 
@@ -13,7 +16,8 @@ use futures::future::BoxFuture;
 
 use crate::{
     broker::SharedBroker,
-    handler::Registry,
+    handler::{HandlerError, Registry},
+    llm::{ModelError, SharedModel},
     pod::Metrics,
     pull::{FixedSlots, Lane},
 };
@@ -40,6 +44,10 @@ pub struct RoleConfig {
     /// How long a leased worker job waits while no worker of its kind is connected, before it
     /// goes back to the broker.
     pub no_worker_for: Duration,
+    /// The agent's language model, when its CogoAgent names one.
+    pub model: Option<SharedModel>,
+    /// How the Research agent reads pages.
+    pub fetch: research::fetch::FetchPolicy,
 }
 
 /// What a role adds to the pod.
@@ -69,11 +77,25 @@ impl RoleParts {
 /// it pulls in (its own lane of `concurrency` slots first) and its background work.
 pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -> RoleParts {
     builtin::register(registry);
+    if config.model.is_some() {
+        registry.register(
+            cogo_api::catalogue::llm::GENERATE,
+            generate::Generate {
+                model: config.model.clone(),
+            },
+        );
+    }
     let mut parts = match role {
         AgentRole::Executor => executor::register(config, registry),
-        AgentRole::Orchestrator | AgentRole::Indexing | AgentRole::Research | AgentRole::GraphRag => {
+        AgentRole::Research => {
+            research::register(registry, config.model.clone(), config.fetch.clone());
             RoleParts::none()
         }
+        AgentRole::Orchestrator => {
+            orchestrator::register(registry, config.model.clone());
+            RoleParts::none()
+        }
+        AgentRole::Indexing | AgentRole::GraphRag => RoleParts::none(),
     };
     let own = Lane {
         name: role.slug().into(),
@@ -84,4 +106,12 @@ pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -
     };
     parts.lanes.insert(0, own);
     parts
+}
+
+/// The task failure of a model call that failed: retryable when another call may succeed.
+pub(crate) fn model_error(e: ModelError) -> HandlerError {
+    HandlerError {
+        retryable: e.retryable(),
+        message: e.to_string(),
+    }
 }

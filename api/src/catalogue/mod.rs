@@ -2,7 +2,10 @@
 //! the `cogo.*` built-ins, as Rust types. Inputs refuse unknown fields, so a misspelt field
 //! fails the task at once with a message naming it.
 
+pub mod llm;
 pub mod python;
+pub mod research;
+pub mod workflow;
 
 /// How a file's `content` is written: as UTF-8 text or base64.
 #[derive(
@@ -15,4 +18,88 @@ pub enum Encoding {
     Utf8,
     /// The content is the file's bytes in standard base64.
     Base64,
+}
+
+/// A task type the Orchestrator's model may start: its role, what it does and the JSON
+/// Schema of its input, generated from the same Rust type the handler reads.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The task type.
+    pub task_type: &'static str,
+    /// The role whose agents run it.
+    pub role: crate::AgentRole,
+    /// What it does, for the model.
+    pub description: &'static str,
+    /// JSON Schema of its input.
+    pub input_schema: serde_json::Value,
+    /// Reads an input as the handler will, or says why it cannot (naming the field).
+    pub check_input: fn(&serde_json::Value) -> Result<(), String>,
+}
+
+/// Every catalogue type a model may start as a sub-task (those whose handlers exist).
+pub fn entries() -> Vec<Entry> {
+    use crate::AgentRole::{Executor, Research};
+    vec![
+        entry::<research::QueryInput>(
+            research::QUERY,
+            Research,
+            "Answer a question from web pages (urls) or Google Search, with sources.",
+        ),
+        entry::<research::SummarizeInput>(research::SUMMARIZE, Research, "Summarize a text or a web page."),
+        entry::<llm::GenerateInput>(
+            llm::GENERATE,
+            Research,
+            "Ask a language model for text, or for JSON following a schema.",
+        ),
+        entry::<python::ExecuteInput>(
+            python::EXECUTE,
+            Executor,
+            "Run a Python 3 program in a sandbox (no network) and get its output and files.",
+        ),
+    ]
+}
+
+fn entry<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
+    task_type: &'static str,
+    role: crate::AgentRole,
+    description: &'static str,
+) -> Entry {
+    let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+        o.remove("title");
+    }
+    Entry {
+        task_type,
+        role,
+        description,
+        input_schema: schema,
+        check_input: |v| {
+            serde_json::from_value::<T>(v.clone())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_entry_has_an_object_schema_from_its_type() {
+        let entries = super::entries();
+        assert!(entries.len() >= 4);
+        for e in entries {
+            assert_eq!(e.input_schema["type"], "object", "{}", e.task_type);
+            assert!(e.input_schema.get("$schema").is_none());
+        }
+        let query = super::entries()
+            .into_iter()
+            .find(|e| e.task_type == "research.query")
+            .unwrap();
+        assert_eq!(query.input_schema["required"], serde_json::json!(["question"]));
+        assert_eq!(query.input_schema["additionalProperties"], false);
+        assert!((query.check_input)(&serde_json::json!({"question": "why?"})).is_ok());
+        let bad = (query.check_input)(&serde_json::json!({"question": "why?", "url": "x"})).unwrap_err();
+        assert!(bad.contains("unknown field `url`"), "{bad}");
+    }
 }

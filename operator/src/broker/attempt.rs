@@ -23,9 +23,31 @@ pub(super) async fn heartbeat(
         b.scheduler
             .hold_running(&task, &b.agents, std::time::Instant::now());
     }
+    if let Some(progress) = req.progress.as_deref() {
+        show_progress(&b, &ns, &task, progress).await;
+    }
     Ok(Json(HeartbeatResponse {
         cancelled: task.spec.cancel_requested,
     }))
+}
+
+/// Writes a running task's progress as its status message, when it changed. Only the task as
+/// seen is written over (a newer state wins), and a failed write is left to the next
+/// heartbeat: progress is a courtesy, never a reason to fail a heartbeat.
+async fn show_progress(b: &Broker, ns: &str, task: &AgentTask, progress: &str) {
+    let Some(status) = task.status.as_ref() else {
+        return;
+    };
+    if status.phase != Some(TaskPhase::Running) || status.message.as_deref() == Some(progress) {
+        return;
+    }
+    let mut next = status.clone();
+    next.message = Some(progress.chars().take(1024).collect());
+    let api: kube::Api<AgentTask> = kube::Api::namespaced(b.client.clone(), ns);
+    if let Err(e) = write_task_status(&api, &task.name_any(), task.resource_version().as_deref(), &next).await
+    {
+        debug!(task = %task.name_any(), error = %e, "progress not written; the next heartbeat tries again");
+    }
 }
 
 pub(super) async fn complete(
@@ -129,6 +151,7 @@ pub(super) fn view(task: &AgentTask) -> TaskView {
         uid: task.metadata.uid.clone().unwrap_or_default(),
         task_type: task.spec.task_type.clone(),
         parent: task.spec.parent.clone(),
+        input: task.spec.input.clone(),
         phase: s.phase.unwrap_or_default(),
         attempt: s.attempt,
         result: s.result,

@@ -38,9 +38,9 @@ use axum::{
 use cogo_api::{
     AgentRole, AgentTask, CogoAgent, TaskPhase,
     broker::{
-        Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
-        LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, Outcome, SubtaskRequest, TaskView,
-        WorkerKeySet, WorkerReport,
+        CancelSubtaskRequest, Claims, CompleteRequest, CompleteResponse, ErrorBody, HeartbeatRequest,
+        HeartbeatResponse, LeaseRequest, LeaseResponse, LeasedTask, MAX_WAIT_SECONDS, Outcome,
+        SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
     },
 };
 use futures::StreamExt;
@@ -79,8 +79,8 @@ use error::fence_error;
 use executors::{report_workers, worker_keys};
 pub use extract::{AgentBearer, Bearer, BodyShare, CompleteBudget};
 use lease::lease;
-pub use subtask::SubtaskLimits;
-use subtask::subtask;
+pub use subtask::{PARENT_LABEL, SubtaskLimits};
+use subtask::{cancel_subtask, subtask};
 
 /// Largest completion body the broker reads: results too large for status are kept whole
 /// for the Supabase mirror.
@@ -131,6 +131,10 @@ pub fn router(broker: Broker) -> Router {
             post(complete).layer(DefaultBodyLimit::max(MAX_COMPLETE_BYTES)),
         )
         .route("/v1/namespaces/{ns}/tasks/{name}/subtasks", post(subtask))
+        .route(
+            "/v1/namespaces/{ns}/tasks/{name}/subtasks/{child}/cancel",
+            post(cancel_subtask),
+        )
         .route("/v1/namespaces/{ns}/tasks/{name}", get(read_task))
         .route("/v1/namespaces/{ns}/agents/{agent}/workers", post(report_workers))
         .route("/v1/worker-keys", get(worker_keys))

@@ -84,6 +84,52 @@ impl SubtaskLimits {
     }
 }
 
+/// The label naming a sub-task's parent.
+pub const PARENT_LABEL: &str = "cogo.xyz/parent";
+
+/// `POST .../tasks/{parent}/subtasks/{name}/cancel`: asks for a sub-task of a task the caller
+/// runs to be cancelled (`spec.cancelRequested`), as a user would; a sub-task that has ended
+/// already is left as it is.
+pub(super) async fn cancel_subtask(
+    State(b): State<Arc<Broker>>,
+    Path((ns, parent_name, name)): Path<(String, String, String)>,
+    Bearer(claims): Bearer,
+    body: Result<Json<CancelSubtaskRequest>, JsonRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let Json(req) = body?;
+    let (api, _) = b
+        .held_task(&claims, &ns, &parent_name, Some((&req.pod, req.attempt)))
+        .await?;
+    let child = api
+        .get_opt(&name)
+        .await?
+        .filter(|c| c.spec.parent.as_deref() == Some(parent_name.as_str()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "TaskNotFound",
+                format!("{parent_name} has no sub-task {ns}/{name}"),
+            )
+        })?;
+    let ended = child
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p.is_terminal());
+    if ended || child.spec.cancel_requested {
+        return Ok(Json(view(&child)));
+    }
+    let patch = serde_json::json!({"spec": {"cancelRequested": true}});
+    let patched = api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(Json(view(&patched)))
+}
+
 /// The longest generated-name prefix: the API server appends 5 characters to it.
 const MAX_GENERATE_NAME_PREFIX: usize = 58;
 
@@ -127,8 +173,13 @@ pub(super) async fn subtask(
             .check(&store.state(), &ns, &parent)
             .map_err(|(code, message)| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message))?;
     }
+    // `kubectl get agenttasks -l cogo.xyz/parent=<task>` lists a task's sub-tasks (a label
+    // value holds at most 63 characters; longer parents are found by spec.parent alone).
+    let labels = (parent_name.len() <= 63)
+        .then(|| std::collections::BTreeMap::from([(PARENT_LABEL.to_string(), parent_name.clone())]));
     let mut meta = kube::api::ObjectMeta {
         namespace: Some(ns.clone()),
+        labels,
         owner_references: Some(vec![
             k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
                 api_version: AgentTask::api_version(&()).into(),
@@ -154,7 +205,7 @@ pub(super) async fn subtask(
             input: req.input.clone(),
             priority: req.priority,
             timeout_seconds: req.timeout_seconds,
-            retry: None,
+            retry: req.retry.clone(),
             ttl_seconds_after_finished: None,
             parent: Some(parent_name.clone()),
             requester: parent.spec.requester.clone(),

@@ -141,6 +141,7 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
         replicas: computed.replicas,
         ready_replicas: computed.ready_replicas,
         selector: Some(pool.selector_string()),
+        model: status::model_in_use(deployment.as_ref(), previous.model.as_ref()),
         ..previous.clone()
     };
     update_status(

@@ -1,0 +1,96 @@
+//! The Orchestrator: workflows of sub-tasks ([`workflow`], `workflow.run`), workflows the
+//! model plans ([`plan`], `workflow.plan`) and chat that may start tasks ([`chat`],
+//! `chat.message`). The catalogue's task types are the model's tools ([`tools`]), their
+//! schemas generated from the Rust types the handlers read.
+
+pub mod chat;
+pub mod plan;
+pub mod workflow;
+
+use std::time::Duration;
+
+use cogo_api::{
+    TaskPhase,
+    broker::TaskView,
+    catalogue::{self, workflow as wf},
+};
+
+use crate::{
+    broker::CallError,
+    handler::{HandlerError, Registry, TaskContext},
+    llm::{SharedModel, ToolSpec},
+};
+
+/// Registers the Orchestrator's task types.
+pub fn register(registry: &mut Registry, model: Option<SharedModel>) {
+    registry.register(wf::RUN, workflow::RunWorkflow);
+    registry.register(wf::PLAN, plan::Plan { model: model.clone() });
+    registry.register(wf::CHAT, chat::Chat { model });
+}
+
+/// A catalogue type as a model's tool: its name (the type with `_` for `.`, which OpenAI
+/// refuses in names) and the catalogue entry.
+pub fn tools() -> Vec<(ToolSpec, catalogue::Entry)> {
+    catalogue::entries()
+        .into_iter()
+        .map(|e| {
+            let spec = ToolSpec {
+                name: tool_name(e.task_type),
+                description: e.description.to_string(),
+                parameters: e.input_schema.clone(),
+            };
+            (spec, e)
+        })
+        .collect()
+}
+
+/// The tool name of a task type.
+pub fn tool_name(task_type: &str) -> String {
+    task_type.replace('.', "_")
+}
+
+/// The failure of a broker call about a sub-task: refused for what it is (a limit, a bad
+/// request) fails the task at once; anything else may pass when the task is retried.
+pub(crate) fn broker_error(what: &str, e: CallError) -> HandlerError {
+    let message = format!("{what}: {e}");
+    match e {
+        CallError::Refused(400 | 403 | 422, _) => HandlerError::fatal(message),
+        _ => HandlerError::retryable(message),
+    }
+}
+
+/// Waits until the task `name` has ended, polling it with backoff; the task's cancellation
+/// stops the wait.
+pub(crate) async fn wait_for(ctx: &TaskContext, name: &str) -> Result<TaskView, HandlerError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ctx.get_task(name).await {
+            Ok(view) if view.phase.is_terminal() => return Ok(view),
+            Ok(_) => {}
+            Err(CallError::Refused(404, _)) => {
+                return Err(HandlerError::fatal(format!("sub-task {name} was deleted")));
+            }
+            // Transport trouble: the next poll may pass.
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.until_cancelled() => return Err(HandlerError::cancelled()),
+        }
+        delay = (delay * 3 / 2).min(Duration::from_secs(2));
+    }
+}
+
+/// What a finished sub-task gives back to the model: its result, or why it has none.
+pub(crate) fn outcome_json(view: &TaskView) -> serde_json::Value {
+    match (view.phase, &view.result) {
+        (TaskPhase::Succeeded, Some(r)) => r.clone(),
+        (TaskPhase::Succeeded, None) => serde_json::json!({
+            "note": "the result is too large to show",
+            "digest": view.result_ref.as_ref().map(|r| r.digest.clone()),
+        }),
+        (phase, _) => serde_json::json!({
+            "error": format!("the task ended {}: {}", phase.as_str(), view.message.clone().unwrap_or_default()),
+        }),
+    }
+}
