@@ -91,10 +91,7 @@ pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -
             research::register(registry, config.model.clone(), config.fetch.clone());
             RoleParts::none()
         }
-        AgentRole::Orchestrator => {
-            orchestrator::register(registry, config.model.clone());
-            RoleParts::none()
-        }
+        AgentRole::Orchestrator => orchestrator::register(config, registry),
         AgentRole::Indexing | AgentRole::GraphRag => RoleParts::none(),
     };
     let own = Lane {

@@ -9,6 +9,9 @@
 
 mod gemini;
 mod openai;
+mod pages;
+
+pub use pages::Pages;
 
 use std::{
     collections::VecDeque,

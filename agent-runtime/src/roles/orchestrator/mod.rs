@@ -15,17 +15,39 @@ use cogo_api::{
     catalogue::{self, workflow as wf},
 };
 
+use super::{RoleConfig, RoleParts};
 use crate::{
     broker::CallError,
     handler::{HandlerError, Registry, TaskContext},
-    llm::{SharedModel, ToolSpec},
+    llm::ToolSpec,
+    pull::{FixedSlots, Lane},
 };
 
-/// Registers the Orchestrator's task types.
-pub fn register(registry: &mut Registry, model: Option<SharedModel>) {
+/// Type prefixes of the tasks that wait for sub-tasks: they run in a lane of their own.
+pub const WAITING_TYPES: [&str; 2] = ["workflow.", "chat."];
+
+/// Registers the Orchestrator's task types. Workflows and chats run in a lane of their own
+/// with `concurrency` slots, next to the role's own lane: a pod full of workflows still has
+/// slots for the steps they wait for that run on the Orchestrator, so they never wait on
+/// each other.
+pub fn register(config: &RoleConfig, registry: &mut Registry) -> RoleParts {
+    let model = config.model.clone();
     registry.register(wf::RUN, workflow::RunWorkflow);
     registry.register(wf::PLAN, plan::Plan { model: model.clone() });
     registry.register(wf::CHAT, chat::Chat { model });
+    let prefixes: Vec<String> = WAITING_TYPES.iter().map(|p| p.to_string()).collect();
+    RoleParts {
+        routes: axum::Router::new(),
+        lanes: vec![Lane {
+            name: "workflows".into(),
+            type_prefixes: prefixes.clone(),
+            exclude_type_prefixes: vec![],
+            slots: std::sync::Arc::new(FixedSlots::new(config.concurrency)),
+            wait_seconds: crate::pull::OWN_LANE_WAIT_SECONDS,
+        }],
+        own_lane_excludes: prefixes,
+        background: vec![],
+    }
 }
 
 /// A catalogue type as a model's tool: its name (the type with `_` for `.`, which OpenAI
@@ -63,12 +85,18 @@ pub(crate) fn broker_error(what: &str, e: CallError) -> HandlerError {
 /// stops the wait.
 pub(crate) async fn wait_for(ctx: &TaskContext, name: &str) -> Result<TaskView, HandlerError> {
     let mut delay = Duration::from_millis(200);
+    let mut missing = 0;
     loop {
         match ctx.get_task(name).await {
             Ok(view) if view.phase.is_terminal() => return Ok(view),
-            Ok(_) => {}
+            Ok(_) => missing = 0,
+            // A broker reading from a cache may not see a sub-task it just made; one that
+            // stays missing was deleted.
             Err(CallError::Refused(404, _)) => {
-                return Err(HandlerError::fatal(format!("sub-task {name} was deleted")));
+                missing += 1;
+                if missing >= 5 {
+                    return Err(HandlerError::fatal(format!("sub-task {name} was deleted")));
+                }
             }
             // Transport trouble: the next poll may pass.
             Err(_) => {}

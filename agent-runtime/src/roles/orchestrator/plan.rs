@@ -79,6 +79,9 @@ impl TaskHandler for Plan {
             };
             ctx.report_progress(format!("planned {} steps", steps.len()));
             let run = workflow::run(&steps, true, &ctx).await?;
+            if run.phase != cogo_api::TaskPhase::Succeeded {
+                return Err(HandlerError::fatal(workflow::failure_message(&run)));
+            }
             let result = PlanResult {
                 plan: steps,
                 phase: run.phase,
