@@ -2,16 +2,21 @@
 import json
 import sys
 
-tasks = json.load(sys.stdin)["items"]
-print(f"{'TASK':<14} {'TYPE':<16} {'PHASE':<10} {'AGENT':<13} RESULT OR MESSAGE")
-for t in sorted(tasks, key=lambda t: t["metadata"]["name"]):
+tasks = sorted(json.load(sys.stdin)["items"], key=lambda t: t["metadata"]["name"])
+width = max([len(t["metadata"]["name"]) for t in tasks] + [14])
+print(f"{'TASK':<{width}} {'TYPE':<16} {'PHASE':<10} {'AGENT':<13} RESULT OR MESSAGE")
+for t in tasks:
     s = t.get("status", {})
     r = s.get("result")
     if isinstance(r, dict) and "stdout" in r:
         shown = "stdout: " + r["stdout"].strip().replace("\n", " | ")
+    elif isinstance(r, dict) and isinstance(r.get("steps"), dict):
+        steps = r["steps"]
+        done = sum(1 for v in steps.values() if v.get("phase") == "Succeeded")
+        shown = f"{done}/{len(steps)} steps succeeded: " + ", ".join(steps)
     elif r is not None:
         shown = json.dumps(r)
     else:
         shown = s.get("message", "")
     name, kind = t["metadata"]["name"], t["spec"]["type"]
-    print(f"{name:<14} {kind:<16} {s.get('phase', ''):<10} {s.get('agent') or '':<13} {shown[:100]}")
+    print(f"{name:<{width}} {kind:<16} {s.get('phase', ''):<10} {s.get('agent') or '':<13} {shown[:100]}")

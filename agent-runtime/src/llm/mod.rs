@@ -303,6 +303,7 @@ type Labels = Vec<(String, String)>;
 /// Token and call metrics of the models a pod uses.
 #[derive(Clone)]
 pub struct ModelMetrics {
+    agent: String,
     tokens: Family<Labels, Counter>,
     calls: Family<Labels, Counter>,
     seconds: Family<Labels, Histogram, fn() -> Histogram>,
@@ -312,6 +313,7 @@ impl Default for ModelMetrics {
     /// Metrics registered nowhere.
     fn default() -> Self {
         ModelMetrics {
+            agent: String::new(),
             tokens: Family::default(),
             calls: Family::default(),
             seconds: Family::new_with_constructor(|| {
@@ -322,10 +324,14 @@ impl Default for ModelMetrics {
 }
 
 impl ModelMetrics {
-    /// Metrics registered in `metrics`: `cogo_model_tokens_total{model,direction}`,
-    /// `cogo_model_calls_total{model,outcome}` and `cogo_model_call_seconds{model}`.
-    pub fn new(metrics: &crate::pod::Metrics) -> Self {
-        let m = ModelMetrics::default();
+    /// Metrics of the CogoAgent `agent`, registered in `metrics`:
+    /// `cogo_model_tokens_total{agent,model,direction}`, `cogo_model_calls_total{agent,model,outcome}`
+    /// and `cogo_model_call_seconds{agent,model}`.
+    pub fn new(metrics: &crate::pod::Metrics, agent: &str) -> Self {
+        let m = ModelMetrics {
+            agent: agent.to_string(),
+            ..ModelMetrics::default()
+        };
         metrics.register(
             "model_tokens",
             "Tokens the agent's model calls spent, by direction (input or output)",
@@ -449,12 +455,14 @@ impl Model {
     }
 
     fn record(&self, result: &Result<ChatResponse, ModelError>, started: std::time::Instant) {
-        let model = self.name().to_string();
+        let base = vec![
+            ("agent".to_string(), self.metrics.agent.clone()),
+            ("model".to_string(), self.name().to_string()),
+        ];
         let label = |k: &str, v: &str| {
-            vec![
-                ("model".to_string(), model.clone()),
-                (k.to_string(), v.to_string()),
-            ]
+            let mut l = base.clone();
+            l.push((k.to_string(), v.to_string()));
+            l
         };
         let outcome = match result {
             Ok(r) => {
@@ -473,7 +481,7 @@ impl Model {
         self.metrics.calls.get_or_create(&label("outcome", outcome)).inc();
         self.metrics
             .seconds
-            .get_or_create(&vec![("model".to_string(), model)])
+            .get_or_create(&base)
             .observe(started.elapsed().as_secs_f64());
     }
 }
@@ -616,16 +624,16 @@ mod tests {
                 Err(ModelError::BadKey("no".into())),
             ]))),
             1,
-            ModelMetrics::new(&registry),
+            ModelMetrics::new(&registry, "research"),
         );
         m.chat(&ChatRequest::user("x")).await.unwrap();
         m.chat(&ChatRequest::user("x")).await.unwrap_err();
         let text = registry.render();
         for line in [
-            r#"cogo_model_tokens_total{model="scripted",direction="input"} 3"#,
-            r#"cogo_model_tokens_total{model="scripted",direction="output"} 2"#,
-            r#"cogo_model_calls_total{model="scripted",outcome="ok"} 1"#,
-            r#"cogo_model_calls_total{model="scripted",outcome="bad_key"} 1"#,
+            r#"cogo_model_tokens_total{agent="research",model="scripted",direction="input"} 3"#,
+            r#"cogo_model_tokens_total{agent="research",model="scripted",direction="output"} 2"#,
+            r#"cogo_model_calls_total{agent="research",model="scripted",outcome="ok"} 1"#,
+            r#"cogo_model_calls_total{agent="research",model="scripted",outcome="bad_key"} 1"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

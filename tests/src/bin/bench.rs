@@ -20,6 +20,14 @@
 //!    time (the result's `durationMs`: start of the sandbox to the program's exit) and the
 //!    difference (dispatch to the worker and the result's way back), p50 and p99.
 //!
+//! 6. workflows: the Orchestrator's overhead per step, for a chain of 50 `cogo.echo` steps
+//!    (each waits for the one before) and 50 steps side by side: the workflow's time from
+//!    create to `Succeeded` seen on a watch, less the steps' own time (their first `Running` to
+//!    `Succeeded` seen), per step; next to it, one standalone `cogo.echo` task's create to
+//!    `Succeeded`, the floor a sub-task pays for its own lease and status writes;
+//! 7. the model clients (Gemini and OpenAI-compatible) against a stand-in on loopback that
+//!    answers at once: requests/s and p50/p99 latency with 16 calls in flight.
+//!
 //! The figures go to stdout and to `target/bench/report.md`. A benchmark, not a test: it
 //! asserts nothing about speed.
 
@@ -65,6 +73,12 @@ const SLOTS_PER_POD: u32 = 64;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // COGO_BENCH_ONLY=llm needs no cluster.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("llm") {
+        let mut report = vec![format!("Machine: {}", machine())];
+        report.extend(llm_clients().await?);
+        return write_report(report);
+    }
     let c = Cluster::from_env();
     c.install_crds();
     let config = kube::Config::from_custom_kubeconfig(
@@ -74,6 +88,13 @@ async fn main() -> Result<(), Error> {
     .await?;
     let client = Client::try_from(config)?;
     let mut report = vec![format!("Machine: {}", machine())];
+    // COGO_BENCH_ONLY=workflow runs only the Orchestrator's overhead per step.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("workflow") {
+        let op = Operator::start(&c, "bench");
+        report.extend(workflows(&c, &client, &op).await?);
+        return write_report(report);
+    }
+
     // COGO_BENCH_ONLY=python runs only the python.execute section (and =tasks only the task
     // path, below).
     if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("python") {
@@ -146,6 +167,13 @@ async fn main() -> Result<(), Error> {
         report.push(python(&c, &client, &op, workers).await?);
     }
     op.stop();
+
+    report.push(String::new());
+    let op = Operator::start(&c, "bench-workflows");
+    report.extend(workflows(&c, &client, &op).await?);
+    drop(op);
+    report.push(String::new());
+    report.extend(llm_clients().await?);
 
     report.push(String::new());
     report.push("| Supabase mirror | rows/s (1,000 tasks at once) | lag p50 at 100 tasks/s | lag p99 at 100 tasks/s |".into());
@@ -809,4 +837,179 @@ async fn mirror(
         p50 * 1000.0,
         p99 * 1000.0
     ))
+}
+
+/// The Orchestrator's overhead per step, for a chain of 50 echo steps and 50 side by side.
+async fn workflows(c: &Cluster, client: &Client, op: &Operator) -> Result<Vec<String>, Error> {
+    let ns = "bench-workflows";
+    create_namespace(client, ns).await?;
+    for (name, role) in [("orchestrator", "Orchestrator"), ("research", "Research")] {
+        let agent = json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
+            "spec": {"role": role, "replicas": 1, "concurrency": 64, "podTemplate": kwok_pod_template()}});
+        c.kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&agent.to_string()));
+    }
+    let _agents: Vec<AgentProcess> = [("orchestrator", "Orchestrator"), ("research", "Research")]
+        .iter()
+        .map(|(a, r)| AgentProcess::start_with(c, ns, (a, r, &format!("{a}-0")), op.broker_port, 64))
+        .collect();
+    let book: Book = Arc::default();
+    let watcher = watch(client, ns, book.clone());
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let run = |name: &str, task_type: &str, input: serde_json::Value| -> Result<AgentTask, Error> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+            "spec": {"agent": if task_type == "workflow.run" { "orchestrator" } else { "research" },
+                     "type": task_type, "input": input, "timeoutSeconds": 3600}}))?)
+    };
+    // The floor: standalone echo tasks, one at a time.
+    let mut single = Vec::new();
+    for i in 0..20 {
+        let name = format!("single-{i}");
+        book.lock().expect("book").entry(name.clone()).or_default().sent = Some(Instant::now());
+        api.create(&PostParams::default(), &run(&name, "cogo.echo", json!({"i": i}))?)
+            .await?;
+        wait_for(&book, &name).await?;
+        let s = book.lock().expect("book")[&name];
+        single.push(ms(s.done, s.sent));
+    }
+    single.sort_by(f64::total_cmp);
+    let mut rows = vec![
+        "| workflow of 50 cogo.echo steps | seconds | overhead per step (ms) | steps' own time, sum (s) | one standalone cogo.echo, create -> Succeeded p50 (ms) |".to_string(),
+        "|---|---|---|---|---|".into(),
+    ];
+    for (shape, chained) in [
+        ("a chain (each after the one before)", true),
+        ("side by side", false),
+    ] {
+        let wf = if chained { "chain" } else { "wide" };
+        let steps: Vec<serde_json::Value> = (0..50)
+            .map(|i| {
+                let mut step = json!({"id": format!("s{i}"), "type": "cogo.echo", "agent": "research", "input": {"i": i}});
+                if chained && i > 0 {
+                    step["dependsOn"] = json!([format!("s{}", i - 1)]);
+                }
+                step
+            })
+            .collect();
+        eprintln!("[bench] workflow of 50 echo steps, {shape}");
+        book.lock().expect("book").entry(wf.into()).or_default().sent = Some(Instant::now());
+        api.create(
+            &PostParams::default(),
+            &run(wf, "workflow.run", json!({"steps": steps}))?,
+        )
+        .await?;
+        wait_for(&book, wf).await?;
+        let b = book.lock().expect("book").clone();
+        let total = ms(b[wf].done, b[wf].sent) / 1000.0;
+        let own: f64 = (0..50)
+            .filter_map(|i| b.get(&format!("{wf}-s{i}")))
+            .map(|s| ms(s.done, s.leased) / 1000.0)
+            .sum();
+        // Side by side, the steps' own times overlap: only the longest counts.
+        let own_wall = if chained {
+            own
+        } else {
+            (0..50)
+                .filter_map(|i| b.get(&format!("{wf}-s{i}")))
+                .map(|s| ms(s.done, s.leased) / 1000.0)
+                .fold(0.0, f64::max)
+        };
+        rows.push(format!(
+            "| {shape} | {total:.2} | {:.0} | {own:.2} | {:.0} |",
+            (total - own_wall) * 1000.0 / 50.0,
+            pct(&single, 0.5)
+        ));
+    }
+    watcher.abort();
+    delete_namespace(client, ns).await;
+    Ok(rows)
+}
+
+/// Milliseconds from `from` to `to`.
+fn ms(to: Option<Instant>, from: Option<Instant>) -> f64 {
+    match (to, from) {
+        (Some(t), Some(f)) => t.saturating_duration_since(f).as_secs_f64() * 1000.0,
+        _ => 0.0,
+    }
+}
+
+async fn wait_for(book: &Book, name: &str) -> Result<(), Error> {
+    let started = Instant::now();
+    while book
+        .lock()
+        .expect("book")
+        .get(name)
+        .and_then(|s| s.done)
+        .is_none()
+    {
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(format!("{name} did not finish in 10 minutes").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// The model clients against a stand-in that answers at once: requests/s and latency.
+async fn llm_clients() -> Result<Vec<String>, Error> {
+    use cogo_agent::llm::{ChatRequest, Model, ModelConfig, ModelMetrics};
+    use cogo_api::agent::ModelProvider;
+    use cogo_e2e::standin::StandIn;
+
+    const CALLS: usize = 4000;
+    const IN_FLIGHT: usize = 16;
+    let mut rows = vec![
+        format!(
+            "| model client, {CALLS} calls, {IN_FLIGHT} in flight, stand-in on loopback | calls/s | p50 (ms) | p99 (ms) |"
+        ),
+        "|---|---|---|---|".into(),
+    ];
+    for provider in [ModelProvider::Gemini, ModelProvider::OpenAICompatible] {
+        let standin = match provider {
+            ModelProvider::Gemini => StandIn::gemini("bench").await,
+            ModelProvider::OpenAICompatible => StandIn::openai("bench").await,
+        };
+        let config = ModelConfig {
+            provider,
+            name: "bench-model".into(),
+            endpoint: Some(standin.endpoint()),
+            api_key: "bench".into(),
+            timeout: Duration::from_secs(30),
+            attempts: 1,
+        };
+        let model = Arc::new(Model::new(config.client()?, 1, ModelMetrics::default()));
+        eprintln!("[bench] {provider:?} client: {CALLS} calls");
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let (model, next) = (model.clone(), next.clone());
+                tokio::spawn(async move {
+                    let mut took = Vec::new();
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CALLS {
+                        let t = Instant::now();
+                        model
+                            .chat(&ChatRequest::user("a short question about the weather in Seoul"))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        took.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok::<_, String>(took)
+                })
+            })
+            .collect();
+        let mut took = Vec::new();
+        for w in workers {
+            took.extend(w.await??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        took.sort_by(f64::total_cmp);
+        rows.push(format!(
+            "| {provider:?} | {:.0} | {:.2} | {:.2} |",
+            CALLS as f64 / elapsed,
+            pct(&took, 0.5),
+            pct(&took, 0.99)
+        ));
+    }
+    Ok(rows)
 }
