@@ -50,7 +50,8 @@ pub struct TaskContext {
     pub task: Arc<LeasedTask>,
     /// The broker, to create and read sub-tasks; None when the task does not come from one.
     pub broker: Option<SharedBroker>,
-    /// How far the task has come, sent with the next heartbeat (see [`TaskContext::progress`]).
+    /// How far the task has come, sent with every heartbeat (see
+    /// [`TaskContext::report_progress`]).
     pub progress: Arc<watch::Sender<Option<String>>>,
 }
 
@@ -95,8 +96,8 @@ impl TaskContext {
         broker.create_subtask(&self.task, &req).await
     }
 
-    /// Says how far the task has come, in a line; the next heartbeat carries it to the task's
-    /// status message (when it changed).
+    /// Says how far the task has come, in a line (at most 1024 bytes); the heartbeats carry it
+    /// to the task's status message.
     pub fn report_progress(&self, line: impl Into<String>) {
         let mut line: String = line.into();
         if line.len() > 1024 {

@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
             Some(Arc::new(Model::new(
                 client,
                 config.attempts,
-                ModelMetrics::new(&metrics),
+                ModelMetrics::new(&metrics, &args.agent_name),
             )))
         }
     };

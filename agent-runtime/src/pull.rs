@@ -14,7 +14,7 @@ use std::{
 };
 
 use cogo_api::broker::{CompleteRequest, LeaseRequest, LeasedTask, Outcome};
-use futures::future::BoxFuture;
+use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, error, info, warn};
 
@@ -218,19 +218,16 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
     debug!(task = %task.name, attempt = task.attempt, r#type = %task.task_type, "running");
     let task = Arc::new(task);
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
-    let beat = {
+    let (progress_tx, progress_rx) = watch::channel(None::<String>);
+    let _beat = {
         let (broker, task) = (broker.clone(), task.clone());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let every = Duration::from_secs(task.heartbeat_seconds.max(1).into());
             loop {
                 tokio::time::sleep(every).await;
-                // Progress goes with the heartbeat only when it changed since the last one.
-                let progress = progress_rx
-                    .has_changed()
-                    .unwrap_or(false)
-                    .then(|| progress_rx.borrow_and_update().clone())
-                    .flatten();
+                // The latest progress goes with every heartbeat: the operator writes it only when
+                // the status shows another, so a write that failed is made at the next one.
+                let progress = progress_rx.borrow().clone();
                 match broker.heartbeat(&task, progress.as_deref()).await {
                     Ok(true) => {
                         let _ = cancel_tx.send(true);
@@ -245,7 +242,7 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
                     Err(e) => warn!(task = %task.name, error = %e, "heartbeat failed"),
                 }
             }
-        })
+        }))
     };
     let ctx = TaskContext {
         cancelled: cancel_rx.clone(),
@@ -262,10 +259,26 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
             ),
             false,
         )),
-        Some(handler) => handler
-            .run(&task.input, ctx)
+        // A handler that panics fails its task, saying so, rather than leaving it held by a
+        // heartbeat that outlives it.
+        Some(handler) => match std::panic::AssertUnwindSafe(handler.run(&task.input, ctx))
+            .catch_unwind()
             .await
-            .map_err(|e| (e.message, e.retryable)),
+        {
+            Ok(done) => done.map_err(|e| (e.message, e.retryable)),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                error!(task = %task.name, r#type = %task.task_type, panic = %why, "the handler panicked");
+                Err((
+                    format!("the {} handler failed unexpectedly: {why}", task.task_type),
+                    false,
+                ))
+            }
+        },
     };
     let cancelled = *cancel_rx.borrow();
     let pod = broker.pod().to_string();
@@ -331,7 +344,15 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
             }
         }
     }
-    beat.abort();
+}
+
+/// Stops a background task when dropped (the heartbeat of a task, however its run ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The longest wait between two offers of an outcome.
@@ -402,6 +423,34 @@ mod tests {
         builtin::register(&mut r);
         r.register("test.wait", Wait);
         Arc::new(r)
+    }
+
+    struct Panics;
+
+    impl TaskHandler for Panics {
+        fn run<'a>(&'a self, _: &'a serde_json::Value, _: TaskContext) -> HandlerFuture<'a> {
+            Box::pin(async move { panic!("index out of bounds") })
+        }
+    }
+
+    /// A handler that panics fails its task, saying so, and its heartbeats stop.
+    #[tokio::test]
+    async fn a_panicking_handler_fails_its_task() {
+        let broker = Arc::new(MemoryBroker::new("pod-1", 1));
+        let mut r = Registry::default();
+        r.register("test.panic", Panics);
+        broker.submit("boom", "test.panic", json!({}));
+        let pull = Pulling::start(broker.clone(), Arc::new(r), vec![own_lane(1)]);
+        let done = broker.outcome("boom", Duration::from_secs(10)).await.unwrap();
+        assert_eq!((done.outcome, done.retryable), (Outcome::Failed, false));
+        assert_eq!(
+            done.error.as_deref(),
+            Some("the test.panic handler failed unexpectedly: index out of bounds")
+        );
+        let beats = broker.heartbeats("boom");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(broker.heartbeats("boom"), beats, "no heartbeat after the outcome");
+        pull.stop().await;
     }
 
     #[tokio::test]

@@ -529,3 +529,42 @@ async fn chat_answers_calling_catalogue_types_as_sub_tasks() {
     assert_eq!(done.outcome, Outcome::Succeeded, "{:?}", done.error);
     assert!(done.result.unwrap()["tasks"].as_array().unwrap().len() <= 8);
 }
+
+/// A chat retried after its first attempt started a tool call: the same call is taken again,
+/// another call (the model chose differently) never gets the first one's result.
+#[tokio::test]
+async fn a_retried_chat_never_takes_another_call_s_result() {
+    use cogo_agent::{
+        handler::{TaskContext, TaskHandler, local_task},
+        roles::orchestrator::chat::Chat,
+    };
+    let s = StandIn::gemini(KEY).await;
+    let model = model(ModelProvider::Gemini, &s);
+    let pods = start(&[AgentRole::Research], Some(model.clone()), loopback());
+    let attempt = || {
+        let (_tx, mut ctx) = TaskContext::detached(local_task("talk", "chat.message", Value::Null));
+        ctx.broker = Some(pods.broker.clone() as SharedBroker);
+        (_tx, ctx)
+    };
+    let chat = Chat { model: Some(model) };
+    let input = json!({"sessionId": "s", "message": "hi"});
+    s.script([
+        Reply::Calls(vec![("research_summarize".into(), json!({"text": "first"}))]),
+        Reply::Text("summary of first".into()),
+        Reply::Text("reply one".into()),
+    ]);
+    let (_keep, ctx) = attempt();
+    let one = chat.run(&input, ctx).await.unwrap();
+    assert_eq!(one["tasks"], json!(["talk-c1"]));
+    s.script([
+        Reply::Calls(vec![("llm_generate".into(), json!({"prompt": "second"}))]),
+        Reply::Text("generated".into()),
+        Reply::Text("reply two".into()),
+    ]);
+    let (_keep, ctx) = attempt();
+    let two = chat.run(&input, ctx).await.unwrap();
+    assert_eq!(two["tasks"], json!(["talk-c2"]), "c1 is another call's");
+    let requests = s.requests();
+    let response = &requests.last().unwrap().body["contents"][2]["parts"][0]["functionResponse"];
+    assert_eq!(response["response"]["text"], "generated", "{response}");
+}

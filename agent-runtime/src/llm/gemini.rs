@@ -174,10 +174,11 @@ pub fn body(req: &ChatRequest) -> Value {
                     push("model", json!({ "text": text }));
                 }
                 for c in calls {
-                    push(
-                        "model",
-                        json!({"functionCall": {"name": c.name, "args": c.arguments}}),
-                    );
+                    let mut part = json!({"functionCall": {"name": c.name, "args": c.arguments}});
+                    if let Some(sig) = &c.signature {
+                        part["thoughtSignature"] = json!(sig);
+                    }
+                    push("model", part);
                 }
             }
             ChatMessage::ToolResult { name, result, .. } => {
@@ -284,6 +285,10 @@ impl Answer {
                     id,
                     name: name.to_string(),
                     arguments: arguments_object(call.get("args").cloned()),
+                    signature: part
+                        .get("thoughtSignature")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                 });
             }
         }
@@ -356,11 +361,8 @@ fn error_of(status: u16, wait: Option<Duration>, text: &str, model: &str) -> Mod
         429 => ModelError::RateLimited {
             message,
             // The header, or the RetryInfo detail ("37s").
-            retry_after: wait.or_else(|| {
-                detail("retryDelay")
-                    .and_then(|d| d.trim_end_matches('s').parse::<f64>().ok())
-                    .map(Duration::from_secs_f64)
-            }),
+            retry_after: wait
+                .or_else(|| detail("retryDelay").and_then(|d| super::seconds(d.trim_end_matches('s')))),
         },
         408 | 500..=599 => ModelError::Unavailable { status, message },
         _ => ModelError::BadRequest(message),
@@ -385,11 +387,13 @@ mod tests {
                             id: "call_1".into(),
                             name: "lookup".into(),
                             arguments: json!({"city": "Seoul"}),
+                            signature: Some("sig-1".into()),
                         },
                         ToolCall {
                             id: "call_2".into(),
                             name: "lookup".into(),
                             arguments: json!({"city": "Busan"}),
+                            signature: None,
                         },
                     ],
                 },
@@ -450,6 +454,14 @@ mod tests {
                 retry_after: Some(Duration::from_secs(37))
             }
         );
+        let negative = r#"{"error": {"code": 429, "message": "slow", "details": [{"retryDelay": "-1s"}]}}"#;
+        assert!(matches!(
+            error_of(429, None, negative, "m"),
+            ModelError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ));
         assert!(matches!(
             error_of(503, None, "<html>", "m"),
             ModelError::Unavailable { status: 503, .. }

@@ -62,6 +62,9 @@ pub struct ToolCall {
     pub name: String,
     /// Its arguments.
     pub arguments: Value,
+    /// An opaque token the provider attached to the call, sent back with it in the next turn
+    /// (Gemini's `thoughtSignature`, which its thinking models require).
+    pub signature: Option<String>,
 }
 
 /// What is asked of a model.
@@ -488,12 +491,24 @@ impl Model {
 
 /// The `Retry-After` of an answer, in seconds (the HTTP-date form is not used by these APIs).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    seconds(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A count of seconds a provider sent (`"37"`, `"1.5"`), or None for anything else (negative,
+/// not a number, infinite); a day at most.
+fn seconds(text: &str) -> Option<Duration> {
+    let s = text.trim().parse::<f64>().ok()?;
+    (s.is_finite() && s >= 0.0)
+        .then(|| Duration::try_from_secs_f64(s.min(86_400.0)).ok())
+        .flatten()
+}
+
+/// The host of an `http(s)://` URL.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(host.split(':').next().unwrap_or(host))
 }
 
 /// A tool's arguments from the model: an object, or `{}` when it sent none.
@@ -596,6 +611,16 @@ mod tests {
             m.chat(&ChatRequest::user("hi")).await,
             Err(ModelError::Transport(_))
         ));
+    }
+
+    #[test]
+    fn only_sensible_waits_are_read() {
+        assert_eq!(seconds(" 37 "), Some(Duration::from_secs(37)));
+        assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds("1e30"), Some(Duration::from_secs(86_400)));
+        for bad in ["inf", "NaN", "-1", "Wed, 21 Oct 2015 07:28:00 GMT", ""] {
+            assert_eq!(seconds(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct OpenAi {
     model: String,
     key: String,
     timeout: Duration,
+    /// Whether the endpoint is OpenAI's own API.
+    openai_itself: bool,
 }
 
 impl OpenAi {
@@ -36,6 +38,7 @@ impl OpenAi {
             model: config.name.clone(),
             key: config.api_key.clone(),
             timeout: config.timeout,
+            openai_itself: super::host_of(endpoint) == Some("api.openai.com"),
         })
     }
 
@@ -83,7 +86,9 @@ impl ChatModel for OpenAi {
 
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ModelError>> {
         Box::pin(async move {
-            let res = self.send(&body(req, &self.model, false)).await?;
+            let res = self
+                .send(&body(req, &self.model, false, self.openai_itself))
+                .await?;
             let v: Value = res
                 .json()
                 .await
@@ -126,7 +131,9 @@ impl ChatModel for OpenAi {
     ) -> BoxFuture<'a, Result<ChatResponse, ModelError>> {
         Box::pin(async move {
             let streamed = async {
-                let res = self.send(&body(req, &self.model, true)).await?;
+                let res = self
+                    .send(&body(req, &self.model, true, self.openai_itself))
+                    .await?;
                 let mut events = std::pin::pin!(sse::events(res, self.timeout));
                 let (mut text, mut usage, mut done) = (String::new(), Usage::default(), false);
                 // Tool calls arrive in pieces, by index: id and name first, arguments in parts.
@@ -232,11 +239,13 @@ fn tool_call(
         id: id.unwrap_or_else(|| format!("call_{}", i + 1)),
         name: name.to_string(),
         arguments: arguments_object(arguments),
+        signature: None,
     })
 }
 
-/// The request body of `req` for `model`.
-pub fn body(req: &ChatRequest, model: &str, stream: bool) -> Value {
+/// The request body of `req` for `model`; `openai_itself` for OpenAI's own API
+/// (`api.openai.com`), which names a few fields its own way.
+pub fn body(req: &ChatRequest, model: &str, stream: bool, openai_itself: bool) -> Value {
     let mut messages = Vec::new();
     if let Some(system) = &req.system {
         messages.push(json!({"role": "system", "content": system}));
@@ -286,8 +295,14 @@ pub fn body(req: &ChatRequest, model: &str, stream: bool) -> Value {
         body.insert("temperature".into(), json!(t));
     }
     if let Some(n) = req.max_output_tokens {
-        // `max_tokens`: what every compatible server reads (OpenAI still takes it for chat models).
-        body.insert("max_tokens".into(), json!(n));
+        // OpenAI's own API wants `max_completion_tokens` (its reasoning models refuse
+        // `max_tokens`); `max_tokens` is what every other compatible server reads.
+        let field = if openai_itself {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body.insert(field.into(), json!(n));
     }
     if stream {
         body.insert("stream".into(), json!(true));
@@ -338,6 +353,7 @@ mod tests {
                         id: "call_1".into(),
                         name: "lookup".into(),
                         arguments: json!({"city": "Seoul"}),
+                        signature: None,
                     }],
                 },
                 ChatMessage::ToolResult {
@@ -355,7 +371,7 @@ mod tests {
             max_output_tokens: Some(10),
             ..Default::default()
         };
-        let b = body(&req, "llama3", true);
+        let b = body(&req, "llama3", true, false);
         assert_eq!(b["messages"][0], json!({"role": "system", "content": "be brief"}));
         assert_eq!(b["messages"][2]["content"], Value::Null);
         assert_eq!(

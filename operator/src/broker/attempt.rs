@@ -41,8 +41,16 @@ async fn show_progress(b: &Broker, ns: &str, task: &AgentTask, progress: &str) {
     if status.phase != Some(TaskPhase::Running) || status.message.as_deref() == Some(progress) {
         return;
     }
+    let mut end = progress.len().min(1024);
+    while !progress.is_char_boundary(end) {
+        end -= 1;
+    }
+    let progress = &progress[..end];
+    if status.message.as_deref() == Some(progress) {
+        return;
+    }
     let mut next = status.clone();
-    next.message = Some(progress.chars().take(1024).collect());
+    next.message = Some(progress.to_string());
     let api: kube::Api<AgentTask> = kube::Api::namespaced(b.client.clone(), ns);
     if let Err(e) = write_task_status(&api, &task.name_any(), task.resource_version().as_deref(), &next).await
     {

@@ -58,6 +58,7 @@ impl TaskHandler for Chat {
                 ..ChatRequest::user(input.message.clone())
             };
             let (mut usage, mut started) = (Usage::default(), Vec::<String>::new());
+            let mut next = 1;
             for round in 0..=MAX_ROUNDS {
                 if round == MAX_ROUNDS || started.len() >= MAX_CALLS {
                     // Enough tasks: the model answers with what it has.
@@ -86,23 +87,7 @@ impl TaskHandler for Chat {
                         );
                         continue;
                     }
-                    let name = format!("{}-c{}", ctx.task.name, started.len() + 1);
-                    let sub = SubtaskRequest {
-                        pod: String::new(),
-                        attempt: 0,
-                        name: Some(name.clone()),
-                        agent: None,
-                        role: Some(entry.role),
-                        task_type: entry.task_type.to_string(),
-                        input: Some(call.arguments.clone()),
-                        priority: 0,
-                        timeout_seconds: None,
-                        retry: None,
-                    };
-                    let view = ctx
-                        .create_subtask(sub)
-                        .await
-                        .map_err(|e| broker_error(&format!("cannot start {}", entry.task_type), e))?;
+                    let view = start(&ctx, &mut next, entry, &call.arguments).await?;
                     started.push(view.name.clone());
                     let done = wait_for(&ctx, &view.name).await?;
                     results.push(outcome_json(&done));
@@ -122,4 +107,45 @@ impl TaskHandler for Chat {
             Err(HandlerError::fatal("the model did not answer"))
         })
     }
+}
+
+/// Starts the call of `entry` with `arguments` as the sub-task `<task>-c<n>`, `n` counting from
+/// `next`. A sub-task of that name that an earlier attempt made for the same call is taken
+/// again; one made for another call (the model chose differently this time) keeps its name,
+/// and the call takes the next.
+async fn start(
+    ctx: &TaskContext,
+    next: &mut usize,
+    entry: &cogo_api::catalogue::Entry,
+    arguments: &Value,
+) -> Result<cogo_api::broker::TaskView, HandlerError> {
+    for _ in 0..4 * MAX_CALLS {
+        let name = format!("{}-c{next}", ctx.task.name);
+        *next += 1;
+        let sub = SubtaskRequest {
+            pod: String::new(),
+            attempt: 0,
+            name: Some(name),
+            agent: None,
+            role: Some(entry.role),
+            task_type: entry.task_type.to_string(),
+            input: Some(arguments.clone()),
+            priority: 0,
+            timeout_seconds: None,
+            retry: None,
+        };
+        let view = ctx
+            .create_subtask(sub)
+            .await
+            .map_err(|e| broker_error(&format!("cannot start {}", entry.task_type), e))?;
+        if view.task_type == entry.task_type && view.input.as_ref() == Some(arguments) {
+            return Ok(view);
+        }
+    }
+    Err(HandlerError::fatal(format!(
+        "cannot start {}: the names {}-c1 to -c{} are taken",
+        entry.task_type,
+        ctx.task.name,
+        *next - 1
+    )))
 }

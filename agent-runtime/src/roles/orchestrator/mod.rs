@@ -77,6 +77,8 @@ pub(crate) fn broker_error(what: &str, e: CallError) -> HandlerError {
     let message = format!("{what}: {e}");
     match e {
         CallError::Refused(400 | 403 | 422, _) => HandlerError::fatal(message),
+        // The name is another task's: trying again finds it taken again.
+        CallError::Refused(409, body) if body.code == "AlreadyExists" => HandlerError::fatal(message),
         _ => HandlerError::retryable(message),
     }
 }

@@ -21,7 +21,22 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input};
+use crate::{
+    broker::CallError,
+    handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input},
+};
+
+/// The failure of a workflow that finds a task of a step's name that is not its sub-task.
+fn not_ours(id: &str, view: &TaskView) -> HandlerError {
+    HandlerError::fatal(format!(
+        "step {id}: an AgentTask {} exists and is not a sub-task of this workflow ({}); rename the step or the workflow",
+        view.name,
+        view.parent
+            .as_deref()
+            .map(|p| format!("its parent is {p}"))
+            .unwrap_or_else(|| "it has no parent".into())
+    ))
+}
 
 /// The most steps a workflow may have.
 pub const MAX_STEPS: usize = 100;
@@ -33,6 +48,9 @@ const FIRST_POLL: Duration = Duration::from_millis(200);
 const MAX_POLL: Duration = Duration::from_secs(2);
 /// How long a failed workflow waits for the steps it cancelled to end.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
+/// Polls in a row at which a started step's sub-task is missing before the step counts as
+/// deleted (a broker reading from a cache may briefly miss a sub-task it just made).
+const MISSING_POLLS: u32 = 5;
 /// The longest progress line.
 const MAX_PROGRESS: usize = 200;
 /// The longest failure message.
@@ -109,6 +127,13 @@ pub fn check(task: &str, steps: &[Step]) -> Result<(), HandlerError> {
         if index.insert(id, i).is_some() {
             return bad(format!("two steps have the id {id}"));
         }
+        if super::WAITING_TYPES.iter().any(|p| step.task_type.starts_with(p)) {
+            // It would wait in the lane its parent holds a slot of, and could wait for ever.
+            return bad(format!(
+                "step {id}: a step cannot be a {} task; run it as a task of its own",
+                step.task_type
+            ));
+        }
         match (&step.agent, step.role) {
             (Some(_), Some(_)) => return bad(format!("step {id}: set agent or role, not both")),
             (None, None) if default_role(&step.task_type).is_none() => {
@@ -166,7 +191,7 @@ pub fn check(task: &str, steps: &[Step]) -> Result<(), HandlerError> {
 /// ([`failure_message`] says why). Cancelling the task cancels the running steps.
 pub async fn run(steps: &[Step], fail_fast: bool, ctx: &TaskContext) -> Result<RunResult, HandlerError> {
     let mut runner = Runner::new(&ctx.task.name, steps, fail_fast);
-    runner.adopt(ctx).await;
+    runner.adopt(ctx).await?;
     let mut delay = FIRST_POLL;
     let mut stop_waiting_at = None;
     loop {
@@ -416,6 +441,8 @@ struct Runner<'s> {
     names: Vec<String>,
     states: Vec<State>,
     cancelled: Vec<bool>,
+    /// Polls in a row at which a started step's sub-task was not found.
+    missing: Vec<u32>,
     fail_fast: bool,
 }
 
@@ -431,18 +458,25 @@ impl<'s> Runner<'s> {
             names: steps.iter().map(|s| subtask_name(task, &s.id)).collect(),
             states: steps.iter().map(|_| State::Waiting).collect(),
             cancelled: vec![false; steps.len()],
+            missing: vec![0; steps.len()],
             fail_fast,
         }
     }
 
     /// Takes over the sub-tasks an earlier attempt created. One not found (404) is not created
-    /// yet; one that cannot be read now is adopted when it is created, which returns it.
-    async fn adopt(&mut self, ctx: &TaskContext) {
+    /// yet; one that cannot be read now is adopted when it is created, which returns it. A
+    /// task of a step's name that is not this workflow's sub-task (another workflow's, or one
+    /// a user made) is never taken for the step: the workflow fails, naming it.
+    async fn adopt(&mut self, ctx: &TaskContext) -> Result<(), HandlerError> {
         for i in 0..self.steps.len() {
             if let Ok(view) = ctx.get_task(&self.names[i]).await {
+                if view.parent.as_deref() != Some(ctx.task.name.as_str()) {
+                    return Err(not_ours(&self.steps[i].id, &view));
+                }
                 self.states[i] = State::observed(view);
             }
         }
+        Ok(())
     }
 
     fn deps(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
@@ -553,6 +587,9 @@ impl<'s> Runner<'s> {
             let view = ctx.create_subtask(req).await.map_err(|e| {
                 super::broker_error(&format!("step {}: cannot create sub-task {name}", step.id), e)
             })?;
+            if view.parent.as_deref() != Some(ctx.task.name.as_str()) {
+                return Err(not_ours(&step.id, &view));
+            }
             self.states[i] = State::observed(view);
             changed = true;
         }
@@ -560,7 +597,8 @@ impl<'s> Runner<'s> {
     }
 
     /// Reads the started steps' sub-tasks; true when one changed phase. One that cannot be
-    /// read now is read again at the next poll.
+    /// read now is read again at the next poll; one missing at [`MISSING_POLLS`] polls in a
+    /// row was deleted, and its step failed.
     async fn poll(&mut self, ctx: &TaskContext) -> bool {
         let mut changed = false;
         for i in 0..self.steps.len() {
@@ -568,11 +606,23 @@ impl<'s> Runner<'s> {
                 continue;
             };
             let before = seen.phase;
-            if let Ok(view) = ctx.get_task(&self.names[i]).await
-                && view.phase != before
-            {
-                self.states[i] = State::observed(view);
-                changed = true;
+            match ctx.get_task(&self.names[i]).await {
+                Ok(view) => {
+                    self.missing[i] = 0;
+                    if view.phase != before {
+                        self.states[i] = State::observed(view);
+                        changed = true;
+                    }
+                }
+                Err(CallError::Refused(404, _)) => {
+                    self.missing[i] += 1;
+                    if self.missing[i] >= MISSING_POLLS {
+                        let message = format!("its sub-task {} was deleted", self.names[i]);
+                        self.states[i] = State::Refused(message);
+                        changed = true;
+                    }
+                }
+                Err(_) => {}
             }
         }
         changed
@@ -1148,6 +1198,115 @@ mod tests {
         assert_eq!(RunWorkflow.run(&input, ctx).await.unwrap(), result);
         assert_eq!(*recording.1.lock().unwrap(), ["wf-b"], "nothing created again");
         pull.stop().await;
+    }
+
+    #[test]
+    fn a_step_cannot_wait_for_sub_tasks_itself() {
+        for t in ["workflow.run", "workflow.plan", "chat.message"] {
+            let workflow = steps(json!([step("inner", t, &[], json!({}))]));
+            let e = check("wf", &workflow).unwrap_err();
+            assert!(
+                e.message
+                    .contains(&format!("step inner: a step cannot be a {t} task")),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    /// A task of a step's name that is not the workflow's own (another workflow's step, or one
+    /// a user made) is never taken for the step.
+    #[tokio::test]
+    async fn a_task_of_a_step_s_name_that_is_not_a_sub_task_fails_the_workflow() {
+        let (broker, pull) = pulling();
+        broker.submit("wf-a", "cogo.echo", json!({"someone": "else"}));
+        broker.outcome("wf-a", SECONDS).await.unwrap();
+        let input = json!({"steps": [step("a", "cogo.echo", &[], json!({"x": 1}))]});
+        let (_cancel, ctx, _) = direct(broker.clone(), "wf");
+        let e = RunWorkflow.run(&input, ctx).await.unwrap_err();
+        assert!(!e.retryable);
+        assert!(
+            e.message.contains(
+                "step a: an AgentTask wf-a exists and is not a sub-task of this workflow (it has no parent)"
+            ),
+            "{}",
+            e.message
+        );
+        pull.stop().await;
+    }
+
+    /// A step whose sub-task is deleted while it runs fails, rather than being waited for
+    /// for ever.
+    #[tokio::test]
+    async fn a_step_whose_sub_task_disappears_fails() {
+        let (broker, pull) = pulling();
+        let input =
+            json!({"failFast": false, "steps": [step("a", "cogo.sleep", &[], json!({"seconds": 60}))]});
+        let (_cancel, ctx, _) = direct(Arc::new(Forgetful(broker.clone())), "gone");
+        let e = RunWorkflow.run(&input, ctx).await.unwrap_err();
+        assert!(
+            e.message.contains("its sub-task gone-a was deleted"),
+            "{}",
+            e.message
+        );
+        pull.stop().await;
+    }
+
+    /// A broker that creates sub-tasks and then no longer finds them.
+    struct Forgetful(Arc<MemoryBroker>);
+
+    impl BrokerApi for Forgetful {
+        fn pod(&self) -> &str {
+            self.0.pod()
+        }
+        fn lease(&self, req: LeaseRequest) -> BoxFuture<'_, Result<Vec<LeasedTask>, CallError>> {
+            self.0.lease(req)
+        }
+        fn heartbeat<'a>(
+            &'a self,
+            t: &'a LeasedTask,
+            p: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<bool, CallError>> {
+            self.0.heartbeat(t, p)
+        }
+        fn complete<'a>(
+            &'a self,
+            t: &'a LeasedTask,
+            r: &'a CompleteRequest,
+        ) -> BoxFuture<'a, Result<(), CallError>> {
+            self.0.complete(t, r)
+        }
+        fn create_subtask<'a>(
+            &'a self,
+            parent: &'a LeasedTask,
+            req: &'a SubtaskRequest,
+        ) -> BoxFuture<'a, Result<TaskView, CallError>> {
+            self.0.create_subtask(parent, req)
+        }
+        fn cancel_subtask<'a>(
+            &'a self,
+            parent: &'a LeasedTask,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<(), CallError>> {
+            self.0.cancel_subtask(parent, name)
+        }
+        fn get_task<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<TaskView, CallError>> {
+            Box::pin(async move {
+                Err(CallError::Refused(
+                    404,
+                    cogo_api::broker::ErrorBody {
+                        code: "TaskNotFound".into(),
+                        message: format!("no task {name}"),
+                    },
+                ))
+            })
+        }
+        fn report_workers<'a>(&'a self, r: &'a WorkerReport) -> BoxFuture<'a, Result<(), CallError>> {
+            self.0.report_workers(r)
+        }
+        fn worker_keys(&self) -> BoxFuture<'_, Result<WorkerKeySet, CallError>> {
+            self.0.worker_keys()
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 const SKIPPED: &str = "script style noscript template svg math head nav footer aside form iframe object \
                        select button textarea";
 /// Elements whose content is raw text: the scanner looks only for their end tag.
+/// The most skipped elements open at once that are tracked; deeper ones are skipped with them.
+const MAX_SKIPPED_DEPTH: usize = 256;
 const RAW_TEXT: &str = "script style title textarea xmp";
 /// Block elements with a blank line before and after.
 const PARAGRAPHS: &str = "p h1 h2 h3 h4 h5 h6 pre blockquote table ul ol dl section article main header \
@@ -54,7 +56,9 @@ pub fn to_text(html: &str) -> (Option<String>, String) {
                 }
                 if one_of(SKIPPED, name) {
                     // A raw-text element's end tag is consumed with its content.
-                    if !self_closing && !one_of(RAW_TEXT, name) {
+                    // The stack is bounded, so a page of thousands of nested skipped elements
+                    // costs linear time: past the bound everything is skipped anyway.
+                    if !self_closing && !one_of(RAW_TEXT, name) && skipping.len() < MAX_SKIPPED_DEPTH {
                         skipping.push(name);
                     }
                     continue;
@@ -453,6 +457,24 @@ fn named_entity(name: &str) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_of_nested_skipped_elements_are_skipped_whole() {
+        let page = format!(
+            "{}hidden{}<p>after</p>",
+            "<nav>".repeat(20_000),
+            "</b>".repeat(20_000)
+        );
+        let (_, text) = to_text(&page);
+        assert_eq!(text, "", "still inside the navigation");
+        let page = format!(
+            "<p>before</p>{}x{}<p>after</p>",
+            "<aside>".repeat(300),
+            "</aside>".repeat(300)
+        );
+        let (_, text) = to_text(&page);
+        assert!(text.starts_with("before") && !text.contains('x'), "{text}");
+    }
 
     fn text(html: &str) -> String {
         to_text(html).1
