@@ -86,7 +86,8 @@ pub(crate) fn broker_error(what: &str, e: CallError) -> HandlerError {
 /// Waits until the task `name` has ended, polling it with backoff; the task's cancellation
 /// stops the wait.
 pub(crate) async fn wait_for(ctx: &TaskContext, name: &str) -> Result<TaskView, HandlerError> {
-    let mut delay = Duration::from_millis(200);
+    // Short at first, so a quick sub-task is seen done soon after it is.
+    let mut delay = Duration::from_millis(25);
     let mut missing = 0;
     loop {
         match ctx.get_task(name).await {

@@ -43,7 +43,7 @@ pub const MAX_STEPS: usize = 100;
 /// The longest name a sub-task may have.
 const MAX_NAME: usize = 63;
 /// The first wait between two polls of the running steps, and the wait after a change.
-const FIRST_POLL: Duration = Duration::from_millis(200);
+const FIRST_POLL: Duration = Duration::from_millis(25);
 /// The longest wait between two polls.
 const MAX_POLL: Duration = Duration::from_secs(2);
 /// How long a failed workflow waits for the steps it cancelled to end.
