@@ -320,3 +320,26 @@ async fn gemini_grounds_answers_in_google_search() {
     assert_eq!(r.grounding[0].uri, "https://example.org/seoul");
     assert_eq!(s.requests()[0].body["tools"], json!([{"googleSearch": {}}]));
 }
+
+#[tokio::test]
+async fn an_answer_past_the_size_limit_is_refused_not_held() {
+    let huge = "x".repeat(cogo_agent::llm::MAX_ANSWER_BYTES + 1024);
+    for (provider, s) in both().await {
+        let m = model(provider, &s);
+        s.script((0..3).map(|_| Reply::Text(huge.clone())));
+        let e = m.chat(&ChatRequest::user("hi")).await.unwrap_err();
+        assert!(
+            matches!(e, ModelError::Malformed(ref m) if m.contains("over")),
+            "{provider:?}: {e}"
+        );
+        s.script((0..3).map(|_| Reply::Text(huge.clone())));
+        let e = m
+            .chat_stream(&ChatRequest::user("hi"), &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ModelError::Malformed(ref m) if m.contains("over")),
+            "{provider:?}: {e}"
+        );
+    }
+}

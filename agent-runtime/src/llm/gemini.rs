@@ -73,7 +73,11 @@ impl Gemini {
         }
         let status = res.status().as_u16();
         let wait = retry_after(res.headers());
-        let text = res.text().await.unwrap_or_default();
+        // An error's body is read as far as it says what is wrong.
+        let body = super::read_body(res, 64 << 10, self.timeout)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
         Err(error_of(status, wait, &text, &self.model))
     }
 
@@ -105,10 +109,9 @@ impl ChatModel for Gemini {
             let res = self
                 .send(self.post("generateContent", &body(req)).timeout(self.timeout))
                 .await?;
-            let v: Value = res
-                .json()
-                .await
-                .map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
+            let body = super::read_body(res, super::MAX_ANSWER_BYTES, self.timeout).await?;
+            let v: Value =
+                serde_json::from_slice(&body).map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
             let mut answer = Answer::default();
             answer.add(&v)?;
             answer.finish(self.usage(&v))

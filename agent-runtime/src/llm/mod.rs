@@ -489,6 +489,30 @@ impl Model {
     }
 }
 
+/// The most bytes of an answer a client reads: its body, or the text and calls of a stream.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// The body of `res`, or an error once it passes `limit` bytes (a provider, or something posing
+/// as one, cannot make the pod hold more).
+async fn read_body(
+    mut res: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, ModelError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res
+        .chunk()
+        .await
+        .map_err(|e| ModelError::from_reqwest(e, timeout))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ModelError::Malformed(format!("an answer over {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The `Retry-After` of an answer, in seconds (the HTTP-date form is not used by these APIs).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     seconds(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)

@@ -57,7 +57,11 @@ impl OpenAi {
         }
         let status = res.status().as_u16();
         let wait = retry_after(res.headers());
-        let text = res.text().await.unwrap_or_default();
+        // An error's body is read as far as it says what is wrong.
+        let body = super::read_body(res, 64 << 10, self.timeout)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
         Err(error_of(status, wait, &text, &self.model))
     }
 
@@ -89,10 +93,9 @@ impl ChatModel for OpenAi {
             let res = self
                 .send(&body(req, &self.model, false, self.openai_itself))
                 .await?;
-            let v: Value = res
-                .json()
-                .await
-                .map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
+            let body = super::read_body(res, super::MAX_ANSWER_BYTES, self.timeout).await?;
+            let v: Value =
+                serde_json::from_slice(&body).map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
             let choice = v
                 .pointer("/choices/0")
                 .ok_or_else(|| ModelError::Malformed("an answer without choices".into()))?;

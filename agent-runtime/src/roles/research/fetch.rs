@@ -465,9 +465,11 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
     }
     let bits = u128::from(ip);
     let low_v4 = Ipv4Addr::from(bits as u32);
-    // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d)
-    // addresses reach the embedded IPv4 address; so does 6to4 (2002:aabb:ccdd::).
-    if bits >> 32 == 0xffff || bits >> 32 == 0 || bits >> 32 == 0x0064_ff9b << 64 {
+    // IPv4-mapped (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d, SIIT),
+    // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) addresses reach the embedded
+    // IPv4 address; so does 6to4 (2002:aabb:ccdd::).
+    if bits >> 32 == 0xffff || bits >> 32 == 0xffff_0000 || bits >> 32 == 0 || bits >> 32 == 0x0064_ff9b << 64
+    {
         return v4_kind(low_v4);
     }
     if bits >> 112 == 0x2002 {
@@ -794,6 +796,7 @@ mod tests {
             ("2001:db8::1", "for documentation"),
             ("::ffff:10.0.0.1", "private"),
             ("::ffff:169.254.169.254", "link-local (cloud metadata)"),
+            ("::ffff:0:10.0.0.1", "private"),
             ("::127.0.0.1", "loopback"),
             ("64:ff9b::192.168.0.1", "private"),
             ("2002:a00:1::", "private"),
