@@ -18,7 +18,7 @@ pub mod row;
 pub mod tls;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -102,6 +102,13 @@ where x.id = t.id and x.id in (select (jsonb_array_elements_text($1::jsonb))::uu
   and (t.finished_at is not null or t.deleted_at is not null)
   and (t.result_digest is distinct from x.digest or t.result_data is not null)";
 
+/// [`FORGET_RESULTS`] for every row.
+const FORGET_ALL_RESULTS: &str = "
+delete from public.cogo_task_results x using public.distributed_agent_tasks t
+where x.id = t.id
+  and (t.finished_at is not null or t.deleted_at is not null)
+  and (t.result_digest is distinct from x.digest or t.result_data is not null)";
+
 /// Marks the rows of this cluster's tasks that the list at resourceVersion `$2` did not hold
 /// (`$1`): rows written from a newer state are of tasks created since, and stay. The low
 /// [`row::REVISION_BITS`] bits of a version are the resourceVersion it was written from.
@@ -123,7 +130,14 @@ struct State {
     sweep: bool,
     /// The most changes that may wait.
     max_waiting: usize,
+    /// Rows written whose stored results could not be removed yet (the database failed
+    /// between the write and the removal): removed with the next write.
+    unforgotten: HashSet<String>,
 }
+
+/// Rows whose stored results wait for removal, past which every final row's are removed at
+/// once instead.
+const MAX_UNFORGOTTEN: usize = 10_000;
 
 /// The mirror's shared state: the watch loop feeds it, the writer drains it.
 pub struct Mirror {
@@ -407,13 +421,17 @@ impl Mirror {
                     return Err(e);
                 }
             };
-            forget_results(c, &rows).await;
+            self.forget_results(c, &rows).await;
             let now = Instant::now();
             for t in since {
                 self.metrics.mirror_lag(now.duration_since(t));
             }
             self.metrics.mirror_written(rows.len());
             self.written(&rows);
+        }
+        // Stored results a failed removal left behind go as soon as the database is back.
+        if self.state.lock().is_ok_and(|s| !s.unforgotten.is_empty()) {
+            self.forget_results(c, &[]).await;
         }
         let sweep = self.state.lock().is_ok_and(|mut s| std::mem::take(&mut s.sweep));
         if let (true, Some(tasks)) = (sweep, tasks) {
@@ -542,19 +560,37 @@ async fn write(c: &tokio_postgres::Client, rows: &[Row]) -> Result<(), tokio_pos
     Ok(())
 }
 
-/// Removes stored results the rows just written no longer need; a failure only delays that.
-async fn forget_results(c: &tokio_postgres::Client, rows: &[Row]) {
-    let ids: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.deleted || r.finished_at.is_some())
-        .map(|r| r.id.as_str())
-        .collect();
-    if ids.is_empty() {
-        return;
-    }
-    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-    if let Err(e) = c.query_typed(FORGET_RESULTS, &[(&ids, Type::TEXT)]).await {
-        warn!(error = %describe(&e), "cannot remove stored results that rows hold");
+impl Mirror {
+    /// Removes stored results the rows just written no longer need, with those a failed
+    /// removal left behind; a failure only delays that (the ids wait for the next write).
+    async fn forget_results(&self, c: &tokio_postgres::Client, rows: &[Row]) {
+        let mut ids: Vec<String> = rows
+            .iter()
+            .filter(|r| r.deleted || r.finished_at.is_some())
+            .map(|r| r.id.clone())
+            .collect();
+        let waiting = self
+            .state
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.unforgotten))
+            .unwrap_or_default();
+        let all = waiting.len() > MAX_UNFORGOTTEN;
+        ids.extend(waiting);
+        if ids.is_empty() {
+            return;
+        }
+        let done = if all {
+            c.query_typed(FORGET_ALL_RESULTS, &[]).await
+        } else {
+            let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+            c.query_typed(FORGET_RESULTS, &[(&list, Type::TEXT)]).await
+        };
+        if let Err(e) = done {
+            warn!(error = %describe(&e), rows = ids.len(), "cannot remove stored results that rows hold yet; trying again with the next write");
+            if let Ok(mut s) = self.state.lock() {
+                s.unforgotten.extend(ids);
+            }
+        }
     }
 }
 

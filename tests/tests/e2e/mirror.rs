@@ -170,6 +170,33 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
         "0",
         "a stored result is removed once its row holds it"
     );
+    // A removal the database refuses for a while is made with a later write.
+    pg.query(
+        "create function cogo_test_refuse() returns trigger language plpgsql as $$ begin raise exception 'not now'; end $$;
+         create trigger cogo_test_refuse before delete on cogo_task_results for each statement execute function cogo_test_refuse()",
+    );
+    create_tasks(&c, &ns, "later", 1, json!({"input": big}));
+    wait_until(
+        Duration::from_secs(60),
+        "the second large result in its row",
+        || {
+            rows(&pg, &ns.name)
+                .get("later-000")
+                .is_some_and(|r| r["result_data"] == big)
+        },
+    );
+    assert_eq!(
+        pg.query("select count(*) from cogo_task_results"),
+        "1",
+        "the removal was refused"
+    );
+    pg.query("drop trigger cogo_test_refuse on cogo_task_results; drop function cogo_test_refuse()");
+    create_tasks(&c, &ns, "nudge", 1, json!({}));
+    wait_until(
+        Duration::from_secs(60),
+        "the stored result removed with the next write",
+        || pg.query("select count(*) from cogo_task_results") == "0",
+    );
     // A row of another cluster sharing the database, and a live task's row marked deleted by
     // mistake: the resync after the restart below leaves the first and clears the second.
     let theirs = "00000000-0000-4000-8000-0000000000ff";
@@ -198,7 +225,7 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
                 .iter()
                 .filter(|t| t["status"]["phase"] == "Succeeded")
                 .count()
-                == 60 + 2 + 30 + 1
+                == 60 + 2 + 2 + 30 + 1
         },
     );
     let waiting = c.get_json(&ns.name, "agenttask/big-outage-000").unwrap();
@@ -228,7 +255,7 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
         "the TTL deletion once the row is written",
         || c.get_json(&ns.name, "agenttask/short-000").is_none(),
     );
-    wait_mirrored(&pg, &ns, 93, 90);
+    wait_mirrored(&pg, &ns, 95, 90);
     let rs = rows(&pg, &ns.name);
     assert_eq!(
         rs["big-outage-000"]["result_data"], big,
