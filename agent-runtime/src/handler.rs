@@ -39,6 +39,18 @@ impl HandlerError {
     pub fn cancelled() -> Self {
         HandlerError::fatal("cancelled")
     }
+
+    /// The failure of a broker call about a sub-task (`what` says which): refused for what it
+    /// is (a limit, a bad request, a name another task holds) it fails the task at once;
+    /// anything else may pass when the task is retried.
+    pub fn of_broker(what: &str, e: CallError) -> Self {
+        let message = format!("{what}: {e}");
+        match e {
+            CallError::Refused(400 | 403 | 422, _) => HandlerError::fatal(message),
+            CallError::Refused(409, body) if body.code == "AlreadyExists" => HandlerError::fatal(message),
+            _ => HandlerError::retryable(message),
+        }
+    }
 }
 
 /// What a handler may look at while it runs.

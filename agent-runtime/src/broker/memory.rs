@@ -31,6 +31,7 @@ struct State {
     heartbeats: BTreeMap<String, u32>,
     parents: BTreeMap<String, String>,
     progress: BTreeMap<String, String>,
+    creates: Vec<String>,
     reports: Vec<WorkerReport>,
     keys: WorkerKeySet,
     failing_completes: u32,
@@ -122,6 +123,19 @@ impl MemoryBroker {
     /// The latest progress `name` reported with a heartbeat.
     pub fn progress(&self, name: &str) -> Option<String> {
         self.state().progress.get(name).cloned()
+    }
+
+    /// The names of every sub-task creation asked for (also of those that existed), in order.
+    pub fn subtask_creates(&self) -> Vec<String> {
+        self.state().creates.clone()
+    }
+
+    /// Deletes a task: reading it answers 404 from now on, and so do its heartbeats.
+    pub fn delete(&self, name: &str) {
+        let mut s = self.state();
+        s.all.remove(name);
+        s.queued.retain(|t| t.name != name);
+        s.outcomes.remove(name);
     }
 
     /// The sub-tasks of `parent`, by name.
@@ -267,6 +281,7 @@ impl BrokerApi for MemoryBroker {
     ) -> BoxFuture<'a, Result<TaskView, CallError>> {
         Box::pin(async move {
             let name = req.name.clone().unwrap_or_else(|| format!("{}-sub", parent.name));
+            self.state().creates.push(name.clone());
             let (exists, made, max) = {
                 let s = self.state();
                 (s.all.contains_key(&name), s.parents.len(), s.max_subtasks)

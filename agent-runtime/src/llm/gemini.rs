@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ChatMessage, ChatModel, ChatRequest, ChatResponse, Grounding, ModelConfig, ModelError, ToolCall,
-    arguments_object, retry_after, sse,
+    arguments_object, sse,
 };
 
 /// Google's endpoint, used when the CogoAgent's `model.endpoint` is unset.
@@ -64,21 +64,10 @@ impl Gemini {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ModelError> {
-        let res = req
-            .send()
-            .await
-            .map_err(|e| ModelError::from_reqwest(e, self.timeout))?;
-        if res.status().is_success() {
-            return Ok(res);
-        }
-        let status = res.status().as_u16();
-        let wait = retry_after(res.headers());
-        // An error's body is read as far as it says what is wrong.
-        let body = super::read_body(res, 64 << 10, self.timeout)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
-        Err(error_of(status, wait, &text, &self.model))
+        super::send(req, self.timeout, |status, wait, text| {
+            error_of(status, wait, text, &self.model)
+        })
+        .await
     }
 
     fn usage(&self, v: &Value) -> Usage {
@@ -109,9 +98,7 @@ impl ChatModel for Gemini {
             let res = self
                 .send(self.post("generateContent", &body(req)).timeout(self.timeout))
                 .await?;
-            let body = super::read_body(res, super::MAX_ANSWER_BYTES, self.timeout).await?;
-            let v: Value =
-                serde_json::from_slice(&body).map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
+            let v = super::json_answer(res, self.timeout).await?;
             let mut answer = Answer::default();
             answer.add(&v)?;
             answer.finish(self.usage(&v))
@@ -154,9 +141,7 @@ impl ChatModel for Gemini {
                 }
                 answer.finish(usage)
             };
-            tokio::time::timeout(self.timeout, streamed)
-                .await
-                .map_err(|_| ModelError::Timeout(self.timeout))?
+            super::within(self.timeout, streamed).await
         })
     }
 }

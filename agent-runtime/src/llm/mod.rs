@@ -489,6 +489,43 @@ impl Model {
     }
 }
 
+/// Sends `req`; an answer that is not a success becomes the provider's error, which
+/// `error_of` reads from its status, `Retry-After` and body (its first 64 KiB, as far as it
+/// says what is wrong).
+async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    error_of: impl FnOnce(u16, Option<Duration>, &str) -> ModelError,
+) -> Result<reqwest::Response, ModelError> {
+    let res = req
+        .send()
+        .await
+        .map_err(|e| ModelError::from_reqwest(e, timeout))?;
+    if res.status().is_success() {
+        return Ok(res);
+    }
+    let status = res.status().as_u16();
+    let wait = retry_after(res.headers());
+    let body = read_body(res, 64 << 10, timeout).await.unwrap_or_default();
+    Err(error_of(status, wait, &String::from_utf8_lossy(&body)))
+}
+
+/// The JSON of a successful answer, read up to [`MAX_ANSWER_BYTES`].
+async fn json_answer(res: reqwest::Response, timeout: Duration) -> Result<Value, ModelError> {
+    let body = read_body(res, MAX_ANSWER_BYTES, timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))
+}
+
+/// `work`, or [`ModelError::Timeout`] once `timeout` has passed (a stream as a whole).
+async fn within<T>(
+    timeout: Duration,
+    work: impl Future<Output = Result<T, ModelError>>,
+) -> Result<T, ModelError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ModelError::Timeout(timeout))?
+}
+
 /// The most bytes of an answer a client reads: its body, or the text and calls of a stream.
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
@@ -525,14 +562,6 @@ fn seconds(text: &str) -> Option<Duration> {
     (s.is_finite() && s >= 0.0)
         .then(|| Duration::try_from_secs_f64(s.min(86_400.0)).ok())
         .flatten()
-}
-
-/// The host of an `http(s)://` URL.
-fn host_of(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    Some(host.split(':').next().unwrap_or(host))
 }
 
 /// A tool's arguments from the model: an object, or `{}` when it sent none.

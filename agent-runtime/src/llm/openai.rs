@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ChatMessage, ChatModel, ChatRequest, ChatResponse, ModelConfig, ModelError, ToolCall, arguments_object,
-    retry_after, sse,
+    sse,
 };
 
 /// An OpenAI-compatible model.
@@ -38,31 +38,19 @@ impl OpenAi {
             model: config.name.clone(),
             key: config.api_key.clone(),
             timeout: config.timeout,
-            openai_itself: super::host_of(endpoint) == Some("api.openai.com"),
+            openai_itself: crate::broker::host_port(endpoint).as_deref() == Some("api.openai.com:443"),
         })
     }
 
     async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
-        let mut req = self.http.post(&self.url).json(body);
+        let mut req = self.http.post(&self.url).json(body).timeout(self.timeout);
         if !self.key.is_empty() {
             req = req.bearer_auth(&self.key);
         }
-        let res = req
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| ModelError::from_reqwest(e, self.timeout))?;
-        if res.status().is_success() {
-            return Ok(res);
-        }
-        let status = res.status().as_u16();
-        let wait = retry_after(res.headers());
-        // An error's body is read as far as it says what is wrong.
-        let body = super::read_body(res, 64 << 10, self.timeout)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
-        Err(error_of(status, wait, &text, &self.model))
+        super::send(req, self.timeout, |status, wait, text| {
+            error_of(status, wait, text, &self.model)
+        })
+        .await
     }
 
     fn usage(&self, v: &Value) -> Usage {
@@ -93,9 +81,7 @@ impl ChatModel for OpenAi {
             let res = self
                 .send(&body(req, &self.model, false, self.openai_itself))
                 .await?;
-            let body = super::read_body(res, super::MAX_ANSWER_BYTES, self.timeout).await?;
-            let v: Value =
-                serde_json::from_slice(&body).map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
+            let v = super::json_answer(res, self.timeout).await?;
             let choice = v
                 .pointer("/choices/0")
                 .ok_or_else(|| ModelError::Malformed("an answer without choices".into()))?;
@@ -206,9 +192,7 @@ impl ChatModel for OpenAi {
                     grounding: vec![],
                 })
             };
-            tokio::time::timeout(self.timeout, streamed)
-                .await
-                .map_err(|_| ModelError::Timeout(self.timeout))?
+            super::within(self.timeout, streamed).await
         })
     }
 }

@@ -7,10 +7,7 @@ use std::time::Duration;
 use cogo_api::{TaskPhase, broker::SubtaskRequest};
 use serde_json::{Value, json};
 
-use crate::{
-    broker::CallError,
-    handler::{HandlerError, HandlerFuture, Registry, TaskContext, TaskHandler},
-};
+use crate::handler::{HandlerError, HandlerFuture, Registry, TaskContext, TaskHandler};
 
 /// Registers the built-in handlers.
 pub fn register(registry: &mut Registry) {
@@ -113,14 +110,10 @@ impl TaskHandler for Fanout {
                     timeout_seconds: None,
                     retry: None,
                 };
-                let view = ctx.create_subtask(req).await.map_err(|e| {
-                    let message = format!("cannot create sub-task {i}: {e}");
-                    match e {
-                        // Refused for what it is (a limit, a bad request): trying again would not help.
-                        CallError::Refused(400 | 403 | 422, _) => HandlerError::fatal(message),
-                        _ => HandlerError::retryable(message),
-                    }
-                })?;
+                let view = ctx
+                    .create_subtask(req)
+                    .await
+                    .map_err(|e| HandlerError::of_broker(&format!("cannot create sub-task {i}"), e))?;
                 names.push(view.name);
             }
             let mut results = vec![Value::Null; names.len()];

@@ -4,10 +4,7 @@
 use cogo_api::catalogue::llm::{GENERATE, GenerateInput, GenerateResult, Speaker};
 use serde_json::Value;
 
-use super::{
-    model_error,
-    research::{need_model, unless_cancelled},
-};
+use super::{ask, need_model};
 use crate::{
     handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input},
     llm::{ChatMessage, ChatRequest, SharedModel},
@@ -25,8 +22,7 @@ impl TaskHandler for Generate {
             let input: GenerateInput = parse_input(GENERATE, input)?;
             let model = need_model(&self.model, GENERATE)?;
             let req = request(input)?;
-            let answer =
-                unless_cancelled(&ctx, async { model.chat(&req).await.map_err(model_error) }).await?;
+            let answer = ask(&ctx, &model, &req).await?;
             let result = if req.response_schema.is_some() {
                 let json = serde_json::from_str(answer.text.trim()).map_err(|e| {
                     HandlerError::retryable(format!(

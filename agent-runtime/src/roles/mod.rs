@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 
 use crate::{
     broker::SharedBroker,
-    handler::{HandlerError, Registry},
-    llm::{ModelError, SharedModel},
+    handler::{HandlerError, Registry, TaskContext},
+    llm::{ChatRequest, ChatResponse, Model, SharedModel},
     pod::Metrics,
     pull::{FixedSlots, Lane},
 };
@@ -105,10 +105,38 @@ pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -
     parts
 }
 
-/// The task failure of a model call that failed: retryable when another call may succeed.
-pub(crate) fn model_error(e: ModelError) -> HandlerError {
-    HandlerError {
-        retryable: e.retryable(),
-        message: e.to_string(),
+/// Asks `model` for an answer to `req`, unless the task is cancelled first. A failed call
+/// fails the task, retryable when another call may succeed.
+pub(crate) async fn ask(
+    ctx: &TaskContext,
+    model: &Model,
+    req: &ChatRequest,
+) -> Result<ChatResponse, HandlerError> {
+    unless_cancelled(ctx, async {
+        model.chat(req).await.map_err(|e| HandlerError {
+            retryable: e.retryable(),
+            message: e.to_string(),
+        })
+    })
+    .await
+}
+
+/// The model, or the error of an agent that has none.
+pub(crate) fn need_model(model: &Option<SharedModel>, task_type: &str) -> Result<SharedModel, HandlerError> {
+    model.clone().ok_or_else(|| {
+        HandlerError::fatal(format!(
+            "{task_type} needs a model, and this agent has none: set spec.model on its CogoAgent"
+        ))
+    })
+}
+
+/// Runs `work` unless the task is cancelled first.
+pub(crate) async fn unless_cancelled<T>(
+    ctx: &TaskContext,
+    work: impl Future<Output = Result<T, HandlerError>>,
+) -> Result<T, HandlerError> {
+    tokio::select! {
+        r = work => r,
+        _ = ctx.until_cancelled() => Err(HandlerError::cancelled()),
     }
 }

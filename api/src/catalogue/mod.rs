@@ -84,6 +84,37 @@ fn entry<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use serde::de::DeserializeOwned;
+    use serde_json::{Value, json};
+
+    fn refused<T: DeserializeOwned>(input: Value, field: &str) {
+        let e = serde_json::from_value::<T>(input.clone())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains(&format!("unknown field `{field}`"))),
+            "{input}: {e:?}"
+        );
+    }
+
+    #[test]
+    fn every_input_refuses_an_unknown_field_by_name() {
+        refused::<super::llm::GenerateInput>(json!({"prompt": "a", "temprature": 1}), "temprature");
+        refused::<super::research::QueryInput>(json!({"question": "q", "url": "x"}), "url");
+        refused::<super::research::SummarizeInput>(json!({"text": "t", "words": 3}), "words");
+        refused::<super::workflow::RunInput>(json!({"steps": [], "fail_fast": true}), "fail_fast");
+        refused::<super::workflow::RunInput>(
+            json!({"steps": [{"id": "a", "type": "cogo.echo", "depends": ["b"]}]}),
+            "depends",
+        );
+        refused::<super::workflow::PlanInput>(json!({"goal": "g", "steps": 3}), "steps");
+        refused::<super::workflow::ChatInput>(
+            json!({"sessionId": "s", "message": "m", "lang": "ko"}),
+            "lang",
+        );
+    }
+
     #[test]
     fn every_entry_has_an_object_schema_from_its_type() {
         let entries = super::entries();

@@ -11,14 +11,11 @@ use cogo_api::{
 };
 use serde_json::{Value, json};
 
-use super::{broker_error, outcome_json, tools, wait_for};
+use super::{outcome_json, tools, wait_for};
 use crate::{
     handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input},
     llm::{ChatMessage, ChatRequest, SharedModel},
-    roles::{
-        model_error,
-        research::{need_model, unless_cancelled},
-    },
+    roles::{ask, need_model},
 };
 
 /// Tool calls one message may make in all.
@@ -64,8 +61,7 @@ impl TaskHandler for Chat {
                     // Enough tasks: the model answers with what it has.
                     req.tools.clear();
                 }
-                let answer =
-                    unless_cancelled(&ctx, async { model.chat(&req).await.map_err(model_error) }).await?;
+                let answer = ask(&ctx, &model, &req).await?;
                 usage.add(&answer.usage);
                 if answer.calls.is_empty() || req.tools.is_empty() {
                     let result = ChatResult {
@@ -137,7 +133,7 @@ async fn start(
         let view = ctx
             .create_subtask(sub)
             .await
-            .map_err(|e| broker_error(&format!("cannot start {}", entry.task_type), e))?;
+            .map_err(|e| HandlerError::of_broker(&format!("cannot start {}", entry.task_type), e))?;
         if view.task_type == entry.task_type && view.input.as_ref() == Some(arguments) {
             return Ok(view);
         }

@@ -50,37 +50,28 @@ pub fn register(config: &RoleConfig, registry: &mut Registry) -> RoleParts {
     }
 }
 
-/// A catalogue type as a model's tool: its name (the type with `_` for `.`, which OpenAI
-/// refuses in names) and the catalogue entry.
-pub fn tools() -> Vec<(ToolSpec, catalogue::Entry)> {
-    catalogue::entries()
-        .into_iter()
-        .map(|e| {
-            let spec = ToolSpec {
-                name: tool_name(e.task_type),
-                description: e.description.to_string(),
-                parameters: e.input_schema.clone(),
-            };
-            (spec, e)
-        })
-        .collect()
+/// The catalogue types as a model's tools: each tool's name (the type with `_` for `.`, which
+/// OpenAI refuses in names) and the catalogue entry, made once.
+pub fn tools() -> &'static [(ToolSpec, catalogue::Entry)] {
+    static TOOLS: std::sync::OnceLock<Vec<(ToolSpec, catalogue::Entry)>> = std::sync::OnceLock::new();
+    TOOLS.get_or_init(|| {
+        catalogue::entries()
+            .into_iter()
+            .map(|e| {
+                let spec = ToolSpec {
+                    name: tool_name(e.task_type),
+                    description: e.description.to_string(),
+                    parameters: e.input_schema.clone(),
+                };
+                (spec, e)
+            })
+            .collect()
+    })
 }
 
 /// The tool name of a task type.
 pub fn tool_name(task_type: &str) -> String {
     task_type.replace('.', "_")
-}
-
-/// The failure of a broker call about a sub-task: refused for what it is (a limit, a bad
-/// request) fails the task at once; anything else may pass when the task is retried.
-pub(crate) fn broker_error(what: &str, e: CallError) -> HandlerError {
-    let message = format!("{what}: {e}");
-    match e {
-        CallError::Refused(400 | 403 | 422, _) => HandlerError::fatal(message),
-        // The name is another task's: trying again finds it taken again.
-        CallError::Refused(409, body) if body.code == "AlreadyExists" => HandlerError::fatal(message),
-        _ => HandlerError::retryable(message),
-    }
 }
 
 /// Waits until the task `name` has ended, polling it with backoff; the task's cancellation

@@ -17,15 +17,12 @@ use cogo_api::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{broker_error, tools, workflow};
+use super::{tools, workflow};
 use crate::{
     broker::CallError,
     handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input},
     llm::{ChatMessage, ChatRequest, SharedModel, ToolSpec},
-    roles::{
-        model_error,
-        research::{need_model, unless_cancelled},
-    },
+    roles::{ask, need_model},
 };
 
 /// Times the model may correct a plan that does not pass the checks.
@@ -69,7 +66,7 @@ impl TaskHandler for Plan {
                     let view = ctx
                         .create_subtask(req)
                         .await
-                        .map_err(|e| broker_error("cannot record the plan", e))?;
+                        .map_err(|e| HandlerError::of_broker("cannot record the plan", e))?;
                     // Another attempt may have recorded its plan first: that one runs.
                     match view.input.as_ref().and_then(steps_of) {
                         Some(kept) => (kept, usage),
@@ -98,7 +95,7 @@ async fn recorded(ctx: &TaskContext, record: &str) -> Result<Option<Vec<Step>>, 
     match ctx.get_task(record).await {
         Ok(view) => Ok(view.input.as_ref().and_then(steps_of)),
         Err(CallError::Refused(404, _)) => Ok(None),
-        Err(e) => Err(broker_error("cannot read the recorded plan", e)),
+        Err(e) => Err(HandlerError::of_broker("cannot read the recorded plan", e)),
     }
 }
 
@@ -159,7 +156,7 @@ async fn plan(
     };
     let mut usage = Usage::default();
     for round in 0..=CORRECTIONS {
-        let answer = unless_cancelled(ctx, async { model.chat(&req).await.map_err(model_error) }).await?;
+        let answer = ask(ctx, model, &req).await?;
         usage.add(&answer.usage);
         if answer.calls.is_empty() {
             return Err(HandlerError::fatal(format!(

@@ -585,7 +585,7 @@ impl<'s> Runner<'s> {
                 retry: step.retry.clone(),
             };
             let view = ctx.create_subtask(req).await.map_err(|e| {
-                super::broker_error(&format!("step {}: cannot create sub-task {name}", step.id), e)
+                HandlerError::of_broker(&format!("step {}: cannot create sub-task {name}", step.id), e)
             })?;
             if view.parent.as_deref() != Some(ctx.task.name.as_str()) {
                 return Err(not_ours(&step.id, &view));
@@ -734,16 +734,15 @@ fn elide(mut s: String, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use cogo_api::broker::{CompleteRequest, LeaseRequest, LeasedTask, Outcome, WorkerKeySet, WorkerReport};
-    use futures::future::BoxFuture;
+    use cogo_api::broker::Outcome;
     use serde_json::json;
     use tokio::sync::watch;
 
     use super::*;
     use crate::{
-        broker::{BrokerApi, CallError, SharedBroker, memory::MemoryBroker},
+        broker::{BrokerApi, SharedBroker, memory::MemoryBroker},
         handler::{Registry, local_task},
         pull::testing::{Pulling, own_lane},
         roles::builtin,
@@ -1110,58 +1109,6 @@ mod tests {
         pull.stop().await;
     }
 
-    /// The memory broker, recording the sub-tasks asked for through it.
-    struct Recording(Arc<MemoryBroker>, Mutex<Vec<String>>);
-
-    impl BrokerApi for Recording {
-        fn pod(&self) -> &str {
-            self.0.pod()
-        }
-        fn lease(&self, req: LeaseRequest) -> BoxFuture<'_, Result<Vec<LeasedTask>, CallError>> {
-            self.0.lease(req)
-        }
-        fn heartbeat<'a>(
-            &'a self,
-            t: &'a LeasedTask,
-            p: Option<&'a str>,
-        ) -> BoxFuture<'a, Result<bool, CallError>> {
-            self.0.heartbeat(t, p)
-        }
-        fn complete<'a>(
-            &'a self,
-            t: &'a LeasedTask,
-            r: &'a CompleteRequest,
-        ) -> BoxFuture<'a, Result<(), CallError>> {
-            self.0.complete(t, r)
-        }
-        fn create_subtask<'a>(
-            &'a self,
-            parent: &'a LeasedTask,
-            req: &'a SubtaskRequest,
-        ) -> BoxFuture<'a, Result<TaskView, CallError>> {
-            self.1.lock().unwrap().extend(req.name.clone());
-            self.0.create_subtask(parent, req)
-        }
-        fn cancel_subtask<'a>(
-            &'a self,
-            t: &'a LeasedTask,
-            name: &'a str,
-        ) -> BoxFuture<'a, Result<(), CallError>> {
-            self.0.cancel_subtask(t, name)
-        }
-        fn get_task<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<TaskView, CallError>> {
-            self.0.get_task(name)
-        }
-        fn report_workers<'a>(&'a self, r: &'a WorkerReport) -> BoxFuture<'a, Result<(), CallError>> {
-            self.0.report_workers(r)
-        }
-        fn worker_keys(&self) -> BoxFuture<'_, Result<WorkerKeySet, CallError>> {
-            self.0.worker_keys()
-        }
-    }
-
-    /// A new attempt (the Orchestrator pod died) adopts the steps the earlier one started:
-    /// a step that succeeded is never created again.
     #[tokio::test]
     async fn a_new_attempt_carries_on_from_the_steps_already_run() {
         let (broker, pull) = pulling();
@@ -1180,12 +1127,12 @@ mod tests {
         };
         broker.create_subtask(&earlier, &a).await.unwrap();
         broker.outcome("wf-a", SECONDS).await.unwrap();
-        let recording = Arc::new(Recording(broker.clone(), Mutex::default()));
+        let before = broker.subtask_creates().len();
         let input = json!({"steps": [
             step("a", "cogo.echo", &[], json!({"x": 1})),
             step("b", "cogo.echo", &["a"], json!({"y": "{{steps.a.result.x}}"})),
         ]});
-        let (_cancel, ctx, _) = direct(recording.clone(), "wf");
+        let (_cancel, ctx, _) = direct(broker.clone(), "wf");
         let result = RunWorkflow.run(&input, ctx).await.unwrap();
         assert_eq!(
             result["steps"]["a"]["result"],
@@ -1193,10 +1140,14 @@ mod tests {
             "the earlier a, adopted"
         );
         assert_eq!(result["steps"]["b"]["result"], json!({"y": 7}));
-        assert_eq!(*recording.1.lock().unwrap(), ["wf-b"]);
-        let (_cancel, ctx, _) = direct(recording.clone(), "wf");
+        assert_eq!(broker.subtask_creates()[before..], ["wf-b"]);
+        let (_cancel, ctx, _) = direct(broker.clone(), "wf");
         assert_eq!(RunWorkflow.run(&input, ctx).await.unwrap(), result);
-        assert_eq!(*recording.1.lock().unwrap(), ["wf-b"], "nothing created again");
+        assert_eq!(
+            broker.subtask_creates()[before..],
+            ["wf-b"],
+            "nothing created again"
+        );
         pull.stop().await;
     }
 
@@ -1242,71 +1193,19 @@ mod tests {
         let (broker, pull) = pulling();
         let input =
             json!({"failFast": false, "steps": [step("a", "cogo.sleep", &[], json!({"seconds": 60}))]});
-        let (_cancel, ctx, _) = direct(Arc::new(Forgetful(broker.clone())), "gone");
-        let e = RunWorkflow.run(&input, ctx).await.unwrap_err();
+        let (_cancel, ctx, _) = direct(broker.clone(), "gone");
+        let run = tokio::spawn(async move { RunWorkflow.run(&input, ctx).await });
+        while broker.get_task("gone-a").await.ok().map(|v| v.phase) != Some(TaskPhase::Running) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        broker.delete("gone-a");
+        let e = run.await.unwrap().unwrap_err();
         assert!(
             e.message.contains("its sub-task gone-a was deleted"),
             "{}",
             e.message
         );
         pull.stop().await;
-    }
-
-    /// A broker that creates sub-tasks and then no longer finds them.
-    struct Forgetful(Arc<MemoryBroker>);
-
-    impl BrokerApi for Forgetful {
-        fn pod(&self) -> &str {
-            self.0.pod()
-        }
-        fn lease(&self, req: LeaseRequest) -> BoxFuture<'_, Result<Vec<LeasedTask>, CallError>> {
-            self.0.lease(req)
-        }
-        fn heartbeat<'a>(
-            &'a self,
-            t: &'a LeasedTask,
-            p: Option<&'a str>,
-        ) -> BoxFuture<'a, Result<bool, CallError>> {
-            self.0.heartbeat(t, p)
-        }
-        fn complete<'a>(
-            &'a self,
-            t: &'a LeasedTask,
-            r: &'a CompleteRequest,
-        ) -> BoxFuture<'a, Result<(), CallError>> {
-            self.0.complete(t, r)
-        }
-        fn create_subtask<'a>(
-            &'a self,
-            parent: &'a LeasedTask,
-            req: &'a SubtaskRequest,
-        ) -> BoxFuture<'a, Result<TaskView, CallError>> {
-            self.0.create_subtask(parent, req)
-        }
-        fn cancel_subtask<'a>(
-            &'a self,
-            parent: &'a LeasedTask,
-            name: &'a str,
-        ) -> BoxFuture<'a, Result<(), CallError>> {
-            self.0.cancel_subtask(parent, name)
-        }
-        fn get_task<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<TaskView, CallError>> {
-            Box::pin(async move {
-                Err(CallError::Refused(
-                    404,
-                    cogo_api::broker::ErrorBody {
-                        code: "TaskNotFound".into(),
-                        message: format!("no task {name}"),
-                    },
-                ))
-            })
-        }
-        fn report_workers<'a>(&'a self, r: &'a WorkerReport) -> BoxFuture<'a, Result<(), CallError>> {
-            self.0.report_workers(r)
-        }
-        fn worker_keys(&self) -> BoxFuture<'_, Result<WorkerKeySet, CallError>> {
-            self.0.worker_keys()
-        }
     }
 
     #[test]

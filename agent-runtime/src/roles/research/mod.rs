@@ -14,7 +14,7 @@ use cogo_api::{
 use serde_json::Value;
 
 use self::fetch::{FetchPolicy, Page};
-use super::model_error;
+use super::{ask, need_model, unless_cancelled};
 use crate::{
     handler::{HandlerError, HandlerFuture, Registry, TaskContext, TaskHandler, parse_input},
     llm::{ChatRequest, SharedModel},
@@ -37,26 +37,6 @@ pub fn register(registry: &mut Registry, model: Option<SharedModel>, policy: Fet
         },
     );
     registry.register(SUMMARIZE, Summarize { model, policy });
-}
-
-/// The model, or the error of an agent that has none.
-pub(crate) fn need_model(model: &Option<SharedModel>, task_type: &str) -> Result<SharedModel, HandlerError> {
-    model.clone().ok_or_else(|| {
-        HandlerError::fatal(format!(
-            "{task_type} needs a model, and this agent has none: set spec.model on its CogoAgent"
-        ))
-    })
-}
-
-/// Runs `work` unless the task is cancelled first.
-pub(crate) async fn unless_cancelled<T>(
-    ctx: &TaskContext,
-    work: impl Future<Output = Result<T, HandlerError>>,
-) -> Result<T, HandlerError> {
-    tokio::select! {
-        r = work => r,
-        _ = ctx.until_cancelled() => Err(HandlerError::cancelled()),
-    }
 }
 
 fn fetch_error(url: &str, e: fetch::FetchError) -> HandlerError {
@@ -123,8 +103,7 @@ impl TaskHandler for Query {
                 search: input.search,
                 ..ChatRequest::user(query_prompt(&input.question, &pages))
             };
-            let answer =
-                unless_cancelled(&ctx, async { model.chat(&req).await.map_err(model_error) }).await?;
+            let answer = ask(&ctx, &model, &req).await?;
             let mut sources: Vec<Source> = pages
                 .iter()
                 .map(|p| Source {
@@ -218,8 +197,7 @@ impl TaskHandler for Summarize {
                 )),
                 ..ChatRequest::user(text.chars().take(TEXT_BUDGET).collect::<String>())
             };
-            let answer =
-                unless_cancelled(&ctx, async { model.chat(&req).await.map_err(model_error) }).await?;
+            let answer = ask(&ctx, &model, &req).await?;
             let result = SummarizeResult {
                 summary: answer.text.trim().to_string(),
                 usage: answer.usage,
