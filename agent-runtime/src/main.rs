@@ -12,7 +12,11 @@ use cogo_agent::{
     broker::{self, HttpBroker, SharedBroker, TokenSource},
     llm::{Model, ModelConfig, ModelMetrics},
     pod,
-    roles::{RoleConfig, research::fetch::FetchPolicy},
+    roles::{
+        RoleConfig, Storage,
+        indexing::{EmbeddingPrefixes, IndexPolicy},
+        research::fetch::FetchPolicy,
+    },
 };
 use cogo_api::{AgentRole, agent::ModelProvider};
 use tracing::{info, warn};
@@ -84,6 +88,23 @@ struct Args {
     /// a task could otherwise reach the cluster's internal services or cloud metadata).
     #[arg(long, env = "COGO_RESEARCH_ALLOW_PRIVATE", default_value_t = false)]
     research_allow_private: bool,
+    /// The database the Indexing and GraphRAG agents keep indexes and graphs in (a libpq
+    /// connection string); without it they keep them in a local store.
+    #[arg(long, env = "COGO_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// PEM roots for the database's TLS, when its connection string names none.
+    #[arg(long, env = "COGO_DATABASE_CA", hide_env_values = true)]
+    database_ca: Option<String>,
+    /// The local store's directory; default `cogo-store` in the system's temporary directory.
+    #[arg(long, env = "COGO_STORE_DIR")]
+    store_dir: Option<std::path::PathBuf>,
+    /// Text the Indexing agent puts before a query it embeds (`query: ` for an e5 model served
+    /// as it is).
+    #[arg(long, env = "COGO_EMBEDDING_QUERY_PREFIX", default_value = "")]
+    embedding_query_prefix: String,
+    /// Text the Indexing agent puts before a chunk it embeds (`passage: ` for an e5 model).
+    #[arg(long, env = "COGO_EMBEDDING_PASSAGE_PREFIX", default_value = "")]
+    embedding_passage_prefix: String,
 }
 
 fn parse_provider(s: &str) -> Result<ModelProvider, String> {
@@ -183,6 +204,22 @@ async fn main() -> anyhow::Result<()> {
         fetch: FetchPolicy {
             allow_private: args.research_allow_private,
             ..FetchPolicy::default()
+        },
+        storage: Storage {
+            database_url: args.database_url.clone().filter(|u| !u.is_empty()),
+            database_ca: args
+                .database_ca
+                .clone()
+                .filter(|c| !c.is_empty())
+                .map(String::into_bytes),
+            dir: args.store_dir.clone().unwrap_or_else(|| Storage::default().dir),
+        },
+        index: IndexPolicy {
+            prefixes: EmbeddingPrefixes {
+                query: args.embedding_query_prefix.clone(),
+                passage: args.embedding_passage_prefix.clone(),
+            },
+            ..IndexPolicy::default()
         },
     };
     let listener = tokio::net::TcpListener::bind(addr)

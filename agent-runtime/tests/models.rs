@@ -343,3 +343,127 @@ async fn an_answer_past_the_size_limit_is_refused_not_held() {
         );
     }
 }
+
+/// A scripted `/v1/embeddings` server: each request gets the next (status, body) and is
+/// recorded.
+async fn embeddings_server(
+    script: Vec<(u16, Value)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::{Json, Router, http::StatusCode, routing::post};
+    let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(script)));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let app = Router::new().route(
+        "/v1/embeddings",
+        post(move |headers: axum::http::HeaderMap, Json(body): Json<Value>| {
+            let (script, seen) = (script.clone(), seen2.clone());
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                seen.lock().unwrap().push(json!({"auth": auth, "body": body}));
+                let (status, answer) = script.lock().unwrap().pop_front().unwrap_or((500, json!({})));
+                let mut res = (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response();
+                if status == 429 {
+                    res.headers_mut().insert("retry-after", "0".parse().unwrap());
+                }
+                res
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), seen)
+}
+
+use axum::response::IntoResponse;
+
+fn embedder(endpoint: &str, attempts: u32) -> Model {
+    let config = ModelConfig {
+        provider: ModelProvider::OpenAICompatible,
+        name: "embed-small".into(),
+        endpoint: Some(endpoint.into()),
+        api_key: KEY.into(),
+        timeout: Duration::from_secs(5),
+        attempts,
+    };
+    Model::new(config.client().unwrap(), attempts, ModelMetrics::default()).with_backoff(Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    })
+}
+
+#[tokio::test]
+async fn embeddings_come_back_in_the_texts_order_and_bad_answers_are_refused() {
+    let texts = vec!["first".to_string(), "second".to_string()];
+    let data = |items: Value| {
+        json!({"object": "list", "data": items, "model": "embed-small",
+                                     "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    };
+    let (url, seen) = embeddings_server(vec![
+        (
+            429,
+            json!({"error": {"message": "slow down", "type": "rate_limit"}}),
+        ),
+        // Out of order: `index` says which text each is.
+        (
+            200,
+            data(json!([{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}])),
+        ),
+        (200, json!({"object": "list"})),
+        (200, data(json!([{"index": 0, "embedding": [1.0, 0.0]}]))),
+        (
+            200,
+            data(json!([{"index": 0, "embedding": [1.0, 0.0]}, {"index": 1, "embedding": [1.0]}])),
+        ),
+        (
+            200,
+            data(json!([{"index": 0, "embedding": ["x"]}, {"index": 1, "embedding": [1.0]}])),
+        ),
+        (
+            401,
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
+        ),
+    ])
+    .await;
+    let m = embedder(&url, 3);
+    let e = m.embed(&texts).await.unwrap();
+    assert_eq!(e.vectors, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+    assert_eq!((e.usage.model.as_str(), e.usage.input_tokens), ("embed-small", 4));
+    let sent = seen.lock().unwrap()[0].clone();
+    assert_eq!(sent["auth"], format!("Bearer {KEY}"));
+    assert_eq!(
+        sent["body"],
+        json!({"model": "embed-small", "input": ["first", "second"], "encoding_format": "float"})
+    );
+    // Unreadable answers are retryable; one attempt each here, to see every one.
+    let once = embedder(&url, 1);
+    for want in [
+        "without data",
+        "no embedding for text 1",
+        "different dimensions",
+        "not a list of numbers",
+    ] {
+        let err = once.embed(&texts).await.unwrap_err();
+        assert!(
+            matches!(err, ModelError::Malformed(_)) && err.to_string().contains(want),
+            "{want}: {err}"
+        );
+    }
+    let calls = seen.lock().unwrap().len();
+    let err = m.embed(&texts).await.unwrap_err();
+    assert!(matches!(err, ModelError::BadKey(_)), "{err}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        calls + 1,
+        "a refused key is not tried again"
+    );
+
+    // Gemini's client offers none, and says so.
+    let g = StandIn::gemini(KEY).await;
+    let err = model(ModelProvider::Gemini, &g).embed(&texts).await.unwrap_err();
+    assert!(err.to_string().contains("gives no embeddings here"), "{err}");
+    assert!(g.requests().is_empty());
+}

@@ -48,6 +48,8 @@ fn start(roles_run: &[AgentRole], model: Option<SharedModel>, fetch: FetchPolicy
             no_worker_for: Duration::from_secs(2),
             model: model.clone(),
             fetch: fetch.clone(),
+            storage: Default::default(),
+            index: Default::default(),
         };
         let parts = roles::register(*role, &config, &mut registry);
         if lanes.is_empty() {

@@ -61,6 +61,11 @@ pub struct CogoAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
 
+    /// Where the Indexing and GraphRAG agents keep their indexes and graphs: a database that
+    /// every replica shares, else a local store on each pod's own volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
     /// CPU and memory of each pod. Defaults by role: Indexing and GraphRAG get 500m CPU
     /// (limit 2) and 1Gi; the other roles 250m CPU (limit 1) and 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +129,29 @@ fn default_provider() -> ModelProvider {
 }
 fn default_model_name() -> String {
     "gemini-2.5-flash-lite".into()
+}
+
+/// Where an agent keeps what it builds (code indexes, knowledge graphs).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Name of a Secret in the agent's namespace with the PostgreSQL connection string under
+    /// `url` (libpq form, any `sslmode`) and optionally a CA under `ca.crt`: the same Secret
+    /// form as the operator's Supabase connection. Every replica then shares the same indexes
+    /// and graphs (pgvector holds the embeddings where the database has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub database_secret: Option<String>,
+    /// A PersistentVolumeClaim for the local store (used when no database is set), mounted at
+    /// `/var/lib/cogo`. Without one, each pod keeps its store in an `emptyDir` that goes with
+    /// the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: Option<String>,
+    /// Size limit of the local store's `emptyDir` (default `2Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub size: Option<String>,
 }
 
 /// Bounds and target for scaling an agent on the depth of its task queue.

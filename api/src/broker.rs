@@ -156,7 +156,7 @@ pub struct CompleteResponse {
 
 /// `POST /v1/namespaces/{ns}/tasks/{parent}/subtasks`: create a sub-task of a task the caller
 /// runs. The sub-task is owned by its parent (deleted with it) and inherits its requester.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubtaskRequest {
     /// The pod running the parent.

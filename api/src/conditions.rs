@@ -38,6 +38,14 @@ pub mod reason {
     pub const MODEL_SECRET_NOT_FOUND: &str = "ModelSecretNotFound";
     /// An image pull Secret the spec references does not exist.
     pub const IMAGE_PULL_SECRET_NOT_FOUND: &str = "ImagePullSecretNotFound";
+    /// The database Secret of `spec.storage` does not exist or lacks its `url`.
+    pub const DATABASE_SECRET_NOT_FOUND: &str = "DatabaseSecretNotFound";
+    /// Every pod keeps its store in the database (`StoreShared`).
+    pub const DATABASE: &str = "Database";
+    /// One pod, one local store: nothing to share (`StoreShared`).
+    pub const SINGLE_POD: &str = "SinglePod";
+    /// Several pods, each with its own local store (`StoreShared` False).
+    pub const LOCAL_STORE: &str = "LocalStore";
     /// The Figma token Secret does not exist or lacks its key.
     pub const FIGMA_SECRET_NOT_FOUND: &str = "FigmaSecretNotFound";
     /// The worker's Executor agent does not exist, is not unique, or is not an Executor.
@@ -93,6 +101,11 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
         conditions.push(new);
     }
 }
+
+/// An Indexing or GraphRAG agent's condition: True when every pod sees the same indexes and
+/// graphs (they are in the database, or there is one pod), False when several pods each keep
+/// their own local store.
+pub const STORE_SHARED: &str = "StoreShared";
 
 /// kstatus' condition: True while the object is on its way to what its spec asks (a task
 /// that has not ended, a pool rolling out). kstatus, Flux and `kpt live` read it as

@@ -213,6 +213,50 @@ fn compute_conditions(o: Observed) -> PoolStatus {
     }
 }
 
+/// Sets `StoreShared` on an Indexing or GraphRAG agent's `conds`: whether every pod sees the
+/// same indexes and graphs. Other roles keep none.
+pub fn set_store_shared(
+    conds: &mut Vec<Condition>,
+    spec: &cogo_api::CogoAgentSpec,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    use cogo_api::AgentRole;
+    if !matches!(spec.role, AgentRole::Indexing | AgentRole::GraphRag) {
+        return;
+    }
+    let most = spec
+        .autoscaling
+        .as_ref()
+        .map_or(spec.replicas, |a| a.max_replicas.max(spec.replicas));
+    let database = spec.storage.as_ref().is_some_and(|s| s.database_secret.is_some());
+    let (status, why, message) = if database {
+        (
+            cs::TRUE,
+            reason::DATABASE,
+            "every pod keeps its indexes and graphs in the database".to_string(),
+        )
+    } else if most <= 1 {
+        (
+            cs::TRUE,
+            reason::SINGLE_POD,
+            "one pod keeps the indexes and graphs in its local store".to_string(),
+        )
+    } else {
+        (
+            cs::FALSE,
+            reason::LOCAL_STORE,
+            format!(
+                "up to {most} pods each keep their own indexes and graphs in a local store: a task sees only what its own pod built; set spec.storage.databaseSecret to share them"
+            ),
+        )
+    };
+    conditions::set_condition(
+        conds,
+        conditions::condition(conditions::STORE_SHARED, status, why, message, generation, now),
+    );
+}
+
 /// The model an agent's pods use, read from its Deployment's pod template once the rollout is
 /// complete (every pod updated); until then, `previous`.
 pub fn model_in_use(
@@ -246,6 +290,43 @@ pub fn model_in_use(
         provider,
         name: var("COGO_MODEL_NAME")?,
     })
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    fn shared(yaml: &str) -> (String, String) {
+        let spec = crate::testing::agent("a", yaml).spec;
+        let mut conds = vec![];
+        set_store_shared(&mut conds, &spec, Some(1), &Time(jiff::Timestamp::UNIX_EPOCH));
+        conditions::find(&conds, conditions::STORE_SHARED)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn store_shared_says_whether_pods_see_the_same_indexes() {
+        assert_eq!(
+            shared("role: Indexing\nreplicas: 3"),
+            ("False".into(), "LocalStore".into())
+        );
+        assert_eq!(shared("role: GraphRAG"), ("True".into(), "SinglePod".into()));
+        assert_eq!(
+            shared("role: GraphRAG\nreplicas: 1\nautoscaling: {minReplicas: 1, maxReplicas: 4}"),
+            ("False".into(), "LocalStore".into()),
+            "autoscaling may add pods"
+        );
+        assert_eq!(
+            shared("role: Indexing\nreplicas: 3\nstorage: {databaseSecret: db}"),
+            ("True".into(), "Database".into())
+        );
+        assert_eq!(
+            shared("role: Research\nreplicas: 3"),
+            (String::new(), String::new()),
+            "other roles have none"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,14 @@ pub fn agent_secret_names(agent: &CogoAgent) -> BTreeSet<String> {
     if let Some(m) = &agent.spec.model {
         names.insert(m.api_key_secret_ref.name.clone());
     }
+    if let Some(db) = agent
+        .spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.database_secret.clone())
+    {
+        names.insert(db);
+    }
     names
 }
 
@@ -172,6 +180,23 @@ pub fn agent(agent: &CogoAgent, facts: &Facts, cfg: &Config) -> Result<String, I
             &m.api_key_secret_ref,
             "spec.model.apiKeySecretRef",
             reason::MODEL_SECRET_NOT_FOUND,
+            ns,
+        )?;
+    }
+    if let Some(db) = agent
+        .spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.database_secret.clone())
+    {
+        check_secret_key(
+            facts,
+            &cogo_api::SecretKeyRef {
+                name: db,
+                key: "url".into(),
+            },
+            "spec.storage.databaseSecret",
+            reason::DATABASE_SECRET_NOT_FOUND,
             ns,
         )?;
     }
@@ -306,6 +331,25 @@ mod tests {
                 cfg(),
                 reason::MODEL_SECRET_NOT_FOUND,
                 "has no key \"api-key\"",
+            ),
+            (
+                "database Secret missing",
+                "role: Indexing\nstorage: {databaseSecret: supabase-db}".into(),
+                Facts::default(),
+                cfg(),
+                reason::DATABASE_SECRET_NOT_FOUND,
+                "Secret \"supabase-db\" (spec.storage.databaseSecret) does not exist in namespace \"team\"",
+            ),
+            (
+                "database Secret lacks its url",
+                "role: GraphRAG\nstorage: {databaseSecret: supabase-db}".into(),
+                Facts {
+                    secrets: secrets(&[("supabase-db", &["ca.crt"])]),
+                    ..Default::default()
+                },
+                cfg(),
+                reason::DATABASE_SECRET_NOT_FOUND,
+                "has no key \"url\"",
             ),
             (
                 "image pull Secret missing",

@@ -1,8 +1,12 @@
 //! Support for Cogo's end-to-end tests: finding the tools they need (failing loudly when one
 //! is missing), running them, and building JSON schemas for kubeconform without a network.
 
+#[cfg(feature = "bench")]
+pub mod bench_index;
 pub mod cluster;
+pub mod embeddings;
 pub mod postgres;
+pub mod pyenv;
 pub mod pyindex;
 pub mod schemas;
 pub mod skew;

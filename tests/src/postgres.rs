@@ -1,6 +1,10 @@
 //! A throwaway PostgreSQL server for tests, from Debian's `postgresql` package: `initdb` into
 //! a fresh directory, `postgres` listening on 127.0.0.1 on a free port, stopped and removed
 //! when dropped. As root, the server runs as the `postgres` user (it refuses to run as root).
+//! [`Postgres::start_with_pgvector`] runs PostgreSQL 16 with pgvector from pypi's `pgserver`
+//! instead (see [`pgvector`]).
+
+pub mod pgvector;
 
 use std::{
     net::TcpListener,
@@ -12,6 +16,8 @@ use std::{
 /// A running PostgreSQL server. Stopped and deleted when dropped.
 pub struct Postgres {
     dir: PathBuf,
+    /// The directory of its binaries (`initdb`, `postgres`, `pg_ctl`, `psql`).
+    bin: PathBuf,
     child: Option<Child>,
     /// The TCP port it listens on (127.0.0.1, and the addresses of `listen`).
     pub port: u16,
@@ -95,7 +101,7 @@ impl Postgres {
             .status()
             .is_ok_and(|s| s.success());
         assert!(mounted, "cannot mount a tmpfs at {}", dir.display());
-        Postgres::start_in(dir, &[crate::cluster::NODE_ADDRESS], true)
+        Postgres::start_in(dir, &[crate::cluster::NODE_ADDRESS], true, bin_dir())
     }
 
     /// Fills the disk of a server started with [`Postgres::start_for_pods_on_disk`] with a
@@ -156,14 +162,23 @@ impl Postgres {
     }
 
     fn start_listening(name: &str, also: &[&str]) -> Postgres {
+        Postgres::start_in(Postgres::fresh_dir(name), also, false, bin_dir())
+    }
+
+    /// [`Postgres::start`] with pgserver's PostgreSQL 16, which has the pgvector extension
+    /// (`create extension vector`), from the test virtualenv ([`crate::pyenv`]).
+    pub fn start_with_pgvector(name: &str) -> Postgres {
+        Postgres::start_in(Postgres::fresh_dir(name), &[], false, pgvector::bin_dir())
+    }
+
+    fn fresh_dir(name: &str) -> PathBuf {
         let dir = Postgres::dir_of(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("data directory");
-        Postgres::start_in(dir, also, false)
+        dir
     }
 
-    fn start_in(dir: PathBuf, also: &[&str], mounted: bool) -> Postgres {
-        let bin = bin_dir();
+    fn start_in(dir: PathBuf, also: &[&str], mounted: bool, bin: PathBuf) -> Postgres {
         if is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -192,6 +207,7 @@ impl Postgres {
         }
         let mut pg = Postgres {
             dir,
+            bin,
             child: None,
             port: free_port(),
             listen: std::iter::once("127.0.0.1")
@@ -212,7 +228,7 @@ impl Postgres {
             .append(true)
             .open(self.dir.join("server.log"))
             .expect("log");
-        let child = as_server_user(bin_dir().join("postgres"))
+        let child = as_server_user(self.bin.join("postgres"))
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-p", &self.port.to_string(), "-h", &self.listen, "-k"])
@@ -343,7 +359,7 @@ impl Postgres {
 
     /// Stops the server (fast shutdown: connections are cut), keeping its data.
     pub fn stop(&mut self) {
-        let out = as_server_user(bin_dir().join("pg_ctl"))
+        let out = as_server_user(self.bin.join("pg_ctl"))
             .args(["stop", "-m", "fast", "-w", "-D"])
             .arg(self.dir.join("data"))
             .output()
@@ -392,7 +408,7 @@ impl Postgres {
 
     /// Runs SQL with psql as the superuser, stopping at the first error.
     pub fn psql(&self, sql: &str) -> Output {
-        Command::new(bin_dir().join("psql"))
+        Command::new(self.bin.join("psql"))
             .args([
                 "-X",
                 "-q",
@@ -410,7 +426,7 @@ impl Postgres {
 
     /// Runs a SQL file with psql as the superuser, stopping at the first error.
     pub fn psql_file(&self, file: &std::path::Path) -> Output {
-        Command::new(bin_dir().join("psql"))
+        Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url(), "-f"])
             .arg(file)
             .output()
@@ -432,7 +448,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // As root the child is runuser, which a kill would not pass on: ask the server itself.
-        let _ = as_server_user(bin_dir().join("pg_ctl"))
+        let _ = as_server_user(self.bin.join("pg_ctl"))
             .args(["stop", "-m", "immediate", "-w", "-D"])
             .arg(self.dir.join("data"))
             .output();

@@ -212,6 +212,18 @@ pub trait ChatModel: Send + Sync {
     fn provider(&self) -> ModelProvider;
     /// Asks for one answer.
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ModelError>>;
+
+    /// Embeddings of `inputs`, in their order. Only OpenAI-compatible servers give them
+    /// (`/embeddings`); other clients refuse.
+    fn embed<'a>(&'a self, inputs: &'a [String]) -> BoxFuture<'a, Result<Embeddings, ModelError>> {
+        let _ = inputs;
+        Box::pin(async move {
+            Err(ModelError::BadRequest(format!(
+                "{} gives no embeddings here: use an OpenAICompatible model with a /embeddings endpoint",
+                self.name()
+            )))
+        })
+    }
     /// Asks for one answer as a stream, giving `on_text` every piece of text as it comes; the
     /// answer whole at the end.
     fn chat_stream<'a>(
@@ -354,6 +366,15 @@ impl ModelMetrics {
     }
 }
 
+/// Embeddings of some texts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Embeddings {
+    /// One vector per text, in the texts' order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read.
+    pub usage: Usage,
+}
+
 /// A model as a role uses it: a client, with retries, a timeout and metrics.
 pub struct Model {
     client: Box<dyn ChatModel>,
@@ -409,8 +430,23 @@ impl Model {
             attempt += 1;
             let started = std::time::Instant::now();
             let result = self.client.chat_stream(req, on_text).await;
-            self.record(&result, started);
-            match self.next_wait(&result, attempt) {
+            self.record(result.as_ref().map(|r| &r.usage), started);
+            match self.next_wait(result.as_ref().err(), attempt) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return result,
+            }
+        }
+    }
+
+    /// Embeddings of `inputs`, in their order, retrying what may succeed later.
+    pub async fn embed(&self, inputs: &[String]) -> Result<Embeddings, ModelError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = std::time::Instant::now();
+            let result = self.client.embed(inputs).await;
+            self.record(result.as_ref().map(|r| &r.usage), started);
+            match self.next_wait(result.as_ref().err(), attempt) {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => return result,
             }
@@ -426,8 +462,8 @@ impl Model {
             attempt += 1;
             let started = std::time::Instant::now();
             let result = call().await;
-            self.record(&result, started);
-            match self.next_wait(&result, attempt) {
+            self.record(result.as_ref().map(|r| &r.usage), started);
+            match self.next_wait(result.as_ref().err(), attempt) {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => return result,
             }
@@ -435,8 +471,8 @@ impl Model {
     }
 
     /// How long to wait before calling again after `result`, or None to return it.
-    fn next_wait(&self, result: &Result<ChatResponse, ModelError>, attempt: u32) -> Option<Duration> {
-        let err = result.as_ref().err()?;
+    fn next_wait(&self, err: Option<&ModelError>, attempt: u32) -> Option<Duration> {
+        let err = err?;
         if !err.retryable() || attempt >= self.attempts {
             return None;
         }
@@ -457,7 +493,7 @@ impl Model {
         Some(wait)
     }
 
-    fn record(&self, result: &Result<ChatResponse, ModelError>, started: std::time::Instant) {
+    fn record(&self, result: Result<&Usage, &ModelError>, started: std::time::Instant) {
         let base = vec![
             ("agent".to_string(), self.metrics.agent.clone()),
             ("model".to_string(), self.name().to_string()),
@@ -468,15 +504,15 @@ impl Model {
             l
         };
         let outcome = match result {
-            Ok(r) => {
+            Ok(usage) => {
                 self.metrics
                     .tokens
                     .get_or_create(&label("direction", "input"))
-                    .inc_by(r.usage.input_tokens);
+                    .inc_by(usage.input_tokens);
                 self.metrics
                     .tokens
                     .get_or_create(&label("direction", "output"))
-                    .inc_by(r.usage.output_tokens);
+                    .inc_by(usage.output_tokens);
                 "ok"
             }
             Err(e) => e.kind(),

@@ -1,6 +1,6 @@
 //! OpenAI-compatible chat completions (`POST {endpoint}/chat/completions`), as OpenAI, Ollama,
 //! vLLM and llama.cpp's server speak it: tools, JSON Schema answers and streaming, with the
-//! key as a bearer token.
+//! key as a bearer token; and embeddings (`POST {endpoint}/embeddings`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -9,14 +9,16 @@ use futures::{StreamExt, future::BoxFuture};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ModelConfig, ModelError, ToolCall, arguments_object,
-    sse,
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, Embeddings, ModelConfig, ModelError, ToolCall,
+    arguments_object, sse,
 };
 
 /// An OpenAI-compatible model.
 pub struct OpenAi {
     http: reqwest::Client,
     url: String,
+    /// `{endpoint}/embeddings`.
+    embeddings_url: String,
     model: String,
     key: String,
     timeout: Duration,
@@ -35,6 +37,7 @@ impl OpenAi {
         Ok(OpenAi {
             http,
             url: format!("{}/chat/completions", endpoint.trim_end_matches('/')),
+            embeddings_url: format!("{}/embeddings", endpoint.trim_end_matches('/')),
             model: config.name.clone(),
             key: config.api_key.clone(),
             timeout: config.timeout,
@@ -43,7 +46,11 @@ impl OpenAi {
     }
 
     async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
-        let mut req = self.http.post(&self.url).json(body).timeout(self.timeout);
+        self.post(&self.url, body).await
+    }
+
+    async fn post(&self, url: &str, body: &Value) -> Result<reqwest::Response, ModelError> {
+        let mut req = self.http.post(url).json(body).timeout(self.timeout);
         if !self.key.is_empty() {
             req = req.bearer_auth(&self.key);
         }
@@ -109,6 +116,49 @@ impl ChatModel for OpenAi {
                 calls,
                 usage: self.usage(&v),
                 grounding: vec![],
+            })
+        })
+    }
+
+    fn embed<'a>(&'a self, inputs: &'a [String]) -> BoxFuture<'a, Result<Embeddings, ModelError>> {
+        Box::pin(async move {
+            let body = json!({"model": self.model, "input": inputs, "encoding_format": "float"});
+            let res = self.post(&self.embeddings_url, &body).await?;
+            let v = super::json_answer(res, self.timeout).await?;
+            let data = v
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ModelError::Malformed("an embeddings answer without data".into()))?;
+            let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+            for (i, item) in data.iter().enumerate() {
+                let at = item
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(i, |x| x as usize);
+                let values = item.get("embedding").and_then(Value::as_array).ok_or_else(|| {
+                    ModelError::Malformed(format!("embedding {at} is not a list of numbers"))
+                })?;
+                let vector: Option<Vec<f32>> = values.iter().map(|x| x.as_f64().map(|f| f as f32)).collect();
+                let slot = vectors.get_mut(at).ok_or_else(|| {
+                    ModelError::Malformed(format!("embedding {at} of {} texts", inputs.len()))
+                })?;
+                *slot = Some(vector.ok_or_else(|| {
+                    ModelError::Malformed(format!("embedding {at} is not a list of numbers"))
+                })?);
+            }
+            let vectors = vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| v.ok_or_else(|| ModelError::Malformed(format!("no embedding for text {i}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(first) = vectors.first()
+                && vectors.iter().any(|v| v.len() != first.len() || v.is_empty())
+            {
+                return Err(ModelError::Malformed("embeddings of different dimensions".into()));
+            }
+            Ok(Embeddings {
+                vectors,
+                usage: self.usage(&v),
             })
         })
     }

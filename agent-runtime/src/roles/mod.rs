@@ -5,6 +5,8 @@
 pub mod builtin;
 pub mod executor;
 pub mod generate;
+pub mod graphrag;
+pub mod indexing;
 pub mod orchestrator;
 pub mod research;
 
@@ -48,6 +50,32 @@ pub struct RoleConfig {
     pub model: Option<SharedModel>,
     /// How the Research agent reads pages.
     pub fetch: research::fetch::FetchPolicy,
+    /// Where the Indexing and GraphRAG agents keep indexes and graphs.
+    pub storage: Storage,
+    /// How the Indexing agent fetches repositories and embeds texts.
+    pub index: indexing::IndexPolicy,
+}
+
+/// Where a role keeps what it builds: the database when a connection string is given, else a
+/// local store in `dir`.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    /// The database's connection string (libpq form).
+    pub database_url: Option<String>,
+    /// PEM roots for the database's TLS.
+    pub database_ca: Option<Vec<u8>>,
+    /// The local store's directory (and scratch space for git checkouts).
+    pub dir: std::path::PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            database_url: None,
+            database_ca: None,
+            dir: std::env::temp_dir().join("cogo-store"),
+        }
+    }
 }
 
 /// What a role adds to the pod.
@@ -92,7 +120,17 @@ pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -
             RoleParts::none()
         }
         AgentRole::Orchestrator => orchestrator::register(config, registry),
-        AgentRole::Indexing | AgentRole::GraphRag => RoleParts::none(),
+        AgentRole::Indexing | AgentRole::GraphRag => {
+            let st = &config.storage;
+            let store =
+                crate::store::Lazy::new(st.database_url.clone(), st.database_ca.clone(), st.dir.clone());
+            if role == AgentRole::Indexing {
+                indexing::register(registry, store, config.model.clone(), config.index.clone());
+            } else {
+                graphrag::register(registry, store, config.model.clone());
+            }
+            RoleParts::none()
+        }
     };
     let own = Lane {
         name: role.slug().into(),

@@ -101,6 +101,8 @@ pub async fn executor_pinging(ping: Duration) -> Executor {
         no_worker_for: Duration::from_secs(2),
         model: None,
         fetch: Default::default(),
+        storage: Default::default(),
+        index: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -2,6 +2,8 @@
 //! the `cogo.*` built-ins, as Rust types. Inputs refuse unknown fields, so a misspelt field
 //! fails the task at once with a message naming it.
 
+pub mod graph;
+pub mod index;
 pub mod llm;
 pub mod python;
 pub mod research;
@@ -38,7 +40,7 @@ pub struct Entry {
 
 /// Every catalogue type a model may start as a sub-task (those whose handlers exist).
 pub fn entries() -> Vec<Entry> {
-    use crate::AgentRole::{Executor, Research};
+    use crate::AgentRole::{Executor, GraphRag, Indexing, Research};
     vec![
         entry::<research::QueryInput>(
             research::QUERY,
@@ -55,6 +57,41 @@ pub fn entries() -> Vec<Entry> {
             python::EXECUTE,
             Executor,
             "Run a Python 3 program in a sandbox (no network) and get its output and files.",
+        ),
+        entry::<index::RepositoryInput>(
+            index::REPOSITORY,
+            Indexing,
+            "Index a git repository or files: definitions, imports and calls with tree-sitter, searchable chunks.",
+        ),
+        entry::<index::SearchInput>(
+            index::SEARCH,
+            Indexing,
+            "Search an index for code: BM25 words, embeddings, or both fused.",
+        ),
+        entry::<index::SymbolsInput>(
+            index::SYMBOLS,
+            Indexing,
+            "List an index's definitions by name, prefix, kind or file.",
+        ),
+        entry::<index::GraphInput>(
+            index::GRAPH,
+            Indexing,
+            "Give an index as a graph of files, symbols, imports and calls.",
+        ),
+        entry::<graph::IngestInput>(
+            graph::INGEST,
+            GraphRag,
+            "Add nodes and edges to a knowledge graph: given, from an index, or extracted from a text.",
+        ),
+        entry::<graph::CommunitiesInput>(
+            graph::COMMUNITIES,
+            GraphRag,
+            "Find a graph's communities (Leiden or Louvain) with their modularity, optionally summarized.",
+        ),
+        entry::<graph::QueryInput>(
+            graph::QUERY,
+            GraphRag,
+            "Query a graph: a node's neighbours, the shortest path between two nodes, or a question answered from it.",
         ),
     ]
 }
@@ -112,6 +149,25 @@ mod tests {
         refused::<super::workflow::ChatInput>(
             json!({"sessionId": "s", "message": "m", "lang": "ko"}),
             "lang",
+        );
+        refused::<super::index::RepositoryInput>(
+            json!({"index": "i", "source": {"files": []}, "includes": ["*"]}),
+            "includes",
+        );
+        refused::<super::index::RepositoryInput>(
+            json!({"index": "i", "source": {"git": {"url": "https://x", "branch": "main"}}}),
+            "branch",
+        );
+        refused::<super::index::SearchInput>(json!({"index": "i", "query": "q", "limit": 3}), "limit");
+        refused::<super::index::SymbolsInput>(json!({"index": "i", "names": "x"}), "names");
+        refused::<super::graph::IngestInput>(
+            json!({"graph": "g", "edges": [{"source": "a", "target": "b", "label": "x"}]}),
+            "label",
+        );
+        refused::<super::graph::CommunitiesInput>(json!({"graph": "g", "algo": "leiden"}), "algo");
+        refused::<super::graph::QueryInput>(
+            json!({"graph": "g", "neighbors": {"node": "a", "hops": 2}}),
+            "hops",
         );
     }
 

@@ -1,13 +1,16 @@
 //! Builders for a CogoAgent's children: Deployment, Service and PodDisruptionBudget.
 
-use cogo_api::{AgentRole, CogoAgent};
+use cogo_api::{AgentRole, CogoAgent, agent::StorageSpec};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector, Service},
+        core::v1::{
+            EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, Secret,
+            SecretKeySelector, Service, Volume, VolumeMount,
+        },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
-    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
 use super::{DefaultResources, PodParams, Pool, env, env_from_field, pod_template, resources};
@@ -55,20 +58,64 @@ fn agent_env(agent: &CogoAgent, name: &str, cfg: &Config) -> Vec<EnvVar> {
         if let Some(endpoint) = &model.endpoint {
             vars.push(env("COGO_MODEL_ENDPOINT", endpoint.clone()));
         }
-        vars.push(EnvVar {
-            name: "COGO_MODEL_API_KEY".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: model.api_key_secret_ref.name.clone(),
-                    key: model.api_key_secret_ref.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-        });
+        let key = &model.api_key_secret_ref;
+        vars.push(env_from_secret("COGO_MODEL_API_KEY", &key.name, &key.key, false));
+    }
+    if let Some(secret) = spec.storage.as_ref().and_then(|s| s.database_secret.as_ref()) {
+        vars.push(env_from_secret("COGO_DATABASE_URL", secret, "url", false));
+        vars.push(env_from_secret("COGO_DATABASE_CA", secret, "ca.crt", true));
     }
     vars
+}
+
+fn env_from_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(optional),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Where an agent's pods keep their local store (indexes and graphs without a database).
+pub const STORE_DIR: &str = "/var/lib/cogo";
+
+/// The local store's volume: the agent's claim, else an `emptyDir` of its size (2Gi).
+fn store_volume(storage: Option<&StorageSpec>) -> (Volume, VolumeMount) {
+    let volume = match storage.and_then(|s| s.claim_name.clone()) {
+        Some(claim_name) => Volume {
+            name: "store".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name,
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        None => Volume {
+            name: "store".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity(
+                    storage
+                        .and_then(|s| s.size.clone())
+                        .unwrap_or_else(|| "2Gi".into()),
+                )),
+            }),
+            ..Default::default()
+        },
+    };
+    let mount = VolumeMount {
+        name: "store".into(),
+        mount_path: STORE_DIR.into(),
+        ..Default::default()
+    };
+    (volume, mount)
 }
 
 /// Where an agent's pods find their broker token Secret (the token at `<dir>/token`).
@@ -95,6 +142,10 @@ pub fn deployment(
     let spec = &agent.spec;
     let mut env = agent_env(agent, pool.name, cfg);
     let mut volumes = vec![];
+    if matches!(spec.role, AgentRole::Indexing | AgentRole::GraphRag) {
+        volumes.push(store_volume(spec.storage.as_ref()));
+        env.push(super::env("COGO_STORE_DIR", STORE_DIR));
+    }
     if let Some(secret) = token_secret {
         volumes.push(super::token_volume("broker-token", secret, TOKEN_DIR));
         env.push(EnvVar {
@@ -247,6 +298,71 @@ mod tests {
                 "{role}"
             );
         }
+    }
+
+    #[test]
+    fn indexing_and_graphrag_pods_get_a_store_and_the_database_from_its_secret() {
+        let pod_of = |yaml: &str| {
+            let a = agent("a", yaml);
+            let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into(), None);
+            d.spec.unwrap().template.spec.unwrap()
+        };
+        let store = |pod: &k8s_openapi::api::core::v1::PodSpec| {
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == "store")
+                .cloned()
+        };
+        let env = |pod: &k8s_openapi::api::core::v1::PodSpec, name: &str| {
+            pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == name)
+                .cloned()
+        };
+        // The local store: an emptyDir of 2Gi by default, mounted where COGO_STORE_DIR says.
+        let pod = pod_of("role: Indexing");
+        let v = store(&pod).expect("a store volume");
+        assert_eq!(v.empty_dir.unwrap().size_limit, Some(Quantity("2Gi".into())));
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "store")
+            .cloned();
+        assert_eq!(mount.unwrap().mount_path, STORE_DIR);
+        assert_eq!(
+            env(&pod, "COGO_STORE_DIR").unwrap().value.as_deref(),
+            Some(STORE_DIR)
+        );
+        assert!(env(&pod, "COGO_DATABASE_URL").is_none());
+        // A claim instead; the database's URL and CA from its Secret, never inline.
+        let pod = pod_of("role: GraphRAG\nstorage: {claimName: graphs, databaseSecret: supabase-db}");
+        assert_eq!(
+            store(&pod).unwrap().persistent_volume_claim.unwrap().claim_name,
+            "graphs"
+        );
+        let url = env(&pod, "COGO_DATABASE_URL").unwrap();
+        assert!(url.value.is_none());
+        let key = url.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str(), key.optional),
+            ("supabase-db", "url", Some(false))
+        );
+        let ca = env(&pod, "COGO_DATABASE_CA")
+            .unwrap()
+            .value_from
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((ca.key.as_str(), ca.optional), ("ca.crt", Some(true)));
+        // Other roles keep nothing.
+        assert!(store(&pod_of("role: Research")).is_none());
     }
 
     #[test]

@@ -135,9 +135,11 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
         previous: &previous.conditions,
         now: &now,
     });
+    let mut conditions = computed.conditions;
+    status::set_store_shared(&mut conditions, &agent.spec, agent.metadata.generation, &now);
     let next = CogoAgentStatus {
         observed_generation: computed.observed_generation,
-        conditions: computed.conditions,
+        conditions,
         replicas: computed.replicas,
         ready_replicas: computed.ready_replicas,
         selector: Some(pool.selector_string()),

@@ -15,7 +15,7 @@
 pub mod intake;
 pub mod results;
 pub mod row;
-pub mod tls;
+pub use cogo_db::{ConnectError, Connection, connect_url, describe, tls};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -43,6 +43,7 @@ use row::Row;
 pub const MIGRATION: &str = concat!(
     include_str!("../../../supabase/migrations/20261125000000_cogo_tasks.sql"),
     include_str!("../../../supabase/migrations/20261129000000_cogo_task_results.sql"),
+    include_str!("../../../supabase/migrations/20261130000000_cogo_indexes_graphs.sql"),
 );
 
 /// The most rows one write carries.
@@ -629,42 +630,6 @@ pub fn sanitize_text(s: &mut String) -> bool {
     dirty
 }
 
-/// Why the mirror cannot connect.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The Secret or its key is missing.
-    #[error("{0}")]
-    Config(String),
-    /// The database refused or could not be reached.
-    #[error("database: {}", describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-}
-
-/// A database error with what the server said (tokio-postgres' own text is just "db error").
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!(" ({detail})"));
-        }
-        if let Some(hint) = db.hint() {
-            text.push_str(&format!("; hint: {hint}"));
-        }
-        return text;
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
-}
-
-/// A connection as tokio-postgres makes it: the client, and the connection to drive.
-pub type Connection =
-    tokio_postgres::Connection<tokio_postgres::Socket, tls::TlsStream<tokio_postgres::Socket>>;
-
 /// Reads the connection string, connects, and applies the schema.
 async fn connect(secrets: &Api<Secret>, secret: &str) -> Result<tokio_postgres::Client, ConnectError> {
     let (client, connection) = connect_raw(secrets, secret).await?;
@@ -697,23 +662,6 @@ pub async fn connect_raw(
         ConnectError::Config(why) => ConnectError::Config(format!("Secret {secret}: {why}")),
         other => other,
     })
-}
-
-/// Connects to the database at `url` (a libpq connection string, every `sslmode` honoured;
-/// see [`tls`]) with `ca` (PEM) as the roots when `sslrootcert` names none (10 s at most).
-pub async fn connect_url(
-    url: &str,
-    ca: Option<&[u8]>,
-) -> Result<(tokio_postgres::Client, Connection), ConnectError> {
-    let parsed = tls::parse(url)
-        .map_err(|e| ConnectError::Config(format!("the `url` is not a connection string: {e}")))?;
-    let connector =
-        tls::connector(&parsed, ca).map_err(|e| ConnectError::Config(format!("TLS to the database: {e}")))?;
-    let (client, connection) =
-        tokio::time::timeout(Duration::from_secs(10), parsed.config.connect(connector))
-            .await
-            .map_err(|_| ConnectError::Config("connecting timed out after 10 s".into()))??;
-    Ok((client, connection))
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@
 //!    `Succeeded` seen), per step; next to it, one standalone `cogo.echo` task's create to
 //!    `Succeeded`, the floor a sub-task pays for its own lease and status writes;
 //! 7. the model clients (Gemini and OpenAI-compatible) against a stand-in on loopback that
-//!    answers at once: requests/s and p50/p99 latency with 16 calls in flight.
+//!    answers at once: requests/s and p50/p99 latency with 16 calls in flight;
+//! 8. the Indexing and GraphRAG handlers in this process over a local store: index throughput,
+//!    search latency and community detection (see `cogo_e2e::bench_index`).
 //!
 //! The figures go to stdout and to `target/bench/report.md`. A benchmark, not a test: it
 //! asserts nothing about speed.
@@ -77,6 +79,12 @@ async fn main() -> Result<(), Error> {
     if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("llm") {
         let mut report = vec![format!("Machine: {}", machine())];
         report.extend(llm_clients().await?);
+        return write_report(report);
+    }
+    // COGO_BENCH_ONLY=index needs no cluster either.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("index") {
+        let mut report = vec![format!("Machine: {}", machine())];
+        report.extend(cogo_e2e::bench_index::run().await?);
         return write_report(report);
     }
     let c = Cluster::from_env();
@@ -174,6 +182,8 @@ async fn main() -> Result<(), Error> {
     drop(op);
     report.push(String::new());
     report.extend(llm_clients().await?);
+    report.push(String::new());
+    report.extend(cogo_e2e::bench_index::run().await?);
 
     report.push(String::new());
     report.push("| Supabase mirror | rows/s (1,000 tasks at once) | lag p50 at 100 tasks/s | lag p99 at 100 tasks/s |".into());

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 mod chaos;
 mod executor;
+mod knowledge;
 mod workflows;
 
 pub(crate) fn cluster() -> Cluster {

@@ -45,8 +45,8 @@ fn get(c: &Cluster, ns: &Namespace, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The task once it ended, which must be in `phase`.
-fn ended(c: &Cluster, ns: &Namespace, name: &str, phase: &str) -> Value {
+/// The task once it ended (within three minutes), which must be in `phase`.
+pub(crate) fn ended(c: &Cluster, ns: &Namespace, name: &str, phase: &str) -> Value {
     let mut last = Value::Null;
     wait_until(Duration::from_secs(180), &format!("{name} to end"), || {
         last = get(c, ns, name);
