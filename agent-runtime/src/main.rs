@@ -14,7 +14,7 @@ use cogo_agent::{
     pod,
     roles::{
         RoleConfig, Storage,
-        indexing::{EmbeddingPrefixes, IndexPolicy},
+        indexing::{EmbeddingPrefixes, IndexPolicy, git::Limits},
         research::fetch::FetchPolicy,
     },
 };
@@ -98,6 +98,11 @@ struct Args {
     /// The local store's directory; default `cogo-store` in the system's temporary directory.
     #[arg(long, env = "COGO_STORE_DIR")]
     store_dir: Option<std::path::PathBuf>,
+    /// Let the Indexing agent fetch git repositories from loopback, private and link-local
+    /// addresses (off: a task could otherwise reach the cluster's internal services or cloud
+    /// metadata).
+    #[arg(long, env = "COGO_INDEX_ALLOW_PRIVATE", default_value_t = false)]
+    index_allow_private: bool,
     /// Text the Indexing agent puts before a query it embeds (`query: ` for an e5 model served
     /// as it is).
     #[arg(long, env = "COGO_EMBEDDING_QUERY_PREFIX", default_value = "")]
@@ -215,11 +220,14 @@ async fn main() -> anyhow::Result<()> {
             dir: args.store_dir.clone().unwrap_or_else(|| Storage::default().dir),
         },
         index: IndexPolicy {
+            git: Limits {
+                allow_private: args.index_allow_private,
+                ..Limits::default()
+            },
             prefixes: EmbeddingPrefixes {
                 query: args.embedding_query_prefix.clone(),
                 passage: args.embedding_passage_prefix.clone(),
             },
-            ..IndexPolicy::default()
         },
     };
     let listener = tokio::net::TcpListener::bind(addr)

@@ -143,14 +143,19 @@ pub struct StorageSpec {
     #[schemars(length(min = 1, max = 253))]
     pub database_secret: Option<String>,
     /// A PersistentVolumeClaim for the local store (used when no database is set), mounted at
-    /// `/var/lib/cogo`. Without one, each pod keeps its store in an `emptyDir` that goes with
+    /// `/var/lib/cogo`, for an agent of one pod (`replicas` 1, no autoscaling above 1); its
+    /// Deployment then replaces the pod rather than rolling, so the claim is never wanted by
+    /// two pods at once. Without one, each pod keeps its store in an `emptyDir` that goes with
     /// the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub claim_name: Option<String>,
-    /// Size limit of the local store's `emptyDir` (default `2Gi`).
+    /// Size limit of the local store's `emptyDir` (default `2Gi`), a Kubernetes quantity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+    )]
     pub size: Option<String>,
 }
 

@@ -6,6 +6,16 @@ pub mod tls;
 
 use std::time::Duration;
 
+/// The advisory lock held while a schema is applied, by the operator's mirror and the agents
+/// alike, so that processes starting together apply it one at a time.
+pub const SCHEMA_LOCK: i64 = 7263010;
+
+/// `schema` applied under [`SCHEMA_LOCK`]: one simple query, so one transaction, whose end
+/// releases the lock.
+pub fn locked_schema(schema: &str) -> String {
+    format!("select pg_advisory_xact_lock({SCHEMA_LOCK}); {schema}")
+}
+
 /// Why a connection cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

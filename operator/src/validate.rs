@@ -174,6 +174,7 @@ pub fn agent(agent: &CogoAgent, facts: &Facts, cfg: &Config) -> Result<String, I
     let name = agent.metadata.name.as_deref().unwrap_or_default();
     check_conflicts(facts, agent.metadata.uid.as_deref(), name, "CogoAgent")?;
     let image = require_image(build_agent::image(agent, cfg), "agent")?;
+    check_claim(&agent.spec)?;
     if let Some(m) = &agent.spec.model {
         check_secret_key(
             facts,
@@ -203,6 +204,26 @@ pub fn agent(agent: &CogoAgent, facts: &Facts, cfg: &Config) -> Result<String, I
     check_pull_secrets(facts, agent.spec.pod_template.as_ref(), ns)?;
     check_cpu(agent.spec.resources.as_ref())?;
     Ok(image)
+}
+
+/// A claim holds one pod's local store: an agent that may run more pods cannot share it.
+fn check_claim(spec: &cogo_api::CogoAgentSpec) -> Result<(), Invalid> {
+    let Some(claim) = spec.storage.as_ref().and_then(|s| s.claim_name.as_ref()) else {
+        return Ok(());
+    };
+    let most = spec
+        .autoscaling
+        .as_ref()
+        .map_or(spec.replicas, |a| a.max_replicas.max(spec.replicas));
+    if most > 1 {
+        return Err(Invalid::new(
+            reason::INVALID_SPEC,
+            format!(
+                "spec.storage.claimName {claim:?} holds one pod's local store, and this agent may run {most} pods: set spec.storage.databaseSecret to share indexes and graphs between pods, or run one pod"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A valid worker's image and the Executor agent it serves.
@@ -331,6 +352,14 @@ mod tests {
                 cfg(),
                 reason::MODEL_SECRET_NOT_FOUND,
                 "has no key \"api-key\"",
+            ),
+            (
+                "a claim for several pods",
+                "role: Indexing\nreplicas: 2\nstorage: {claimName: indexes}".into(),
+                Facts::default(),
+                cfg(),
+                reason::INVALID_SPEC,
+                "spec.storage.claimName \"indexes\" holds one pod's local store, and this agent may run 2 pods",
             ),
             (
                 "database Secret missing",

@@ -53,7 +53,9 @@ create table if not exists public.cogo_index_chunks (
   kind text,
   text text not null,
   length bigint not null,
-  embedding bytea
+  embedding bytea,
+  -- The model that made `embedding`: another model's embeddings are made again.
+  embedding_model text
 );
 create index if not exists cogo_index_chunks_path on public.cogo_index_chunks (index_name, path);
 
@@ -67,6 +69,13 @@ create table if not exists public.cogo_index_postings (
   primary key (index_name, term, chunk_id)
 );
 create index if not exists cogo_index_postings_path on public.cogo_index_postings (index_name, path);
+
+-- Who is indexing an index now: one `index.repository` at a time per index.
+create table if not exists public.cogo_index_locks (
+  index_name text primary key,
+  holder text not null,
+  expires_at bigint not null
+);
 
 create table if not exists public.cogo_graph_nodes (
   graph text not null,
@@ -97,15 +106,24 @@ create table if not exists public.cogo_graph_communities (
   primary key (graph, id)
 );
 
-alter table public.cogo_index_files enable row level security;
-alter table public.cogo_index_symbols enable row level security;
-alter table public.cogo_index_imports enable row level security;
-alter table public.cogo_index_calls enable row level security;
-alter table public.cogo_index_chunks enable row level security;
-alter table public.cogo_index_postings enable row level security;
-alter table public.cogo_graph_nodes enable row level security;
-alter table public.cogo_graph_edges enable row level security;
-alter table public.cogo_graph_communities enable row level security;
+-- Row-level security on, with no policy (only the role that owns the tables, or bypasses
+-- security, reads them). A role that does not own them leaves them as they are.
+do $$
+declare
+  t text;
+begin
+  foreach t in array array['cogo_index_files', 'cogo_index_symbols', 'cogo_index_imports',
+    'cogo_index_calls', 'cogo_index_chunks', 'cogo_index_postings', 'cogo_index_locks',
+    'cogo_graph_nodes', 'cogo_graph_edges', 'cogo_graph_communities']
+  loop
+    begin
+      execute format('alter table public.%I enable row level security', t);
+    exception when insufficient_privilege then
+      raise notice 'row-level security on % is left as it is: this role does not own it', t;
+    end;
+  end loop;
+end
+$$;
 
 -- pgvector, where the database offers it.
 do $$
@@ -114,7 +132,7 @@ begin
     create extension if not exists vector;
     alter table public.cogo_index_chunks add column if not exists embedding_vector vector;
   end if;
-exception when insufficient_privilege then
-  raise notice 'pgvector is available but this role cannot create it; embeddings are searched without it';
+exception when others then
+  raise notice 'pgvector is available but cannot be used (%); embeddings are searched without it', sqlerrm;
 end
 $$;

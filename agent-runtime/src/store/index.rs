@@ -158,6 +158,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `index` has a file.
+    pub async fn index_exists(&self, index: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "select 1 from cogo_index_files where index_name = $1 limit 1",
+                vec![index.into()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// What `index` holds (all zero when it does not exist).
     pub async fn index_totals(&self, index: &str) -> Result<IndexTotals, StoreError> {
         let mut t = IndexTotals::default();
@@ -288,32 +300,114 @@ impl Store {
         Ok(rows.into_iter().map(chunk_row).collect())
     }
 
-    /// Up to `limit` chunks of `index` without an embedding.
-    pub async fn unembedded(&self, index: &str, limit: u32) -> Result<Vec<ChunkRow>, StoreError> {
+    /// Takes or renews the lease on `index` for `holder` until `now_ms + ttl_ms`: true when
+    /// `holder` has it, false while another holder's lease runs.
+    pub async fn lease_index(
+        &self,
+        index: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
         let rows = self
             .db
             .query(
-                "select id, path, start_line, end_line, symbol, kind, text from cogo_index_chunks where index_name = $1 and embedding is null order by id limit $2",
-                vec![index.into(), i64::from(limit).into()],
+                "insert into cogo_index_locks (index_name, holder, expires_at) values ($1, $2, $3) \
+                 on conflict (index_name) do update set holder = excluded.holder, expires_at = excluded.expires_at \
+                 where cogo_index_locks.expires_at < $4 or cogo_index_locks.holder = excluded.holder \
+                 returning holder",
+                vec![index.into(), holder.into(), (now_ms + ttl_ms).into(), now_ms.into()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Who holds the lease on `index`, if anyone does.
+    pub async fn index_holder(&self, index: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "select holder from cogo_index_locks where index_name = $1",
+                vec![index.into()],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r[0].text()))
+    }
+
+    /// Gives up `holder`'s lease on `index`.
+    pub async fn release_index(&self, index: &str, holder: &str) -> Result<(), StoreError> {
+        self.db
+            .transaction(vec![(
+                "delete from cogo_index_locks where index_name = $1 and holder = $2".into(),
+                vec![index.into(), holder.into()],
+            )])
+            .await
+    }
+
+    /// Chunks of `index` with an embedding of `model` (and, with pgvector, its vector).
+    pub async fn embedded_with(&self, index: &str, model: &str) -> Result<u64, StoreError> {
+        let vector = if self.vector {
+            " and embedding_vector is not null"
+        } else {
+            ""
+        };
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "select count(*) from cogo_index_chunks where index_name = $1 and embedding_model = $2{vector}"
+                ),
+                vec![index.into(), model.into()],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |r| r[0].int()) as u64)
+    }
+
+    /// Up to `limit` chunks of `index` without an embedding of `model`: none yet, another
+    /// model's, or (with pgvector) one written before the database had it.
+    pub async fn unembedded(
+        &self,
+        index: &str,
+        model: &str,
+        limit: u32,
+    ) -> Result<Vec<ChunkRow>, StoreError> {
+        let vector = if self.vector {
+            " or embedding_vector is null"
+        } else {
+            ""
+        };
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "select id, path, start_line, end_line, symbol, kind, text from cogo_index_chunks \
+                     where index_name = $1 and (embedding is null or embedding_model is null or embedding_model <> $2{vector}) \
+                     order by id limit $3"
+                ),
+                vec![index.into(), model.into(), i64::from(limit).into()],
             )
             .await?;
         Ok(rows.into_iter().map(chunk_row).collect())
     }
 
-    /// Stores embeddings of chunks.
-    pub async fn set_embeddings(&self, embeddings: &[(i64, Vec<f32>)]) -> Result<(), StoreError> {
+    /// Stores embeddings of chunks made by `model`.
+    pub async fn set_embeddings(
+        &self,
+        model: &str,
+        embeddings: &[(i64, Vec<f32>)],
+    ) -> Result<(), StoreError> {
         let st: Vec<Statement> = embeddings
             .iter()
             .map(|(id, v)| {
                 if self.vector {
                     (
-                        "update cogo_index_chunks set embedding = $1, embedding_vector = cast($2::text as vector) where id = $3".into(),
-                        vec![Val::Bytes(vector_bytes(v)), vector_text(v).into(), Val::Int(*id)],
+                        "update cogo_index_chunks set embedding = $1, embedding_model = $2, embedding_vector = cast($3::text as vector) where id = $4".into(),
+                        vec![Val::Bytes(vector_bytes(v)), model.into(), vector_text(v).into(), Val::Int(*id)],
                     )
                 } else {
                     (
-                        "update cogo_index_chunks set embedding = $1 where id = $2".into(),
-                        vec![Val::Bytes(vector_bytes(v)), Val::Int(*id)],
+                        "update cogo_index_chunks set embedding = $1, embedding_model = $2 where id = $3".into(),
+                        vec![Val::Bytes(vector_bytes(v)), model.into(), Val::Int(*id)],
                     )
                 }
             })
@@ -321,15 +415,33 @@ impl Store {
         self.db.transaction(st).await
     }
 
-    /// The `k` chunks of `index` whose embeddings are nearest `query` (cosine), with their
-    /// similarity: by pgvector in the database, else by reading the embeddings in pages.
-    pub async fn nearest(&self, index: &str, query: &[f32], k: usize) -> Result<Vec<(i64, f64)>, StoreError> {
+    /// The `k` chunks of `index` whose embeddings by `model` are nearest `query` (cosine),
+    /// with their similarity: by pgvector in the database, else by reading the embeddings in
+    /// pages.
+    pub async fn nearest(
+        &self,
+        index: &str,
+        model: &str,
+        query: &[f32],
+        k: usize,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        if query.iter().all(|x| *x == 0.0) {
+            return Ok(vec![]);
+        }
         if self.vector {
             let rows = self
                 .db
                 .query(
-                    "select id, cast(1 - (embedding_vector <=> cast($1::text as vector)) as double precision) from cogo_index_chunks where index_name = $2 and embedding_vector is not null and vector_dims(embedding_vector) = $3::bigint order by embedding_vector <=> cast($1::text as vector) limit $4",
-                    vec![vector_text(query).into(), index.into(), (query.len() as i64).into(), (k as i64).into()],
+                    "select id, cast(1 - (embedding_vector <=> cast($1::text as vector)) as double precision) from cogo_index_chunks \
+                     where index_name = $2 and embedding_model = $3 and embedding_vector is not null and vector_dims(embedding_vector) = $4::bigint \
+                     order by embedding_vector <=> cast($1::text as vector) limit $5",
+                    vec![
+                        vector_text(query).into(),
+                        index.into(),
+                        model.into(),
+                        (query.len() as i64).into(),
+                        (k as i64).into(),
+                    ],
                 )
                 .await?;
             return Ok(rows.into_iter().map(|r| (r[0].int(), r[1].real())).collect());
@@ -340,8 +452,8 @@ impl Store {
             let rows = self
                 .db
                 .query(
-                    "select id, embedding from cogo_index_chunks where index_name = $1 and embedding is not null and id > $2 order by id limit 2000",
-                    vec![index.into(), after.into()],
+                    "select id, embedding from cogo_index_chunks where index_name = $1 and embedding_model = $2 and embedding is not null and id > $3 order by id limit 2000",
+                    vec![index.into(), model.into(), after.into()],
                 )
                 .await?;
             let Some(last) = rows.last() else { break };

@@ -18,6 +18,13 @@ use self::sql::Db;
 pub const MIGRATION: &str =
     include_str!("../../../supabase/migrations/20261130000000_cogo_indexes_graphs.sql");
 
+/// Whether the schema is all there: its last table, and pgvector's column wherever the
+/// database offers pgvector.
+const SCHEMA_PRESENT: &str = "select to_regclass('public.cogo_index_locks') is not null
+  and (not exists (select 1 from pg_available_extensions where name = 'vector')
+       or exists (select 1 from information_schema.columns where table_schema = 'public'
+                  and table_name = 'cogo_index_chunks' and column_name = 'embedding_vector'))";
+
 /// The local store's file in its directory.
 pub const LOCAL_FILE: &str = "cogo-store.sqlite";
 
@@ -43,7 +50,7 @@ impl StoreError {
 /// security, pgvector, the `public` schema).
 fn local_schema() -> String {
     let tables = MIGRATION
-        .split("alter table public.cogo_index_files enable")
+        .split("-- Row-level security on")
         .next()
         .unwrap_or_default();
     tables.replace("public.", "")
@@ -231,10 +238,12 @@ impl Store {
 
     /// The database at `url`, its schema applied.
     pub async fn database(url: &str, ca: Option<Vec<u8>>) -> Result<Store, StoreError> {
-        let db = Db::Postgres(Arc::new(sql::Postgres::connect(url, ca, MIGRATION).await?));
+        let db = Db::Postgres(Arc::new(
+            sql::Postgres::connect(url, ca, MIGRATION, SCHEMA_PRESENT).await?,
+        ));
         let vector = !db
             .query(
-                "select 1::bigint from information_schema.columns where table_name = 'cogo_index_chunks' and column_name = 'embedding_vector'",
+                "select 1::bigint from information_schema.columns where table_name = 'cogo_index_chunks' and column_name = 'embedding_vector' and table_schema = 'public'",
                 vec![],
             )
             .await?

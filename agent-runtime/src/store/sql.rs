@@ -119,10 +119,20 @@ pub struct Postgres {
     client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
+/// The longest a statement or transaction may take before the connection is dropped and the
+/// call fails as unavailable (a lock wait, a half-open connection).
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Postgres {
     /// Connects to `url` (with `ca` as the roots when the URL names none) and applies
-    /// `schema`.
-    pub async fn connect(url: &str, ca: Option<Vec<u8>>, schema: &str) -> Result<Postgres, StoreError> {
+    /// `schema` unless `present` (a query) says its tables are there already: a role that
+    /// does not own the tables (the operator's mirror made them) then still opens the store.
+    pub async fn connect(
+        url: &str,
+        ca: Option<Vec<u8>>,
+        schema: &str,
+        present: &str,
+    ) -> Result<Postgres, StoreError> {
         let pg = Postgres {
             url: url.into(),
             ca,
@@ -130,13 +140,19 @@ impl Postgres {
         };
         let mut guard = pg.client.lock().await;
         let client = pg.open(&mut guard).await?;
-        // Replicas starting together apply the schema one at a time.
-        client
-            .batch_execute(&format!(
-                "begin; select pg_advisory_xact_lock(7263010); {schema}; commit;"
-            ))
+        let there = client
+            .query_typed(present, &[])
             .await
-            .map_err(|e| StoreError::Database(cogo_db::describe(&e)))?;
+            .map_err(pg_error)?
+            .first()
+            .is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true));
+        if !there {
+            // Replicas starting together apply the schema one at a time, as the operator does.
+            client
+                .batch_execute(&cogo_db::locked_schema(schema))
+                .await
+                .map_err(pg_error)?;
+        }
         drop(guard);
         Ok(pg)
     }
@@ -148,7 +164,13 @@ impl Postgres {
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, connection) = cogo_db::connect_url(&self.url, self.ca.as_deref())
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| match e {
+                    // A connection string that cannot work will not work later either.
+                    cogo_db::ConnectError::Config(why) => {
+                        StoreError::Database(format!("the database: {why}"))
+                    }
+                    cogo_db::ConnectError::Database(e) => pg_error(e),
+                })?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "the store's database connection closed");
@@ -160,6 +182,16 @@ impl Postgres {
             .as_mut()
             .ok_or_else(|| StoreError::Unavailable("no connection".into()))
     }
+}
+
+/// The error of a call that took longer than [`CALL_TIMEOUT`]; the connection is dropped, so
+/// a stuck one is not used again.
+fn timed_out(guard: &mut Option<tokio_postgres::Client>) -> StoreError {
+    *guard = None;
+    StoreError::Unavailable(format!(
+        "the database did not answer within {} s",
+        CALL_TIMEOUT.as_secs()
+    ))
 }
 
 /// Parameters with their types: statements are sent unnamed with `query_typed`, as
@@ -186,11 +218,23 @@ fn typed(boxed: &[(Box<dyn ToSql + Sync + Send>, Type)]) -> Vec<(&(dyn ToSql + S
         .collect()
 }
 
-/// A lost connection or a socket error may pass; what the server or the driver refused will
-/// not.
+/// Whether a failure with SQLSTATE `code` may pass: a lost or refused connection (class 08),
+/// a serialization failure or deadlock (40), too many connections or no room (53), a
+/// server shutting down (57P01 to 57P03), a lock not available (55P03), a statement
+/// cancelled (57014), a row another writer inserted at the same time (23505).
+pub fn transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("40")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "55P03" | "57014" | "23505")
+}
+
+/// A lost connection, a socket error or a transient SQLSTATE may pass; what the server or
+/// the driver refused otherwise will not.
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
     let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    if e.is_closed() || io {
+    let passing = e.as_db_error().is_some_and(|db| transient(db.code().code()));
+    if e.is_closed() || io || passing {
         StoreError::Unavailable(cogo_db::describe(&e))
     } else {
         StoreError::Database(cogo_db::describe(&e))
@@ -244,8 +288,17 @@ fn sqlite_val(v: rusqlite::types::Value) -> Val {
     }
 }
 
+/// A busy or locked database file (another process writing it) may pass; the rest will not.
 fn sqlite_error(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(format!("local store: {e}"))
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    if busy {
+        StoreError::Unavailable(format!("local store: {e}"))
+    } else {
+        StoreError::Database(format!("local store: {e}"))
+    }
 }
 
 fn sqlite_query(
@@ -300,10 +353,16 @@ impl Db {
             }
             Db::Postgres(pg) => {
                 let mut guard = pg.client.lock().await;
-                let client = pg.open(&mut guard).await?;
                 let boxed = pg_params(&params);
-                let rows = client.query_typed(sql, &typed(&boxed)).await.map_err(pg_error)?;
-                Ok(rows.iter().map(pg_row).collect())
+                let outcome = {
+                    let client = pg.open(&mut guard).await?;
+                    tokio::time::timeout(CALL_TIMEOUT, async {
+                        let rows = client.query_typed(sql, &typed(&boxed)).await.map_err(pg_error)?;
+                        Ok(rows.iter().map(pg_row).collect())
+                    })
+                    .await
+                };
+                outcome.unwrap_or_else(|_| Err(timed_out(&mut guard)))
             }
         }
     }
@@ -329,15 +388,21 @@ impl Db {
             }
             Db::Postgres(pg) => {
                 let mut guard = pg.client.lock().await;
-                let client = pg.open(&mut guard).await?;
-                let tx = client.transaction().await.map_err(pg_error)?;
-                for (sql, params) in statements {
-                    let boxed = pg_params(&params);
-                    tx.query_typed(sql.as_str(), &typed(&boxed))
-                        .await
-                        .map_err(pg_error)?;
-                }
-                tx.commit().await.map_err(pg_error)
+                let outcome = {
+                    let client = pg.open(&mut guard).await?;
+                    tokio::time::timeout(CALL_TIMEOUT, async {
+                        let tx = client.transaction().await.map_err(pg_error)?;
+                        for (sql, params) in statements {
+                            let boxed = pg_params(&params);
+                            tx.query_typed(sql.as_str(), &typed(&boxed))
+                                .await
+                                .map_err(pg_error)?;
+                        }
+                        tx.commit().await.map_err(pg_error)
+                    })
+                    .await
+                };
+                outcome.unwrap_or_else(|_| Err(timed_out(&mut guard)))
             }
         }
     }
@@ -401,6 +466,18 @@ pub fn in_list(n: usize, first: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transient_failures_are_told_from_lasting_ones() {
+        for code in [
+            "08006", "08001", "40001", "40P01", "53300", "57P01", "55P03", "57014", "23505",
+        ] {
+            assert!(transient(code), "{code}");
+        }
+        for code in ["42P01", "42703", "28P01", "21000", "22P02", "42501"] {
+            assert!(!transient(code), "{code}");
+        }
+    }
 
     #[test]
     fn parameters_are_numbered_in_the_order_they_appear() {

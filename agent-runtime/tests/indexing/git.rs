@@ -200,9 +200,11 @@ fn owned(files: BTreeMap<&str, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     files.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
+/// The servers of these tests are on loopback, which a fetch refuses by default.
 fn limits() -> Limits {
     Limits {
         max_file_bytes: 8 * 1024 * 1024,
+        allow_private: true,
         ..Limits::default()
     }
 }
@@ -368,6 +370,28 @@ fn urls_other_than_https_http_and_git_are_refused() {
             "{url}: {err}"
         );
     }
+}
+
+#[test]
+fn hosts_at_non_public_addresses_are_refused_by_default() {
+    let server = Server::start();
+    let url = server.url("demo.git");
+    for (url, address) in [
+        (url.as_str(), "127.0.0.1"),
+        ("http://169.254.169.254/latest.git", "169.254.169.254"),
+    ] {
+        let err = fetch_quietly(url, None, &Limits::default()).unwrap_err();
+        assert!(matches!(err, GitError::PrivateAddress { .. }), "{url}: {err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("its host is at {address}, a non-public address")),
+            "{err}"
+        );
+        assert!(!err.retryable());
+    }
+    // Credentials in a URL never show in a message.
+    let err = fetch_quietly("https://user:s3cret@127.0.0.1/x.git", None, &Limits::default()).unwrap_err();
+    assert!(!err.to_string().contains("s3cret"), "{err}");
 }
 
 #[test]

@@ -339,6 +339,28 @@ async fn graphrag_extracts_summarizes_and_answers_with_the_model() {
         prompt.contains("Wrote the first program."),
         "entity descriptions: {prompt}"
     );
+    // The graph changes: the communities found before are no longer used.
+    a.ok(
+        "graph.ingest",
+        json!({"graph": "history", "edges": [{"source": "charles babbage", "target": "london"}]}),
+    )
+    .await;
+    s.script([Reply::Text("Charles Babbage.".into())]);
+    let q = a
+        .ok(
+            "graph.query",
+            json!({"graph": "history", "question": "Who designed the Analytical Engine?"}),
+        )
+        .await;
+    assert!(q.get("communities").is_none(), "{q}");
+    assert!(
+        !s.requests()
+            .pop()
+            .unwrap()
+            .body
+            .to_string()
+            .contains("[community 0]")
+    );
     // A model answer that is not the JSON asked for fails the ingest so it may be retried.
     s.script([Reply::Text("Sorry, I cannot.".into())]);
     let e = a

@@ -65,6 +65,8 @@ impl Agents {
         let policy = indexing::IndexPolicy {
             git: indexing::git::Limits {
                 timeout: Duration::from_secs(60),
+                // The git servers of these tests are on loopback.
+                allow_private: true,
                 ..Default::default()
             },
             ..Default::default()
@@ -639,4 +641,81 @@ async fn the_index_graph_links_files_symbols_imports_and_calls() {
             "{e}"
         );
     }
+}
+
+#[tokio::test]
+async fn one_indexing_of_an_index_runs_at_a_time() {
+    let a = Agents::local(None);
+    let store = a.store.get().await.unwrap();
+    let input = json!({"index": "tree", "source": {"files": [{"path": "a.go", "content": "package a\nfunc A() {}\n"}]}});
+    let now = jiff::Timestamp::now().as_millisecond();
+    assert!(
+        store
+            .lease_index("tree", "team/other attempt 1", now, 60_000)
+            .await
+            .unwrap()
+    );
+    let e = a.run("index.repository", input.clone()).await.unwrap_err();
+    assert!(e.retryable, "{e:?}");
+    assert!(
+        e.message
+            .contains("index \"tree\" is being indexed by team/other attempt 1"),
+        "{e:?}"
+    );
+    // The holder ends: the next try runs, and gives the lease back when done.
+    store.release_index("tree", "team/other attempt 1").await.unwrap();
+    a.ok("index.repository", input.clone()).await;
+    assert_eq!(store.index_holder("tree").await.unwrap(), None);
+    // A holder that died: its lease runs out and is taken over.
+    assert!(
+        store
+            .lease_index("tree", "team/gone attempt 1", now - 120_000, 60_000)
+            .await
+            .unwrap()
+    );
+    a.ok("index.repository", input).await;
+}
+
+#[tokio::test]
+async fn a_model_without_embeddings_leaves_the_index_built_and_says_why() {
+    let gemini = cogo_e2e::standin::StandIn::gemini("key").await;
+    let config = ModelConfig {
+        provider: ModelProvider::Gemini,
+        name: "gemini-2.5-flash-lite".into(),
+        endpoint: Some(gemini.endpoint()),
+        api_key: "key".into(),
+        timeout: Duration::from_secs(5),
+        attempts: 1,
+    };
+    let model = Arc::new(Model::new(config.client().unwrap(), 1, ModelMetrics::default()));
+    let a = Agents::local(Some(model));
+    let r = a
+        .ok(
+            "index.repository",
+            json!({"index": "tree", "source": {"files": tree_files()}}),
+        )
+        .await;
+    assert_eq!((r["files"].as_u64(), r["embedded"].as_u64()), (Some(50), Some(0)));
+    assert!(
+        r["embeddingError"]
+            .as_str()
+            .unwrap()
+            .contains("gives no embeddings here"),
+        "{r}"
+    );
+    let hits = a
+        .ok("index.search", json!({"index": "tree", "query": "NewRandom"}))
+        .await;
+    assert_eq!(hits["mode"], "lexical");
+    let e = a
+        .run(
+            "index.search",
+            json!({"index": "tree", "query": "x", "mode": "semantic"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("has no embeddings by gemini-2.5-flash-lite"),
+        "{e:?}"
+    );
 }

@@ -96,6 +96,11 @@ async fn replicas_share_one_index_in_the_database() {
             .unwrap()
             .len()
     );
+    // Graphs too, with a node and an edge given twice in one call (one row each in PostgreSQL).
+    let g = json!({"graph": "g", "nodes": [{"id": "a"}, {"id": "a", "label": "A"}],
+                   "edges": [{"source": "a", "target": "b"}, {"source": "a", "target": "b", "weight": 2.0}]});
+    let r = two.ok("graph.ingest", g).await;
+    assert_eq!((r["nodes"].as_u64(), r["edges"].as_u64()), (Some(2), Some(1)));
     // Without pgvector, embeddings are kept as bytes: the schema says so.
     assert_eq!(
         pg.query("select count(*) from information_schema.columns where column_name = 'embedding_vector'"),
@@ -205,8 +210,29 @@ async fn semantic_and_hybrid_search_with_a_real_embedding_model_locally_and_in_p
         .await;
     assert_eq!(h["mode"], "hybrid");
     assert!(ranked(&h)[..2].iter().any(|(_, sym)| sym == "bump_major"), "{h}");
-    // A dead embedding server fails the search so that it may be retried.
+    // Another model's embeddings are made again by the agent's model.
+    let store = local.store.get().await.unwrap();
+    let chunks = l["chunks"].as_u64().unwrap();
+    assert_eq!(store.embedded_with("py", &server.model).await.unwrap(), chunks);
+    assert_eq!(store.embedded_with("py", "another-model").await.unwrap(), 0);
+    assert_eq!(
+        store.unembedded("py", "another-model", 1000).await.unwrap().len() as u64,
+        chunks
+    );
+    assert!(
+        store
+            .unembedded("py", &server.model, 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A dead embedding server fails a semantic search so that it may be retried; a hybrid one
+    // answers from the words alone and says so.
     drop(server);
+    let h = local
+        .ok("index.search", json!({"index": "py", "query": "bump_major"}))
+        .await;
+    assert_eq!(h["mode"], "lexical");
     let e = local
         .run(
             "index.search",

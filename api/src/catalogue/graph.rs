@@ -198,6 +198,9 @@ pub struct QueryResult {
     /// For `path`: the node ids from `from` to `to` (empty when there is none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<Vec<String>>,
+    /// For `neighbors`: whether more nodes were within reach than the 1000 listed (the nearest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// For `question`: the model's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,

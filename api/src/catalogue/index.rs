@@ -87,6 +87,10 @@ pub struct RepositoryResult {
     pub skipped: u64,
     /// Chunks given embeddings this time (0 when the agent has no embedding model).
     pub embedded: u64,
+    /// Why the model gave no embeddings, when it cannot (not an embeddings model, say); the
+    /// index is built, and lexical search works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_error: Option<String>,
     /// The commit indexed, for a git source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,

@@ -3,7 +3,7 @@
 use cogo_api::{AgentRole, CogoAgent, agent::StorageSpec};
 use k8s_openapi::{
     api::{
-        apps::v1::Deployment,
+        apps::v1::{Deployment, DeploymentStrategy},
         core::v1::{
             EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, Secret,
             SecretKeySelector, Service, Volume, VolumeMount,
@@ -61,7 +61,10 @@ fn agent_env(agent: &CogoAgent, name: &str, cfg: &Config) -> Vec<EnvVar> {
         let key = &model.api_key_secret_ref;
         vars.push(env_from_secret("COGO_MODEL_API_KEY", &key.name, &key.key, false));
     }
-    if let Some(secret) = spec.storage.as_ref().and_then(|s| s.database_secret.as_ref()) {
+    let keeps_a_store = matches!(spec.role, AgentRole::Indexing | AgentRole::GraphRag);
+    if let Some(secret) = spec.storage.as_ref().and_then(|s| s.database_secret.as_ref())
+        && keeps_a_store
+    {
         vars.push(env_from_secret("COGO_DATABASE_URL", secret, "url", false));
         vars.push(env_from_secret("COGO_DATABASE_CA", secret, "ca.crt", true));
     }
@@ -170,7 +173,17 @@ pub fn deployment(
         volumes,
         unconfined_seccomp: false,
     };
-    super::deployment(pool, spec.replicas, pod_template(pool, params))
+    let mut d = super::deployment(pool, spec.replicas, pod_template(pool, params));
+    // A claim is one pod's: the old pod goes before the new one starts.
+    if spec.storage.as_ref().is_some_and(|s| s.claim_name.is_some())
+        && let Some(ds) = d.spec.as_mut()
+    {
+        ds.strategy = Some(DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        });
+    }
+    d
 }
 
 /// The agent's Service on its role's port.
@@ -361,8 +374,17 @@ mod tests {
             .secret_key_ref
             .unwrap();
         assert_eq!((ca.key.as_str(), ca.optional), ("ca.crt", Some(true)));
-        // Other roles keep nothing.
-        assert!(store(&pod_of("role: Research")).is_none());
+        // A claim's pod is replaced, not rolled: two pods never want it at once.
+        let a = agent("a", "role: GraphRAG\nstorage: {claimName: graphs}");
+        let d = deployment(&a, &agent_pool(&a), &cfg(), "i".into(), None);
+        assert_eq!(
+            d.spec.unwrap().strategy.unwrap().type_.as_deref(),
+            Some("Recreate")
+        );
+        // Other roles keep nothing, and get no database.
+        let research = pod_of("role: Research\nstorage: {databaseSecret: supabase-db}");
+        assert!(store(&research).is_none());
+        assert!(env(&research, "COGO_DATABASE_URL").is_none());
     }
 
     #[test]

@@ -638,7 +638,7 @@ async fn connect(secrets: &Api<Secret>, secret: &str) -> Result<tokio_postgres::
             warn!(error = %e, "the Supabase connection closed");
         }
     });
-    client.batch_execute(MIGRATION).await?;
+    client.batch_execute(&cogo_db::locked_schema(MIGRATION)).await?;
     Ok(client)
 }
 

@@ -87,6 +87,10 @@ fn the_api_server_rejects_bad_resources_naming_the_field() {
             "spec.resources.memory",
         ),
         (
+            agent("a", "  role: Indexing\n  storage: {size: lots}"),
+            "spec.storage.size",
+        ),
+        (
             agent("9lives", "  role: Research"),
             "metadata.name must be a DNS-1035 label",
         ),

@@ -141,7 +141,7 @@ fn indexing_and_graphrag_pods_share_indexes_and_build_graphs() {
         g["nodes"].as_u64().unwrap() > 30 && g["edges"].as_u64().unwrap() > 30,
         "{g}"
     );
-    let child = c.get_json(&ns.name, "agenttask/ingest-index-graph").unwrap();
+    let child = c.get_json(&ns.name, "agenttask/ingest-index-graph-1").unwrap();
     assert_eq!(child["metadata"]["labels"]["cogo.xyz/parent"], "ingest");
     assert_eq!(child["status"]["phase"], "Succeeded");
     ns.apply_ok(&task(

@@ -1,6 +1,9 @@
 //! `graph.ingest`: nodes and edges given, from an index, or extracted from a text.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use cogo_api::{
     AgentRole,
@@ -28,8 +31,8 @@ use crate::{
 
 /// The most nodes plus edges one ingest may add.
 pub const MAX_ITEMS: usize = 200_000;
-/// The longest node id.
-pub const MAX_ID: usize = 512;
+/// The longest node id (a symbol's id holds its file's path, up to 1024 bytes, and names).
+pub const MAX_ID: usize = 2048;
 /// Characters of text the model reads at once; a longer text is read in pieces.
 pub const TEXT_PIECE: usize = 12_000;
 /// The longest text.
@@ -65,7 +68,8 @@ impl TaskHandler for Ingest {
                 usage = Some(u);
                 (n, e)
             };
-            let (nodes, edges) = rows(nodes, edges)?;
+            let most = if explicit { MAX_ITEMS } else { usize::MAX };
+            let (nodes, edges) = rows(nodes, edges, most)?;
             let store = self.0.store().await?;
             for batch in nodes.chunks(5000) {
                 store
@@ -79,6 +83,11 @@ impl TaskHandler for Ingest {
                     .await
                     .map_err(store_error)?;
             }
+            // Communities found before no longer describe the graph.
+            store
+                .save_communities(&input.graph, &[])
+                .await
+                .map_err(store_error)?;
             let (n, e) = store.graph_totals(&input.graph).await.map_err(store_error)?;
             serde_json::to_value(IngestResult {
                 graph: input.graph,
@@ -91,11 +100,16 @@ impl TaskHandler for Ingest {
     }
 }
 
-/// Checks nodes and edges and turns them into rows.
-fn rows(nodes: Vec<Node>, edges: Vec<Edge>) -> Result<(Vec<NodeRow>, Vec<EdgeRow>), HandlerError> {
-    if nodes.len() + edges.len() > MAX_ITEMS {
+/// Checks nodes and edges (at most `most` of them) and turns them into rows; a node id or an
+/// edge given twice is one row, the later one's fields winning (as a second ingest would).
+fn rows(
+    nodes: Vec<Node>,
+    edges: Vec<Edge>,
+    most: usize,
+) -> Result<(Vec<NodeRow>, Vec<EdgeRow>), HandlerError> {
+    if nodes.len() + edges.len() > most {
         return Err(HandlerError::fatal(format!(
-            "invalid {INGEST} input: {} nodes and edges, the most at once is {MAX_ITEMS}",
+            "invalid {INGEST} input: {} nodes and edges, the most at once is {most}",
             nodes.len() + edges.len()
         )));
     }
@@ -108,17 +122,31 @@ fn rows(nodes: Vec<Node>, edges: Vec<Edge>) -> Result<(Vec<NodeRow>, Vec<EdgeRow
             Ok(())
         }
     };
-    let mut node_rows = Vec::with_capacity(nodes.len());
+    let mut node_rows: Vec<NodeRow> = Vec::with_capacity(nodes.len());
+    let mut node_at: HashMap<String, usize> = HashMap::new();
     for n in nodes {
         check_id("node id", &n.id)?;
-        node_rows.push(NodeRow {
+        let row = NodeRow {
             id: n.id,
             label: n.label,
             kind: n.kind,
             props: n.props.map(|p| Value::Object(p).to_string()),
-        });
+        };
+        match node_at.get(&row.id) {
+            Some(&at) => {
+                let old = &mut node_rows[at];
+                old.label = row.label.or(old.label.take());
+                old.kind = row.kind.or(old.kind.take());
+                old.props = row.props.or(old.props.take());
+            }
+            None => {
+                node_at.insert(row.id.clone(), node_rows.len());
+                node_rows.push(row);
+            }
+        }
     }
-    let mut edge_rows = Vec::with_capacity(edges.len());
+    let mut edge_rows: Vec<EdgeRow> = Vec::with_capacity(edges.len());
+    let mut edge_at: HashMap<(String, String, String), usize> = HashMap::new();
     for e in edges {
         check_id("edge source", &e.source)?;
         check_id("edge target", &e.target)?;
@@ -129,12 +157,20 @@ fn rows(nodes: Vec<Node>, edges: Vec<Edge>) -> Result<(Vec<NodeRow>, Vec<EdgeRow
                 e.source, e.target
             )));
         }
-        edge_rows.push(EdgeRow {
+        let row = EdgeRow {
             source: e.source,
             target: e.target,
             kind: e.kind.unwrap_or_default(),
             weight,
-        });
+        };
+        let key = (row.source.clone(), row.target.clone(), row.kind.clone());
+        match edge_at.get(&key) {
+            Some(&at) => edge_rows[at].weight = row.weight,
+            None => {
+                edge_at.insert(key, edge_rows.len());
+                edge_rows.push(row);
+            }
+        }
     }
     Ok((node_rows, edge_rows))
 }
@@ -148,10 +184,11 @@ async fn from_index(
     agent: Option<&str>,
 ) -> Result<GraphResult, HandlerError> {
     let store = shared.store().await?;
-    if store.index_totals(index).await.map_err(store_error)?.files > 0 {
+    if store.index_exists(index).await.map_err(store_error)? {
         return index_graph(&store, index).await.map_err(store_error);
     }
-    let name = format!("{}-index-graph", ctx.task.name);
+    // A retried ingest asks again rather than reading a failed earlier answer.
+    let name = format!("{}-index-graph-{}", ctx.task.name, ctx.task.attempt);
     ctx.create_subtask(SubtaskRequest {
         name: Some(name.clone()),
         agent: agent.map(str::to_string),
@@ -278,7 +315,8 @@ async fn extract(
         })?;
         for e in got.entities {
             let id = entity_id(&e.name);
-            if id.is_empty() {
+            // A name the model made up past any sense is left out, not the whole text.
+            if id.is_empty() || id.len() > MAX_ID {
                 continue;
             }
             let props = e.description.map(|d| {
@@ -295,7 +333,7 @@ async fn extract(
         }
         for r in got.relations {
             let (s, t) = (entity_id(&r.source), entity_id(&r.target));
-            if s.is_empty() || t.is_empty() {
+            if s.is_empty() || t.is_empty() || s.len() > MAX_ID || t.len() > MAX_ID {
                 continue;
             }
             let kind = r.kind.unwrap_or_else(|| "related_to".into());

@@ -212,9 +212,12 @@ impl TaskHandler for Query {
                 let g = Loaded::read(&store, QUERY, &input.graph).await?;
                 let start = g.node(QUERY, &input.graph, &q.node)?;
                 let found = algo::neighbors(&g.graph, start, depth);
+                let truncated = found.len() > MAX_NODES;
                 let mut depths: BTreeMap<u32, u32> = found.into_iter().take(MAX_NODES).collect();
                 depths.insert(start, 0);
-                subgraph(&store, &input.graph, &g, &depths).await?
+                let mut r = subgraph(&store, &input.graph, &g, &depths).await?;
+                r.truncated = truncated;
+                r
             } else if let Some(p) = &input.path {
                 let g = Loaded::read(&store, QUERY, &input.graph).await?;
                 let (from, to) = (

@@ -42,11 +42,54 @@ impl TaskHandler for IndexRepository {
             let filter = Filter::new(&input.include, &input.exclude)?;
             let store = self.0.store().await?;
             let started = Instant::now();
-            let result = unless_cancelled(&ctx, index(&self.0, &store, &input, &filter, &ctx)).await?;
-            let mut result = result;
+            // One indexing of an index at a time, across every replica of a shared store.
+            let t = &ctx.task;
+            let holder = format!("{}/{} attempt {}", t.namespace, t.name, t.attempt);
+            let lease = Lease {
+                store: &store,
+                index: &input.index,
+                holder: &holder,
+            };
+            lease.take().await?;
+            let result = unless_cancelled(&ctx, index(&self.0, &store, &input, &filter, &ctx, &lease)).await;
+            if let Err(e) = store.release_index(&input.index, &holder).await {
+                tracing::warn!(index = %input.index, error = %e, "cannot release the index's lease; it expires by itself");
+            }
+            let mut result = result?;
             result.duration_ms = started.elapsed().as_millis() as u64;
             to_value(&result)
         })
+    }
+}
+
+/// How long a lease on an index lasts unless renewed (it is renewed with every file).
+const LEASE_MS: i64 = 60_000;
+
+/// A task's lease on the index it builds.
+struct Lease<'a> {
+    store: &'a SharedStore,
+    index: &'a str,
+    holder: &'a str,
+}
+
+impl Lease<'_> {
+    /// Takes or renews it; while another task holds it, fails so the task is tried again.
+    async fn take(&self) -> Result<(), HandlerError> {
+        let now = jiff::Timestamp::now().as_millisecond();
+        if self
+            .store
+            .lease_index(self.index, self.holder, now, LEASE_MS)
+            .await
+            .map_err(store_error)?
+        {
+            return Ok(());
+        }
+        let other = self.store.index_holder(self.index).await.map_err(store_error)?;
+        Err(HandlerError::retryable(format!(
+            "index {:?} is being indexed by {}; this task is tried again once that ends",
+            self.index,
+            other.unwrap_or_else(|| "another task".into())
+        )))
     }
 }
 
@@ -165,6 +208,7 @@ async fn index(
     input: &RepositoryInput,
     filter: &Filter,
     ctx: &TaskContext,
+    lease: &Lease<'_>,
 ) -> Result<RepositoryResult, HandlerError> {
     let name = input.index.as_str();
     let mut commit = None;
@@ -196,7 +240,7 @@ async fn index(
         }
         (Some(source), None) => {
             let (url, reference) = (source.url.clone(), source.reference.clone());
-            ctx.report_progress(format!("fetching {url}"));
+            ctx.report_progress(format!("fetching {}", git::redact(&url)));
             let limits = shared.policy.git.clone();
             let parent = shared.store.dir().join("checkouts");
             std::fs::create_dir_all(&parent)
@@ -250,6 +294,7 @@ async fn index(
         let path = paths[i].clone();
         if last_report.elapsed() > Duration::from_secs(2) {
             ctx.report_progress(format!("indexed {n} of {total} files ({parsed} parsed)"));
+            lease.take().await?;
             last_report = Instant::now();
         }
         let files2 = files.clone();
@@ -290,9 +335,10 @@ async fn index(
         gone.len()
     ));
 
-    let embedded = match &shared.model {
-        Some(model) => embed_all(store, model, &shared.policy.prefixes.passage, name, ctx).await?,
-        None => 0,
+    lease.take().await?;
+    let (embedded, embedding_error) = match &shared.model {
+        Some(model) => embed_all(store, model, &shared.policy.prefixes.passage, name, ctx, lease).await?,
+        None => (0, None),
     };
     let totals = store.index_totals(name).await.map_err(store_error)?;
     Ok(RepositoryResult {
@@ -305,25 +351,32 @@ async fn index(
         removed: gone.len() as u64,
         skipped,
         embedded,
+        embedding_error,
         commit,
         store: store.kind().to_string(),
         duration_ms: 0,
     })
 }
 
-/// Gives every chunk of `index` without an embedding one, a batch at a time.
+/// Gives every chunk of `index` without an embedding of the model one, a batch at a time;
+/// returns how many it embedded, and why it stopped when the model cannot give embeddings
+/// (the index is built all the same; lexical search works without them).
 async fn embed_all(
     store: &SharedStore,
     model: &crate::llm::Model,
     passage: &str,
     index: &str,
     ctx: &TaskContext,
-) -> Result<u64, HandlerError> {
+    lease: &Lease<'_>,
+) -> Result<(u64, Option<String>), HandlerError> {
     let mut done = 0u64;
     loop {
-        let chunks = store.unembedded(index, EMBED_BATCH).await.map_err(store_error)?;
+        let chunks = store
+            .unembedded(index, model.name(), EMBED_BATCH)
+            .await
+            .map_err(store_error)?;
         if chunks.is_empty() {
-            return Ok(done);
+            return Ok((done, None));
         }
         let texts: Vec<String> = chunks
             .iter()
@@ -335,14 +388,24 @@ async fn embed_all(
                 t
             })
             .collect();
-        let e = model.embed(&texts).await.map_err(|e| HandlerError {
-            retryable: e.retryable(),
-            message: format!("embedding model {}: {e}", model.name()),
-        })?;
+        let e = match model.embed(&texts).await {
+            Ok(e) => e,
+            Err(e) if e.retryable() => {
+                return Err(HandlerError::retryable(format!(
+                    "embedding model {}: {e}",
+                    model.name()
+                )));
+            }
+            Err(e) => return Ok((done, Some(format!("embedding model {}: {e}", model.name())))),
+        };
         let pairs: Vec<(i64, Vec<f32>)> = chunks.iter().map(|c| c.id).zip(e.vectors).collect();
-        store.set_embeddings(&pairs).await.map_err(store_error)?;
+        store
+            .set_embeddings(model.name(), &pairs)
+            .await
+            .map_err(store_error)?;
         done += pairs.len() as u64;
         ctx.report_progress(format!("embedded {done} chunks"));
+        lease.take().await?;
     }
 }
 

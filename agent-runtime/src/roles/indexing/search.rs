@@ -20,6 +20,8 @@ use crate::{
     store::{ChunkRow, Store},
 };
 
+/// The most distinct words a query may have.
+pub const MAX_QUERY_WORDS: usize = 64;
 /// The most hits one search returns.
 pub const MAX_K: u32 = 100;
 /// Candidates each ranking gives to a hybrid search.
@@ -29,18 +31,13 @@ const SNIPPET_LINES: usize = 12;
 /// A name defined more often than this is not linked by calls (too ambiguous to help).
 const MAX_CALL_TARGETS: usize = 20;
 
-async fn require_index(
-    store: &Store,
-    task_type: &str,
-    index: &str,
-) -> Result<crate::store::IndexTotals, HandlerError> {
-    let totals = store.index_totals(index).await.map_err(store_error)?;
-    if totals.files == 0 {
-        return Err(HandlerError::fatal(format!(
-            "{task_type}: index {index:?} does not exist or is empty: build it with index.repository first"
-        )));
+async fn require_index(store: &Store, task_type: &str, index: &str) -> Result<(), HandlerError> {
+    if store.index_exists(index).await.map_err(store_error)? {
+        return Ok(());
     }
-    Ok(totals)
+    Err(HandlerError::fatal(format!(
+        "{task_type}: index {index:?} does not exist or is empty: build it with index.repository first"
+    )))
 }
 
 /// `index.search`.
@@ -62,19 +59,35 @@ impl TaskHandler for IndexSearch {
                     "invalid {SEARCH} input: k is {k}, it must be 1 to {MAX_K}"
                 )));
             }
+            let words = rank::query_words(&input.query).len();
+            if words > MAX_QUERY_WORDS {
+                return Err(HandlerError::fatal(format!(
+                    "invalid {SEARCH} input: the query has {words} words, the most is {MAX_QUERY_WORDS}"
+                )));
+            }
             let store = self.0.store().await?;
-            let totals = require_index(&store, SEARCH, &input.index).await?;
+            require_index(&store, SEARCH, &input.index).await?;
             let asked = input.mode.unwrap_or_default();
-            let semantic_ready = self.0.model.is_some() && totals.embedded > 0;
-            let mode = match asked {
+            let semantic_ready = match &self.0.model {
+                Some(m) => {
+                    store
+                        .embedded_with(&input.index, m.name())
+                        .await
+                        .map_err(store_error)?
+                        > 0
+                }
+                None => false,
+            };
+            let mut mode = match asked {
                 SearchMode::Semantic if !semantic_ready => {
                     return Err(HandlerError::fatal(match &self.0.model {
                         None => format!(
                             "{SEARCH}: semantic search needs an embedding model, and this agent has none: set spec.model on its CogoAgent to an OpenAICompatible embeddings server"
                         ),
-                        Some(_) => format!(
-                            "{SEARCH}: index {:?} has no embeddings yet: index it again with the embedding model in place",
-                            input.index
+                        Some(m) => format!(
+                            "{SEARCH}: index {:?} has no embeddings by {} yet: index it again with that model in place",
+                            input.index,
+                            m.name()
                         ),
                     }));
                 }
@@ -87,11 +100,19 @@ impl TaskHandler for IndexSearch {
                 SearchMode::Semantic => semantic(&self.0, &store, &input.index, &input.query, k).await?,
                 SearchMode::Hybrid => {
                     let l = lexical(&store, &input.index, &input.query, FUSION_DEPTH).await?;
-                    let s = semantic(&self.0, &store, &input.index, &input.query, FUSION_DEPTH).await?;
-                    rank::fuse(
-                        &[l.iter().map(|x| x.0).collect(), s.iter().map(|x| x.0).collect()],
-                        k,
-                    )
+                    match semantic(&self.0, &store, &input.index, &input.query, FUSION_DEPTH).await {
+                        Ok(s) => rank::fuse(
+                            &[l.iter().map(|x| x.0).collect(), s.iter().map(|x| x.0).collect()],
+                            k,
+                        ),
+                        // The embedding model is away: the words alone answer, and `mode` says so.
+                        Err(e) if e.retryable => {
+                            tracing::warn!(error = %e.message, "hybrid search without embeddings");
+                            mode = SearchMode::Lexical;
+                            l.into_iter().take(k).collect()
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
@@ -178,7 +199,10 @@ async fn semantic(
             message: format!("embedding model {}: {e}", model.name()),
         })?;
     let v = e.vectors.into_iter().next().unwrap_or_default();
-    store.nearest(index, &v, k).await.map_err(store_error)
+    store
+        .nearest(index, model.name(), &v, k)
+        .await
+        .map_err(store_error)
 }
 
 /// `index.symbols`.

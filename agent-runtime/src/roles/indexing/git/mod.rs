@@ -46,6 +46,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Whether `file://` URLs are allowed. Only tests want this; default `false`.
     pub allow_file: bool,
+    /// Whether a host at a loopback, private, link-local (cloud metadata) or other non-public
+    /// address may be fetched from; default `false`, as for the Research agent's pages.
+    pub allow_private: bool,
 }
 
 impl Default for Limits {
@@ -56,6 +59,7 @@ impl Default for Limits {
             max_file_bytes: MIB,
             timeout: Duration::from_secs(300),
             allow_file: false,
+            allow_private: false,
         }
     }
 }
@@ -80,6 +84,11 @@ pub enum GitError {
     /// The URL is not one we fetch from.
     #[error("cannot fetch {url}: the {scheme} scheme is not allowed, use https, http or git")]
     UnsupportedScheme { url: String, scheme: String },
+    /// The host is at a loopback, private, link-local or other non-public address.
+    #[error(
+        "cannot fetch {url}: its host is at {address}, a non-public address (set COGO_INDEX_ALLOW_PRIVATE=true on the agent to allow it)"
+    )]
+    PrivateAddress { url: String, address: String },
     /// The URL could not be parsed.
     #[error("{url} is not a valid repository URL: {reason}")]
     InvalidUrl { url: String, reason: String },
@@ -146,6 +155,9 @@ pub fn fetch(
 ) -> Result<Checkout, GitError> {
     let shown = redact(url);
     check_scheme(url, &shown, limits)?;
+    if !limits.allow_private {
+        check_address(url, &shown)?;
+    }
     let root = tempfile::Builder::new()
         .prefix("cogo-git-")
         .tempdir_in(parent_dir)
@@ -308,6 +320,34 @@ fn check_scheme(url: &str, shown: &str, limits: &Limits) -> Result<(), GitError>
     Ok(())
 }
 
+/// Refuses a host that resolves to a non-public address (checked before connecting; the
+/// connection resolves the name again).
+fn check_address(url: &str, shown: &str) -> Result<(), GitError> {
+    use std::net::ToSocketAddrs as _;
+    let parsed = gix::url::parse(url.as_bytes().as_bstr()).map_err(|e| GitError::InvalidUrl {
+        url: shown.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let Some(host) = parsed.host() else {
+        return Ok(());
+    };
+    let port = parsed.port_or_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = (host, port).to_socket_addrs().map_err(|e| GitError::Transport {
+        url: shown.to_owned(),
+        message: format!("cannot resolve {host}: {e}"),
+    })?;
+    for addr in addrs {
+        if !crate::roles::research::fetch::address_allowed(addr.ip()) {
+            return Err(GitError::PrivateAddress {
+                url: shown.to_owned(),
+                address: addr.ip().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A failure reading the fetched objects, reported like a transfer failure.
 fn transport_error(url: &str, err: &dyn std::fmt::Display) -> GitError {
     GitError::Transport {
@@ -317,7 +357,7 @@ fn transport_error(url: &str, err: &dyn std::fmt::Display) -> GitError {
 }
 
 /// `url` without a password or user name, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -275,3 +275,26 @@ fn every_query_compiles() {
         compiled_query(language).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Deeply nested definitions (a generated or hostile file) parse on a thread with the blocking
+/// pool's 2 MiB stack, without overflowing it.
+#[test]
+fn deeply_nested_definitions_do_not_overflow_the_stack() {
+    let depth = 25_000;
+    let mut source = String::new();
+    for i in 0..depth {
+        source.push_str(&format!("function f{i}() {{\n"));
+    }
+    for _ in 0..depth {
+        source.push_str("}\n");
+    }
+    let parsed = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || parse(Language::JavaScript, &source).map(|p| (p.symbols.len(), p.chunks.len())))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    let (symbols, chunks) = parsed.unwrap();
+    assert_eq!(symbols, depth);
+    assert!(chunks >= 1);
+}
