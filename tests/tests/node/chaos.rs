@@ -256,7 +256,7 @@ fn kill_leader(c: &Cluster, ns: &Namespace, hard: bool) {
 /// take over (it counts from when it saw the record change), so one replica leads and serves
 /// throughout.
 fn skew_clocks(c: &Cluster, clocks: &SkewedClocks, skew: Duration, span: Duration) {
-    wait_until(Duration::from_secs(120), "a leader and a standby", || {
+    wait_until(Duration::from_secs(240), "a leader and a standby", || {
         let pods = operator_pods(c);
         pods.len() == 2 && pods.iter().filter(|(_, serves)| *serves).count() == 1
     });
