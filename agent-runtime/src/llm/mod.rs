@@ -415,7 +415,7 @@ impl Model {
 
     /// One answer, retrying what may succeed later.
     pub async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.retrying(|| self.client.chat(req)).await
+        self.retrying(|| self.client.chat(req), |r| &r.usage).await
     }
 
     /// One answer as a stream of text pieces given to `on_text`, retrying what may succeed
@@ -440,29 +440,22 @@ impl Model {
 
     /// Embeddings of `inputs`, in their order, retrying what may succeed later.
     pub async fn embed(&self, inputs: &[String]) -> Result<Embeddings, ModelError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let started = std::time::Instant::now();
-            let result = self.client.embed(inputs).await;
-            self.record(result.as_ref().map(|r| &r.usage), started);
-            match self.next_wait(result.as_ref().err(), attempt) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => return result,
-            }
-        }
+        self.retrying(|| self.client.embed(inputs), |e| &e.usage).await
     }
 
-    async fn retrying<'a>(
+    /// `call` until it succeeds or fails for good, recording each call's outcome and the
+    /// tokens `usage` reads from an answer.
+    async fn retrying<'a, T>(
         &'a self,
-        call: impl Fn() -> BoxFuture<'a, Result<ChatResponse, ModelError>>,
-    ) -> Result<ChatResponse, ModelError> {
+        call: impl Fn() -> BoxFuture<'a, Result<T, ModelError>>,
+        usage: impl Fn(&T) -> &Usage,
+    ) -> Result<T, ModelError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let started = std::time::Instant::now();
             let result = call().await;
-            self.record(result.as_ref().map(|r| &r.usage), started);
+            self.record(result.as_ref().map(&usage), started);
             match self.next_wait(result.as_ref().err(), attempt) {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => return result,

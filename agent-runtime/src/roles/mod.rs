@@ -143,6 +143,16 @@ pub fn register(role: AgentRole, config: &RoleConfig, registry: &mut Registry) -
     parts
 }
 
+/// A store failure fails the task, retryable when the database may come back.
+impl From<crate::store::StoreError> for HandlerError {
+    fn from(e: crate::store::StoreError) -> Self {
+        HandlerError {
+            retryable: e.retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Asks `model` for an answer to `req`, unless the task is cancelled first. A failed call
 /// fails the task, retryable when another call may succeed.
 pub(crate) async fn ask(

@@ -185,13 +185,9 @@ impl Store {
             t.files += n;
             t.languages.insert(r[0].text(), n);
         }
-        let count =
-            |table: &str, extra: &str| format!("select count(*) from {table} where index_name = $1 {extra}");
-        t.symbols = self.count(&count("cogo_index_symbols", ""), index).await?;
-        t.chunks = self.count(&count("cogo_index_chunks", ""), index).await?;
-        t.embedded = self
-            .count(&count("cogo_index_chunks", "and embedding is not null"), index)
-            .await?;
+        let count = |table: &str| format!("select count(*) from {table} where index_name = $1");
+        t.symbols = self.count(&count("cogo_index_symbols"), index).await?;
+        t.chunks = self.count(&count("cogo_index_chunks"), index).await?;
         Ok(t)
     }
 

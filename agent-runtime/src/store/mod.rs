@@ -137,8 +137,6 @@ pub struct IndexTotals {
     pub symbols: u64,
     /// Chunks.
     pub chunks: u64,
-    /// Chunks with embeddings.
-    pub embedded: u64,
     /// Files per language.
     pub languages: BTreeMap<String, u64>,
 }

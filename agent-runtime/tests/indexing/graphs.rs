@@ -233,11 +233,7 @@ async fn neighbours_and_paths_follow_edges_either_way() {
 #[tokio::test]
 async fn an_index_becomes_a_graph() {
     let a = Agents::local(None);
-    a.ok(
-        "index.repository",
-        json!({"index": "tree", "source": {"files": tree_files()}}),
-    )
-    .await;
+    a.index("tree", &tree_files()).await;
     let g = a.ok("index.graph", json!({"index": "tree"})).await;
     let r = a
         .ok("graph.ingest", json!({"graph": "code", "fromIndex": "tree"}))

@@ -90,6 +90,15 @@ impl Agents {
         handler.run(&input, ctx).await
     }
 
+    /// Indexes `files` (inline) as `index`, expecting success.
+    pub async fn index(&self, index: &str, files: &[Value]) -> Value {
+        self.ok(
+            "index.repository",
+            json!({"index": index, "source": {"files": files}}),
+        )
+        .await
+    }
+
     /// Runs it and expects success.
     pub async fn ok(&self, task_type: &str, input: Value) -> Value {
         self.run(task_type, input.clone())
@@ -145,12 +154,7 @@ fn hit_paths(v: &Value) -> Vec<(String, Option<String>)> {
 async fn the_test_tree_is_indexed_and_its_definitions_found() {
     let a = Agents::local(None);
     let files = tree_files();
-    let r = a
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let r = a.index("tree", &files).await;
     // Every source file of the five languages; licenses, manifests and READMEs are skipped.
     assert_eq!(
         r["languages"],
@@ -286,19 +290,9 @@ fn hits_paths_first(v: &Value) -> (String, Option<String>) {
 async fn indexing_again_parses_only_what_changed() {
     let a = Agents::local(None);
     let mut files = tree_files();
-    let r = a
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let r = a.index("tree", &files).await;
     assert_eq!(r["parsed"], 50);
-    let r = a
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let r = a.index("tree", &files).await;
     assert_eq!(
         (r["parsed"].as_u64(), r["removed"].as_u64(), r["files"].as_u64()),
         (Some(0), Some(0), Some(50))
@@ -314,12 +308,7 @@ async fn indexing_again_parses_only_what_changed() {
         "{text}\n// FreshlyAddedHelper returns nothing.\nfunc FreshlyAddedHelper() {{}}\n"
     ));
     files.retain(|f| f["path"] != "javascript/ms-2.1.3/index.js");
-    let r = a
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let r = a.index("tree", &files).await;
     assert_eq!(
         (r["parsed"].as_u64(), r["removed"].as_u64(), r["files"].as_u64()),
         (Some(1), Some(1), Some(49))
@@ -557,12 +546,7 @@ async fn a_git_repository_is_indexed_at_its_commit() {
     assert_eq!(r["commit"], repo.commit.as_str());
     assert_eq!(r["files"], 50);
     let inline = Agents::local(None);
-    let i = inline
-        .ok(
-            "index.repository",
-            json!({"index": "git-tree", "source": {"files": tree_files()}}),
-        )
-        .await;
+    let i = inline.index("git-tree", &tree_files()).await;
     assert_eq!(
         (&r["symbols"], &r["chunks"], &r["languages"]),
         (&i["symbols"], &i["chunks"], &i["languages"])
@@ -593,11 +577,7 @@ async fn a_git_repository_is_indexed_at_its_commit() {
 #[tokio::test]
 async fn the_index_graph_links_files_symbols_imports_and_calls() {
     let a = Agents::local(None);
-    a.ok(
-        "index.repository",
-        json!({"index": "tree", "source": {"files": tree_files()}}),
-    )
-    .await;
+    a.index("tree", &tree_files()).await;
     let g = a.ok("index.graph", json!({"index": "tree"})).await;
     let nodes: BTreeMap<&str, &Value> = g["nodes"]
         .as_array()
@@ -689,12 +669,7 @@ async fn a_model_without_embeddings_leaves_the_index_built_and_says_why() {
     };
     let model = Arc::new(Model::new(config.client().unwrap(), 1, ModelMetrics::default()));
     let a = Agents::local(Some(model));
-    let r = a
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": tree_files()}}),
-        )
-        .await;
+    let r = a.index("tree", &tree_files()).await;
     assert_eq!((r["files"].as_u64(), r["embedded"].as_u64()), (Some(50), Some(0)));
     assert!(
         r["embeddingError"]

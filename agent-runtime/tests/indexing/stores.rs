@@ -45,30 +45,15 @@ async fn replicas_share_one_index_in_the_database() {
     );
     let local = Agents::local(None);
     let files = tree_files();
-    let r = one
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let r = one.index("tree", &files).await;
     assert_eq!(
         (r["store"].as_str(), r["files"].as_u64()),
         (Some("database"), Some(50))
     );
-    let l = local
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let l = local.index("tree", &files).await;
     assert_eq!((&r["symbols"], &r["chunks"]), (&l["symbols"], &l["chunks"]));
     // The other replica sees the same index: nothing to parse again, the same answers.
-    let again = two
-        .ok(
-            "index.repository",
-            json!({"index": "tree", "source": {"files": files}}),
-        )
-        .await;
+    let again = two.index("tree", &files).await;
     assert_eq!(again["parsed"], 0);
     for query in [
         "NewRandom",
@@ -139,34 +124,19 @@ async fn semantic_and_hybrid_search_with_a_real_embedding_model_locally_and_in_p
         None,
     );
     let files = python_files();
-    let l = local
-        .ok(
-            "index.repository",
-            json!({"index": "py", "source": {"files": files}}),
-        )
-        .await;
+    let l = local.index("py", &files).await;
     assert!(
         l["embedded"].as_u64().unwrap() > 50 && l["embedded"] == l["chunks"],
         "{l}"
     );
-    let d = db
-        .ok(
-            "index.repository",
-            json!({"index": "py", "source": {"files": files}}),
-        )
-        .await;
+    let d = db.index("py", &files).await;
     assert_eq!(d["embedded"], l["embedded"]);
     assert!(
         db.store.get().await.unwrap().has_pgvector(),
         "pgserver's PostgreSQL has pgvector"
     );
     // Nothing new to embed the second time.
-    let again = db
-        .ok(
-            "index.repository",
-            json!({"index": "py", "source": {"files": files}}),
-        )
-        .await;
+    let again = db.index("py", &files).await;
     assert_eq!(
         (again["parsed"].as_u64(), again["embedded"].as_u64()),
         (Some(0), Some(0))

@@ -49,18 +49,7 @@ pub(crate) fn wait_all_ready(ns: &Namespace) {
     ]);
 }
 
-pub(crate) fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-}
+pub(crate) use cogo_e2e::cluster::condition;
 
 mod health;
 mod lifecycle;

@@ -37,21 +37,10 @@ fn succeeded(c: &Cluster, ns: &Namespace, name: &str) -> Value {
     super::workflows::ended(c, ns, name, "Succeeded")["status"]["result"].clone()
 }
 
+/// The (status, reason) of condition `type_` of CogoAgent `agent`.
 fn condition(c: &Cluster, ns: &Namespace, agent: &str, type_: &str) -> (String, String) {
-    let s = c.get_json(&ns.name, &format!("cogoagent/{agent}")).unwrap()["status"].clone();
-    let found = s["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|x| x["type"] == type_);
-    found
-        .map(|x| {
-            (
-                x["status"].as_str().unwrap().to_string(),
-                x["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .unwrap_or_default()
+    let obj = c.get_json(&ns.name, &format!("cogoagent/{agent}")).unwrap();
+    cogo_e2e::cluster::condition(&obj, type_).unwrap_or_default()
 }
 
 #[test]

@@ -23,7 +23,7 @@ use crate::{
     llm::ChatRequest,
     roles::{
         ask,
-        indexing::{check_name, index_graph, store_error},
+        indexing::{check_name, index_graph},
         need_model,
     },
     store::{EdgeRow, NodeRow},
@@ -72,30 +72,21 @@ impl TaskHandler for Ingest {
             let (nodes, edges) = rows(nodes, edges, most)?;
             let store = self.0.store().await?;
             for batch in nodes.chunks(5000) {
-                store
-                    .upsert_graph(&input.graph, batch, &[])
-                    .await
-                    .map_err(store_error)?;
+                store.upsert_graph(&input.graph, batch, &[]).await?;
             }
             for batch in edges.chunks(5000) {
-                store
-                    .upsert_graph(&input.graph, &[], batch)
-                    .await
-                    .map_err(store_error)?;
+                store.upsert_graph(&input.graph, &[], batch).await?;
             }
             // Communities found before no longer describe the graph.
-            store
-                .save_communities(&input.graph, &[])
-                .await
-                .map_err(store_error)?;
-            let (n, e) = store.graph_totals(&input.graph).await.map_err(store_error)?;
-            serde_json::to_value(IngestResult {
+            store.save_communities(&input.graph, &[]).await?;
+            let (n, e) = store.graph_totals(&input.graph).await?;
+            Ok(serde_json::to_value(IngestResult {
                 graph: input.graph,
                 nodes: n,
                 edges: e,
                 usage,
             })
-            .map_err(|e| HandlerError::fatal(e.to_string()))
+            .unwrap_or_default())
         })
     }
 }
@@ -184,8 +175,8 @@ async fn from_index(
     agent: Option<&str>,
 ) -> Result<GraphResult, HandlerError> {
     let store = shared.store().await?;
-    if store.index_exists(index).await.map_err(store_error)? {
-        return index_graph(&store, index).await.map_err(store_error);
+    if store.index_exists(index).await? {
+        return index_graph(&store, index).await.map_err(HandlerError::from);
     }
     // A retried ingest asks again rather than reading a failed earlier answer.
     let name = format!("{}-index-graph-{}", ctx.task.name, ctx.task.attempt);

@@ -40,7 +40,7 @@ pub struct Shared {
 
 impl Shared {
     async fn store(&self) -> Result<SharedStore, HandlerError> {
-        self.store.get().await.map_err(super::indexing::store_error)
+        Ok(self.store.get().await?)
     }
 }
 
@@ -59,10 +59,7 @@ pub struct Loaded {
 impl Loaded {
     /// Reads `name` from `store`; an empty graph is an error naming it.
     pub async fn read(store: &SharedStore, task_type: &str, name: &str) -> Result<Loaded, HandlerError> {
-        let (nodes, edges) = store
-            .load_graph(name)
-            .await
-            .map_err(super::indexing::store_error)?;
+        let (nodes, edges) = store.load_graph(name).await?;
         if nodes.is_empty() {
             return Err(HandlerError::fatal(format!(
                 "{task_type}: graph {name:?} does not exist or is empty: add to it with graph.ingest first"

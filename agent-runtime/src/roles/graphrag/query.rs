@@ -20,7 +20,7 @@ use crate::{
     llm::{ChatRequest, Model},
     roles::{
         ask,
-        indexing::{check_name, rank, store_error},
+        indexing::{check_name, rank},
         need_model,
     },
     store::CommunityRow,
@@ -109,10 +109,7 @@ impl TaskHandler for Communities {
                 }
                 usage = Some(u);
             }
-            store
-                .save_communities(&input.graph, &rows)
-                .await
-                .map_err(store_error)?;
+            store.save_communities(&input.graph, &rows).await?;
             let communities = rows
                 .into_iter()
                 .map(|r| Community {
@@ -122,12 +119,12 @@ impl TaskHandler for Communities {
                     summary: r.summary,
                 })
                 .collect();
-            serde_json::to_value(CommunitiesResult {
+            Ok(serde_json::to_value(CommunitiesResult {
                 communities,
                 modularity: found.modularity,
                 usage,
             })
-            .map_err(|e| HandlerError::fatal(e.to_string()))
+            .unwrap_or_default())
         })
     }
 }
@@ -254,10 +251,10 @@ impl TaskHandler for Query {
                 }
                 let model = need_model(&self.0.model, QUERY)?;
                 let g = Loaded::read(&store, QUERY, &input.graph).await?;
-                let summaries = store.communities(&input.graph).await.map_err(store_error)?;
+                let summaries = store.communities(&input.graph).await?;
                 answer(&ctx, &model, &store, &input.graph, &g, &summaries, question).await?
             };
-            serde_json::to_value(result).map_err(|e| HandlerError::fatal(e.to_string()))
+            Ok(serde_json::to_value(result).unwrap_or_default())
         })
     }
 }
@@ -270,7 +267,7 @@ async fn subgraph(
     depths: &BTreeMap<u32, u32>,
 ) -> Result<QueryResult, HandlerError> {
     let ids: Vec<String> = depths.keys().map(|n| g.nodes[*n as usize].id.clone()).collect();
-    let rows = store.nodes(graph, &ids).await.map_err(store_error)?;
+    let rows = store.nodes(graph, &ids).await?;
     let mut nodes: Vec<Node> = rows
         .into_iter()
         .map(|r| {

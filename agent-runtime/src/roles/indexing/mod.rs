@@ -12,12 +12,10 @@ mod search;
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::{
     handler::{HandlerError, Registry},
     llm::SharedModel,
-    store::{SharedLazy, SharedStore, StoreError},
+    store::{SharedLazy, SharedStore},
 };
 
 pub use repository::IndexRepository;
@@ -54,16 +52,7 @@ pub struct IndexPolicy {
 
 impl Shared {
     async fn store(&self) -> Result<SharedStore, HandlerError> {
-        self.store.get().await.map_err(store_error)
-    }
-}
-
-/// A store failure as a task failure: retryable when the database may come back.
-pub fn store_error(e: StoreError) -> HandlerError {
-    if e.retryable() {
-        HandlerError::retryable(e.to_string())
-    } else {
-        HandlerError::fatal(e.to_string())
+        self.store.get().await.map_err(HandlerError::from)
     }
 }
 
@@ -94,8 +83,4 @@ pub struct EmbeddingPrefixes {
     pub query: String,
     /// Before a passage (a chunk of code).
     pub passage: String,
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, HandlerError> {
-    serde_json::to_value(v).map_err(|e| HandlerError::fatal(format!("cannot encode the result: {e}")))
 }

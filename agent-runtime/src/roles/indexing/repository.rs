@@ -15,7 +15,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Shared, check_name, git, parse, rank, store_error, to_value};
+use super::{Shared, check_name, git, parse, rank};
 use crate::{
     handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input},
     roles::unless_cancelled,
@@ -57,7 +57,7 @@ impl TaskHandler for IndexRepository {
             }
             let mut result = result?;
             result.duration_ms = started.elapsed().as_millis() as u64;
-            to_value(&result)
+            Ok(serde_json::to_value(result).unwrap_or_default())
         })
     }
 }
@@ -79,12 +79,11 @@ impl Lease<'_> {
         if self
             .store
             .lease_index(self.index, self.holder, now, LEASE_MS)
-            .await
-            .map_err(store_error)?
+            .await?
         {
             return Ok(());
         }
-        let other = self.store.index_holder(self.index).await.map_err(store_error)?;
+        let other = self.store.index_holder(self.index).await?;
         Err(HandlerError::retryable(format!(
             "index {:?} is being indexed by {}; this task is tried again once that ends",
             self.index,
@@ -270,7 +269,7 @@ async fn index(
         }
     };
 
-    let known = store.file_hashes(name).await.map_err(store_error)?;
+    let known = store.file_hashes(name).await?;
     let paths = files.paths();
     let mut present = BTreeSet::new();
     let (mut parsed, mut seen) = (0u64, 0u64);
@@ -320,7 +319,7 @@ async fn index(
                 seen += 1;
             }
             Some(Some(record)) => {
-                store.put_file(name, &record).await.map_err(store_error)?;
+                store.put_file(name, &record).await?;
                 present.insert(path);
                 parsed += 1;
                 seen += 1;
@@ -328,7 +327,7 @@ async fn index(
         }
     }
     let gone: Vec<String> = known.keys().filter(|p| !present.contains(*p)).cloned().collect();
-    store.remove_files(name, &gone).await.map_err(store_error)?;
+    store.remove_files(name, &gone).await?;
     drop(files);
     ctx.report_progress(format!(
         "indexed {seen} files ({parsed} parsed, {} removed)",
@@ -340,7 +339,7 @@ async fn index(
         Some(model) => embed_all(store, model, &shared.policy.prefixes.passage, name, ctx, lease).await?,
         None => (0, None),
     };
-    let totals = store.index_totals(name).await.map_err(store_error)?;
+    let totals = store.index_totals(name).await?;
     Ok(RepositoryResult {
         index: name.to_string(),
         files: totals.files,
@@ -371,10 +370,7 @@ async fn embed_all(
 ) -> Result<(u64, Option<String>), HandlerError> {
     let mut done = 0u64;
     loop {
-        let chunks = store
-            .unembedded(index, model.name(), EMBED_BATCH)
-            .await
-            .map_err(store_error)?;
+        let chunks = store.unembedded(index, model.name(), EMBED_BATCH).await?;
         if chunks.is_empty() {
             return Ok((done, None));
         }
@@ -399,10 +395,7 @@ async fn embed_all(
             Err(e) => return Ok((done, Some(format!("embedding model {}: {e}", model.name())))),
         };
         let pairs: Vec<(i64, Vec<f32>)> = chunks.iter().map(|c| c.id).zip(e.vectors).collect();
-        store
-            .set_embeddings(model.name(), &pairs)
-            .await
-            .map_err(store_error)?;
+        store.set_embeddings(model.name(), &pairs).await?;
         done += pairs.len() as u64;
         ctx.report_progress(format!("embedded {done} chunks"));
         lease.take().await?;

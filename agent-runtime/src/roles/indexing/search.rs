@@ -14,7 +14,7 @@ use cogo_api::catalogue::{
 };
 use serde_json::{Value, json};
 
-use super::{Shared, check_name, parse::SymbolKind, rank, store_error, to_value};
+use super::{Shared, check_name, parse::SymbolKind, rank};
 use crate::{
     handler::{HandlerError, HandlerFuture, TaskContext, TaskHandler, parse_input},
     store::{ChunkRow, Store},
@@ -32,7 +32,7 @@ const SNIPPET_LINES: usize = 12;
 const MAX_CALL_TARGETS: usize = 20;
 
 async fn require_index(store: &Store, task_type: &str, index: &str) -> Result<(), HandlerError> {
-    if store.index_exists(index).await.map_err(store_error)? {
+    if store.index_exists(index).await? {
         return Ok(());
     }
     Err(HandlerError::fatal(format!(
@@ -69,13 +69,7 @@ impl TaskHandler for IndexSearch {
             require_index(&store, SEARCH, &input.index).await?;
             let asked = input.mode.unwrap_or_default();
             let semantic_ready = match &self.0.model {
-                Some(m) => {
-                    store
-                        .embedded_with(&input.index, m.name())
-                        .await
-                        .map_err(store_error)?
-                        > 0
-                }
+                Some(m) => store.embedded_with(&input.index, m.name()).await? > 0,
                 None => false,
             };
             let mut mode = match asked {
@@ -95,11 +89,12 @@ impl TaskHandler for IndexSearch {
                 m => m,
             };
             let k = k as usize;
+            let mut rows: HashMap<i64, ChunkRow> = HashMap::new();
             let ranked: Vec<(i64, f64)> = match mode {
-                SearchMode::Lexical => lexical(&store, &input.index, &input.query, k).await?,
+                SearchMode::Lexical => lexical(&store, &input.index, &input.query, k, &mut rows).await?,
                 SearchMode::Semantic => semantic(&self.0, &store, &input.index, &input.query, k).await?,
                 SearchMode::Hybrid => {
-                    let l = lexical(&store, &input.index, &input.query, FUSION_DEPTH).await?;
+                    let l = lexical(&store, &input.index, &input.query, FUSION_DEPTH, &mut rows).await?;
                     match semantic(&self.0, &store, &input.index, &input.query, FUSION_DEPTH).await {
                         Ok(s) => rank::fuse(
                             &[l.iter().map(|x| x.0).collect(), s.iter().map(|x| x.0).collect()],
@@ -115,14 +110,13 @@ impl TaskHandler for IndexSearch {
                     }
                 }
             };
-            let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
-            let rows: HashMap<i64, ChunkRow> = store
-                .chunks(&ids)
-                .await
-                .map_err(store_error)?
-                .into_iter()
-                .map(|c| (c.id, c))
+            // The hits' chunks that lexical ranking has not read already.
+            let missing: Vec<i64> = ranked
+                .iter()
+                .map(|r| r.0)
+                .filter(|id| !rows.contains_key(id))
                 .collect();
+            rows.extend(store.chunks(&missing).await?.into_iter().map(|c| (c.id, c)));
             let hits = ranked
                 .into_iter()
                 .filter_map(|(id, score)| {
@@ -138,7 +132,7 @@ impl TaskHandler for IndexSearch {
                     })
                 })
                 .collect();
-            to_value(&SearchResult { hits, mode })
+            Ok(serde_json::to_value(SearchResult { hits, mode }).unwrap_or_default())
         })
     }
 }
@@ -153,23 +147,24 @@ fn snippet(text: &str) -> String {
 
 /// BM25 over the query's words; a chunk of a definition named as a whole word of the query
 /// scores double (a search for `NewRandom` wants its definition before the code that calls it).
-async fn lexical(store: &Store, index: &str, query: &str, k: usize) -> Result<Vec<(i64, f64)>, HandlerError> {
+/// The chunks it reads to rank are left in `rows`, for the hits.
+async fn lexical(
+    store: &Store,
+    index: &str,
+    query: &str,
+    k: usize,
+    rows: &mut HashMap<i64, ChunkRow>,
+) -> Result<Vec<(i64, f64)>, HandlerError> {
     let words = rank::query_words(query);
-    let postings = store.postings(index, &words).await.map_err(store_error)?;
-    let (n, avg) = store.chunk_stats(index).await.map_err(store_error)?;
+    let postings = store.postings(index, &words).await?;
+    let (n, avg) = store.chunk_stats(index).await?;
     let mut top = rank::TopK::new(k * 3 + 10);
     for (id, score) in rank::bm25(&postings, n, avg) {
         top.push(id, score);
     }
     let candidates = top.into_sorted();
     let ids: Vec<i64> = candidates.iter().map(|c| c.0).collect();
-    let named: HashMap<i64, String> = store
-        .chunks(&ids)
-        .await
-        .map_err(store_error)?
-        .into_iter()
-        .filter_map(|c| Some((c.id, c.symbol?.to_lowercase())))
-        .collect();
+    rows.extend(store.chunks(&ids).await?.into_iter().map(|c| (c.id, c)));
     let whole: Vec<String> = query
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|t| !t.is_empty())
@@ -177,7 +172,8 @@ async fn lexical(store: &Store, index: &str, query: &str, k: usize) -> Result<Ve
         .collect();
     let mut best = rank::TopK::new(k);
     for (id, score) in candidates {
-        let boost = named.get(&id).is_some_and(|s| whole.iter().any(|w| w == s));
+        let symbol = rows.get(&id).and_then(|c| c.symbol.as_deref());
+        let boost = symbol.is_some_and(|s| whole.contains(&s.to_lowercase()));
         best.push(id, if boost { score * 2.0 } else { score });
     }
     Ok(best.into_sorted())
@@ -202,7 +198,7 @@ async fn semantic(
     store
         .nearest(index, model.name(), &v, k)
         .await
-        .map_err(store_error)
+        .map_err(HandlerError::from)
 }
 
 /// `index.symbols`.
@@ -240,11 +236,10 @@ impl TaskHandler for IndexSymbols {
                     input.path.as_deref(),
                     limit + 1,
                 )
-                .await
-                .map_err(store_error)?;
+                .await?;
             let truncated = symbols.len() > limit as usize;
             symbols.truncate(limit as usize);
-            to_value(&SymbolsResult { symbols, truncated })
+            Ok(serde_json::to_value(SymbolsResult { symbols, truncated }).unwrap_or_default())
         })
     }
 }
@@ -259,7 +254,7 @@ impl TaskHandler for IndexGraph {
             check_name(GRAPH, "index", &input.index)?;
             let store = self.0.store().await?;
             require_index(&store, GRAPH, &input.index).await?;
-            to_value(&index_graph(&store, &input.index).await.map_err(store_error)?)
+            Ok(serde_json::to_value(index_graph(&store, &input.index).await?).unwrap_or_default())
         })
     }
 }
