@@ -48,6 +48,8 @@ pub mod reason {
     pub const LOCAL_STORE: &str = "LocalStore";
     /// The Figma token Secret does not exist or lacks its key.
     pub const FIGMA_SECRET_NOT_FOUND: &str = "FigmaSecretNotFound";
+    /// An MCP server's token Secret does not exist or lacks its key.
+    pub const MCP_SECRET_NOT_FOUND: &str = "McpSecretNotFound";
     /// The worker's Executor agent does not exist, is not unique, or is not an Executor.
     pub const EXECUTOR_NOT_FOUND: &str = "ExecutorNotFound";
     /// An object the operator would create exists and belongs to someone else.

@@ -85,6 +85,11 @@ pub fn worker_secret_names(worker: &CogoWorker) -> BTreeSet<String> {
     if let Some(t) = &worker.spec.figma_token_secret_ref {
         names.insert(t.name.clone());
     }
+    for s in &worker.spec.mcp_servers {
+        if let Some(t) = &s.token_secret_ref {
+            names.insert(t.name.clone());
+        }
+    }
     names
 }
 
@@ -250,6 +255,12 @@ pub fn worker(worker: &CogoWorker, facts: &Facts, cfg: &Config) -> Result<ValidW
             reason::FIGMA_SECRET_NOT_FOUND,
             ns,
         )?;
+    }
+    for (i, s) in worker.spec.mcp_servers.iter().enumerate() {
+        if let Some(t) = &s.token_secret_ref {
+            let field = format!("spec.mcpServers[{i}].tokenSecretRef");
+            check_secret_key(facts, t, &field, reason::MCP_SECRET_NOT_FOUND, ns)?;
+        }
     }
     check_pull_secrets(facts, worker.spec.pod_template.as_ref(), ns)?;
     check_cpu(worker.spec.resources.as_ref())?;
@@ -513,6 +524,17 @@ mod tests {
                 },
                 reason::FIGMA_SECRET_NOT_FOUND,
                 "Secret \"figma\" (spec.figmaTokenSecretRef) does not exist",
+            ),
+            (
+                "MCP token Secret lacks its key",
+                "kind: FigmaMCP\nfigmaTokenSecretRef: {name: figma, key: token}\nmcpServers: [{name: a, url: 'http://a'}, {name: b, url: 'http://b', tokenSecretRef: {name: figma, key: mcp}}]",
+                Facts {
+                    agents: one_exec.clone(),
+                    secrets: [("figma".to_string(), Some(["token".to_string()].into()))].into(),
+                    ..Default::default()
+                },
+                reason::MCP_SECRET_NOT_FOUND,
+                "Secret \"figma\" (spec.mcpServers[1].tokenSecretRef) in namespace \"team\" has no key \"mcp\"",
             ),
             (
                 "image pull Secret missing",

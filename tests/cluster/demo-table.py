@@ -20,6 +20,10 @@ for t in tasks:
     elif isinstance(r, dict) and "modularity" in r:
         sizes = ", ".join(str(c["size"]) for c in r["communities"])
         shown = f"{len(r['communities'])} communities ({sizes} nodes), modularity {r['modularity']:.2f}"
+    elif isinstance(r, dict) and isinstance(r.get("results"), list) and "finalUrl" in r:
+        read = [v for v in r["results"] if isinstance(v, str)]
+        shots = [f"{v['width']}x{v['height']}" for v in r["results"] if isinstance(v, dict) and "png" in v]
+        shown = f"page {r['title']!r}: read {', '.join(read)}; screenshots {', '.join(shots)}"
     elif isinstance(r, dict) and "languages" in r:
         shown = f"{r['files']} files, {r['symbols']} definitions, {r['chunks']} chunks ({r['store']} store)"
     elif r is not None:

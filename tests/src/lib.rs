@@ -2,9 +2,12 @@
 //! is missing), running them, and building JSON schemas for kubeconform without a network.
 
 #[cfg(feature = "bench")]
+pub mod bench_browser;
+#[cfg(feature = "bench")]
 pub mod bench_index;
 pub mod cluster;
 pub mod embeddings;
+pub mod picture;
 pub mod postgres;
 pub mod pyenv;
 pub mod pyindex;

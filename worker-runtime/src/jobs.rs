@@ -21,6 +21,14 @@ pub struct Job {
     pub deadline: jiff::Timestamp,
 }
 
+impl Job {
+    /// The input read as `T`, or a failure naming the field that does not fit.
+    pub fn read_input<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_value(self.input.clone())
+            .map_err(|e| fatal(format!("bad input for {}: {e}", self.task_type)))
+    }
+}
+
 /// Why a job failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobError {
@@ -37,6 +45,22 @@ impl JobError {
             message: message.into(),
             retryable: true,
         }
+    }
+}
+
+/// A failure that will happen again (the job, not the worker, is at fault).
+pub fn fatal(message: impl Into<String>) -> JobError {
+    JobError {
+        message: message.into(),
+        retryable: false,
+    }
+}
+
+/// The value of the variable `name` read by `parse`, or `default` when it is unset or empty.
+pub(crate) fn env_or<T>(name: &str, parse: impl Fn(&str) -> Option<T>, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => parse(&v).ok_or_else(|| format!("{name}={v:?} is not a valid value")),
+        _ => Ok(default),
     }
 }
 
@@ -59,6 +83,11 @@ pub fn runner_for(kind: WorkerKind) -> Result<Option<Arc<dyn JobRunner>>, String
             runner.clear_leftovers();
             Some(Arc::new(runner))
         }
-        WorkerKind::Browser | WorkerKind::FigmaMcp => None,
+        WorkerKind::Browser => Some(Arc::new(crate::browser::BrowserRunner::new(
+            crate::browser::BrowserConfig::from_env()?,
+        ))),
+        WorkerKind::FigmaMcp => Some(Arc::new(crate::figma::FigmaRunner::new(
+            crate::figma::FigmaConfig::from_env()?,
+        )?)),
     })
 }

@@ -3,6 +3,9 @@
 //! [`python`] for PythonSandbox. Probes, metrics and shutdown are the agent runtime's
 //! (`cogo_agent::pod`).
 
+pub mod browser;
+pub mod figma;
 pub mod jobs;
 pub mod link;
+pub mod mcp;
 pub mod python;

@@ -7,8 +7,8 @@ use common::Runtime;
 
 const WORKER: Runtime = Runtime {
     binary: env!("CARGO_BIN_EXE_cogo-worker"),
-    selector: ("COGO_WORKER_KIND", "Browser"),
-    metric: "kind=\"browser\"",
+    selector: ("COGO_WORKER_KIND", "FigmaMCP"),
+    metric: "kind=\"figma-mcp\"",
     stopped: "worker stopped",
     unknown: "unknown worker kind \"Janitor\"",
 };

@@ -580,7 +580,7 @@ async fn read_body(
 }
 
 /// The `Retry-After` of an answer, in seconds (the HTTP-date form is not used by these APIs).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     seconds(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
 }
 

@@ -2,9 +2,12 @@
 //! the `cogo.*` built-ins, as Rust types. Inputs refuse unknown fields, so a misspelt field
 //! fails the task at once with a message naming it.
 
+pub mod browser;
+pub mod figma;
 pub mod graph;
 pub mod index;
 pub mod llm;
+pub mod mcp;
 pub mod python;
 pub mod research;
 pub mod workflow;
@@ -57,6 +60,41 @@ pub fn entries() -> Vec<Entry> {
             python::EXECUTE,
             Executor,
             "Run a Python 3 program in a sandbox (no network) and get its output and files.",
+        ),
+        entry::<browser::ScreenshotInput>(
+            browser::SCREENSHOT,
+            Executor,
+            "Load a web page in headless Chromium and take a PNG screenshot of it.",
+        ),
+        entry::<browser::RunInput>(
+            browser::RUN,
+            Executor,
+            "Load a web page in headless Chromium and click, type, press keys, wait, run JavaScript, read elements and take screenshots.",
+        ),
+        entry::<figma::FileInput>(
+            figma::FILE,
+            Executor,
+            "Read a Figma file as a tree of pages, frames, components and styles.",
+        ),
+        entry::<figma::ComponentsInput>(
+            figma::COMPONENTS,
+            Executor,
+            "List a Figma file's components, component sets and styles.",
+        ),
+        entry::<figma::GenerateUiInput>(
+            figma::GENERATE_UI,
+            Executor,
+            "Turn a Figma frame into HTML and CSS or a React component.",
+        ),
+        entry::<mcp::ToolsInput>(
+            mcp::TOOLS,
+            Executor,
+            "List the tools of an MCP server the FigmaMCP workers know.",
+        ),
+        entry::<mcp::CallInput>(
+            mcp::CALL,
+            Executor,
+            "Call a tool of an MCP server the FigmaMCP workers know, with arguments checked against its schema.",
         ),
         entry::<index::RepositoryInput>(
             index::REPOSITORY,
@@ -169,6 +207,17 @@ mod tests {
             json!({"graph": "g", "neighbors": {"node": "a", "hops": 2}}),
             "hops",
         );
+        refused::<super::browser::ScreenshotInput>(json!({"url": "https://a", "wait": "#x"}), "wait");
+        refused::<super::browser::RunInput>(
+            json!({"url": "https://a", "steps": [{"action": "click", "target": "#x"}]}),
+            "target",
+        );
+        refused::<super::figma::FileInput>(json!({"fileKey": "k", "deep": 2}), "deep");
+        refused::<super::figma::GenerateUiInput>(
+            json!({"fileKey": "k", "nodeId": "1:2", "lang": "html"}),
+            "lang",
+        );
+        refused::<super::mcp::CallInput>(json!({"server": "s", "tool": "t", "args": {}}), "args");
     }
 
     #[test]

@@ -39,6 +39,9 @@ use crate::common::{PodOverrides, Resources, SecretKeyRef};
 #[x_kube(validation = Rule::new("self.kind == 'FigmaMCP' || !has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is only valid when spec.kind is FigmaMCP"))]
 #[x_kube(validation = Rule::new("self.kind == 'PythonSandbox' || !has(self.sandbox) || !has(self.sandbox.allowedPackages) || size(self.sandbox.allowedPackages) == 0").message("spec.sandbox.allowedPackages is only valid when spec.kind is PythonSandbox"))]
 #[x_kube(validation = Rule::new("self.kind == 'PythonSandbox' || !has(self.sandbox) || !has(self.sandbox.packageIndexUrl)").message("spec.sandbox.packageIndexUrl is only valid when spec.kind is PythonSandbox"))]
+#[x_kube(validation = Rule::new("self.kind == 'Browser' || !has(self.browser)").message("spec.browser is only valid when spec.kind is Browser"))]
+#[x_kube(validation = Rule::new("self.kind == 'FigmaMCP' || !has(self.figmaApiUrl)").message("spec.figmaApiUrl is only valid when spec.kind is FigmaMCP"))]
+#[x_kube(validation = Rule::new("self.kind == 'FigmaMCP' || !has(self.mcpServers) || size(self.mcpServers) == 0").message("spec.mcpServers is only valid when spec.kind is FigmaMCP"))]
 pub struct CogoWorkerSpec {
     /// The worker kind: PythonSandbox (runs Python code, port 3001), FigmaMCP (reads Figma
     /// designs, port 3002) or Browser (headless browser automation, port 3003). Immutable.
@@ -75,6 +78,24 @@ pub struct CogoWorkerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub figma_token_secret_ref: Option<SecretKeyRef>,
 
+    /// Base address of the Figma REST API (FigmaMCP only), for a proxy or a private
+    /// endpoint. Defaults to https://api.figma.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub figma_api_url: Option<String>,
+
+    /// MCP servers the workers are clients of (FigmaMCP only), by name, for the `mcp.tools`
+    /// and `mcp.call` tasks: Figma's Dev Mode MCP server, or any server speaking MCP's
+    /// streamable HTTP transport.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("spec.mcpServers names must be unique"))]
+    pub mcp_servers: Vec<McpServer>,
+
+    /// What the browser may load and how long it waits (Browser only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<BrowserPolicy>,
+
     /// CPU and memory of each pod. Defaults by kind: PythonSandbox 250m CPU (limit 1) and
     /// 512Mi, Browser 500m CPU (limit 2) and 1Gi, FigmaMCP 100m CPU (limit 500m) and 256Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +104,51 @@ pub struct CogoWorkerSpec {
     /// Overrides for the worker's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodOverrides>,
+}
+
+/// An MCP server the FigmaMCP workers call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServer {
+    /// The name tasks use for it (`server` of `mcp.tools` and `mcp.call`): lower-case
+    /// letters, digits and '-'.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Its streamable HTTP endpoint, such as `http://127.0.0.1:3845/mcp`.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+    /// Secret key holding a token sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// Seconds one call to the server may take (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// What a Browser worker's pages may load, and how long the browser waits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserPolicy {
+    /// Let pages load `file://` addresses (files of the worker's own container). Off by
+    /// default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_file_urls: bool,
+    /// Let pages load the pod's own addresses: loopback, link-local (cloud metadata) and the
+    /// pod's IP. Off by default; other addresses are for the NetworkPolicy to allow or deny.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_pod_addresses: bool,
+    /// Seconds a page may take to load (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub page_timeout_seconds: Option<i32>,
+    /// Seconds one step of `browser.run` may take (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub step_timeout_seconds: Option<i32>,
 }
 
 fn default_replicas() -> i32 {
@@ -170,7 +236,7 @@ impl std::fmt::Display for WorkerKind {
 /// Limits applied to each job a worker runs. A PythonSandbox job runs in its own mount, PID,
 /// IPC, UTS and (unless egress is allowed) network namespaces, under a seccomp filter, with
 /// these limits.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.maxFileSize) || !has(self.workspaceSize) || quantity(self.maxFileSize).compareTo(quantity(self.workspaceSize)) <= 0").message("sandbox.maxFileSize must not exceed sandbox.workspaceSize"))]
 pub struct SandboxPolicy {
@@ -225,6 +291,23 @@ pub struct SandboxPolicy {
 
 fn default_job_timeout() -> i32 {
     60
+}
+
+impl Default for SandboxPolicy {
+    /// What an absent `spec.sandbox` means: the schema's defaults.
+    fn default() -> Self {
+        SandboxPolicy {
+            timeout_seconds: default_job_timeout(),
+            memory_limit: None,
+            max_processes: None,
+            max_file_size: None,
+            workspace_size: None,
+            max_output_size: None,
+            allow_egress: None,
+            allowed_packages: vec![],
+            package_index_url: None,
+        }
+    }
 }
 
 /// Observed state of a CogoWorker.

@@ -131,20 +131,71 @@ fn worker_env(worker: &CogoWorker, name: &str, namespace: &str, executor: &str) 
         vars.push(env("COGO_ALLOWED_PACKAGES", sandbox.allowed_packages.join(",")));
     }
     if let Some(token) = &spec.figma_token_secret_ref {
-        vars.push(EnvVar {
-            name: "COGO_FIGMA_TOKEN".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: token.name.clone(),
-                    key: token.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-        });
+        vars.push(secret_env("COGO_FIGMA_TOKEN", token));
+    }
+    if let Some(url) = &spec.figma_api_url {
+        vars.push(env("COGO_FIGMA_API_URL", url));
+    }
+    if !spec.mcp_servers.is_empty() {
+        // The servers as JSON; each token as a variable of its own, from its Secret.
+        let servers: Vec<serde_json::Value> = spec
+            .mcp_servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                serde_json::json!({
+                    "name": s.name,
+                    "url": s.url,
+                    "tokenEnv": s.token_secret_ref.as_ref().map(|_| format!("COGO_MCP_TOKEN_{i}")),
+                    "timeoutSeconds": s.timeout_seconds,
+                })
+            })
+            .collect();
+        vars.push(env(
+            "COGO_MCP_SERVERS",
+            serde_json::Value::from(servers).to_string(),
+        ));
+        for (i, s) in spec.mcp_servers.iter().enumerate() {
+            if let Some(token) = &s.token_secret_ref {
+                vars.push(secret_env(&format!("COGO_MCP_TOKEN_{i}"), token));
+            }
+        }
+    }
+    if spec.kind == WorkerKind::Browser {
+        let browser = spec.browser.clone().unwrap_or_default();
+        vars.push(env_from_field("COGO_POD_IP", "status.podIP"));
+        vars.push(env(
+            "COGO_BROWSER_ALLOW_FILE_URLS",
+            browser.allow_file_urls.to_string(),
+        ));
+        vars.push(env(
+            "COGO_BROWSER_ALLOW_POD_ADDRESSES",
+            browser.allow_pod_addresses.to_string(),
+        ));
+        if let Some(s) = browser.page_timeout_seconds {
+            vars.push(env("COGO_BROWSER_PAGE_TIMEOUT_SECONDS", s.to_string()));
+        }
+        if let Some(s) = browser.step_timeout_seconds {
+            vars.push(env("COGO_BROWSER_STEP_TIMEOUT_SECONDS", s.to_string()));
+        }
     }
     vars
+}
+
+/// A variable read from a Secret's key, which must exist.
+fn secret_env(name: &str, key: &cogo_api::common::SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: key.name.clone(),
+                key: key.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 /// The worker's Deployment; `executor` is the resolved Executor agent's name. Its pods read
@@ -182,7 +233,9 @@ pub fn deployment(
         // container runs without the runtime's profile (still non-root, no capabilities, no
         // privilege escalation, read-only root) and the worker puts every job under a seccomp
         // filter of its own, stricter than RuntimeDefault.
-        unconfined_seccomp: spec.kind == WorkerKind::PythonSandbox,
+        // Chromium's own sandbox likewise puts each renderer into namespaces of its own and
+        // under its own seccomp filter.
+        unconfined_seccomp: matches!(spec.kind, WorkerKind::PythonSandbox | WorkerKind::Browser),
     };
     super::deployment(pool, spec.replicas, pod_template(pool, params))
 }
@@ -365,10 +418,70 @@ mod tests {
     }
 
     #[test]
+    fn browser_policy_and_mcp_servers_reach_the_pod_as_env() {
+        let env_of = |spec: &str| {
+            let w = worker("w", spec);
+            let d = deployment(&w, &worker_pool(&w), &Config::default(), "i".into(), "exec");
+            d.spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap()
+        };
+        let env = env_of(
+            "kind: FigmaMCP\nfigmaTokenSecretRef: {name: f, key: t}\nfigmaApiUrl: 'http://figma.local'\nmcpServers: [{name: dev, url: 'http://mcp:3845/mcp', tokenSecretRef: {name: m, key: k}}, {name: open, url: 'http://o/mcp', timeoutSeconds: 5}]",
+        );
+        let get = |n: &str| env.iter().find(|e| e.name == n).cloned();
+        assert_eq!(
+            get("COGO_FIGMA_API_URL").unwrap().value.as_deref(),
+            Some("http://figma.local")
+        );
+        let servers: serde_json::Value =
+            serde_json::from_str(get("COGO_MCP_SERVERS").unwrap().value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            servers,
+            serde_json::json!([
+                {"name": "dev", "url": "http://mcp:3845/mcp", "tokenEnv": "COGO_MCP_TOKEN_0", "timeoutSeconds": null},
+                {"name": "open", "url": "http://o/mcp", "tokenEnv": null, "timeoutSeconds": 5},
+            ])
+        );
+        let token = get("COGO_MCP_TOKEN_0")
+            .unwrap()
+            .value_from
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((token.name.as_str(), token.key.as_str()), ("m", "k"));
+        assert!(get("COGO_MCP_TOKEN_1").is_none() && get("COGO_POD_IP").is_none());
+
+        let env = env_of("kind: Browser\nbrowser: {allowFileUrls: true, stepTimeoutSeconds: 3}");
+        let get = |n: &str| env.iter().find(|e| e.name == n).cloned();
+        assert_eq!(
+            get("COGO_BROWSER_ALLOW_FILE_URLS").unwrap().value.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            get("COGO_BROWSER_ALLOW_POD_ADDRESSES").unwrap().value.as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            get("COGO_BROWSER_STEP_TIMEOUT_SECONDS").unwrap().value.as_deref(),
+            Some("3")
+        );
+        assert!(get("COGO_BROWSER_PAGE_TIMEOUT_SECONDS").is_none());
+        assert_eq!(
+            get("COGO_JOB_TIMEOUT_SECONDS").unwrap().value.as_deref(),
+            Some("60"),
+            "no spec.sandbox means the schema's default job timeout"
+        );
+        let ip = get("COGO_POD_IP").unwrap().value_from.unwrap().field_ref.unwrap();
+        assert_eq!(ip.field_path, "status.podIP");
+    }
+
+    #[test]
     fn workers_read_their_token_from_a_volume_and_only_sandboxes_leave_the_runtime_profile() {
         for (spec, unconfined) in [
             ("kind: PythonSandbox", true),
-            ("kind: Browser", false),
+            ("kind: Browser", true),
             ("kind: FigmaMCP\nfigmaTokenSecretRef: {name: f, key: t}", false),
         ] {
             let w = worker("w", spec);

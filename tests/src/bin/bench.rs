@@ -87,6 +87,12 @@ async fn main() -> Result<(), Error> {
         report.extend(cogo_e2e::bench_index::run().await?);
         return write_report(report);
     }
+    // COGO_BENCH_ONLY=browser runs the Browser and FigmaMCP job runners here, with no cluster.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("browser") {
+        let mut report = vec![format!("Machine: {}", machine())];
+        report.extend(cogo_e2e::bench_browser::run().await?);
+        return write_report(report);
+    }
     let c = Cluster::from_env();
     c.install_crds();
     let config = kube::Config::from_custom_kubeconfig(

@@ -7,7 +7,9 @@
 //! script is empty, a default answer that echoes the last user turn. A refused request does
 //! not take a scripted reply.
 
+pub mod figma;
 mod gemini;
+pub mod mcp;
 mod openai;
 mod pages;
 

@@ -110,6 +110,30 @@ fn the_api_server_rejects_bad_resources_naming_the_field() {
             worker("  kind: Browser\n  sandbox: {allowedPackages: [numpy]}"),
             "spec.sandbox.allowedPackages is only valid",
         ),
+        (
+            worker("  kind: PythonSandbox\n  browser: {allowFileUrls: true}"),
+            "spec.browser is only valid when spec.kind is Browser",
+        ),
+        (
+            worker("  kind: Browser\n  mcpServers: [{name: a, url: 'http://a'}]"),
+            "spec.mcpServers is only valid when spec.kind is FigmaMCP",
+        ),
+        (
+            worker(
+                "  kind: FigmaMCP\n  figmaTokenSecretRef: {name: f, key: t}\n  mcpServers: [{name: a, url: 'http://a'}, {name: a, url: 'http://b'}]",
+            ),
+            "spec.mcpServers names must be unique",
+        ),
+        (
+            worker(
+                "  kind: FigmaMCP\n  figmaTokenSecretRef: {name: f, key: t}\n  mcpServers: [{name: A_1, url: 'http://a'}]",
+            ),
+            "spec.mcpServers[0].name",
+        ),
+        (
+            worker("  kind: Browser\n  figmaApiUrl: 'https://api.figma.com'"),
+            "spec.figmaApiUrl is only valid",
+        ),
         (worker("  kind: PythonSandbox\n  capacity: 0"), "spec.capacity"),
         (worker("  kind: Shell"), "spec.kind"),
         (

@@ -8,6 +8,7 @@ use cogo_e2e::cluster::{Cluster, Namespace, wait_until};
 use serde_json::Value;
 
 mod chaos;
+mod designs;
 mod executor;
 mod knowledge;
 mod workflows;

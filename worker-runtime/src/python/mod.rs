@@ -30,7 +30,7 @@ use self::{
     shim::ShimLimits,
     workspace::Workspace,
 };
-use crate::jobs::{Job, JobError, JobRunner};
+use crate::jobs::{Job, JobError, JobRunner, env_or, fatal};
 
 /// The limits of each job, from the CogoWorker's `sandbox`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,17 +93,6 @@ pub struct PythonConfig {
 
 /// UID and GID of sandboxes started by a worker running as root (the image's non-root user).
 pub const SANDBOX_ID: u32 = 65532;
-
-fn env_or<T: std::str::FromStr>(
-    name: &str,
-    parse: impl Fn(&str) -> Option<T>,
-    default: T,
-) -> Result<T, String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => parse(&v).ok_or_else(|| format!("{name}={v:?} is not a valid value")),
-        _ => Ok(default),
-    }
-}
 
 /// A package name as pip compares them (PEP 503).
 pub fn normalize(name: &str) -> String {
@@ -234,13 +223,6 @@ const MAX_ENV: usize = 64;
 const MAX_PACKAGES: usize = 32;
 /// Time pip may take.
 const PIP_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn fatal(message: impl Into<String>) -> JobError {
-    JobError {
-        message: message.into(),
-        retryable: false,
-    }
-}
 
 fn valid_name(s: &str) -> bool {
     let b = s.as_bytes();

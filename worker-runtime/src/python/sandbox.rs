@@ -164,7 +164,8 @@ const MEASURE_EVERY: Duration = Duration::from_millis(200);
 /// Exit code of the shim when it cannot set the job up.
 const SHIM_FAILED: i32 = 125;
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe whose two ends close on exec: (read, write).
+pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
