@@ -81,7 +81,15 @@ async fn files_components_and_frames_come_from_the_api() {
         .iter()
         .map(|w| w.as_str().unwrap())
         .collect();
-    assert!(warnings.iter().any(|w| w.contains("IMAGE fill")), "{warnings:?}");
+    let image = warnings
+        .iter()
+        .find(|w| w.contains("IMAGE fill"))
+        .expect("the image fill is named");
+    assert!(image.contains("loaded from Figma's image address"), "{image}");
+    assert!(
+        code.contains("url(\"https://images.example/"),
+        "the image fill shows its image"
+    );
     let react = run(
         &r,
         "figma.generate_ui",
@@ -105,7 +113,9 @@ async fn files_components_and_frames_come_from_the_api() {
             format!("/v1/files/{KEY}?depth=2"),
             format!("/v1/files/{KEY}"),
             format!("/v1/files/{KEY}/nodes?ids=1%3A2"),
+            format!("/v1/files/{KEY}/images"),
             format!("/v1/files/{KEY}/nodes?ids=1%3A2"),
+            format!("/v1/files/{KEY}/images"),
         ]
     );
 }

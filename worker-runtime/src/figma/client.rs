@@ -1,5 +1,5 @@
-//! A client of the Figma REST API (`https://api.figma.com/v1`): files, nodes, components,
-//! component sets, styles and image fills, with the personal access token in `X-Figma-Token`.
+//! A client of the Figma REST API (`https://api.figma.com/v1`): files (with their components,
+//! component sets and styles), nodes and image fills, with the personal access token in `X-Figma-Token`.
 //! A 429 is waited out as its `Retry-After` asks (up to a minute, and within the job's time);
 //! 5xx answers and broken connections are tried again with backoff.
 
@@ -116,19 +116,6 @@ impl Figma {
             )
             .await?;
         Ok(answer["meta"]["images"].clone())
-    }
-
-    /// `GET /v1/files/:key/{components,component_sets,styles}`: what the file publishes.
-    pub async fn published(&self, key: &str, what: &str, until: Instant) -> Result<Value, ApiError> {
-        let answer = self
-            .get(
-                &format!("/v1/files/{key}/{what}"),
-                &[],
-                &format!("file {key:?}"),
-                until,
-            )
-            .await?;
-        Ok(answer["meta"][what].clone())
     }
 
     async fn get(

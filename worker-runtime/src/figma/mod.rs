@@ -33,7 +33,7 @@ use tokio::{sync::watch, time::Instant};
 use self::client::{ApiError, DEFAULT_API_URL, Figma};
 pub use self::{
     error::{FigmaError, Result},
-    generate::{Framework, Generated, generate_ui},
+    generate::{Framework, Generated, generate_ui, generate_ui_with_images, image_refs},
     tree::{clean_components, clean_file},
 };
 use crate::{
@@ -195,7 +195,22 @@ impl FigmaRunner {
                     catalogue::Framework::Html => Framework::Html,
                     catalogue::Framework::React => Framework::React,
                 };
-                let generated = generate_ui(&nodes, &id, framework).map_err(|e| fatal(e.to_string()))?;
+                // Image fills show their images when Figma gives their addresses.
+                let mut images = std::collections::HashMap::new();
+                if !image_refs(&nodes, &id).is_empty() {
+                    let fills = self
+                        .figma()?
+                        .image_fills(&input.file_key, until)
+                        .await
+                        .map_err(api)?;
+                    for (r, url) in fills.as_object().into_iter().flatten() {
+                        if let Some(url) = url.as_str() {
+                            images.insert(r.clone(), url.to_string());
+                        }
+                    }
+                }
+                let generated = generate_ui_with_images(&nodes, &id, framework, &images)
+                    .map_err(|e| fatal(e.to_string()))?;
                 Ok(serde_json::to_value(GenerateUiResult {
                     code: generated.code,
                     warnings: generated.warnings,

@@ -49,6 +49,29 @@ pub struct Generated {
     pub warnings: Vec<String>,
 }
 
+/// Gives each image fill its download address, when `images` has a usable one.
+fn resolve_images(node: &mut model::Node, images: &HashMap<String, String>) {
+    let usable = |u: &&String| {
+        (u.starts_with("https://") || u.starts_with("http://"))
+            && !u
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "\"'\\<>()".contains(c))
+    };
+    for paint in &mut node.fills {
+        if let model::PaintKind::Image {
+            image_ref: Some(r),
+            url,
+            ..
+        } = &mut paint.kind
+        {
+            *url = images.get(r.as_str()).filter(usable).cloned();
+        }
+    }
+    for c in &mut node.children {
+        resolve_images(c, images);
+    }
+}
+
 /// Warnings collected while generating, in the documented format.
 #[derive(Debug, Default)]
 pub(crate) struct Warnings(Vec<String>);
@@ -72,6 +95,41 @@ const ROOT_TYPES: &[&str] = &[
 /// Generates `framework` code for node `node_id` (`1:2`, or `1-2` as in Figma URLs) of a
 /// `GET /v1/files/:key/nodes` response.
 pub fn generate_ui(nodes_response: &Value, node_id: &str, framework: Framework) -> Result<Generated> {
+    generate_ui_with_images(nodes_response, node_id, framework, &HashMap::new())
+}
+
+/// The `imageRef`s of the visible fills under `node_id` (as Figma writes it), for
+/// `GET /v1/files/:key/images`.
+pub fn image_refs(nodes_response: &Value, node_id: &str) -> Vec<String> {
+    fn walk(node: &Value, out: &mut Vec<String>) {
+        if node["visible"] == false {
+            return;
+        }
+        for paint in node["fills"].as_array().into_iter().flatten() {
+            if let Some(r) = paint["imageRef"].as_str()
+                && !out.iter().any(|o| o == r)
+            {
+                out.push(r.to_string());
+            }
+        }
+        for c in node["children"].as_array().into_iter().flatten() {
+            walk(c, out);
+        }
+    }
+    let mut out = vec![];
+    walk(&nodes_response["nodes"][node_id]["document"], &mut out);
+    out
+}
+
+/// [`generate_ui`] with the download address of each image fill by `imageRef` (from
+/// `GET /v1/files/:key/images`): image fills then show their image instead of a placeholder.
+/// An address that is not a plain http(s) URL is not used.
+pub fn generate_ui_with_images(
+    nodes_response: &Value,
+    node_id: &str,
+    framework: Framework,
+    images: &HashMap<String, String>,
+) -> Result<Generated> {
     let root = Path::Root;
     let response = as_object(nodes_response, root)?;
     let nodes_path = root.key("nodes");
@@ -90,7 +148,8 @@ pub fn generate_ui(nodes_response: &Value, node_id: &str, framework: Framework) 
     }
 
     let mut warnings = Warnings::default();
-    let node = parse::node(&entry["document"], doc_path, &mut warnings)?;
+    let mut node = parse::node(&entry["document"], doc_path, &mut warnings)?;
+    resolve_images(&mut node, images);
     let names = component_names(entry, entry_path)?;
     let mut tree = build::element(&node, layout::Placement::Root, &mut warnings);
     let rules = classes::assign(&mut tree, &names);

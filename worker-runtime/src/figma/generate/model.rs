@@ -158,6 +158,10 @@ pub(crate) enum PaintKind {
     },
     Image {
         image_ref: Option<String>,
+        /// `scaleMode`: FILL, FIT, TILE or STRETCH.
+        scale_mode: Option<String>,
+        /// Where the image can be downloaded (`GET /v1/files/:key/images`), once resolved.
+        url: Option<String>,
     },
     /// EMOJI, VIDEO and anything newer.
     Other(String),

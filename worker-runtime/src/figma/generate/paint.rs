@@ -41,7 +41,24 @@ pub(crate) fn background(cx: &mut Ctx<'_>) -> Vec<Decl> {
                     layers.push(layer);
                 }
             }
-            PaintKind::Image { image_ref } => {
+            PaintKind::Image {
+                image_ref,
+                scale_mode,
+                url: Some(url),
+            } => {
+                let r = image_ref.as_deref().unwrap_or("none");
+                cx.warn(format!(
+                    "IMAGE fill (imageRef {r}) loaded from Figma's image address, which expires after about 14 days"
+                ));
+                let fit = match scale_mode.as_deref() {
+                    Some("FIT") => "center / contain no-repeat",
+                    Some("TILE") => "top left repeat",
+                    Some("STRETCH") => "center / 100% 100% no-repeat",
+                    _ => "center / cover no-repeat",
+                };
+                layers.push(format!("url(\"{url}\") {fit}"));
+            }
+            PaintKind::Image { image_ref, .. } => {
                 let r = image_ref.as_deref().unwrap_or("none");
                 cx.warn(format!(
                     "IMAGE fill (imageRef {r}) rendered as a grey placeholder"

@@ -321,6 +321,8 @@ fn paint(paint: &Object, p: Path<'_>) -> Result<Paint> {
         }
         "IMAGE" => PaintKind::Image {
             image_ref: opt_str(paint, "imageRef", p)?.map(str::to_string),
+            scale_mode: opt_str(paint, "scaleMode", p)?.map(str::to_string),
+            url: None,
         },
         other => PaintKind::Other(other.to_string()),
     };

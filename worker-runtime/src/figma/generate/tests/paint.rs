@@ -312,3 +312,47 @@ fn a_line_is_drawn_by_an_outline_around_its_flat_box() {
     );
     assert!(!s.contains_key("outline-offset"));
 }
+
+#[test]
+fn image_fills_show_their_image_when_figma_gives_a_plain_address() {
+    let fills = |mode: &str| json!([{"type": "IMAGE", "imageRef": "abc123", "scaleMode": mode}]);
+    let root = frame("1:1", "Root").child(rect("1:2", "Photo").fills(fills("FIT")));
+    let images = |url: &str| [("abc123".to_string(), url.to_string())].into();
+    let g = crate::figma::generate_ui_with_images(
+        &response(root.clone()),
+        "1:1",
+        Framework::Html,
+        &images("https://images.example/abc123.png"),
+    )
+    .unwrap();
+    let s = style_of(&g.code, "1:2");
+    assert_eq!(
+        s["background"],
+        "url(\"https://images.example/abc123.png\") center / contain no-repeat"
+    );
+    assert!(
+        g.warnings[0].contains("loaded from Figma's image address"),
+        "{:?}",
+        g.warnings
+    );
+    assert_eq!(
+        crate::figma::image_refs(&response(root.clone()), "1:1"),
+        ["abc123"]
+    );
+    // An address that could break out of the CSS is not used.
+    for hostile in [
+        "https://x/a\"); background: red; (\"",
+        "javascript:alert(1)",
+        "https://x/a b",
+    ] {
+        let g = crate::figma::generate_ui_with_images(
+            &response(root.clone()),
+            "1:1",
+            Framework::Html,
+            &images(hostile),
+        )
+        .unwrap();
+        assert!(!g.code.contains("url("), "{hostile}: {}", g.code);
+        assert!(g.warnings[0].contains("grey placeholder"), "{hostile}");
+    }
+}
