@@ -22,6 +22,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// Time left until the deadline (zero once it passed).
+    pub fn time_left(&self) -> std::time::Duration {
+        self.deadline
+            .duration_since(jiff::Timestamp::now())
+            .try_into()
+            .unwrap_or_default()
+    }
+
     /// The input read as `T`, or a failure naming the field that does not fit.
     pub fn read_input<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
         serde_json::from_value(self.input.clone())

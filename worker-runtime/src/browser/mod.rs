@@ -184,11 +184,7 @@ impl BrowserRunner {
         let viewport = work.viewport();
         viewport.check().map_err(fatal)?;
         self.policy.check_page(work.url()).map_err(fatal)?;
-        let left = job
-            .deadline
-            .duration_since(jiff::Timestamp::now())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
+        let left = job.time_left();
         let limit = self.config.job_timeout.min(left);
         let (cdp, generation) = self
             .browser()

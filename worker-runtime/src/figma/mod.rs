@@ -149,11 +149,7 @@ impl FigmaRunner {
     }
 
     async fn execute(&self, job: &Job) -> std::result::Result<Value, JobError> {
-        let left: Duration = job
-            .deadline
-            .duration_since(jiff::Timestamp::now())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
+        let left = job.time_left();
         let until = Instant::now() + self.config.job_timeout.min(left);
         let api = |e: ApiError| JobError {
             retryable: e.retryable(),

@@ -5,8 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::error::Error as StdError;
 
-use std::time::Duration;
-
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
@@ -21,9 +19,6 @@ use tokio::time::Instant;
 
 use super::{CLIENT_NAME, CLIENT_VERSION, MAX_PAGES, MAX_TOOLS};
 use super::{CallResult, McpError, McpFailure, McpServer, ToolAnnotations, ToolInfo, cut};
-
-/// How long connecting may take, within the call's own timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The transport's error type, which rmcp boxes inside its own errors.
 type TransportError = StreamableHttpError<reqwest::Error>;
@@ -141,24 +136,10 @@ fn headers(server: &McpServer) -> Result<HashMap<HeaderName, HeaderValue>, McpEr
     Ok(headers)
 }
 
-/// An HTTP client: rustls with the ring provider and the system's roots; no redirects, since
-/// credentials must not follow one.
+/// The pods' HTTP client (rustls with ring and the system's roots, no redirects, so that
+/// credentials never follow one).
 fn http_client(server: &McpServer) -> Result<reqwest::Client, McpError> {
-    let tls = cogo_agent::tls::client_config()
-        .map_err(|e| server.error(McpFailure::Config(format!("cannot set up TLS: {e}"))))?
-        .clone();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("cogo-worker/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            server.error(McpFailure::Config(format!(
-                "cannot build the HTTP client: {}",
-                root_cause(&e)
-            )))
-        })
+    cogo_agent::llm::http_client().map_err(|e| server.error(McpFailure::Config(e)))
 }
 
 fn tool_info(tool: Tool) -> ToolInfo {

@@ -537,11 +537,7 @@ impl PythonRunner {
             "/.cogo/main.py".into(),
         ];
         let mut spec = self.spec(command, mounts, env);
-        let left = job
-            .deadline
-            .duration_since(jiff::Timestamp::now())
-            .try_into()
-            .unwrap_or(Duration::ZERO);
+        let left = job.time_left();
         spec.timeout = spec
             .timeout
             .min(
