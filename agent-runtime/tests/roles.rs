@@ -532,6 +532,35 @@ async fn chat_answers_calling_catalogue_types_as_sub_tasks() {
     assert!(done.result.unwrap()["tasks"].as_array().unwrap().len() <= 8);
 }
 
+#[tokio::test]
+async fn a_greeting_is_the_model_s_answer_in_the_asked_language() {
+    let s = StandIn::gemini(KEY).await;
+    let pods = start(
+        &[AgentRole::Orchestrator],
+        Some(model(ModelProvider::Gemini, &s)),
+        loopback(),
+    );
+    s.script([Reply::Text("  안녕하세요, 민수님!  ".into())]);
+    let r = pods
+        .result(
+            "hello",
+            "chat.greeting",
+            json!({"language": "ko", "name": "민수"}),
+        )
+        .await;
+    assert_eq!(r["greeting"], "안녕하세요, 민수님!");
+    assert_eq!(r["language"], "ko");
+    let requests = s.requests();
+    let asked = requests.last().unwrap().body.to_string();
+    assert!(asked.contains("code ko") && asked.contains("민수"), "{asked}");
+
+    // No model: the task fails at once, saying what to set.
+    let bare = start(&[AgentRole::Orchestrator], None, loopback());
+    let done = bare.run("bare", "chat.greeting", json!({"language": "en"})).await;
+    assert_eq!(done.outcome, Outcome::Failed);
+    assert!(done.error.unwrap().contains("set spec.model"));
+}
+
 /// A chat retried after its first attempt started a tool call: the same call is taken again,
 /// another call (the model chose differently) never gets the first one's result.
 #[tokio::test]

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod common;
 pub mod conditions;
 pub mod crdgen;
+pub mod gateway;
 pub mod json;
 pub mod openapi;
 pub mod task;

@@ -1,6 +1,7 @@
-//! The broker's API as an OpenAPI 3.1 document, built from the wire types in
-//! [`crate::broker`]. `make crds` writes it to `docs/broker-openapi.json`; a test fails when
-//! that file is stale.
+//! The broker's and the chat gateway's APIs as OpenAPI 3.1 documents, built from the wire
+//! types in [`crate::broker`] and [`crate::gateway`]. `make crds` writes them to
+//! `docs/broker-openapi.json` and `docs/gateway-openapi.json`; a test fails when either is
+//! stale.
 
 use schemars::{SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -10,8 +11,10 @@ use crate::broker::{
     LeaseRequest, LeaseResponse, SubtaskRequest, TaskView, WorkerKeySet, WorkerReport,
 };
 
-/// Where the document is written, relative to the repository.
+/// Where the broker's document is written, relative to the repository.
 pub const FILE: &str = "docs/broker-openapi.json";
+/// Where the gateway's document is written, relative to the repository.
+pub const GATEWAY_FILE: &str = "docs/gateway-openapi.json";
 
 /// One operation of the broker.
 struct Op {
@@ -51,9 +54,7 @@ fn param(name: &str, description: &str) -> Value {
 
 /// The OpenAPI document of the broker.
 pub fn broker() -> Value {
-    let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12().with(|s| {
-        s.definitions_path = "/components/schemas".into();
-    }));
+    let mut generator = generator();
     let mut schema = |f: fn(&mut SchemaGenerator) -> schemars::Schema| f(&mut generator).to_value();
     let lease_req = schema(|g| g.subschema_for::<LeaseRequest>());
     let lease_res = schema(|g| g.subschema_for::<LeaseResponse>());
@@ -275,9 +276,256 @@ pub fn broker() -> Value {
     })
 }
 
-/// The document as written to [`FILE`].
+/// The broker's document as written to [`FILE`].
 pub fn render() -> String {
-    let mut text = serde_json::to_string_pretty(&broker()).expect("JSON values always serialize");
+    pretty(&broker())
+}
+
+/// The gateway's document as written to [`GATEWAY_FILE`].
+pub fn render_gateway() -> String {
+    pretty(&gateway())
+}
+
+fn pretty(doc: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(doc).expect("JSON values always serialize");
     text.push('\n');
     text
+}
+
+fn generator() -> SchemaGenerator {
+    SchemaGenerator::new(SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+    }))
+}
+
+/// One route of the gateway.
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    request: Option<Value>,
+    ok: (&'static str, Value),
+    /// Also answers with `text/event-stream` when asked to.
+    streams: bool,
+    errors: &'static [(&'static str, &'static str)],
+}
+
+const GATEWAY_AUTH_ERRORS: [(&str, &str); 4] = [
+    (
+        "401",
+        "MissingToken, TokenTooLarge, MalformedToken, AlgorithmNotAllowed, UnknownKey, InvalidSignature, TokenExpired, TokenNotYetValid, WrongAudience, WrongIssuer, InvalidSubject: the bearer token is missing or not a valid Supabase user token",
+    ),
+    (
+        "403",
+        "PermissionDenied: the user's roles do not grant the action's permission; InactiveUser: user_roles.is_active is false; UnknownUser: the user is not in auth.users",
+    ),
+    (
+        "429",
+        "RateLimited: over the user's or the address's rate; Retry-After says when to retry",
+    ),
+    (
+        "503",
+        "KeysUnavailable: the JWKS cannot be fetched; DatabaseUnavailable, KubernetesUnavailable: try again with backoff",
+    ),
+];
+
+const STREAM_NOTE: &str = " With `Accept: text/event-stream` the answer is a stream of Server-Sent Events: `status` (a StatusEvent) on each change of the task, then `result` (the answer below) or `error` (an ErrorBody).";
+
+/// The OpenAPI document of the chat gateway.
+pub fn gateway() -> Value {
+    use crate::gateway::{
+        EdgeRequest, GreetingRequest, GreetingResponse, LanguagesResponse, MessageRequest, MessageResponse,
+        StatusEvent, StatusResponse, TaskRequest, TaskResponse,
+    };
+    let mut generator = generator();
+    let mut schema = |f: fn(&mut SchemaGenerator) -> schemars::Schema| f(&mut generator).to_value();
+    let edge = schema(|g| g.subschema_for::<EdgeRequest>());
+    let status = schema(|g| g.subschema_for::<StatusResponse>());
+    let languages = schema(|g| g.subschema_for::<LanguagesResponse>());
+    let greeting_req = schema(|g| g.subschema_for::<GreetingRequest>());
+    let greeting = schema(|g| g.subschema_for::<GreetingResponse>());
+    let message_req = schema(|g| g.subschema_for::<MessageRequest>());
+    let message = schema(|g| g.subschema_for::<MessageResponse>());
+    let task_req = schema(|g| g.subschema_for::<TaskRequest>());
+    let task = schema(|g| g.subschema_for::<TaskResponse>());
+    let _event = schema(|g| g.subschema_for::<StatusEvent>());
+    let error = schema(|g| g.subschema_for::<ErrorBody>());
+    let any_answer = json!({"oneOf": [status, languages, greeting, message, task]});
+    const TASK_ERRORS: [(&str, &str); 3] = [
+        (
+            "502",
+            "TaskFailed: the task ended without an answer (the message has its error)",
+        ),
+        (
+            "503",
+            "NoAgent, NoModel: no Orchestrator, or one without a model; IntakeUnavailable: the operator did not take the task in (the row stays pending); KeysUnavailable, DatabaseUnavailable, KubernetesUnavailable: try again with backoff",
+        ),
+        ("504", "Timeout: the task did not end in time; it goes on"),
+    ];
+    let routes = [
+        Route {
+            method: "post",
+            path: "/functions/v1/chat-gateway",
+            id: "chatGateway",
+            summary: "The seed's Edge Function: one route, the action in the body (`status`, `languages`, `ai_greeting`, `send_message`, `agent_task`) with the fields of its REST route. Each action needs the permission its REST route names.",
+            request: Some(body(edge)),
+            ok: (
+                "200",
+                response(
+                    "The action's answer (201 for agent_task without wait)",
+                    &any_answer,
+                ),
+            ),
+            streams: true,
+            errors: &[
+                (
+                    "400",
+                    "MalformedRequest, InvalidRequest, UnknownTaskType, InvalidInput: the body is not a valid action",
+                ),
+                TASK_ERRORS[0],
+                TASK_ERRORS[1],
+                TASK_ERRORS[2],
+            ],
+        },
+        Route {
+            method: "get",
+            path: "/v1/status",
+            id: "status",
+            summary: "Agents (needs agent:read), and workers (with worker:read) and queue depth (with task:read) when the user may see them.",
+            request: None,
+            ok: ("200", response("What runs", &status)),
+            streams: false,
+            errors: &[("504", "Timeout: Kubernetes took too long")],
+        },
+        Route {
+            method: "get",
+            path: "/v1/languages",
+            id: "languages",
+            summary: "The languages chat answers in (needs chat:read).",
+            request: None,
+            ok: ("200", response("The languages", &languages)),
+            streams: false,
+            errors: &[],
+        },
+        Route {
+            method: "post",
+            path: "/v1/greeting",
+            id: "aiGreeting",
+            summary: "A greeting from the Orchestrator's model in the asked language, written by a chat.greeting task (needs chat:read).",
+            request: Some(body(greeting_req)),
+            ok: ("200", response("The greeting", &greeting)),
+            streams: false,
+            errors: &[
+                (
+                    "400",
+                    "MalformedRequest, InvalidRequest: not a valid greeting request (an unknown language, say)",
+                ),
+                TASK_ERRORS[0],
+                TASK_ERRORS[1],
+                TASK_ERRORS[2],
+            ],
+        },
+        Route {
+            method: "post",
+            path: "/v1/messages",
+            id: "sendMessage",
+            summary: "Store the message in chat_messages_realtime, answer it with a chat.message task, store the reply (needs chat:send).",
+            request: Some(body(message_req)),
+            ok: ("200", response("The reply", &message)),
+            streams: true,
+            errors: &[
+                ("400", "MalformedRequest, InvalidRequest: not a valid message"),
+                TASK_ERRORS[0],
+                TASK_ERRORS[1],
+                TASK_ERRORS[2],
+            ],
+        },
+        Route {
+            method: "post",
+            path: "/v1/tasks",
+            id: "agentTask",
+            summary: "Create an AgentTask of a catalogue type for a role, its input checked against the type's schema, with the caller as requester (needs task:create). Answers 201 at once, or with `wait` the task's result (the phase it has when the wait runs out).",
+            request: Some(body(task_req)),
+            ok: (
+                "200",
+                response(
+                    "The task, ended or as it is when the wait ran out (201 without wait)",
+                    &task,
+                ),
+            ),
+            streams: true,
+            errors: &[
+                (
+                    "400",
+                    "MalformedRequest, InvalidRequest, UnknownTaskType, InvalidInput: not a valid task request",
+                ),
+                TASK_ERRORS[1],
+            ],
+        },
+    ];
+    let mut paths = Map::new();
+    for route in routes {
+        let mut responses = Map::new();
+        let (code, mut ok) = route.ok;
+        if route.streams {
+            ok["content"]["text/event-stream"] = json!({"schema": {"type": "string"}});
+        }
+        responses.insert(code.into(), ok);
+        if route.id == "agentTask" || route.id == "chatGateway" {
+            responses.insert(
+                "201".into(),
+                response("The task was created (without wait)", &task),
+            );
+        }
+        for (code, description) in [
+            ("413", "RequestTooLarge: the body is over the gateway's limit"),
+            ("415", "UnsupportedMediaType: send the body as application/json"),
+        ] {
+            if route.request.is_some() {
+                responses.insert(code.into(), response(description, &error));
+            }
+        }
+        for (code, description) in GATEWAY_AUTH_ERRORS.iter().chain(route.errors) {
+            responses.insert((*code).into(), response(description, &error));
+        }
+        let summary = if route.streams {
+            format!("{}{STREAM_NOTE}", route.summary)
+        } else {
+            route.summary.to_string()
+        };
+        let mut operation = json!({
+            "operationId": route.id,
+            "summary": summary,
+            "responses": responses,
+        });
+        if let Some(request) = route.request {
+            operation["requestBody"] = request;
+        }
+        paths
+            .entry(route.path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path item")
+            .insert(route.method.into(), operation);
+    }
+    let schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Cogo chat gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The seed's chat gateway actions behind Supabase user JWTs, permissions and rate limits. Served by `cogo-operator gateway` (port 8090). Generated by `make crds` from cogo_api::gateway; do not edit by hand.",
+        },
+        "servers": [{"url": "http://cogo-gateway.cogo-system.svc:8090"}],
+        "security": [{"userToken": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"userToken": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "A Supabase Auth user's access token: HS256 with the project's JWT secret, or RS256/ES256 with a key of the project's JWKS; audience `authenticated`.",
+            }},
+            "schemas": schemas,
+        },
+    })
 }

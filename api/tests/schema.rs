@@ -76,6 +76,48 @@ fn the_broker_openapi_document_is_current_and_complete() {
     );
 }
 
+#[test]
+fn the_gateway_openapi_document_is_current_and_complete() {
+    let path = repo().join(cogo_api::openapi::GATEWAY_FILE);
+    let on_disk = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing ({e}); run `make crds`", path.display()));
+    assert!(
+        on_disk == cogo_api::openapi::render_gateway(),
+        "{} is stale; run `make crds` and commit the result",
+        path.display()
+    );
+    let doc = cogo_api::openapi::gateway();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &r[..r.find('"').unwrap()];
+        assert!(schemas.contains_key(name), "dangling $ref to {name}");
+    }
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/functions/v1/chat-gateway", "post"),
+        ("/v1/status", "get"),
+        ("/v1/languages", "get"),
+        ("/v1/greeting", "post"),
+        ("/v1/messages", "post"),
+        ("/v1/tasks", "post"),
+    ] {
+        let op = &paths[path][method];
+        for code in ["401", "403", "429"] {
+            assert!(op["responses"].get(code).is_some(), "{path} documents no {code}");
+        }
+    }
+    // The Edge Function's body names its action, one of the seed's five.
+    let edge = serde_json::to_string(&schemas["EdgeRequest"]).unwrap();
+    for action in ["status", "languages", "ai_greeting", "send_message", "agent_task"] {
+        assert!(
+            edge.contains(&format!("\"{action}\"")),
+            "{action} is not an action"
+        );
+    }
+    assert_eq!(schemas["TaskRequest"]["additionalProperties"], false);
+}
+
 fn schema_of(file: &str) -> Value {
     let (_, crd) = crdgen::all().into_iter().find(|(f, _)| *f == file).unwrap();
     serde_json::to_value(

@@ -40,9 +40,33 @@ where
     api.patch(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
+        &Patch::Apply(yaml_safe(body)?),
     )
     .await
+}
+
+/// `body` as JSON that the API server's YAML reader takes: a server-side apply's body is read
+/// as YAML, which refuses some characters JSON allows unescaped (DEL, the C1 controls but NEL,
+/// U+FFFE and U+FFFF), so a task result holding one could never be written. They are written
+/// as `\uXXXX` escapes, which mean the same character in both.
+pub fn yaml_safe(body: &impl Serialize) -> kube::Result<Box<serde_json::value::RawValue>> {
+    let text = serde_json::to_string(body).map_err(kube::Error::SerdeError)?;
+    let printable =
+        |c: char| !matches!(c, '\u{7f}'..='\u{84}' | '\u{86}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}');
+    let text = if text.chars().all(printable) {
+        text
+    } else {
+        text.chars()
+            .fold(String::with_capacity(text.len() + 16), |mut out, c| {
+                if printable(c) {
+                    out.push(c);
+                } else {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                }
+                out
+            })
+    };
+    serde_json::value::RawValue::from_string(text).map_err(kube::Error::SerdeError)
 }
 
 /// Whether every field of `desired` is present in `live` with the same value: objects by key
@@ -117,7 +141,7 @@ where
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+        &Patch::Apply(yaml_safe(&body)?),
     )
     .await
 }
@@ -241,6 +265,28 @@ mod tests {
     use serde_json::json;
 
     use super::is_subset;
+
+    #[test]
+    fn bodies_escape_what_yaml_refuses_and_keep_their_meaning() {
+        let value = serde_json::json!({"text": "a\u{7f}b\u{85}c\u{9f}d\u{fffe}é한\n"});
+        let raw = super::yaml_safe(&value).unwrap();
+        let text = raw.get();
+        assert!(
+            text.contains("\\u007f") && text.contains("\\u009f") && text.contains("\\ufffe"),
+            "{text}"
+        );
+        assert!(
+            text.contains('\u{85}') && text.contains("é한"),
+            "NEL and printable text stay as they are"
+        );
+        assert!(
+            !text
+                .chars()
+                .any(|c| matches!(c, '\u{7f}' | '\u{9f}' | '\u{fffe}'))
+        );
+        let back: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back, value, "the same value");
+    }
 
     #[test]
     fn subset_ignores_server_defaults_but_not_changes() {

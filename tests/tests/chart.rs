@@ -457,3 +457,107 @@ fn operator_pod_is_locked_down_and_wired() {
         "{env}"
     );
 }
+
+/// The gateway is off unless asked for; on, it has its own least-privilege identity, pods the
+/// operator's Services do not select, and refuses settings it cannot run with.
+#[test]
+fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
+    let off = docs(&render(&[]));
+    assert!(
+        !off.iter().any(|d| d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-gateway"))),
+        "no gateway unless gateway.enabled"
+    );
+    let on = [
+        "--set",
+        "gateway.enabled=true",
+        "--set",
+        "supabase.secretName=supabase-db",
+        "--set",
+        "supabase.intakeNamespace=chat",
+        "--set",
+        "gateway.jwtSecretName=supabase-jwt",
+        "--set",
+        "gateway.issuer=https://example.supabase.co/auth/v1",
+    ];
+    let yaml = render(&on);
+    let objects = docs(&yaml);
+    let named = |kind: &str| {
+        objects
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == "cogo-cogo-operator-gateway")
+            .unwrap_or_else(|| panic!("no gateway {kind}"))
+            .clone()
+    };
+    let deployment = named("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "cogo-cogo-operator-gateway");
+    assert_eq!(pod["containers"][0]["args"], serde_json::json!(["gateway"]));
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let by_name = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(by_name("COGO_GATEWAY_NAMESPACE")["value"], "chat");
+    assert_eq!(
+        by_name("COGO_GATEWAY_DATABASE_URL")["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "supabase-db", "key": "url"}),
+        "secrets come from Secrets, never from values"
+    );
+    assert_eq!(
+        by_name("COGO_GATEWAY_JWT_SECRET")["valueFrom"]["secretKeyRef"]["name"],
+        "supabase-jwt"
+    );
+    // The operator's Services never select gateway pods.
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for s in objects.iter().filter(|d| d["kind"] == "Service") {
+        let selector = s["spec"]["selector"].as_object().unwrap();
+        let selects = selector.iter().all(|(k, v)| labels[k] == *v);
+        let is_gateway = s["metadata"]["name"] == "cogo-cogo-operator-gateway";
+        assert_eq!(selects, is_gateway, "{}", s["metadata"]["name"]);
+    }
+    // Read-only on the cogo.xyz kinds, Events, and only in the namespace it serves.
+    let role = named("Role");
+    assert_eq!(role["metadata"]["namespace"], "chat");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": ["cogo.xyz"], "resources": ["cogoagents", "cogoworkers", "agenttasks"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ])
+    );
+    assert_eq!(
+        named("RoleBinding")["subjects"][0]["name"],
+        "cogo-cogo-operator-gateway"
+    );
+    let dir = schema_dir(&objects);
+    let out = kubeconform(&dir, &yaml);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Each missing setting is refused, naming it.
+    for (drop, expected) in [
+        ("supabase.intakeNamespace=", "supabase.intakeNamespace"),
+        ("supabase.secretName=", "gateway.databaseSecretName"),
+        ("gateway.jwtSecretName=", "gateway.jwksUrl"),
+        ("gateway.issuer=", "gateway.issuer"),
+        ("gateway.userRate=fast", "/gateway/userRate"),
+    ] {
+        let mut args: Vec<&str> = on.to_vec();
+        args.extend(["--set", drop]);
+        let mut cmd = vec!["template", "cogo"];
+        let chart = chart();
+        cmd.extend([chart.as_str(), "--kube-version", KUBERNETES_VERSION]);
+        cmd.extend(args);
+        let out = run(&tool("helm"), &cmd, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{drop} was accepted");
+        assert!(err.contains(expected), "{drop}: {err}");
+    }
+}

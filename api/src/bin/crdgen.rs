@@ -1,7 +1,7 @@
 //! Writes the Cogo CRDs as YAML into each directory given on the command line
-//! (`crdgen crds charts/cogo-operator/crds docs/broker-openapi.json`), or prints them to stdout
-//! when none is given; an argument ending in `.json` is the file for the broker's OpenAPI
-//! document. With `--check`, writes nothing and exits 1 when a file differs from what it
+//! (`crdgen crds charts/cogo-operator/crds docs/broker-openapi.json docs/gateway-openapi.json`),
+//! or prints them to stdout when none is given; an argument ending in `gateway-openapi.json` is
+//! the file for the chat gateway's OpenAPI document, any other ending in `.json` the broker's. With `--check`, writes nothing and exits 1 when a file differs from what it
 //! would write.
 
 use std::{path::Path, process::ExitCode};
@@ -9,7 +9,7 @@ use std::{path::Path, process::ExitCode};
 fn main() -> ExitCode {
     let mut check = false;
     let mut dirs = Vec::new();
-    let mut openapi = None;
+    let mut openapi = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            _ if arg.ends_with(".json") => openapi = Some(arg),
+            _ if arg.ends_with(".json") => openapi.push(arg),
             _ => dirs.push(arg),
         }
     }
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if dirs.is_empty() && openapi.is_none() {
+    if dirs.is_empty() && openapi.is_empty() {
         for (_, yaml) in &rendered {
             print!("{yaml}");
         }
@@ -46,8 +46,14 @@ fn main() -> ExitCode {
             outputs.push((Path::new(dir).join(file), yaml.clone()));
         }
     }
-    if let Some(file) = &openapi {
-        outputs.push((file.into(), cogo_api::openapi::render()));
+    for file in &openapi {
+        // The gateway's document by its name; any other is the broker's.
+        let text = if file.ends_with("gateway-openapi.json") {
+            cogo_api::openapi::render_gateway()
+        } else {
+            cogo_api::openapi::render()
+        };
+        outputs.push((file.into(), text));
     }
     for (path, text) in &outputs {
         let current = std::fs::read_to_string(path).unwrap_or_default();

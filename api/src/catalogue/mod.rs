@@ -134,6 +134,33 @@ pub fn entries() -> Vec<Entry> {
     ]
 }
 
+/// Every catalogue type a client may ask for by role and type (the chat gateway's
+/// `agent_task`): [`entries`] and the Orchestrator's own types, which wait for sub-tasks and so
+/// are not the model's tools.
+pub fn requestable() -> Vec<Entry> {
+    use crate::AgentRole::Orchestrator;
+    let mut all = entries();
+    all.extend([
+        entry::<workflow::RunInput>(
+            workflow::RUN,
+            Orchestrator,
+            "Run a workflow of steps, each a task, in the order their dependencies allow.",
+        ),
+        entry::<workflow::PlanInput>(
+            workflow::PLAN,
+            Orchestrator,
+            "Have the model plan a workflow for a goal, then run it.",
+        ),
+        entry::<workflow::ChatInput>(
+            workflow::CHAT,
+            Orchestrator,
+            "Answer a chat message; the model may start catalogue tasks to answer.",
+        ),
+        entry::<workflow::GreetingInput>(workflow::GREETING, Orchestrator, "Greet a user in a language."),
+    ]);
+    all
+}
+
 fn entry<T: schemars::JsonSchema + serde::de::DeserializeOwned>(
     task_type: &'static str,
     role: crate::AgentRole,
@@ -184,6 +211,7 @@ mod tests {
             "depends",
         );
         refused::<super::workflow::PlanInput>(json!({"goal": "g", "steps": 3}), "steps");
+        refused::<super::workflow::GreetingInput>(json!({"language": "ko", "lang": "ko"}), "lang");
         refused::<super::workflow::ChatInput>(
             json!({"sessionId": "s", "message": "m", "lang": "ko"}),
             "lang",

@@ -15,6 +15,8 @@ pub const RUN: &str = "workflow.run";
 pub const PLAN: &str = "workflow.plan";
 /// The task type answering a chat message.
 pub const CHAT: &str = "chat.message";
+/// The task type writing the chat gateway's greeting.
+pub const GREETING: &str = "chat.greeting";
 
 /// Input of `workflow.run`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
@@ -135,6 +137,29 @@ pub struct ChatResult {
     pub reply: String,
     /// Names of the sub-tasks the model started to answer.
     pub tasks: Vec<String>,
+    /// Tokens spent.
+    pub usage: Usage,
+}
+
+/// Input of `chat.greeting`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GreetingInput {
+    /// The language to greet in, for example `en` or `ko`.
+    pub language: String,
+    /// The name to greet the user by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Result of `chat.greeting`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GreetingResult {
+    /// The greeting.
+    pub greeting: String,
+    /// Its language.
+    pub language: String,
     /// Tokens spent.
     pub usage: Usage,
 }

@@ -35,3 +35,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "cogo.image" -}}
 {{- printf "%s:%s" .repository (default .appVersion .tag) -}}
 {{- end -}}
+
+{{/* Labels that select the chat gateway's pods (not the operator's: another name). */}}
+{{- define "cogo.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of the chat gateway's objects. */}}
+{{- define "cogo.gatewayLabels" -}}
+{{ include "cogo.gatewaySelectorLabels" . }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cogo
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}

@@ -24,7 +24,7 @@ use super::{ConnectError, connect_raw, describe, row::ROW_ANNOTATION};
 use crate::{kube_io::FIELD_MANAGER, metrics::Metrics, tokens::auth::Keys};
 
 const PENDING: &str = "
-select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text
+select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, session_id, priority
 from public.distributed_agent_tasks
 where status = 'pending' and name is null and deleted_at is null
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)
@@ -52,6 +52,10 @@ pub struct PendingRow {
     pub data: serde_json::Value,
     /// The requester.
     pub user_id: Option<String>,
+    /// The chat session the task belongs to.
+    pub session_id: Option<String>,
+    /// The task's priority (clamped to -1000..=1000).
+    pub priority: i32,
 }
 
 /// The AgentTask a pending row becomes, or why it cannot become one.
@@ -80,14 +84,15 @@ pub fn task_of(row: &PendingRow, namespace: &str) -> Result<AgentTask, String> {
             role: Some(role),
             task_type: row.task_type.clone(),
             input: (!row.data.is_null()).then(|| row.data.clone()),
-            priority: 0,
+            priority: row.priority.clamp(-1000, 1000),
             timeout_seconds: None,
             retry: None,
             ttl_seconds_after_finished: None,
             parent: None,
-            requester: row.user_id.clone().map(|u| Requester {
-                user_id: Some(u),
-                session_id: None,
+            requester: (row.user_id.is_some() || row.session_id.is_some()).then(|| Requester {
+                user_id: row.user_id.clone(),
+                // Kept within the field's limit, so a long one cannot make the task invalid.
+                session_id: row.session_id.as_ref().map(|s| s.chars().take(255).collect()),
             }),
             cancel_requested: false,
         },
@@ -201,7 +206,20 @@ impl Later {
     }
 }
 
-/// Turns every pending row into an AgentTask and claims it.
+/// Rows taken in at once: their AgentTasks are created and their rows claimed concurrently.
+const CONCURRENCY: usize = 16;
+
+/// What became of a pending row.
+enum Taken {
+    /// Its task exists and the row is claimed.
+    Done,
+    /// Its task could not be created for a reason that may pass: try again later.
+    Later,
+    /// Refused, or left for another round.
+    Skipped,
+}
+
+/// Turns every pending row into an AgentTask and claims it, [`CONCURRENCY`] rows at a time.
 async fn take_in(
     db: &tokio_postgres::Client,
     tasks: &Api<AgentTask>,
@@ -212,78 +230,98 @@ async fn take_in(
     let skipped =
         serde_json::to_string(&later.waiting(std::time::Instant::now())).unwrap_or_else(|_| "[]".into());
     let rows = db.query_typed(PENDING, &[(&skipped, Type::TEXT)]).await?;
-    for r in rows {
-        let row = PendingRow {
-            id: r.get(0),
-            task_type: r.get(1),
-            agent_type: r.get(2),
-            data: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or(serde_json::Value::Null),
-            user_id: r.get(4),
-        };
-        let task = match task_of(&row, namespace) {
-            Ok(mut t) => {
-                // The seal binds the task to this row and its owner: only the intake makes it.
-                crate::seal::seal(keys, &mut t);
-                t
-            }
-            Err(why) => {
-                refuse(db, &row.id, &why).await?;
-                continue;
-            }
-        };
-        let name = task.metadata.name.clone().unwrap_or_default();
-        let params = PostParams {
-            dry_run: false,
-            field_manager: Some(FIELD_MANAGER.into()),
-        };
-        let uid = match tasks.create(&params, &task).await {
-            Ok(created) => {
-                info!(row = %row.id, task = %name, "took in a pending row");
-                created.metadata.uid
-            }
-            // Another operator (or an earlier try) made it: one object per row. A task of that
-            // name that the intake did not make for this row gets no row.
-            Err(kube::Error::Api(e)) if e.code == 409 => match tasks.get_opt(&name).await {
-                Ok(Some(existing)) if crate::seal::verify(keys, &existing) => {
-                    info!(row = %row.id, task = %name, "the row's AgentTask exists already");
-                    existing.metadata.uid
-                }
-                Ok(Some(_)) => {
-                    let why =
-                        format!("an AgentTask {namespace}/{name} exists that was not made from this row");
-                    refuse(db, &row.id, &why).await?;
-                    continue;
-                }
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(row = %row.id, error = %e, "cannot read the AgentTask of a pending row; trying later");
-                    continue;
-                }
-            },
-            Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => {
-                refuse(db, &row.id, &format!("not a valid AgentTask: {}", e.message)).await?;
-                continue;
-            }
-            Err(e) => {
-                warn!(row = %row.id, error = %e, "cannot create the AgentTask of a pending row; trying later");
-                later.defer(&row.id, std::time::Instant::now());
-                continue;
-            }
-        };
-        later.done(&row.id);
-        let uid = uid.unwrap_or_default();
-        db.query_typed(
-            CLAIM,
-            &[
-                (&namespace, Type::TEXT),
-                (&name, Type::TEXT),
-                (&row.id, Type::TEXT),
-                (&uid, Type::TEXT),
-            ],
-        )
-        .await?;
+    let rows = rows.into_iter().map(|r| PendingRow {
+        id: r.get(0),
+        task_type: r.get(1),
+        agent_type: r.get(2),
+        data: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or(serde_json::Value::Null),
+        user_id: r.get(4),
+        session_id: r.get(5),
+        priority: r.get(6),
+    });
+    let outcomes: Vec<_> = futures::stream::iter(rows.map(|row| take_one(db, tasks, namespace, keys, row)))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let now = std::time::Instant::now();
+    for outcome in outcomes {
+        match outcome? {
+            (id, Taken::Done) => later.done(&id),
+            (id, Taken::Later) => later.defer(&id, now),
+            (_, Taken::Skipped) => {}
+        }
     }
     Ok(())
+}
+
+/// Turns one pending row into an AgentTask and claims the row.
+async fn take_one(
+    db: &tokio_postgres::Client,
+    tasks: &Api<AgentTask>,
+    namespace: &str,
+    keys: &Keys,
+    row: PendingRow,
+) -> Result<(String, Taken), ConnectError> {
+    let task = match task_of(&row, namespace) {
+        Ok(mut t) => {
+            // The seal binds the task to this row and its owner: only the intake makes it.
+            crate::seal::seal(keys, &mut t);
+            t
+        }
+        Err(why) => {
+            refuse(db, &row.id, &why).await?;
+            return Ok((row.id, Taken::Skipped));
+        }
+    };
+    let name = task.metadata.name.clone().unwrap_or_default();
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    let uid = match tasks.create(&params, &task).await {
+        Ok(created) => {
+            info!(row = %row.id, task = %name, "took in a pending row");
+            created.metadata.uid
+        }
+        // Another operator (or an earlier try) made it: one object per row. A task of that
+        // name that the intake did not make for this row gets no row.
+        Err(kube::Error::Api(e)) if e.code == 409 => match tasks.get_opt(&name).await {
+            Ok(Some(existing)) if crate::seal::verify(keys, &existing) => {
+                info!(row = %row.id, task = %name, "the row's AgentTask exists already");
+                existing.metadata.uid
+            }
+            Ok(Some(_)) => {
+                let why = format!("an AgentTask {namespace}/{name} exists that was not made from this row");
+                refuse(db, &row.id, &why).await?;
+                return Ok((row.id, Taken::Skipped));
+            }
+            Ok(None) => return Ok((row.id, Taken::Skipped)),
+            Err(e) => {
+                warn!(row = %row.id, error = %e, "cannot read the AgentTask of a pending row; trying later");
+                return Ok((row.id, Taken::Skipped));
+            }
+        },
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 400 => {
+            refuse(db, &row.id, &format!("not a valid AgentTask: {}", e.message)).await?;
+            return Ok((row.id, Taken::Skipped));
+        }
+        Err(e) => {
+            warn!(row = %row.id, error = %e, "cannot create the AgentTask of a pending row; trying later");
+            return Ok((row.id, Taken::Later));
+        }
+    };
+    let uid = uid.unwrap_or_default();
+    db.query_typed(
+        CLAIM,
+        &[
+            (&namespace, Type::TEXT),
+            (&name, Type::TEXT),
+            (&row.id, Type::TEXT),
+            (&uid, Type::TEXT),
+        ],
+    )
+    .await?;
+    Ok((row.id, Taken::Done))
 }
 
 async fn refuse(db: &tokio_postgres::Client, id: &str, why: &str) -> Result<(), ConnectError> {
@@ -334,6 +372,8 @@ mod tests {
             agent_type: agent_type.into(),
             data: json!({"q": "rust"}),
             user_id: Some("00000000-0000-0000-0000-00000000000a".into()),
+            session_id: None,
+            priority: 0,
         }
     }
 
@@ -359,6 +399,21 @@ mod tests {
             task_of(&pending("GraphRAG"), "ns").unwrap().spec.role,
             Some(AgentRole::GraphRag)
         );
+    }
+
+    #[test]
+    fn a_row_s_session_and_priority_go_with_its_task() {
+        let mut row = pending("orchestrator");
+        row.session_id = Some("s".repeat(300));
+        row.priority = 5000;
+        row.user_id = None;
+        let t = task_of(&row, "ns").unwrap();
+        assert_eq!(t.spec.priority, 1000, "clamped to the field's range");
+        let requester = t.spec.requester.unwrap();
+        assert_eq!(requester.user_id, None);
+        assert_eq!(requester.session_id.unwrap().len(), 255);
+        row.session_id = None;
+        assert_eq!(task_of(&row, "ns").unwrap().spec.requester, None);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub const MIGRATION: &str = concat!(
     include_str!("../../../supabase/migrations/20261125000000_cogo_tasks.sql"),
     include_str!("../../../supabase/migrations/20261129000000_cogo_task_results.sql"),
     include_str!("../../../supabase/migrations/20261130000000_cogo_indexes_graphs.sql"),
+    include_str!("../../../supabase/migrations/20261201000000_cogo_gateway.sql"),
 );
 
 /// The most rows one write carries.

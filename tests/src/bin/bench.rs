@@ -28,7 +28,9 @@
 //! 7. the model clients (Gemini and OpenAI-compatible) against a stand-in on loopback that
 //!    answers at once: requests/s and p50/p99 latency with 16 calls in flight;
 //! 8. the Indexing and GraphRAG handlers in this process over a local store: index throughput,
-//!    search latency and community detection (see `cogo_e2e::bench_index`).
+//!    search latency and community detection (see `cogo_e2e::bench_index`);
+//! 9. the chat gateway under load from `wrk`: `status` and `agent_task` requests/s and p50/p99,
+//!    next to a minimal axum route as the ceiling (see `cogo_e2e::bench_gateway`).
 //!
 //! The figures go to stdout and to `target/bench/report.md`. A benchmark, not a test: it
 //! asserts nothing about speed.
@@ -102,6 +104,11 @@ async fn main() -> Result<(), Error> {
     .await?;
     let client = Client::try_from(config)?;
     let mut report = vec![format!("Machine: {}", machine())];
+    // COGO_BENCH_ONLY=gateway runs only the chat gateway under load.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("gateway") {
+        report.extend(cogo_e2e::bench_gateway::run(&c).await?);
+        return write_report(report);
+    }
     // COGO_BENCH_ONLY=workflow runs only the Orchestrator's overhead per step.
     if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("workflow") {
         let op = Operator::start(&c, "bench");
@@ -203,6 +210,7 @@ async fn main() -> Result<(), Error> {
         eprintln!("[bench] Supabase mirror, {label}");
         report.push(mirror(&c, &client, &pg, label, &url).await?);
     }
+    report.extend(cogo_e2e::bench_gateway::run(&c).await?);
 
     write_report(report)
 }

@@ -51,6 +51,7 @@ pub(crate) fn wait_all_ready(ns: &Namespace) {
 
 pub(crate) use cogo_e2e::cluster::condition;
 
+mod gateway;
 mod health;
 mod lifecycle;
 mod mirror;

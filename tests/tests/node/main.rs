@@ -10,6 +10,7 @@ use serde_json::Value;
 mod chaos;
 mod designs;
 mod executor;
+mod gateway;
 mod knowledge;
 mod workflows;
 

@@ -1,9 +1,10 @@
 //! The Orchestrator: workflows of sub-tasks ([`workflow`], `workflow.run`), workflows the
-//! model plans ([`plan`], `workflow.plan`) and chat that may start tasks ([`chat`],
-//! `chat.message`). The catalogue's task types are the model's tools ([`tools`]), their
+//! model plans ([`plan`], `workflow.plan`), chat that may start tasks ([`chat`],
+//! `chat.message`) and the chat gateway's greeting ([`greeting`], `chat.greeting`). The catalogue's task types are the model's tools ([`tools`]), their
 //! schemas generated from the Rust types the handlers read.
 
 pub mod chat;
+pub mod greeting;
 pub mod plan;
 pub mod workflow;
 
@@ -34,7 +35,8 @@ pub fn register(config: &RoleConfig, registry: &mut Registry) -> RoleParts {
     let model = config.model.clone();
     registry.register(wf::RUN, workflow::RunWorkflow);
     registry.register(wf::PLAN, plan::Plan { model: model.clone() });
-    registry.register(wf::CHAT, chat::Chat { model });
+    registry.register(wf::CHAT, chat::Chat { model: model.clone() });
+    registry.register(wf::GREETING, greeting::Greeting { model });
     let prefixes: Vec<String> = WAITING_TYPES.iter().map(|p| p.to_string()).collect();
     RoleParts {
         routes: axum::Router::new(),

@@ -1,0 +1,264 @@
+//! The gateway's database: Supabase's Postgres, through a few shared connections. It reads
+//! `user_roles`, writes chat messages, task rows for the operator's intake, and the audit.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{OnceCell, RwLock, mpsc};
+use tokio_postgres::{Client, error::SqlState, types::Type};
+use tracing::warn;
+
+use super::perms::RoleRow;
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached, or refused the query.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The user is not in `auth.users`.
+    #[error("the user is not in auth.users")]
+    UnknownUser,
+    /// The database cannot store a value of the request (a NUL character, say).
+    #[error("the database refuses a value of the request: {0}")]
+    Invalid(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> DbError {
+        if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+            return DbError::UnknownUser;
+        }
+        // Class 22, data exceptions: the value, not the database, is at fault.
+        if e.code().is_some_and(|c| c.code().starts_with("22")) {
+            return DbError::Invalid(cogo_db::describe(&e));
+        }
+        DbError::Unavailable(cogo_db::describe(&e))
+    }
+}
+
+/// A few connections, used round robin; one that closed is made again on next use.
+pub struct Db {
+    url: String,
+    ca: Option<Vec<u8>>,
+    slots: Vec<RwLock<Option<Arc<Client>>>>,
+    next: AtomicUsize,
+    migrated: OnceCell<()>,
+}
+
+/// A row of the audit: who asked for what, and how it ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditRecord {
+    /// The user, once the token was verified.
+    pub user_id: Option<String>,
+    /// The caller's address.
+    pub address: String,
+    /// The action (`status`, `agent_task`, ...).
+    pub action: String,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// The error code, when it failed.
+    pub code: Option<String>,
+    /// The task it created.
+    pub task: Option<String>,
+    /// More, such as the task type.
+    pub detail: Option<String>,
+}
+
+const ROLES: &str = "select role::text, permissions::text[], domain::text, coalesce(is_active, true)
+from public.user_roles where user_id = $1::uuid";
+
+const MESSAGE: &str =
+    "insert into public.chat_messages_realtime (id, session_id, user_id, content, sender, task)
+values ($1::uuid, $2, $3::uuid, $4, $5, $6)";
+
+const TASK: &str =
+    "insert into public.distributed_agent_tasks (id, type, agent_type, data, status, user_id, session_id)
+values ($1::uuid, $2, $3, $4::jsonb, 'pending', $5::uuid, $6)";
+
+const AUDIT: &str = "insert into public.cogo_gateway_audit (user_id, address, action, status, code, task, detail)
+select u::uuid, a, ac, s, c, t, d from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[])
+as x(u, a, ac, s, c, t, d)";
+
+impl Db {
+    /// Connections to `url` (a libpq connection string, `ca` its CA), `size` of them.
+    pub fn new(url: String, ca: Option<Vec<u8>>, size: usize) -> Db {
+        Db {
+            url,
+            ca,
+            slots: (0..size.max(1)).map(|_| RwLock::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            migrated: OnceCell::new(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Arc<Client>, DbError> {
+        let (client, connection) = cogo_db::connect_url(&self.url, self.ca.as_deref())
+            .await
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                warn!(error = %e, "the gateway's database connection ended");
+            }
+        });
+        // The schema, once per process (idempotent, and locked against other writers of it).
+        self.migrated
+            .get_or_try_init(|| async {
+                client
+                    .batch_execute(&cogo_db::locked_schema(crate::supabase::MIGRATION))
+                    .await
+                    .map_err(DbError::from)
+            })
+            .await?;
+        Ok(Arc::new(client))
+    }
+
+    /// A live connection.
+    pub async fn client(&self) -> Result<Arc<Client>, DbError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(c) = slot.read().await.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let mut held = slot.write().await;
+        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let fresh = tokio::time::timeout(Duration::from_secs(10), self.connect())
+            .await
+            .map_err(|_| DbError::Unavailable("connecting took over 10 s".into()))??;
+        *held = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The user's row in `user_roles`, if any.
+    pub async fn roles(&self, user_id: &str) -> Result<Option<RoleRow>, DbError> {
+        let db = self.client().await?;
+        let row = db.query_typed_opt(ROLES, &[(&user_id, Type::TEXT)]).await?;
+        Ok(row.map(|r| RoleRow {
+            role: r.get(0),
+            permissions: r
+                .get::<_, Option<Vec<Option<String>>>>(1)
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .collect(),
+            domain: r.get(2),
+            is_active: r.get(3),
+        }))
+    }
+
+    /// Stores a chat message (`sender` `user` or `assistant`).
+    pub async fn message(
+        &self,
+        (id, session_id): (&str, &str),
+        user_id: &str,
+        content: &str,
+        (sender, task): (&str, Option<&str>),
+    ) -> Result<(), DbError> {
+        let db = self.client().await?;
+        db.query_typed(
+            MESSAGE,
+            &[
+                (&id, Type::TEXT),
+                (&session_id, Type::VARCHAR),
+                (&user_id, Type::TEXT),
+                (&content, Type::TEXT),
+                (&sender, Type::TEXT),
+                (&task, Type::TEXT),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts a pending task row for the operator's intake.
+    pub async fn task(
+        &self,
+        id: &str,
+        (task_type, agent_type): (&str, &str),
+        input: &serde_json::Value,
+        user_id: &str,
+        session_id: Option<&str>,
+    ) -> Result<(), DbError> {
+        let db = self.client().await?;
+        let data = input.to_string();
+        db.query_typed(
+            TASK,
+            &[
+                (&id, Type::TEXT),
+                (&task_type, Type::VARCHAR),
+                (&agent_type, Type::VARCHAR),
+                (&data, Type::TEXT),
+                (&user_id, Type::TEXT),
+                (&session_id, Type::TEXT),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The result the mirror copied into a task's row, once it has.
+    pub async fn result(&self, id: &str) -> Result<Option<serde_json::Value>, DbError> {
+        let db = self.client().await?;
+        let row = db
+            .query_typed_opt(
+                "select result_data::text from public.distributed_agent_tasks where id = $1::uuid",
+                &[(&id, Type::TEXT)],
+            )
+            .await?;
+        Ok(row
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    async fn audit(&self, batch: &[AuditRecord]) -> Result<(), DbError> {
+        let db = self.client().await?;
+        let col = |f: fn(&AuditRecord) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+        let users = col(|r| r.user_id.clone());
+        let addresses = col(|r| Some(r.address.clone()));
+        let actions = col(|r| Some(r.action.clone()));
+        let statuses: Vec<i32> = batch.iter().map(|r| i32::from(r.status)).collect();
+        let codes = col(|r| r.code.clone());
+        let tasks = col(|r| r.task.clone());
+        let details = col(|r| r.detail.clone());
+        db.query_typed(
+            AUDIT,
+            &[
+                (&users, Type::TEXT_ARRAY),
+                (&addresses, Type::TEXT_ARRAY),
+                (&actions, Type::TEXT_ARRAY),
+                (&statuses, Type::INT4_ARRAY),
+                (&codes, Type::TEXT_ARRAY),
+                (&tasks, Type::TEXT_ARRAY),
+                (&details, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The audit's writer: records queue (at most `capacity`; a full queue makes requests wait,
+/// so none is dropped) and are written in batches of up to 500, retried while the database is
+/// away.
+pub fn audit_writer(db: Arc<Db>, capacity: usize) -> mpsc::Sender<AuditRecord> {
+    let (tx, mut rx) = mpsc::channel::<AuditRecord>(capacity);
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 500).await > 0 {
+            let mut backoff = Duration::from_millis(200);
+            while let Err(e) = db.audit(&batch).await {
+                warn!(error = %e, records = batch.len(), "cannot write the gateway's audit; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            batch.clear();
+        }
+    });
+    tx
+}
