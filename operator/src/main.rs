@@ -41,7 +41,8 @@ struct GatewayArgs {
     /// Connection string of Supabase's Postgres (libpq form or URL).
     #[arg(long, env = "COGO_GATEWAY_DATABASE_URL", hide_env_values = true)]
     database_url: String,
-    /// PEM file of the database server's CA, to verify its certificate against.
+    /// PEM file of the database server's CA, to verify its certificate against (when the file
+    /// exists).
     #[arg(long, env = "COGO_GATEWAY_DATABASE_CA_FILE")]
     database_ca_file: Option<std::path::PathBuf>,
     /// Database connections the gateway keeps.
@@ -101,11 +102,16 @@ impl GatewayArgs {
         if self.jwt_secret.is_none() && self.jwks_url.is_none() {
             anyhow::bail!("set --jwt-secret (HS256), --jwks-url (RS256/ES256) or both");
         }
+        // An empty or short secret would let anyone sign tokens; Supabase's have 32 or more.
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            anyhow::bail!("the JWT secret is shorter than 32 bytes: set the project's JWT secret");
+        }
+        // The chart mounts the database Secret's `ca.crt` when it has one: a missing file is no CA.
         let ca = match &self.database_ca_file {
-            Some(path) => Some(
+            Some(path) if path.exists() => Some(
                 std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
             ),
-            None => None,
+            _ => None,
         };
         Ok(Settings {
             addr: self.addr,

@@ -84,22 +84,7 @@ fn measure(c: &Cluster, hello: u16) -> Result<Vec<String>, Error> {
     let ns_name = "bench-gateway";
     let pg = Postgres::start(ns_name);
     let secret = "cogo-supabase-bench-gateway";
-    c.kubectl(
-        &["delete", "secret", secret, "-n", "default", "--ignore-not-found"],
-        None,
-    );
-    c.kubectl_ok(
-        &[
-            "create",
-            "secret",
-            "generic",
-            secret,
-            "-n",
-            "default",
-            &format!("--from-literal=url={}", pg.url()),
-        ],
-        None,
-    );
+    c.url_secret("default", secret, &pg.url());
     let ns = Namespace::create(c, ns_name);
     let _op = Operator::start_with(
         c,

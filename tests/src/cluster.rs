@@ -199,6 +199,24 @@ impl Cluster {
         self.helm_ok(&args);
     }
 
+    /// Replaces the Secret `name` of `ns` with one whose key `url` is `url` (a database's
+    /// connection string, as the operator and the gateway read it).
+    pub fn url_secret(&self, ns: &str, name: &str, url: &str) {
+        self.kubectl(&["delete", "secret", name, "-n", ns, "--ignore-not-found"], None);
+        self.kubectl_ok(
+            &[
+                "create",
+                "secret",
+                "generic",
+                name,
+                "-n",
+                ns,
+                &format!("--from-literal=url={url}"),
+            ],
+            None,
+        );
+    }
+
     /// `kubectl get -o json` of one object, or None when it does not exist. Read as the
     /// operator reads free JSON (at most `cogo_api::json::MAX_DEPTH` + 1 levels), so an object
     /// nested past serde_json's limit can be looked at too.

@@ -515,6 +515,25 @@ fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
         by_name("COGO_GATEWAY_JWT_SECRET")["valueFrom"]["secretKeyRef"]["name"],
         "supabase-jwt"
     );
+    // The database Secret's CA, as the operator reads it, when the Secret has one.
+    let ca = by_name("COGO_GATEWAY_DATABASE_CA_FILE")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let volume = &pod["volumes"][0]["secret"];
+    assert_eq!(volume["secretName"], "supabase-db");
+    assert_eq!(volume["optional"], true);
+    assert_eq!(volume["items"][0]["key"], "ca.crt");
+    assert_eq!(
+        format!(
+            "{}/{}",
+            pod["containers"][0]["volumeMounts"][0]["mountPath"]
+                .as_str()
+                .unwrap(),
+            volume["items"][0]["path"].as_str().unwrap()
+        ),
+        ca
+    );
     // The operator's Services never select gateway pods.
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     for s in objects.iter().filter(|d| d["kind"] == "Service") {

@@ -27,20 +27,29 @@ pub enum DbError {
     /// The database cannot store a value of the request (a NUL character, say).
     #[error("the database refuses a value of the request: {0}")]
     Invalid(String),
+    /// The database answered the statement with an error of its own (a missing grant, say):
+    /// trying again will not help.
+    #[error("the database refuses the statement: {0}")]
+    Refused(String),
 }
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> DbError {
-        if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
-            return DbError::UnknownUser;
+        match e.code() {
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::UnknownUser,
+            // Class 22, data exceptions: the value, not the database, is at fault.
+            Some(c) if c.code().starts_with("22") => DbError::Invalid(cogo_db::describe(&e)),
+            Some(_) => DbError::Refused(cogo_db::describe(&e)),
+            // No SQLSTATE: the connection failed.
+            None => DbError::Unavailable(cogo_db::describe(&e)),
         }
-        // Class 22, data exceptions: the value, not the database, is at fault.
-        if e.code().is_some_and(|c| c.code().starts_with("22")) {
-            return DbError::Invalid(cogo_db::describe(&e));
-        }
-        DbError::Unavailable(cogo_db::describe(&e))
     }
 }
+
+/// How long one statement may take; a connection that does not answer in time is dropped.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed connect, requests fail at once for this long instead of each trying again.
+const CONNECT_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A few connections, used round robin; one that closed is made again on next use.
 pub struct Db {
@@ -49,6 +58,8 @@ pub struct Db {
     slots: Vec<RwLock<Option<Arc<Client>>>>,
     next: AtomicUsize,
     migrated: OnceCell<()>,
+    /// When a connect last failed.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A row of the audit: who asked for what, and how it ended.
@@ -94,6 +105,7 @@ impl Db {
             slots: (0..size.max(1)).map(|_| RwLock::new(None)).collect(),
             next: AtomicUsize::new(0),
             migrated: OnceCell::new(),
+            failed_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -118,27 +130,58 @@ impl Db {
         Ok(Arc::new(client))
     }
 
-    /// A live connection.
-    pub async fn client(&self) -> Result<Arc<Client>, DbError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+    /// A live connection, and its slot.
+    async fn client(&self) -> Result<(usize, Arc<Client>), DbError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[index];
         if let Some(c) = slot.read().await.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
+            return Ok((index, c.clone()));
         }
         let mut held = slot.write().await;
         if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
+            return Ok((index, c.clone()));
         }
-        let fresh = tokio::time::timeout(Duration::from_secs(10), self.connect())
+        let failed = *self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_some_and(|at| at.elapsed() < CONNECT_BACKOFF) {
+            return Err(DbError::Unavailable("the last connect failed moments ago".into()));
+        }
+        let fresh = tokio::time::timeout(QUERY_TIMEOUT, self.connect())
             .await
-            .map_err(|_| DbError::Unavailable("connecting took over 10 s".into()))??;
+            .unwrap_or_else(|_| Err(DbError::Unavailable("connecting took over 10 s".into())));
+        let fresh = fresh.inspect_err(|_| {
+            *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        })?;
         *held = Some(fresh.clone());
-        Ok(fresh)
+        Ok((index, fresh))
+    }
+
+    /// Runs `statement` on a live connection within [`QUERY_TIMEOUT`]; a connection that did
+    /// not answer in time is dropped, so the next use of its slot connects again.
+    async fn run<T, F>(&self, statement: impl FnOnce(Arc<Client>) -> F) -> Result<T, DbError>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let (index, client) = self.client().await?;
+        match tokio::time::timeout(QUERY_TIMEOUT, statement(client.clone())).await {
+            Ok(result) => Ok(result?),
+            Err(_) => {
+                let mut held = self.slots[index].write().await;
+                if held.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                    *held = None;
+                }
+                Err(DbError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    QUERY_TIMEOUT.as_secs()
+                )))
+            }
+        }
     }
 
     /// The user's row in `user_roles`, if any.
     pub async fn roles(&self, user_id: &str) -> Result<Option<RoleRow>, DbError> {
-        let db = self.client().await?;
-        let row = db.query_typed_opt(ROLES, &[(&user_id, Type::TEXT)]).await?;
+        let row = self
+            .run(|db| async move { db.query_typed_opt(ROLES, &[(&user_id, Type::TEXT)]).await })
+            .await?;
         Ok(row.map(|r| RoleRow {
             role: r.get(0),
             permissions: r
@@ -160,18 +203,20 @@ impl Db {
         content: &str,
         (sender, task): (&str, Option<&str>),
     ) -> Result<(), DbError> {
-        let db = self.client().await?;
-        db.query_typed(
-            MESSAGE,
-            &[
-                (&id, Type::TEXT),
-                (&session_id, Type::VARCHAR),
-                (&user_id, Type::TEXT),
-                (&content, Type::TEXT),
-                (&sender, Type::TEXT),
-                (&task, Type::TEXT),
-            ],
-        )
+        self.run(|db| async move {
+            db.query_typed(
+                MESSAGE,
+                &[
+                    (&id, Type::TEXT),
+                    (&session_id, Type::VARCHAR),
+                    (&user_id, Type::TEXT),
+                    (&content, Type::TEXT),
+                    (&sender, Type::TEXT),
+                    (&task, Type::TEXT),
+                ],
+            )
+            .await
+        })
         .await?;
         Ok(())
     }
@@ -185,31 +230,36 @@ impl Db {
         user_id: &str,
         session_id: Option<&str>,
     ) -> Result<(), DbError> {
-        let db = self.client().await?;
         let data = input.to_string();
-        db.query_typed(
-            TASK,
-            &[
-                (&id, Type::TEXT),
-                (&task_type, Type::VARCHAR),
-                (&agent_type, Type::VARCHAR),
-                (&data, Type::TEXT),
-                (&user_id, Type::TEXT),
-                (&session_id, Type::TEXT),
-            ],
-        )
+        let data = &data;
+        self.run(|db| async move {
+            db.query_typed(
+                TASK,
+                &[
+                    (&id, Type::TEXT),
+                    (&task_type, Type::VARCHAR),
+                    (&agent_type, Type::VARCHAR),
+                    (data, Type::TEXT),
+                    (&user_id, Type::TEXT),
+                    (&session_id, Type::TEXT),
+                ],
+            )
+            .await
+        })
         .await?;
         Ok(())
     }
 
     /// The result the mirror copied into a task's row, once it has.
     pub async fn result(&self, id: &str) -> Result<Option<serde_json::Value>, DbError> {
-        let db = self.client().await?;
-        let row = db
-            .query_typed_opt(
-                "select result_data::text from public.distributed_agent_tasks where id = $1::uuid",
-                &[(&id, Type::TEXT)],
-            )
+        let row = self
+            .run(|db| async move {
+                db.query_typed_opt(
+                    "select result_data::text from public.distributed_agent_tasks where id = $1::uuid",
+                    &[(&id, Type::TEXT)],
+                )
+                .await
+            })
             .await?;
         Ok(row
             .and_then(|r| r.get::<_, Option<String>>(0))
@@ -217,48 +267,76 @@ impl Db {
     }
 
     async fn audit(&self, batch: &[AuditRecord]) -> Result<(), DbError> {
-        let db = self.client().await?;
-        let col = |f: fn(&AuditRecord) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-        let users = col(|r| r.user_id.clone());
-        let addresses = col(|r| Some(r.address.clone()));
-        let actions = col(|r| Some(r.action.clone()));
+        // PostgreSQL's text holds no NUL.
+        let clean = |s: &str| s.replace('\0', "\u{fffd}");
+        let col =
+            |f: fn(&AuditRecord) -> Option<&str>| batch.iter().map(|r| f(r).map(clean)).collect::<Vec<_>>();
+        let users = col(|r| r.user_id.as_deref());
+        let addresses = col(|r| Some(&r.address));
+        let actions = col(|r| Some(&r.action));
         let statuses: Vec<i32> = batch.iter().map(|r| i32::from(r.status)).collect();
-        let codes = col(|r| r.code.clone());
-        let tasks = col(|r| r.task.clone());
-        let details = col(|r| r.detail.clone());
-        db.query_typed(
-            AUDIT,
-            &[
-                (&users, Type::TEXT_ARRAY),
-                (&addresses, Type::TEXT_ARRAY),
-                (&actions, Type::TEXT_ARRAY),
-                (&statuses, Type::INT4_ARRAY),
-                (&codes, Type::TEXT_ARRAY),
-                (&tasks, Type::TEXT_ARRAY),
-                (&details, Type::TEXT_ARRAY),
-            ],
-        )
+        let codes = col(|r| r.code.as_deref());
+        let tasks = col(|r| r.task.as_deref());
+        let details = col(|r| r.detail.as_deref());
+        let columns = (&users, &addresses, &actions, &statuses, &codes, &tasks, &details);
+        self.run(|db| async move {
+            let (users, addresses, actions, statuses, codes, tasks, details) = columns;
+            db.query_typed(
+                AUDIT,
+                &[
+                    (users, Type::TEXT_ARRAY),
+                    (addresses, Type::TEXT_ARRAY),
+                    (actions, Type::TEXT_ARRAY),
+                    (statuses, Type::INT4_ARRAY),
+                    (codes, Type::TEXT_ARRAY),
+                    (tasks, Type::TEXT_ARRAY),
+                    (details, Type::TEXT_ARRAY),
+                ],
+            )
+            .await
+        })
         .await?;
         Ok(())
     }
 }
 
-/// The audit's writer: records queue (at most `capacity`; a full queue makes requests wait,
-/// so none is dropped) and are written in batches of up to 500, retried while the database is
-/// away.
+/// The audit's writer: records queue (at most `capacity`) and are written in batches of up to
+/// 500. While the database is away a batch is retried with backoff; a batch the database
+/// refuses is written row by row, and a row it still refuses is logged and dropped, so no row
+/// can stop the writer.
 pub fn audit_writer(db: Arc<Db>, capacity: usize) -> mpsc::Sender<AuditRecord> {
     let (tx, mut rx) = mpsc::channel::<AuditRecord>(capacity);
     tokio::spawn(async move {
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, 500).await > 0 {
-            let mut backoff = Duration::from_millis(200);
-            while let Err(e) = db.audit(&batch).await {
-                warn!(error = %e, records = batch.len(), "cannot write the gateway's audit; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+            write_audit(&db, &batch).await;
             batch.clear();
         }
     });
     tx
+}
+
+async fn write_audit(db: &Db, batch: &[AuditRecord]) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match db.audit(batch).await {
+            Ok(()) => return,
+            Err(DbError::Unavailable(e)) => {
+                warn!(error = %e, records = batch.len(), "cannot write the gateway's audit; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) if batch.len() > 1 => {
+                warn!(error = %e, records = batch.len(), "the database refuses a batch of the audit; writing it row by row");
+                for record in batch {
+                    Box::pin(write_audit(db, std::slice::from_ref(record))).await;
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, record = ?batch[0], "the database refuses a row of the audit; it is dropped");
+                return;
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ use axum::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use cogo_api::{
     AgentRole, AgentTask, TaskPhase,
@@ -105,8 +105,21 @@ impl From<DbError> for ApiError {
                 codes::UNKNOWN_USER,
                 "the token's user is not in auth.users",
             ),
-            DbError::Invalid(why) => ApiError::bad(codes::INVALID_REQUEST, why),
-            DbError::Unavailable(why) => unavailable(codes::DATABASE_UNAVAILABLE, why),
+            DbError::Invalid(why) => {
+                tracing::debug!(error = %why, "the database refuses a value of a request");
+                ApiError::bad(
+                    codes::INVALID_REQUEST,
+                    "the request holds a value the database cannot store (a NUL character, say)",
+                )
+            }
+            // The details (the server's message, names of tables and roles) go to the log only.
+            DbError::Unavailable(why) | DbError::Refused(why) => {
+                tracing::warn!(error = %why, "the gateway's database failed");
+                unavailable(
+                    codes::DATABASE_UNAVAILABLE,
+                    "the database is unavailable; try again",
+                )
+            }
         }
     }
 }
@@ -147,11 +160,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let limit = gateway.settings.max_body_bytes;
     Router::new()
         .route("/functions/v1/chat-gateway", post(edge))
-        .route("/v1/status", get(rest_status))
-        .route("/v1/languages", get(rest_languages))
-        .route("/v1/greeting", post(rest_greeting))
-        .route("/v1/messages", post(rest_message))
-        .route("/v1/tasks", post(rest_task))
+        .route("/v1/status", without_body(|| EdgeRequest::Status))
+        .route("/v1/languages", without_body(|| EdgeRequest::Languages))
+        .route("/v1/greeting", with_body(EdgeRequest::AiGreeting))
+        .route("/v1/messages", with_body(EdgeRequest::SendMessage))
+        .route("/v1/tasks", with_body(EdgeRequest::AgentTask))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route") })
@@ -167,7 +180,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn openapi() -> Response {
-    axum::Json(cogo_api::openapi::gateway()).into_response()
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(cogo_api::openapi::render_gateway);
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
 type Body = Result<Bytes, BytesRejection>;
@@ -225,59 +240,44 @@ async fn edge(
     .await
 }
 
-async fn rest_status(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    handle(gw, peer.ip(), headers, || Ok(EdgeRequest::Status)).await
+/// A REST route without a body: always the action `req`.
+fn without_body(req: fn() -> EdgeRequest) -> MethodRouter<Arc<Gateway>> {
+    get(
+        move |State(gw): State<Arc<Gateway>>,
+              ConnectInfo(peer): ConnectInfo<SocketAddr>,
+              headers: HeaderMap| async move { handle(gw, peer.ip(), headers, || Ok(req())).await },
+    )
 }
 
-async fn rest_languages(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    handle(gw, peer.ip(), headers, || Ok(EdgeRequest::Languages)).await
+/// A REST route whose JSON body of type `T` is the action `wrap` makes of it.
+fn with_body<T: serde::de::DeserializeOwned + Send + 'static>(
+    wrap: fn(T) -> EdgeRequest,
+) -> MethodRouter<Arc<Gateway>> {
+    post(
+        move |State(gw): State<Arc<Gateway>>,
+              ConnectInfo(peer): ConnectInfo<SocketAddr>,
+              headers: HeaderMap,
+              body: Body| async move {
+            let limit = gw.settings.max_body_bytes;
+            handle(gw, peer.ip(), headers.clone(), move || {
+                json_body::<T>(&headers, body, limit).map(wrap)
+            })
+            .await
+        },
+    )
 }
 
-async fn rest_greeting(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let limit = gw.settings.max_body_bytes;
-    handle(gw, peer.ip(), headers.clone(), move || {
-        json_body::<GreetingRequest>(&headers, body, limit).map(EdgeRequest::AiGreeting)
-    })
-    .await
-}
-
-async fn rest_message(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let limit = gw.settings.max_body_bytes;
-    handle(gw, peer.ip(), headers.clone(), move || {
-        json_body::<MessageRequest>(&headers, body, limit).map(EdgeRequest::SendMessage)
-    })
-    .await
-}
-
-async fn rest_task(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let limit = gw.settings.max_body_bytes;
-    handle(gw, peer.ip(), headers.clone(), move || {
-        json_body::<TaskRequest>(&headers, body, limit).map(EdgeRequest::AgentTask)
-    })
-    .await
+/// The address whose bucket a request takes from: IPv4 addresses as they are, IPv6 addresses by
+/// their /64 (one host usually has a whole /64 to pick from).
+fn bucket_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+        v4 => v4,
+    }
 }
 
 /// Rate-limits, authenticates, parses, checks the permission, runs the action and audits it.
@@ -287,7 +287,7 @@ async fn handle(
     headers: HeaderMap,
     parse: impl FnOnce() -> Result<EdgeRequest, ApiError>,
 ) -> Response {
-    if let Err(wait) = gw.addresses.take(&address, Instant::now()) {
+    if let Err(wait) = gw.addresses.take(&bucket_of(address), Instant::now()) {
         // Not audited: a flood from one address must not become a flood of audit rows.
         return limited(wait, "this address").into_response();
     }
@@ -330,9 +330,16 @@ async fn handle(
         e.into_response()
     });
     record.status = response.status().as_u16();
-    // Waits when the audit's queue is full: a record is never dropped.
-    let _ = gw.audit.send(record).await;
+    audit(&gw.audit, record).await;
     response
+}
+
+/// Queues an audit record, waiting up to 5 s when the queue is full (the database is away);
+/// past that the record is logged and dropped, so requests never wait on the audit for long.
+async fn audit(queue: &tokio::sync::mpsc::Sender<AuditRecord>, record: AuditRecord) {
+    if let Err(e) = queue.send_timeout(record, Duration::from_secs(5)).await {
+        tracing::warn!(record = ?e.into_inner(), "the gateway's audit queue is full; a record is dropped");
+    }
 }
 
 async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
@@ -424,7 +431,8 @@ async fn listed<K>(store: &Store<K>, within: Duration) -> Result<Vec<Arc<K>>, Ap
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    tokio::time::timeout(within, store.wait_until_ready())
+    // Shorter than the request's own limit, so this answer (503) is the one given.
+    tokio::time::timeout(within / 2, store.wait_until_ready())
         .await
         .map_err(|_| {
             unavailable(
@@ -591,19 +599,43 @@ fn event_of(task: &AgentTask) -> StatusEvent {
 
 type Events = futures::channel::mpsc::Sender<Event>;
 
+/// Whom a task's progress goes to, and whether following it is still worth it once they left.
+enum Progress<'a> {
+    /// Nobody: the answer comes at the end.
+    Silent,
+    /// A stream; when its client left, following stops (nothing is left to do for it).
+    Stream(&'a mut Events),
+    /// A stream; following goes on when its client left (the end still has work to do).
+    StreamThenFinish(&'a mut Events),
+}
+
+impl Progress<'_> {
+    /// Sends a `status` event; false when following should stop.
+    async fn send(&mut self, event: &StatusEvent) -> bool {
+        let (tx, stop_when_gone) = match self {
+            Progress::Silent => return true,
+            Progress::Stream(tx) => (tx, true),
+            Progress::StreamThenFinish(tx) => (tx, false),
+        };
+        // Bounded, so a client that does not read cannot hold the wait past its limit.
+        let sent = tokio::time::timeout(Duration::from_secs(5), tx.send(sse("status", event))).await;
+        !stop_when_gone || matches!(sent, Ok(Ok(())))
+    }
+}
+
 /// Follows the task until it ends or `within` passes, sending a `status` event to `progress`
 /// on each change of its phase, attempt or message. Ok with the ended task, Err with the last
-/// seen.
+/// seen (the wait ran out, or the stream's client left).
 async fn until_done(
     mut follow: Follow,
     first: Arc<AgentTask>,
     within: Duration,
-    mut progress: Option<&mut Events>,
+    mut progress: Progress<'_>,
 ) -> Result<Arc<AgentTask>, Arc<AgentTask>> {
     let until = tokio::time::Instant::now() + within;
     let mut last = event_of(&first);
-    if let Some(p) = progress.as_mut() {
-        let _ = p.send(sse("status", &last)).await;
+    if !progress.send(&last).await {
+        return Err(first);
     }
     let mut task = first;
     loop {
@@ -616,8 +648,8 @@ async fn until_done(
                 let now = event_of(&t);
                 task = t;
                 if now != last {
-                    if let Some(p) = progress.as_mut() {
-                        let _ = p.send(sse("status", &now)).await;
+                    if !progress.send(&now).await {
+                        return Err(task);
                     }
                     last = now;
                 }
@@ -699,7 +731,7 @@ async fn greeting(
     )
     .await?;
     let within = gw.settings.answer_timeout;
-    let done = until_done(follow, task, within, None)
+    let done = until_done(follow, task, within, Progress::Silent)
         .await
         .map_err(|t| timed_out(&t, within))?;
     let result = result_of(gw, &id, &done)
@@ -790,14 +822,21 @@ async fn message(
         within: gw.settings.answer_timeout,
     };
     if !stream {
-        let done = until_done(follow, task, reply.within, None).await;
+        let done = until_done(follow, task, reply.within, Progress::Silent).await;
         return Ok(axum::Json(reply.finish(done).await?).into_response());
     }
+    // The request's audit row says the stream started; how it ended is a row of its own.
+    let (queue, mut ended) = (gw.audit.clone(), record.clone());
     Ok(streamed(move |mut tx| async move {
-        let done = until_done(follow, task, reply.within, Some(&mut tx)).await;
+        let done = until_done(follow, task, reply.within, Progress::StreamThenFinish(&mut tx)).await;
         let last = match reply.finish(done).await {
             Ok(answer) => sse("result", &answer),
-            Err(e) => sse("error", &e.body()),
+            Err(e) => {
+                (ended.status, ended.code) = (e.status.as_u16(), Some(e.code.into()));
+                ended.detail = Some(e.message.chars().take(1000).collect());
+                audit(&queue, ended).await;
+                sse("error", &e.body())
+            }
         };
         let _ = tx.send(last).await;
     }))
@@ -934,11 +973,13 @@ async fn agent_task(
     }
     if !stream {
         // A wait that runs out answers with the phase the task has then.
-        let done = until_done(follow, task, wait, None).await.unwrap_or_else(|t| t);
+        let done = until_done(follow, task, wait, Progress::Silent)
+            .await
+            .unwrap_or_else(|t| t);
         return Ok(axum::Json(answer.of(done).await).into_response());
     }
     Ok(streamed(move |mut tx| async move {
-        let done = until_done(follow, task, wait, Some(&mut tx))
+        let done = until_done(follow, task, wait, Progress::Stream(&mut tx))
             .await
             .unwrap_or_else(|t| t);
         let _ = tx.send(sse("result", &answer.of(done).await)).await;
@@ -970,5 +1011,30 @@ impl Answer {
             error: matches!(phase, TaskPhase::Failed | TaskPhase::Cancelled)
                 .then(|| s.message.unwrap_or_default()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::bucket_of;
+
+    #[test]
+    fn addresses_share_a_bucket_by_ipv4_address_and_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(bucket_of(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(bucket_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            bucket_of(ip("2001:db8:1:2:ffff::9")),
+            bucket_of(ip("2001:db8:1:2::1")),
+            "one /64, one bucket"
+        );
+        assert_ne!(bucket_of(ip("2001:db8:1:3::1")), bucket_of(ip("2001:db8:1:2::1")));
+        assert_eq!(
+            bucket_of(ip("::ffff:10.1.2.3")),
+            ip("10.1.2.3"),
+            "IPv4 as IPv6 is IPv4"
+        );
     }
 }

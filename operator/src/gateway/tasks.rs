@@ -23,6 +23,8 @@ type Followers = HashMap<String, (watch::Sender<Option<Arc<AgentTask>>>, usize)>
 pub struct Hub {
     api: Api<AgentTask>,
     followers: Mutex<Followers>,
+    /// Errors of the watch so far: each may have lost changes.
+    errors: std::sync::atomic::AtomicU64,
 }
 
 /// A request following one task; it stops following when dropped.
@@ -32,6 +34,10 @@ pub struct Follow {
     rx: watch::Receiver<Option<Arc<AgentTask>>>,
     /// The resourceVersion [`Follow::next`] last returned.
     last: Option<String>,
+    /// The hub's watch errors when the task was last read from the API server.
+    errors_seen: u64,
+    /// When the task was last read from the API server.
+    read_at: tokio::time::Instant,
 }
 
 impl Hub {
@@ -40,6 +46,7 @@ impl Hub {
         Arc::new(Hub {
             api,
             followers: Mutex::new(HashMap::new()),
+            errors: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -55,6 +62,8 @@ impl Hub {
             name: name.to_string(),
             rx: entry.0.subscribe(),
             last: None,
+            errors_seen: self.errors.load(std::sync::atomic::Ordering::Relaxed),
+            read_at: tokio::time::Instant::now(),
         }
     }
 
@@ -79,16 +88,20 @@ impl Hub {
         while let Some(event) = stream.next().await {
             match event {
                 Ok(task) => self.seen(task),
-                Err(e) => warn!(error = %e, "the gateway's watch of AgentTasks failed; it resumes"),
+                Err(e) => {
+                    self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(error = %e, "the gateway's watch of AgentTasks failed; it resumes");
+                }
             }
         }
     }
 }
 
 impl Follow {
-    /// Waits for a version of the task newer than the one last returned, at most `within`;
-    /// reads it from the API server when the watch says nothing for two seconds (a watch that
-    /// restarts may miss a change).
+    /// Waits for a version of the task newer than the one last returned, at most `within`.
+    /// Reads it from the API server when the watch failed since the last read (a watch that
+    /// restarts may miss a change), and every 30 s as a safety net: followers of quiet tasks
+    /// cost the API server next to nothing.
     pub async fn next(&mut self, within: Duration) -> Option<Arc<AgentTask>> {
         let until = tokio::time::Instant::now() + within;
         loop {
@@ -108,10 +121,17 @@ impl Follow {
                     }
                 }
                 _ = tokio::time::sleep(left.min(Duration::from_secs(2))) => {
+                    let errors = self.hub.errors.load(std::sync::atomic::Ordering::Relaxed);
+                    if errors == self.errors_seen && self.read_at.elapsed() < Duration::from_secs(30) {
+                        continue;
+                    }
+                    (self.errors_seen, self.read_at) = (errors, tokio::time::Instant::now());
                     if let Ok(Some(task)) = self.hub.api.get_opt(&self.name).await
                         && task.resource_version() != self.last
                     {
                         self.last = task.resource_version();
+                        // What the watch delivers later of an older version is not news.
+                        self.rx.borrow_and_update();
                         return Some(Arc::new(task));
                     }
                 }

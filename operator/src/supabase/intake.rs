@@ -243,15 +243,18 @@ async fn take_in(
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
+    // Every outcome is recorded, and the first error (the connection failed) returned after.
     let now = std::time::Instant::now();
+    let mut failed = None;
     for outcome in outcomes {
-        match outcome? {
-            (id, Taken::Done) => later.done(&id),
-            (id, Taken::Later) => later.defer(&id, now),
-            (_, Taken::Skipped) => {}
+        match outcome {
+            Ok((id, Taken::Done)) => later.done(&id),
+            Ok((id, Taken::Later)) => later.defer(&id, now),
+            Ok((_, Taken::Skipped)) => {}
+            Err(e) => failed = failed.or(Some(e)),
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// Turns one pending row into an AgentTask and claims the row.

@@ -775,22 +775,7 @@ async fn mirror(
     url: &str,
 ) -> Result<String, Error> {
     let secret = "cogo-bench-supabase";
-    c.kubectl(
-        &["delete", "secret", secret, "-n", "default", "--ignore-not-found"],
-        None,
-    );
-    c.kubectl_ok(
-        &[
-            "create",
-            "secret",
-            "generic",
-            secret,
-            "-n",
-            "default",
-            &format!("--from-literal=url={url}"),
-        ],
-        None,
-    );
+    c.url_secret("default", secret, url);
     let mut op = Operator::start_with(c, "bench-mirror", free_port(), &["--supabase-secret", secret]);
     let ns = "bench-mirror";
     create_namespace(client, ns).await?;

@@ -81,22 +81,7 @@ impl Setup {
         });
         let pg = Postgres::start(ns);
         let secret = format!("{SECRET}-{ns}");
-        c.kubectl(
-            &["delete", "secret", &secret, "-n", "default", "--ignore-not-found"],
-            None,
-        );
-        c.kubectl_ok(
-            &[
-                "create",
-                "secret",
-                "generic",
-                &secret,
-                "-n",
-                "default",
-                &format!("--from-literal=url={}", pg.url()),
-            ],
-            None,
-        );
+        c.url_secret("default", &secret, &pg.url());
         let namespace = Namespace::create(c, ns);
         namespace.kubectl_ok(&[
             "create",
@@ -751,4 +736,31 @@ fn the_openapi_document_holds_against_the_running_gateway() {
         setup.pg.query("select count(*) from cogo_gateway_audit") != "0",
         "the generated requests reached the gateway"
     );
+}
+
+/// A gateway that could be fooled refuses to start, saying why.
+#[test]
+fn the_gateway_refuses_to_start_with_a_short_secret_or_no_key() {
+    let c = cluster();
+    for (args, expected) in [
+        (vec!["--jwt-secret", "short"], "shorter than 32 bytes"),
+        (vec![], "set --jwt-secret"),
+    ] {
+        let out = std::process::Command::new(cogo_e2e::cluster::operator_binary())
+            .args(["gateway", "--addr", "127.0.0.1:0", "--namespace", NS])
+            .args([
+                "--database-url",
+                "postgres://postgres@127.0.0.1:9/postgres",
+                "--jwt-issuer",
+                "x",
+            ])
+            .args(&args)
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env_remove("COGO_GATEWAY_JWT_SECRET")
+            .output()
+            .expect("run the gateway");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
 }

@@ -19,22 +19,7 @@ use super::cluster;
 const SECRET: &str = "cogo-supabase-e2e";
 
 fn secret(c: &Cluster, url: &str) {
-    c.kubectl(
-        &["delete", "secret", SECRET, "-n", "default", "--ignore-not-found"],
-        None,
-    );
-    c.kubectl_ok(
-        &[
-            "create",
-            "secret",
-            "generic",
-            SECRET,
-            "-n",
-            "default",
-            &format!("--from-literal=url={url}"),
-        ],
-        None,
-    );
+    c.url_secret("default", SECRET, url);
 }
 
 fn agent(ns: &Namespace, name: &str) {

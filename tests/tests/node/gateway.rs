@@ -62,13 +62,12 @@ fn a_message_through_the_gateway_pod_is_answered_and_owned_by_its_sender() {
         "gemini",
         &format!("--from-literal=api-key={KEY}"),
     ]);
-    ns.apply_ok(
-        &json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "orchestrator"},
-                "spec": {"role": "Orchestrator", "resources": {"cpuRequest": "50m", "memory": "256Mi"},
-                         "model": {"provider": "Gemini", "name": "gemini-2.5-flash-lite", "endpoint": gemini.endpoint(),
-                                   "apiKeySecretRef": {"name": "gemini", "key": "api-key"}}}})
-        .to_string(),
-    );
+    ns.apply_ok(&super::workflows::agent(
+        "orchestrator",
+        "Orchestrator",
+        8,
+        &gemini.endpoint(),
+    ));
     ns.wait("cogoagent/orchestrator", "condition=Ready", 180);
     for u in [ALICE, BOB] {
         pg.query(&format!(

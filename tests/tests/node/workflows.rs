@@ -19,7 +19,7 @@ use super::cluster;
 const KEY: &str = "node-test-key";
 
 /// A CogoAgent of `role` whose model is the stand-in at `endpoint`.
-fn agent(name: &str, role: &str, concurrency: i32, endpoint: &str) -> String {
+pub(crate) fn agent(name: &str, role: &str, concurrency: i32, endpoint: &str) -> String {
     json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": name},
            "spec": {"role": role, "concurrency": concurrency,
                     "resources": {"cpuRequest": "50m", "memory": "256Mi"},
