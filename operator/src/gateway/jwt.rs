@@ -756,6 +756,18 @@ mod tests {
         Verifier::new(config(true, None), http())
     }
 
+    /// Why a verifier with only the JWKS `set`, served here, refuses an RS256 token of `rsa-1`.
+    async fn jwks_refusal(set: &Value) -> JwtError {
+        let server = JwksServer::start(set.to_string()).await;
+        let verifier = Verifier::new(config(false, Some(server.url.clone())), http());
+        verifier.verify(&rs(Some("rsa-1"), &claims())).await.unwrap_err()
+    }
+
+    /// Why a verifier with only the secret refuses `claims` signed with it.
+    async fn hs_refusal(claims: &Value) -> JwtError {
+        hs_verifier().verify(&hs(claims)).await.unwrap_err()
+    }
+
     /// A JWKS server on loopback that counts its fetches and serves a replaceable response.
     struct JwksServer {
         url: String,
@@ -1076,10 +1088,7 @@ mod tests {
     async fn expired_beyond_leeway() {
         let mut c = claims();
         c["exp"] = json!(now() - 31 - 5);
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::Expired
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::Expired);
     }
 
     #[tokio::test]
@@ -1093,10 +1102,7 @@ mod tests {
     async fn not_yet_valid() {
         let mut c = claims();
         c["nbf"] = json!(now() + 120);
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::NotYetValid
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::NotYetValid);
         // Within the leeway it is accepted.
         c["nbf"] = json!(now() + 10);
         assert!(hs_verifier().verify(&hs(&c)).await.is_ok());
@@ -1106,15 +1112,9 @@ mod tests {
     async fn missing_exp_is_malformed() {
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::Malformed
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::Malformed);
         c["exp"] = json!("tomorrow");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::Malformed
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::Malformed);
     }
 
     // ---- audience, issuer, subject ----
@@ -1123,40 +1123,22 @@ mod tests {
     async fn wrong_audience() {
         let mut c = claims();
         c["aud"] = json!("anon");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::WrongAudience
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::WrongAudience);
         c["aud"] = json!(["anon", "service"]);
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::WrongAudience
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::WrongAudience);
         c.as_object_mut().unwrap().remove("aud");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::WrongAudience
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::WrongAudience);
     }
 
     #[tokio::test]
     async fn wrong_issuer() {
         let mut c = claims();
         c["iss"] = json!("https://other.supabase.co/auth/v1");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::WrongIssuer
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::WrongIssuer);
         c["iss"] = json!([ISSUER, "https://other.supabase.co/auth/v1"]);
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::WrongIssuer
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::WrongIssuer);
         c.as_object_mut().unwrap().remove("iss");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::WrongIssuer
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::WrongIssuer);
     }
 
     #[tokio::test]
@@ -1169,17 +1151,11 @@ mod tests {
         ] {
             let mut c = claims();
             c["sub"] = sub;
-            assert_eq!(
-                hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-                JwtError::BadSubject
-            );
+            assert_eq!(hs_refusal(&c).await, JwtError::BadSubject);
         }
         let mut c = claims();
         c.as_object_mut().unwrap().remove("sub");
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::BadSubject
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::BadSubject);
     }
 
     #[test]
@@ -1281,10 +1257,7 @@ mod tests {
     async fn wrongly_typed_optional_claim_is_malformed() {
         let mut c = claims();
         c["email"] = json!(7);
-        assert_eq!(
-            hs_verifier().verify(&hs(&c)).await.unwrap_err(),
-            JwtError::Malformed
-        );
+        assert_eq!(hs_refusal(&c).await, JwtError::Malformed);
     }
 
     // ---- permissions ----
@@ -1461,13 +1434,7 @@ mod tests {
         // A valid JWKS padded past 64 KiB.
         let mut set = jwks_value();
         set["padding"] = json!("x".repeat(JWKS_MAX_BODY_BYTES));
-        let server = JwksServer::start(set.to_string()).await;
-        let verifier = Verifier::new(config(false, Some(server.url.clone())), http());
-        let token = rs(Some("rsa-1"), &claims());
-        assert_eq!(
-            verifier.verify(&token).await.unwrap_err(),
-            JwtError::KeysUnavailable
-        );
+        assert_eq!(jwks_refusal(&set).await, JwtError::KeysUnavailable);
     }
 
     #[tokio::test]
@@ -1480,13 +1447,7 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"kty": "oct", "kid": "hs", "k": "c2VjcmV0"}));
-        let server = JwksServer::start(set.to_string()).await;
-        let verifier = Verifier::new(config(false, Some(server.url.clone())), http());
-        let token = rs(Some("rsa-1"), &claims());
-        assert_eq!(
-            verifier.verify(&token).await.unwrap_err(),
-            JwtError::KeysUnavailable
-        );
+        assert_eq!(jwks_refusal(&set).await, JwtError::KeysUnavailable);
     }
 
     #[tokio::test]
