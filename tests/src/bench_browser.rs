@@ -10,6 +10,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use crate::pct;
 use axum::{Router, response::Html, routing::get};
 use cogo_worker::{
     browser::{
@@ -36,10 +37,6 @@ const SHOTS: usize = 200;
 /// Generator runs per framework.
 const GENERATIONS: usize = 200;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Runs the section; returns the report's lines.
 pub async fn run() -> Result<Vec<String>, Error> {
     let binary = find_chromium().ok_or("Chromium is missing: install Debian's chromium package")?;
@@ -65,7 +62,7 @@ pub async fn run() -> Result<Vec<String>, Error> {
     report.push("|---|---|".into());
     report.push(format!(
         "| Chromium start to its first answer (5 starts) | median {:.0} ms, max {:.0} ms |",
-        percentile(&starts, 0.5),
+        pct(&starts, 0.5),
         starts[starts.len() - 1]
     ));
 
@@ -102,8 +99,8 @@ pub async fn run() -> Result<Vec<String>, Error> {
         report.push(format!(
             "| browser.screenshot 1280x800 of a local page, {slots} slot(s), {SHOTS} jobs | {:.1} screenshots/s, p50 {:.0} ms, p99 {:.0} ms |",
             SHOTS as f64 / secs,
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
+            pct(&times, 0.5),
+            pct(&times, 0.99)
         ));
     }
 
@@ -124,7 +121,7 @@ pub async fn run() -> Result<Vec<String>, Error> {
         report.push(format!(
             "| figma.generate_ui, {nodes}-node frame, {name} ({} KiB of code) | mean {mean:.2} ms, p99 {:.2} ms |",
             size / 1024,
-            percentile(&times, 0.99)
+            pct(&times, 0.99)
         ));
     }
     Ok(report)
@@ -132,12 +129,12 @@ pub async fn run() -> Result<Vec<String>, Error> {
 
 async fn shot(runner: &BrowserRunner, url: &str) -> Result<(), Error> {
     let (_tx, cancel) = watch::channel(false);
-    let job = Job {
-        id: "bench".into(),
-        task_type: "browser.screenshot".into(),
-        input: json!({"url": url}),
-        deadline: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
-    };
+    let job = Job::new(
+        "bench",
+        "browser.screenshot",
+        json!({"url": url}),
+        std::time::Duration::from_secs(60),
+    );
     runner
         .run(job, cancel)
         .await

@@ -90,3 +90,9 @@ pub fn run_ok(tool_path: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
 
 /// The Kubernetes version the project targets (k8s-openapi feature, local control plane).
 pub const KUBERNETES_VERSION: &str = "1.36.3";
+
+/// The `p`-th quantile (0 to 1) of `sorted` values, by nearest rank: the smallest value with at
+/// least `p` of them at or below it. The benchmarks' p50 and p99.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}

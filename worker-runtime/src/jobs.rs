@@ -22,6 +22,17 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job of `task_type` on `input`, named `id`, whose deadline is `within` from now (a
+    /// worker's own checks, and tests).
+    pub fn new(id: &str, task_type: &str, input: Value, within: std::time::Duration) -> Job {
+        Job {
+            id: id.into(),
+            task_type: task_type.into(),
+            input,
+            deadline: jiff::Timestamp::now() + within,
+        }
+    }
+
     /// Time left until the deadline (zero once it passed).
     pub fn time_left(&self) -> std::time::Duration {
         self.deadline

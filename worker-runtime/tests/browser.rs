@@ -85,12 +85,7 @@ async fn run(
     input: Value,
 ) -> Result<Value, cogo_worker::jobs::JobError> {
     let (_tx, cancel) = watch::channel(false);
-    let job = Job {
-        id: "t".into(),
-        task_type: task_type.into(),
-        input,
-        deadline: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
-    };
+    let job = Job::new("t", task_type, input, std::time::Duration::from_secs(60));
     runner.run(job, cancel).await
 }
 

@@ -34,12 +34,7 @@ fn runner(figma: &Figma, token: Option<&str>) -> FigmaRunner {
 
 async fn run(runner: &FigmaRunner, task_type: &str, input: Value) -> Result<Value, JobError> {
     let (_tx, cancel) = watch::channel(false);
-    let job = Job {
-        id: "t".into(),
-        task_type: task_type.into(),
-        input,
-        deadline: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
-    };
+    let job = Job::new("t", task_type, input, std::time::Duration::from_secs(60));
     runner.run(job, cancel).await
 }
 

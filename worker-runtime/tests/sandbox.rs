@@ -21,12 +21,7 @@ fn runner() -> PythonRunner {
 }
 
 async fn exec(r: &PythonRunner, input: Value) -> Result<ExecuteResult, String> {
-    let job = Job {
-        id: "t".into(),
-        task_type: "python.execute".into(),
-        input,
-        deadline: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
-    };
+    let job = Job::new("t", "python.execute", input, std::time::Duration::from_secs(60));
     let (_tx, rx) = watch::channel(false);
     let v = r.run(job, rx).await.map_err(|e| e.message)?;
     Ok(serde_json::from_value(v).expect("a python.execute result"))
@@ -223,12 +218,12 @@ async fn packages_install_from_the_index_into_the_job_only() {
 #[tokio::test]
 async fn a_cancelled_job_stops_at_once() {
     let r = runner();
-    let job = Job {
-        id: "c".into(),
-        task_type: "python.execute".into(),
-        input: json!({"code": "import time\ntime.sleep(30)"}),
-        deadline: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
-    };
+    let job = Job::new(
+        "c",
+        "python.execute",
+        json!({"code": "import time\ntime.sleep(30)"}),
+        std::time::Duration::from_secs(60),
+    );
     let (tx, rx) = watch::channel(false);
     let started = std::time::Instant::now();
     let run = tokio::spawn(async move { r.run(job, rx).await });

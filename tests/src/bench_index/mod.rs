@@ -32,7 +32,7 @@ use cogo_agent::{
 use cogo_api::catalogue::index::{RepositoryResult, SymbolsResult};
 use serde_json::{Value, json};
 
-use crate::repo;
+use crate::{pct, repo};
 use corpus::SourceFile;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -304,10 +304,6 @@ fn index_row(label: &str, r: &RepositoryResult, lines: usize, secs: f64) -> Stri
         thousands((lines as f64 / secs) as u64),
         thousands(r.parsed)
     )
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// `1234567` as `1,234,567`.

@@ -47,6 +47,7 @@ use cogo_e2e::{
         AgentProcess, Cluster, Operator, WorkerProcess, audit_lines, audited_writes, free_port, kwok_agent,
         kwok_pod_template,
     },
+    pct,
     postgres::{PgBouncer, Postgres},
     repo,
 };
@@ -556,10 +557,6 @@ fn python_task(name: &str) -> Result<AgentTask, Error> {
         "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
         "spec": {"agent": "executor", "type": "python.execute", "input": {"code": "pass"}},
     }))?)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// `python.execute` through an Executor and `workers` local worker processes.

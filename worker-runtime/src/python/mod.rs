@@ -580,12 +580,12 @@ impl JobRunner for PythonRunner {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let job = Job {
-                id: "self-check".into(),
-                task_type: EXECUTE.into(),
-                input: serde_json::json!({"code": "print(6 * 7)"}),
-                deadline: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30),
-            };
+            let job = Job::new(
+                "self-check",
+                EXECUTE,
+                serde_json::json!({"code": "print(6 * 7)"}),
+                std::time::Duration::from_secs(30),
+            );
             let (_tx, rx) = watch::channel(false);
             let run = self.execute(&job, rx).await.map_err(|e| e.message)?;
             if run.exit_code != 0 || run.stdout.trim() != "42" {
