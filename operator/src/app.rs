@@ -34,7 +34,7 @@ use kube::{
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
 use tokio::{sync::watch, task::JoinHandle};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// User-Agent of every request to the API server.
 const USER_AGENT: &str = concat!("cogo-operator/", env!("CARGO_PKG_VERSION"));
@@ -106,6 +106,22 @@ impl Shutdown {
         let _ = self.tx.send(true);
     }
 
+    /// Exits the process (status 1) when it is still running `limit` after the stop began:
+    /// a stop that hangs (API calls on a connection that went silent, say) must not keep a
+    /// replica that lost the lease acting, or a pod from ending.
+    pub fn exit_if_stuck(&self, limit: Duration) {
+        let stopped = self.stopped();
+        tokio::spawn(async move {
+            stopped.await;
+            tokio::time::sleep(limit).await;
+            error!(
+                seconds = limit.as_secs(),
+                "the operator did not stop in time; exiting now"
+            );
+            std::process::exit(1);
+        });
+    }
+
     /// Resolves once stopping.
     pub fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
         let mut rx = self.rx.clone();
@@ -114,6 +130,10 @@ impl Shutdown {
         }
     }
 }
+
+/// How long the operator may take to stop, from SIGTERM or a lost lease: within the pod's
+/// 30 s grace period, and soon after a standby may take the lease over.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination() {
@@ -129,6 +149,9 @@ async fn termination() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// How often the leader looks for other pods still labelled the leader.
+pub const STALE_LABEL_SWEEP: Duration = Duration::from_secs(10);
 
 /// This replica's pod, when it is labelled `cogo.xyz/leader=true` while it leads and serves
 /// the broker, so the broker Service reaches only the leader.
@@ -148,14 +171,35 @@ impl LeaderPod {
         Ok(LeaderPod(Some((api, pod))))
     }
 
-    /// Labels the pod the leader, once the broker serves.
-    pub async fn mark(&self) -> anyhow::Result<()> {
-        if let Some((api, pod)) = &self.0 {
-            leader::label_pod(api, pod, true)
-                .await
-                .context("cannot label this replica's pod as the leader")?;
-            info!(%pod, "labelled this pod the leader: the broker Service now reaches it");
-        }
+    /// Labels the pod the leader, once the broker serves; then, every
+    /// [`STALE_LABEL_SWEEP`] until `stop`, clears the label from any other pod that still
+    /// carries it (a replica that lost the lease but could not clear its own), so the broker
+    /// Service reaches this replica alone.
+    pub async fn mark(&self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Some((api, pod)) = &self.0 else {
+            return Ok(());
+        };
+        leader::label_pod(api, pod, true)
+            .await
+            .context("cannot label this replica's pod as the leader")?;
+        info!(%pod, "labelled this pod the leader: the broker Service now reaches it");
+        let (api, pod) = (api.clone(), pod.clone());
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                match leader::clear_stale_labels(&api, &pod).await {
+                    Ok(cleared) if !cleared.is_empty() => {
+                        warn!(pods = ?cleared, "cleared the leader label of replicas that no longer lead");
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "cannot look for stale leader labels"),
+                }
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(STALE_LABEL_SWEEP) => {}
+                }
+            }
+        });
         Ok(())
     }
 

@@ -227,3 +227,25 @@ pub async fn label_pod(api: &Api<k8s_openapi::api::core::v1::Pod>, name: &str, l
     .await?;
     Ok(())
 }
+
+/// Clears the leader label from every pod of `api`'s namespace that carries it but is not
+/// `own`: a replica that lost the lease and could not clear its own label (it hung, or the API
+/// server was away as it stopped) must not keep receiving the broker's traffic. Returns the
+/// pods it cleared.
+pub async fn clear_stale_labels(
+    api: &Api<k8s_openapi::api::core::v1::Pod>,
+    own: &str,
+) -> Result<Vec<String>> {
+    let labelled = api
+        .list_metadata(&kube::api::ListParams::default().labels(&format!("{LEADER_LABEL}=true")))
+        .await?;
+    let mut cleared = Vec::new();
+    for pod in labelled.items {
+        let Some(name) = pod.metadata.name else { continue };
+        if name != own {
+            label_pod(api, &name, false).await?;
+            cleared.push(name);
+        }
+    }
+    Ok(cleared)
+}

@@ -342,6 +342,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (metrics, ready) = app::start_metrics(args.health_addr).await?;
     let identity = args.identity();
     let shutdown = app::Shutdown::on_termination();
+    shutdown.exit_if_stuck(app::STOP_DEADLINE);
     let namespace = args.namespace(&client);
     let leader_pod = app::LeaderPod::clear(&client, &namespace, args.leader_pod()?).await?;
     let leadership = if args.leader_elect {
@@ -365,7 +366,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let broker = app::broker(&ctx, (keys, worker_keys), supabase.results.clone(), args.broker());
     app::restore_leases(&client, &ctx).await?;
     app::start_broker(args.broker_addr, broker, shutdown.stopped()).await?;
-    leader_pod.mark().await?;
+    leader_pod.mark(shutdown.stopped()).await?;
     ready.store(true, Ordering::Relaxed);
     app::run_controllers(ctx, &shutdown).await;
     supabase.wait_for_mirror().await;

@@ -590,7 +590,40 @@ impl Operator {
 
     /// Starts the operator with its broker on `broker_port` and `extra` arguments.
     pub fn start_with(cluster: &Cluster, log_name: &str, broker_port: u16, extra: &[&str]) -> Operator {
-        Operator::spawn(cluster, log_name, ("127.0.0.1", broker_port), extra)
+        Operator::spawn(&cluster.kubeconfig, log_name, ("127.0.0.1", broker_port), extra)
+    }
+
+    /// Starts the operator as a candidate for the Lease `name` of namespace `ns`, reaching
+    /// the API server through `kubeconfig`, and waits until it leads and serves /readyz.
+    pub fn start_elected(kubeconfig: &Path, log_name: &str, (ns, name): (&str, &str)) -> Operator {
+        Operator::spawn(
+            kubeconfig,
+            log_name,
+            ("127.0.0.1", free_port()),
+            &[
+                "--leader-elect=true",
+                "--lease-namespace",
+                ns,
+                "--lease-name",
+                name,
+                "--identity",
+                log_name,
+            ],
+        )
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its status, or None.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
     }
 
     /// Starts the operator with its broker on the real node's address (10.88.0.1), where pods
@@ -601,15 +634,26 @@ impl Operator {
             .map(|a| a.port())
             .expect("a free port on the node's address: is the real node up?");
         let url = format!("http://{NODE_ADDRESS}:{port}");
-        Operator::spawn(cluster, log_name, (NODE_ADDRESS, port), &["--broker-url", &url])
+        Operator::spawn(
+            &cluster.kubeconfig,
+            log_name,
+            (NODE_ADDRESS, port),
+            &["--broker-url", &url],
+        )
     }
 
+    /// Starts it with `kubeconfig`; without an election unless `extra` asks for one.
     fn spawn(
-        cluster: &Cluster,
+        kubeconfig: &Path,
         log_name: &str,
         (host, broker_port): (&str, u16),
         extra: &[&str],
     ) -> Operator {
+        let elect: &[&str] = if extra.contains(&"--leader-elect=true") {
+            &[]
+        } else {
+            &["--leader-elect=false"]
+        };
         let health_port = free_port();
         let log = std::env::temp_dir().join(format!("cogo-e2e-{log_name}-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new()
@@ -618,12 +662,7 @@ impl Operator {
             .open(&log)
             .expect("log file");
         let child = Command::new(operator_binary())
-            .args([
-                "run",
-                "--leader-elect=false",
-                "--health-addr",
-                &format!("127.0.0.1:{health_port}"),
-            ])
+            .args(["run", "--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--resync-seconds", "30", "--image-pull-policy", "Never"])
             .args([
                 "--broker-addr",
@@ -631,8 +670,9 @@ impl Operator {
                 "--heartbeat-seconds",
                 "2",
             ])
+            .args(elect)
             .args(extra)
-            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("COGO_E2E_OPERATOR_LOG").unwrap_or("info,cogo_operator=debug".into()),

@@ -26,11 +26,12 @@ const BRIDGE: &str = "cogo0";
 const SERVICE: &str = "10.96.0.1";
 
 /// A TCP proxy adding `delay` to everything it forwards. Stops (cutting its connections)
-/// when dropped.
+/// when dropped; [`LatencyProxy::freeze`] makes it a black hole.
 pub struct LatencyProxy {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     stop: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
     accept: Option<thread::JoinHandle<()>>,
@@ -42,16 +43,25 @@ impl LatencyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let stop = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let accept = {
             let (stop, open, accepted) = (stop.clone(), open.clone(), accepted.clone());
+            let frozen = frozen.clone();
             thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(client) = client else { continue };
+                    if frozen.load(Ordering::SeqCst) {
+                        // Held open, never answered.
+                        if let Ok(mut o) = open.lock() {
+                            o.push(client);
+                        }
+                        continue;
+                    }
                     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                         continue;
                     };
@@ -63,7 +73,7 @@ impl LatencyProxy {
                     }
                     for (from, to) in [(client.try_clone(), server.try_clone()), (Ok(server), Ok(client))] {
                         if let (Ok(from), Ok(to)) = (from, to) {
-                            pump(from, to, delay);
+                            pump(from, to, delay, frozen.clone());
                         }
                     }
                 }
@@ -72,10 +82,17 @@ impl LatencyProxy {
         LatencyProxy {
             port,
             stop,
+            frozen,
             open,
             accepted,
             accept: Some(accept),
         }
+    }
+
+    /// From now on forwards nothing, and answers no new connection, but closes none: to its
+    /// clients the server went silent, as behind a network partition.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     /// How many connections it has forwarded.
@@ -84,8 +101,9 @@ impl LatencyProxy {
     }
 }
 
-/// Copies `from` to `to`, each chunk `delay` after it was read, in order.
-fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+/// Copies `from` to `to`, each chunk `delay` after it was read, in order; drops what it reads
+/// once `frozen`.
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, frozen: Arc<AtomicBool>) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -103,6 +121,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
     thread::spawn(move || {
         for (due, chunk) in rx {
             thread::sleep(due.saturating_duration_since(Instant::now()));
+            if frozen.load(Ordering::SeqCst) {
+                continue;
+            }
             if to.write_all(&chunk).is_err() {
                 break;
             }

@@ -316,8 +316,8 @@ fn rbac_is_least_privilege() {
     assert_eq!(roles[0]["rules"][0]["resources"][0], "leases");
     assert_eq!(
         roles[0]["rules"][1],
-        serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}),
-        "its own pod, for the leader label, in its namespace only"
+        serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]}),
+        "pods, for the leader label (its own, and stale ones of others), in its namespace only"
     );
 }
 

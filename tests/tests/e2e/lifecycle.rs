@@ -1,11 +1,15 @@
 //! The task lifecycle past the first lease: lost pods and retries, deadlines, cancellation,
-//! priority and the concurrency cap, sub-tasks, TTL deletion, and an operator restart while
-//! tasks run. Agents are local `cogo-agent` processes pulling from the operator's broker
-//! (heartbeats every 2 s, so a lease runs out 6 s after the last one).
+//! priority and the concurrency cap, sub-tasks, TTL deletion, an operator restart while tasks
+//! run, and a leader cut off from the API server. Agents are local `cogo-agent` processes
+//! pulling from the operator's broker (heartbeats every 2 s, so a lease runs out 6 s after
+//! the last one).
 
 use std::time::Duration;
 
-use cogo_e2e::cluster::{AgentProcess, Namespace, Operator, kwok_agent, wait_until};
+use cogo_e2e::{
+    cluster::{AgentProcess, Namespace, Operator, kwok_agent, wait_until},
+    slow::LatencyProxy,
+};
 use serde_json::{Value, json};
 
 use super::{cluster, condition};
@@ -386,4 +390,51 @@ fn an_api_server_restart_loses_no_task_and_runs_none_twice() {
         }
     }
     assert!(!op.log_text().contains("panicked"), "the operator kept running");
+}
+
+/// A leader cut off from the API server (every connection silent, as behind a partition)
+/// gives the lease up after its renew deadline and exits within its stop deadline, though
+/// its last API calls never answer; the standby then leads.
+#[test]
+fn a_leader_cut_off_from_the_api_server_exits_and_the_standby_leads() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-cut-off");
+    let proxy = LatencyProxy::start(c.api_server_port(), Duration::ZERO);
+    let kubeconfig = std::env::temp_dir().join(format!("cogo-e2e-cut-off-{}.kubeconfig", std::process::id()));
+    let direct = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        direct.replace(
+            &format!("https://127.0.0.1:{}", c.api_server_port()),
+            &format!("https://127.0.0.1:{}", proxy.port),
+        ),
+    )
+    .unwrap();
+    let lease = (ns.name.as_str(), "cut-off");
+    let holder = || {
+        c.get_json(&ns.name, "lease/cut-off")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let mut cut = Operator::start_elected(&kubeconfig, "cut-off-leader", lease);
+    wait_until(Duration::from_secs(30), "the proxied operator to lead", || {
+        holder() == "cut-off-leader"
+    });
+    let standby = Operator::start_elected(&c.kubeconfig, "cut-off-standby", lease);
+
+    proxy.freeze();
+    let status = cut.wait_exit(Duration::from_secs(90));
+    let log = std::fs::read_to_string(&cut.log).unwrap_or_default();
+    let _ = std::fs::remove_file(&kubeconfig);
+    let status = status.unwrap_or_else(|| panic!("the cut-off leader still runs; log:\n{log}"));
+    assert!(
+        !status.success(),
+        "it exits non-zero, so it restarts as a candidate"
+    );
+    assert!(log.contains("lost leadership"), "{log}");
+    assert!(log.contains("did not stop in time"), "{log}");
+    wait_until(Duration::from_secs(60), "the standby to lead", || {
+        holder() == "cut-off-standby"
+    });
+    assert!(standby.pid().is_some());
 }

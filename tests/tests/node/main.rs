@@ -165,6 +165,34 @@ fn the_chart_runs_the_operator_in_the_cluster() {
             slices.split_whitespace().collect::<Vec<_>>() == [leader_ip.as_str()]
         },
     );
+    // A standby that carries the label (a replica that lost the lease and could not clear
+    // its own) loses it to the leader's sweep.
+    let standby = pods
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .find(|p| *p != leader)
+        .unwrap()
+        .to_string();
+    c.kubectl_ok(
+        &[
+            "label",
+            "pod",
+            &standby,
+            "-n",
+            release_ns,
+            "cogo.xyz/leader=true",
+            "--overwrite",
+        ],
+        None,
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the leader to clear the standby's stale label",
+        || {
+            c.get_json(release_ns, &format!("pod/{standby}"))
+                .is_some_and(|p| p["metadata"]["labels"]["cogo.xyz/leader"].is_null())
+        },
+    );
 
     let ns = Namespace::create(&c, "e2e-incluster-agents");
     ns.apply_ok(&agent_yaml("research", "256Mi"));
