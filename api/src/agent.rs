@@ -1,6 +1,6 @@
 //! `CogoAgent`: one agent role run as a scalable pool of pods.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +71,9 @@ pub struct CogoAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
 
-    /// Bounds for scaling on queue depth. When set, `replicas` must lie within them.
+    /// Scaling on queue depth: when set, the operator sizes the pool within these bounds from
+    /// the agent's pending and running tasks (see `status.autoscaling`), and `replicas`, which
+    /// must lie within them, is only the count before its first decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
 
@@ -159,7 +161,7 @@ pub struct StorageSpec {
     pub size: Option<String>,
 }
 
-/// Bounds and target for scaling an agent on the depth of its task queue.
+/// Bounds and target for scaling a pool (an agent's, or a worker's) on the depth of its queue.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
@@ -171,7 +173,7 @@ pub struct AutoscalingSpec {
     /// Most pods.
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
-    /// Queued tasks per pod the scaler aims for.
+    /// Tasks, pending and running, per pod the scaler aims for.
     #[serde(default = "default_target_queued")]
     #[schemars(range(min = 1, max = 10000))]
     pub target_queued_tasks_per_pod: i32,
@@ -221,10 +223,14 @@ pub struct CogoAgentStatus {
     /// Label selector of the agent's pods, for the scale subresource and HPAs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Tasks waiting for and held by this agent.
+    /// Tasks waiting for and held by this agent, as the operator last wrote them (at most
+    /// every 10 s, and when they change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueStatus>,
-    /// Totals of finished tasks.
+    /// What the queue-depth scaler decided, when `spec.autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+    /// Totals of finished tasks, written with `queue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TaskTotals>,
     /// The model the agent's pods use: that of `spec.model` once every pod runs it (during a
@@ -243,17 +249,57 @@ pub struct ModelInUse {
     pub name: String,
 }
 
-/// Depth of an agent's queue.
+/// What the queue-depth scaler decided for a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Pods the agent should run: its Deployment's replicas.
+    pub desired_replicas: i32,
+    /// When the scaler last changed `desiredReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+}
+
+impl CogoAgent {
+    /// Pods the agent should run. With `spec.autoscaling`, the scaler's decision kept within
+    /// its bounds (`spec.replicas` until the scaler has decided); otherwise `spec.replicas`.
+    pub fn desired_replicas(&self) -> i32 {
+        scaled_replicas(
+            self.spec.replicas,
+            self.spec.autoscaling.as_ref(),
+            self.status.as_ref().and_then(|s| s.autoscaling.as_ref()),
+        )
+    }
+}
+
+/// Pods a pool of `replicas` should run: with `bounds`, the scaler's `decided` count (or
+/// `replicas` before it decided) kept within them.
+pub fn scaled_replicas(
+    replicas: i32,
+    bounds: Option<&AutoscalingSpec>,
+    decided: Option<&AutoscalingStatus>,
+) -> i32 {
+    let Some(bounds) = bounds else {
+        return replicas;
+    };
+    decided
+        .map_or(replicas, |a| a.desired_replicas)
+        .clamp(bounds.min_replicas, bounds.max_replicas.max(bounds.min_replicas))
+}
+
+/// Depth of a pool's queue.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
-    /// Tasks accepted for this agent and not yet leased.
+    /// Tasks accepted and not yet leased: for an agent, those sent to it or its role; for a
+    /// worker, those of its kind in its namespace.
     pub pending: i64,
-    /// Tasks leased by this agent's pods.
+    /// Tasks the agent's pods hold, or jobs the worker's pods run.
     pub running: i64,
 }
 
-/// Counts of an agent's finished tasks since the operator started.
+/// Counts of an agent's finished tasks, as the operator saw them finish (tasks that finished
+/// while no replica led, in the seconds of a failover, are not counted).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskTotals {

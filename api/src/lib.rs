@@ -20,7 +20,8 @@ pub mod task;
 pub mod worker;
 
 pub use agent::{
-    AutoscalingSpec, CogoAgent, CogoAgentSpec, CogoAgentStatus, ModelProvider, ModelSpec, TaskDefaults,
+    AutoscalingSpec, AutoscalingStatus, CogoAgent, CogoAgentSpec, CogoAgentStatus, ModelProvider, ModelSpec,
+    TaskDefaults,
 };
 pub use common::{AgentRole, Backoff, PodOverrides, PullPolicy, Resources, RetryPolicy, SecretKeyRef};
 pub use task::{AgentTask, AgentTaskSpec, AgentTaskStatus, TaskPhase};

@@ -19,6 +19,7 @@ use cogo_operator::{
     controller::{self, Context},
     leader::{self, LeaderElection, Timing},
     metrics::Metrics,
+    scaler,
     server::{self, Health},
     supabase::{self, Mirror, results::ResultStore},
     tokens::{self, auth::Keys, worker_keys::WorkerKeys},
@@ -293,8 +294,7 @@ pub async fn watch_agents(client: &Client) -> anyhow::Result<Store<CogoAgent>> {
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
     tokio::spawn(agent_watch);
-    agents
-        .wait_until_ready()
+    cogo_operator::kube_io::listed(&agents)
         .await
         .context("cannot list CogoAgents")?;
     Ok(agents)
@@ -495,12 +495,14 @@ pub async fn start_broker(
     Ok(())
 }
 
-/// Runs the CogoAgent, CogoWorker and AgentTask controllers until the operator stops.
+/// Runs the CogoAgent, CogoWorker and AgentTask controllers, and the queue-depth scaler,
+/// until the operator stops.
 pub async fn run_controllers(ctx: Arc<Context>, shutdown: &Shutdown) {
-    info!("starting the CogoAgent, CogoWorker and AgentTask controllers");
+    info!("starting the CogoAgent, CogoWorker and AgentTask controllers and the scaler");
     tokio::join!(
         controller::agent::run(ctx.clone(), shutdown.stopped()),
         controller::worker::run(ctx.clone(), shutdown.stopped()),
+        scaler::run(ctx.clone(), shutdown.stopped()),
         controller::task::run(ctx, shutdown.stopped()),
     );
 }

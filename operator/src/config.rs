@@ -22,6 +22,9 @@ pub struct Config {
     /// How long a running task's lease lasts after its pod's last heartbeat (three heartbeat
     /// intervals); an attempt whose lease runs out ends with reason `HeartbeatLost`.
     pub lease_duration: Duration,
+    /// How long the queue-depth scaler waits before it removes pods: it keeps the highest
+    /// count it wanted within this window.
+    pub scale_down_window: Duration,
 }
 
 impl Default for Config {
@@ -35,6 +38,7 @@ impl Default for Config {
             error_backoff: Duration::from_secs(15),
             max_task_input_bytes: 256 * 1024,
             lease_duration: Duration::from_secs(15),
+            scale_down_window: Duration::from_secs(120),
         }
     }
 }

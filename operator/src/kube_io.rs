@@ -3,14 +3,17 @@
 //! resourceVersion where a stale view must not win), a status written only when it changed,
 //! and Events. Everything here is I/O; what to write is decided by the pure modules.
 
-use std::fmt::Debug;
+use std::{fmt::Debug, time::Duration};
 
 use cogo_api::{AgentTask, AgentTaskStatus, conditions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Client, Resource,
     api::{DeleteParams, Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder},
+    runtime::{
+        events::{Event, EventType, Recorder},
+        reflector::{Store, store::WriterDropped},
+    },
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -260,11 +263,46 @@ pub fn watch_config() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
 }
 
+/// Resolves once `store`'s watch has listed everything, however many tasks wait for it at
+/// once. (`Store::wait_until_ready` wakes only the waiter that polled it last, so one of two
+/// waiters, say a controller's runner and anything sharing its store, would wait forever:
+/// each waiter here polls again every 100 ms.)
+pub async fn listed<K>(store: &Store<K>) -> std::result::Result<(), WriterDropped>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(ready) = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            return ready;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::is_subset;
+
+    #[tokio::test]
+    async fn every_waiter_learns_that_a_store_is_listed() {
+        use kube::runtime::{reflector, watcher};
+        let (store, mut writer) = reflector::store::<k8s_openapi::api::core::v1::ConfigMap>();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { super::listed(&store).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for w in waiters {
+            let done = tokio::time::timeout(std::time::Duration::from_secs(5), w).await;
+            assert!(matches!(done, Ok(Ok(Ok(())))), "a waiter was left waiting");
+        }
+    }
 
     #[test]
     fn bodies_escape_what_yaml_refuses_and_keep_their_meaning() {

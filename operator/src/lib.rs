@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod kube_io;
 pub mod leader;
 pub mod metrics;
+pub mod scaler;
 pub mod seal;
 pub mod server;
 pub mod status;

@@ -239,6 +239,10 @@ struct RunArgs {
     /// while it leads and serves the broker, so the broker Service reaches only the leader.
     #[arg(long, env = "COGO_LABEL_LEADER_POD", default_value_t = false, action = clap::ArgAction::Set)]
     label_leader_pod: bool,
+    /// Seconds the queue-depth scaler waits before it removes an agent's pods: it keeps the
+    /// most pods it wanted within this window.
+    #[arg(long, env = "COGO_SCALE_DOWN_STABILIZATION_SECONDS", default_value_t = 120)]
+    scale_down_stabilization_seconds: u64,
     /// Sub-tasks one task may create.
     #[arg(long, env = "COGO_MAX_SUBTASKS_PER_TASK", default_value_t = 100)]
     max_subtasks_per_task: usize,
@@ -275,6 +279,7 @@ impl RunArgs {
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             max_task_input_bytes: self.max_task_input_bytes,
             lease_duration: Duration::from_secs(3 * u64::from(self.heartbeat_seconds.max(1))),
+            scale_down_window: Duration::from_secs(self.scale_down_stabilization_seconds),
             ..Config::default()
         }
     }

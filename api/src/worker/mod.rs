@@ -35,6 +35,7 @@ use crate::common::{PodOverrides, Resources, SecretKeyRef};
     validation = Rule::new(crate::common::NAME_RULE).message("metadata.name must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', starting with a letter) because it names the worker's Service")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)").message("spec.replicas must lie within spec.autoscaling.minReplicas and spec.autoscaling.maxReplicas"))]
 #[x_kube(validation = Rule::new("self.kind != 'FigmaMCP' || has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is required when spec.kind is FigmaMCP"))]
 #[x_kube(validation = Rule::new("self.kind == 'FigmaMCP' || !has(self.figmaTokenSecretRef)").message("spec.figmaTokenSecretRef is only valid when spec.kind is FigmaMCP"))]
 #[x_kube(validation = Rule::new("self.kind == 'PythonSandbox' || !has(self.sandbox) || !has(self.sandbox.allowedPackages) || size(self.sandbox.allowedPackages) == 0").message("spec.sandbox.allowedPackages is only valid when spec.kind is PythonSandbox"))]
@@ -52,6 +53,13 @@ pub struct CogoWorkerSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+
+    /// Scaling on the Executor's queue of this kind: when set, the operator sizes the pool
+    /// within these bounds from the jobs of the kind waiting and running (see
+    /// `status.autoscaling`), and `replicas`, which must lie within them, is only the count
+    /// before its first decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<crate::AutoscalingSpec>,
 
     /// Container image of the worker runtime. Defaults to the operator's configured worker image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,4 +349,24 @@ pub struct CogoWorkerStatus {
     /// Percentage of finished jobs that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_rate_percent: Option<i32>,
+    /// Jobs of this kind waiting for a worker in the namespace (`pending`), and jobs running
+    /// on this worker's pods (`running`), as the operator last wrote them (at most every
+    /// 10 s, and when they change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<crate::agent::QueueStatus>,
+    /// What the queue-depth scaler decided, when `spec.autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<crate::AutoscalingStatus>,
+}
+
+impl CogoWorker {
+    /// Pods the worker should run. With `spec.autoscaling`, the scaler's decision kept within
+    /// its bounds (`spec.replicas` until the scaler has decided); otherwise `spec.replicas`.
+    pub fn desired_replicas(&self) -> i32 {
+        crate::agent::scaled_replicas(
+            self.spec.replicas,
+            self.spec.autoscaling.as_ref(),
+            self.status.as_ref().and_then(|s| s.autoscaling.as_ref()),
+        )
+    }
 }

@@ -173,7 +173,7 @@ pub fn deployment(
         volumes,
         unconfined_seccomp: false,
     };
-    let mut d = super::deployment(pool, spec.replicas, pod_template(pool, params));
+    let mut d = super::deployment(pool, agent.desired_replicas(), pod_template(pool, params));
     // A claim is one pod's: the old pod goes before the new one starts.
     if spec.storage.as_ref().is_some_and(|s| s.claim_name.is_some())
         && let Some(ds) = d.spec.as_mut()
@@ -192,9 +192,9 @@ pub fn service(agent: &CogoAgent, pool: &Pool) -> Service {
 }
 
 /// A PodDisruptionBudget that keeps all but one pod up during voluntary disruptions, when the
-/// agent has more than one pod; None otherwise.
+/// agent should run more than one pod; None otherwise.
 pub fn pod_disruption_budget(agent: &CogoAgent, pool: &Pool) -> Option<PodDisruptionBudget> {
-    (agent.spec.replicas > 1).then(|| PodDisruptionBudget {
+    (agent.desired_replicas() > 1).then(|| PodDisruptionBudget {
         metadata: pool.child_meta(),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),

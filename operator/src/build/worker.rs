@@ -237,7 +237,7 @@ pub fn deployment(
         // under its own seccomp filter.
         unconfined_seccomp: matches!(spec.kind, WorkerKind::PythonSandbox | WorkerKind::Browser),
     };
-    super::deployment(pool, spec.replicas, pod_template(pool, params))
+    super::deployment(pool, worker.desired_replicas(), pod_template(pool, params))
 }
 
 /// The worker's Service on its kind's port.

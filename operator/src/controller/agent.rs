@@ -126,10 +126,17 @@ pub async fn reconcile(agent: Arc<CogoAgent>, ctx: Arc<Context>) -> Result<Actio
 
     // update_status
     let now = Time(jiff::Timestamp::now());
-    let previous = agent.status.clone().unwrap_or_default();
+    // The queue, the finished tasks and the scaler's decision are the scaler's to write
+    // (under its own field manager): this status neither sends nor compares them.
+    let previous = CogoAgentStatus {
+        queue: None,
+        tasks: None,
+        autoscaling: None,
+        ..agent.status.clone().unwrap_or_default()
+    };
     let computed = status::compute(Observed {
         generation: agent.metadata.generation,
-        desired: agent.spec.replicas,
+        desired: agent.desired_replicas(),
         deployment: deployment.as_ref(),
         invalid: verdict.as_ref().err(),
         previous: &previous.conditions,

@@ -377,7 +377,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let healer = {
         let (store, ctx) = (store.clone(), ctx.clone());
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_err() {
+            // The controller's runner waits for the same store.
+            if crate::kube_io::listed(&store).await.is_err() {
                 return;
             }
             let mut every = tokio::time::interval(HEAL_EVERY);
@@ -410,7 +411,7 @@ pub fn heal_leases(ctx: &Context, store: &Store<AgentTask>) {
     if !dropped.is_empty() {
         warn!(
             ?dropped,
-            "dropped leases of tasks that finished, were deleted or moved on"
+            "dropped leases and queue entries of tasks that finished, were deleted or moved on"
         );
     }
 }

@@ -122,10 +122,16 @@ pub async fn reconcile(worker: Arc<CogoWorker>, ctx: Arc<Context>) -> Result<Act
 
     // update_status
     let now = Time(jiff::Timestamp::now());
-    let previous = worker.status.clone().unwrap_or_default();
+    // The queue and the scaler's decision are the scaler's to write (under its own field
+    // manager): this status neither sends nor compares them.
+    let previous = CogoWorkerStatus {
+        queue: None,
+        autoscaling: None,
+        ..worker.status.clone().unwrap_or_default()
+    };
     let computed = status::compute(Observed {
         generation: worker.metadata.generation,
-        desired: worker.spec.replicas,
+        desired: worker.desired_replicas(),
         deployment: deployment.as_ref(),
         invalid: verdict.as_ref().err(),
         previous: &previous.conditions,

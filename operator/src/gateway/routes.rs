@@ -432,7 +432,8 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     // Shorter than the request's own limit, so this answer (503) is the one given.
-    tokio::time::timeout(within / 2, store.wait_until_ready())
+    // Many requests may wait at once for a watch that has not listed yet.
+    tokio::time::timeout(within / 2, crate::kube_io::listed(store))
         .await
         .map_err(|_| {
             unavailable(

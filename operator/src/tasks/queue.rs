@@ -98,6 +98,21 @@ impl TaskQueue {
         self.unlink(ns, name)
     }
 
+    /// Removes every queued task that `keep` (given namespace and name) refuses; returns
+    /// them.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+        let gone: Vec<(String, String)> = self
+            .index
+            .keys()
+            .filter(|(ns, name)| !keep(ns, name))
+            .cloned()
+            .collect();
+        for (ns, name) in &gone {
+            self.remove(ns, name);
+        }
+        gone
+    }
+
     /// Removes a task's entry, keeping its object for [`TaskQueue::take_object`].
     fn unlink(&mut self, ns: &str, name: &str) -> bool {
         let Some((key, entry)) = self.index.remove(&(ns.to_string(), name.to_string())) else {
@@ -161,6 +176,16 @@ impl TaskQueue {
         count(Target::Agent(agent.to_string())) + count(Target::Role(role))
     }
 
+    /// Tasks waiting in `ns`, for any target, whose type is run by workers of `kind`.
+    pub fn pending_of_kind(&self, ns: &str, kind: cogo_api::WorkerKind) -> usize {
+        self.queues
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .flat_map(|(_, entries)| entries.iter())
+            .filter(|e| cogo_api::WorkerKind::for_task_type(&e.task_type) == Some(kind))
+            .count()
+    }
+
     /// Whether `ns/name` is queued.
     pub fn contains(&self, ns: &str, name: &str) -> bool {
         self.index.contains_key(&(ns.to_string(), name.to_string()))
@@ -183,6 +208,30 @@ mod tests {
 
     fn agent(name: &str) -> Target {
         Target::Agent(name.into())
+    }
+
+    #[test]
+    fn jobs_of_a_kind_are_counted_across_targets_in_their_namespace() {
+        use cogo_api::WorkerKind;
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "p1", agent("executor"), "python.execute", 0, 1);
+        q.upsert(
+            "ns",
+            "p2",
+            Target::Role(AgentRole::Executor),
+            "python.execute",
+            0,
+            2,
+        );
+        q.upsert("ns", "b1", agent("executor"), "browser.run", 0, 3);
+        q.upsert("ns", "echo", agent("executor"), "cogo.echo", 0, 4);
+        q.upsert("other", "p3", agent("executor"), "python.execute", 0, 5);
+        assert_eq!(q.pending_of_kind("ns", WorkerKind::PythonSandbox), 2);
+        assert_eq!(q.pending_of_kind("ns", WorkerKind::Browser), 1);
+        assert_eq!(q.pending_of_kind("ns", WorkerKind::FigmaMcp), 0);
+        let gone = q.retain(|_, name| name != "p1");
+        assert_eq!(gone, [("ns".to_string(), "p1".to_string())]);
+        assert_eq!(q.pending_of_kind("ns", WorkerKind::PythonSandbox), 1);
     }
 
     #[test]

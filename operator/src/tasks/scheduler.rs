@@ -109,6 +109,22 @@ impl Scheduler {
         self.forget_deferred(ns, name);
     }
 
+    /// Tasks waiting for the agent `agent` (of role `role`) of `ns`, by its name or its role,
+    /// and tasks its pods hold against its concurrency.
+    pub fn queue_of(&self, ns: &str, agent: &str, role: AgentRole) -> (usize, usize) {
+        let running = self.leases.lock().map_or(0, |l| l.running_for(ns, agent));
+        let pending = self.queue.lock().map_or(0, |q| q.pending_for(ns, agent, role));
+        (pending, running)
+    }
+
+    /// Jobs of `kind` waiting in `ns`, and jobs the pods of the CogoWorker `worker` run, as
+    /// the Executors report them.
+    pub fn jobs_of(&self, ns: &str, worker: &str, kind: WorkerKind) -> (usize, usize) {
+        let pending = self.queue.lock().map_or(0, |q| q.pending_of_kind(ns, kind));
+        let running = self.worker_stats(ns, worker).active_jobs.max(0) as usize;
+        (pending, running)
+    }
+
     /// Whether `ns/name` is queued.
     pub fn is_queued(&self, ns: &str, name: &str) -> bool {
         self.queue.lock().is_ok_and(|q| q.contains(ns, name))
@@ -295,7 +311,8 @@ impl Scheduler {
 
     /// Drops the leases and reservations the tasks as cached in `tasks` no longer have (see
     /// [`Leases::heal`]), freeing their slots, and wakes every waiting lease request when it
-    /// dropped any. Returns what was dropped.
+    /// dropped any; unqueues the tasks `tasks` no longer holds (deleted while they waited).
+    /// Returns what was dropped and unqueued.
     pub fn heal(&self, tasks: &Store<AgentTask>, now: Instant) -> Vec<(String, String)> {
         let dropped = self
             .leases
@@ -317,7 +334,21 @@ impl Scheduler {
         if !dropped.is_empty() {
             self.wakeups.all();
         }
-        dropped
+        // A task deleted while it waited is never reconciled again: its entry goes here.
+        let unqueued = self
+            .queue
+            .lock()
+            .map(|mut q| {
+                let gone = q.retain(|ns, name| {
+                    tasks
+                        .get(&ObjectRef::new(name).within(ns))
+                        .is_some_and(|t| t.metadata.deletion_timestamp.is_none())
+                });
+                self.metrics.set_tasks_queued(q.len());
+                gone
+            })
+            .unwrap_or_default();
+        dropped.into_iter().chain(unqueued).collect()
     }
 
     /// Keeps `report`, the newest of a pod of the Executor `executor` in `ns`.
@@ -426,6 +457,7 @@ fn hold_from_status(l: &mut Leases, t: &AgentTask, counted: bool, now: Instant) 
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::runtime::{reflector, watcher};
     use serde_json::json;
 
@@ -497,6 +529,38 @@ mod tests {
         s.dequeue("ns", "t2");
         s.dequeue("ns", "t3");
         assert_eq!(gauges(&metrics), (true, true));
+    }
+
+    #[test]
+    fn healing_unqueues_tasks_deleted_while_they_waited_and_counts_the_rest() {
+        let metrics = Arc::new(Metrics::default());
+        let s = Scheduler::new(Duration::from_secs(15), metrics.clone());
+        let (agents, _) = reflector::store();
+        let (tasks, mut writer) = reflector::store::<AgentTask>();
+        for name in ["kept", "deleted", "going"] {
+            let t = task(name, "2026-01-01T00:00:00Z");
+            s.enqueue("ns", name, Target::Agent("a".into()), t.clone(), &agents);
+            if name != "deleted" {
+                let mut t = t.as_ref().clone();
+                if name == "going" {
+                    t.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+                }
+                writer.apply_watcher_event(&watcher::Event::Apply(t));
+            }
+        }
+        assert_eq!(s.queue_of("ns", "a", AgentRole::Research), (3, 0));
+        let mut gone = s.heal(&tasks, Instant::now());
+        gone.sort();
+        assert_eq!(
+            gone,
+            [
+                ("ns".to_string(), "deleted".to_string()),
+                ("ns".into(), "going".into())
+            ]
+        );
+        assert_eq!(s.queue_of("ns", "a", AgentRole::Research), (1, 0));
+        assert!(s.is_queued("ns", "kept"));
+        assert!(metrics.encode().contains("cogo_operator_tasks_queued 1"));
     }
 
     #[test]

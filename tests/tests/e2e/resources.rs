@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use cogo_e2e::cluster::{Namespace, Operator, audit_lines, audited_writes, kwok_pod_template, wait_until};
+use cogo_e2e::cluster::{
+    AgentProcess, Namespace, Operator, audit_lines, audited_writes, free_port, kwok_agent, kwok_pod_template,
+    wait_until,
+};
 use serde_json::Value;
 
 use super::{apply_examples, cluster, condition, wait_all_ready};
@@ -474,4 +477,142 @@ fn two_thousand_pods_on_kwok_nodes() {
         },
     );
     // The namespace's deletion removes the pods; nothing waits for it.
+}
+
+/// `spec.autoscaling` sizes the pool from the queue: a pod per `targetQueuedTasksPerPod` tasks
+/// at once, fewer only after the scale-down window, none when idle with `minReplicas: 0`, and
+/// one again for the first task; a worker pool likewise on the jobs of its kind. The status
+/// shows the queue, the decision and the finished tasks, and changes are Events.
+#[test]
+fn autoscaling_follows_the_queue_to_zero_and_back() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-autoscale");
+    let op = Operator::start_with(
+        &c,
+        "autoscale",
+        free_port(),
+        &["--scale-down-stabilization-seconds", "8"],
+    );
+    let mut agent = kwok_agent("elastic", 1, 2);
+    agent["spec"]["autoscaling"] =
+        serde_json::json!({"minReplicas": 0, "maxReplicas": 3, "targetQueuedTasksPerPod": 2});
+    ns.apply_ok(&agent.to_string());
+    ns.wait("cogoagent/elastic", "condition=Ready", 120);
+    let state = || {
+        let a = c.get_json(&ns.name, "cogoagent/elastic").unwrap_or_default();
+        let d = c.get_json(&ns.name, "deployment/elastic").unwrap_or_default();
+        (
+            a["status"]["autoscaling"]["desiredReplicas"].as_i64(),
+            d["spec"]["replicas"].as_i64(),
+            a["status"]["queue"]["pending"].as_i64(),
+        )
+    };
+    let task = |name: &str| {
+        serde_json::json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+                           "spec": {"agent": "elastic", "type": "cogo.echo", "input": {}}})
+        .to_string()
+    };
+
+    // No agent process pulls, so five tasks stay queued: three pods (the maximum).
+    for i in 0..5 {
+        ns.apply_ok(&task(&format!("queued-{i}")));
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "three pods for five queued tasks",
+        || state() == (Some(3), Some(3), Some(5)),
+    );
+    ns.wait("cogoagent/elastic", "condition=Ready", 120);
+
+    // The queue empties: the pool keeps its pods through the window, then goes to zero.
+    ns.kubectl_ok(&["delete", "agenttasks", "--all", "--wait=false"]);
+    let emptied = std::time::Instant::now();
+    wait_until(Duration::from_secs(60), "no pods for an empty queue", || {
+        state() == (Some(0), Some(0), Some(0))
+    });
+    assert!(
+        emptied.elapsed() >= Duration::from_secs(8),
+        "the pods stayed for the scale-down window"
+    );
+    let ready = condition(&c.get_json(&ns.name, "cogoagent/elastic").unwrap(), "Ready");
+    assert_eq!(
+        ready.as_ref().map(|(_, why)| why.as_str()),
+        Some("ScaledToZero"),
+        "{ready:?}"
+    );
+
+    // The first task brings one pod back.
+    ns.apply_ok(&task("first"));
+    wait_until(Duration::from_secs(60), "a pod for the first task", || {
+        state() == (Some(1), Some(1), Some(1))
+    });
+    // An agent runs it: the status counts it, and the queue is empty again.
+    let _runner = AgentProcess::start(&c, &ns.name, "elastic", "Research", "elastic-0", op.broker_port);
+    ns.wait("agenttask/first", "condition=Succeeded", 60);
+    wait_until(Duration::from_secs(30), "the finished task counted", || {
+        let a = c.get_json(&ns.name, "cogoagent/elastic").unwrap_or_default();
+        a["status"]["tasks"]["succeeded"] == 1
+            && a["status"]["tasks"]["failed"] == 0
+            && a["status"]["tasks"]["averageDurationMs"].is_i64()
+            && a["status"]["queue"] == serde_json::json!({"pending": 0, "running": 0})
+    });
+    // A worker pool scales on the jobs of its kind waiting for the Executor.
+    ns.apply_ok(
+        &kwok_agent("executor", 1, 4)
+            .to_string()
+            .replace("\"Research\"", "\"Executor\""),
+    );
+    ns.apply_ok(
+        &serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoWorker", "metadata": {"name": "python"},
+            "spec": {"kind": "PythonSandbox", "replicas": 0, "podTemplate": kwok_pod_template(),
+                     "autoscaling": {"minReplicas": 0, "maxReplicas": 2, "targetQueuedTasksPerPod": 1}},
+        })
+        .to_string(),
+    );
+    ns.wait("cogoworker/python", "condition=Ready", 120);
+    for i in 0..3 {
+        ns.apply_ok(
+            &serde_json::json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                                "metadata": {"name": format!("job-{i}")},
+                                "spec": {"agent": "executor", "type": "python.execute", "input": {"code": "print(1)"}}})
+            .to_string(),
+        );
+    }
+    let workers = || {
+        let w = c.get_json(&ns.name, "cogoworker/python").unwrap_or_default();
+        let d = c.get_json(&ns.name, "deployment/python").unwrap_or_default();
+        (
+            w["status"]["autoscaling"]["desiredReplicas"].as_i64(),
+            d["spec"]["replicas"].as_i64(),
+            w["status"]["queue"]["pending"].as_i64(),
+        )
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "two worker pods (the maximum) for three jobs",
+        || workers() == (Some(2), Some(2), Some(3)),
+    );
+    ns.wait("cogoworker/python", "condition=Ready", 120);
+    for i in 0..3 {
+        ns.kubectl_ok(&["delete", "agenttask", &format!("job-{i}"), "--wait=false"]);
+    }
+    wait_until(Duration::from_secs(60), "no worker pods without jobs", || {
+        workers() == (Some(0), Some(0), Some(0))
+    });
+
+    for (reason, change) in [
+        ("ScaledUp", "from 1 to 3 pods"),
+        ("ScaledDown", "from 3 to 0 pods"),
+    ] {
+        let events = ns.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("reason={reason},involvedObject.name=elastic"),
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        assert!(events.contains(change), "{reason} says {change:?}: {events}");
+    }
 }
