@@ -446,6 +446,7 @@ pub fn broker(
         worker_keys: Some(worker_keys),
         complete_budget: Default::default(),
         subtask_limits,
+        metrics: ctx.metrics.clone(),
     }
 }
 

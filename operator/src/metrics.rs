@@ -21,8 +21,122 @@ struct FailureLabels {
     error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinishedLabels {
+    namespace: String,
+    agent: String,
+    role: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
+}
+
+/// What the scaler reports of every agent's and worker's pool, and of finished tasks.
+struct Pools {
+    pending: Family<PoolLabels, Gauge>,
+    running: Family<PoolLabels, Gauge>,
+    desired: Family<PoolLabels, Gauge>,
+    oldest: Family<PoolLabels, Gauge>,
+    connected: Family<PoolLabels, Gauge>,
+    success_rate: Family<PoolLabels, Gauge>,
+    finished: Family<FinishedLabels, Counter>,
+    durations: Family<RoleLabel, Histogram>,
+}
+
+impl Pools {
+    fn register(registry: &mut Registry) -> Self {
+        let pools = Pools {
+            pending: Family::default(),
+            running: Family::default(),
+            desired: Family::default(),
+            oldest: Family::default(),
+            connected: Family::default(),
+            success_rate: Family::default(),
+            finished: Family::default(),
+            durations: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                ])
+            }),
+        };
+        registry.register(
+            "pool_pending_tasks",
+            "Tasks waiting for an agent (by name or role), or jobs of a worker's kind waiting in its namespace",
+            pools.pending.clone(),
+        );
+        registry.register(
+            "pool_running_tasks",
+            "Tasks an agent's pods hold, or jobs a worker's pods run",
+            pools.running.clone(),
+        );
+        registry.register(
+            "pool_desired_replicas",
+            "Pods an agent or worker should run (the scaler's decision with spec.autoscaling)",
+            pools.desired.clone(),
+        );
+        registry.register(
+            "pool_oldest_pending_seconds",
+            "Age of the oldest task (or job) waiting for a pool, 0 when none waits",
+            pools.oldest.clone(),
+        );
+        registry.register(
+            "worker_connected_pods",
+            "A worker's pods connected to an Executor",
+            pools.connected.clone(),
+        );
+        registry.register(
+            "worker_success_rate_percent",
+            "Percentage of a worker's finished jobs that succeeded, as its Executors report",
+            pools.success_rate.clone(),
+        );
+        registry.register(
+            "tasks_finished",
+            "Tasks that succeeded or failed, by namespace, agent, role and outcome",
+            pools.finished.clone(),
+        );
+        registry.register(
+            "task_duration_seconds",
+            "Time from a task's first start to its end, by the role that ran it",
+            pools.durations.clone(),
+        );
+        pools
+    }
+}
+
+/// The figures of one pool the scaler reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolFigures {
+    /// Tasks or jobs waiting.
+    pub pending: usize,
+    /// Tasks or jobs running.
+    pub running: usize,
+    /// Pods it should run.
+    pub desired: i32,
+    /// Seconds the oldest waiting task has existed, if one waits.
+    pub oldest_pending_seconds: Option<i64>,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
+    broker_errors: Family<CodeLabel, Counter>,
+    pools: Pools,
+    supabase_connected: Gauge,
+    realtime_connected: Gauge,
     registry: Registry,
     reconciles: Family<KindLabel, Counter>,
     failures: Family<FailureLabels, Counter>,
@@ -43,6 +157,25 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("cogo_operator");
+        let pools = Pools::register(&mut registry);
+        let broker_errors = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "broker_errors",
+            "Server errors (5xx) the task broker answered, by code",
+            broker_errors.clone(),
+        );
+        let supabase_connected = Gauge::default();
+        registry.register(
+            "supabase_connected",
+            "1 while the Supabase mirror's last connect or write succeeded",
+            supabase_connected.clone(),
+        );
+        let realtime_connected = Gauge::default();
+        registry.register(
+            "realtime_connected",
+            "1 while the intake listens on the database for rows Supabase clients insert",
+            realtime_connected.clone(),
+        );
         let reconciles = Family::<KindLabel, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
@@ -129,6 +262,10 @@ impl Default for Metrics {
             leader.clone(),
         );
         Metrics {
+            broker_errors,
+            pools,
+            supabase_connected,
+            realtime_connected,
             registry,
             reconciles,
             failures,
@@ -157,6 +294,14 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+fn pool_labels(kind: &str, namespace: &str, name: &str) -> PoolLabels {
+    PoolLabels {
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
     }
 }
 
@@ -229,12 +374,98 @@ impl Metrics {
     /// Counts a failed connect or write of the mirror.
     pub fn mirror_failed(&self) {
         self.mirror_failures.inc();
+        self.supabase_connected.set(0);
     }
 
     /// Counts rows written and notes the time of the write.
     pub fn mirror_written(&self, rows: usize) {
+        self.supabase_connected.set(1);
         self.mirror_rows.inc_by(rows as u64);
         self.mirror_last_success.set(jiff::Timestamp::now().as_second());
+    }
+
+    /// Counts a server error the broker answered with `code`.
+    pub fn broker_error(&self, code: &str) {
+        self.broker_errors
+            .get_or_create(&CodeLabel { code: code.into() })
+            .inc();
+    }
+
+    /// Records whether the intake listens on the database.
+    pub fn set_realtime_connected(&self, listening: bool) {
+        self.realtime_connected.set(i64::from(listening));
+    }
+
+    /// Records the figures of the pool `kind` `namespace/name`.
+    pub fn set_pool(&self, (kind, namespace, name): (&str, &str, &str), figures: PoolFigures) {
+        let labels = pool_labels(kind, namespace, name);
+        let p = &self.pools;
+        p.pending.get_or_create(&labels).set(figures.pending as i64);
+        p.running.get_or_create(&labels).set(figures.running as i64);
+        p.desired.get_or_create(&labels).set(i64::from(figures.desired));
+        p.oldest
+            .get_or_create(&labels)
+            .set(figures.oldest_pending_seconds.unwrap_or(0));
+    }
+
+    /// Records the worker `namespace/name`'s connected pods and success rate (None before any
+    /// job finished).
+    pub fn set_worker(&self, (namespace, name): (&str, &str), connected: i32, success_rate: Option<i32>) {
+        let labels = pool_labels("CogoWorker", namespace, name);
+        self.pools
+            .connected
+            .get_or_create(&labels)
+            .set(i64::from(connected));
+        match success_rate {
+            Some(rate) => {
+                self.pools
+                    .success_rate
+                    .get_or_create(&labels)
+                    .set(i64::from(rate));
+            }
+            None => {
+                self.pools.success_rate.remove(&labels);
+            }
+        }
+    }
+
+    /// Drops the figures of a pool that is gone.
+    pub fn forget_pool(&self, (kind, namespace, name): (&str, &str, &str)) {
+        let labels = pool_labels(kind, namespace, name);
+        let p = &self.pools;
+        for family in [
+            &p.pending,
+            &p.running,
+            &p.desired,
+            &p.oldest,
+            &p.connected,
+            &p.success_rate,
+        ] {
+            family.remove(&labels);
+        }
+    }
+
+    /// Counts a task of `agent` (of `role`) in `namespace` that ended with `outcome`
+    /// (`Succeeded` or `Failed`), which ran for `seconds` when known.
+    pub fn task_finished(
+        &self,
+        (namespace, agent, role): (&str, &str, &str),
+        outcome: &str,
+        seconds: Option<f64>,
+    ) {
+        let labels = FinishedLabels {
+            namespace: namespace.into(),
+            agent: agent.into(),
+            role: role.into(),
+            outcome: outcome.into(),
+        };
+        self.pools.finished.get_or_create(&labels).inc();
+        if let Some(s) = seconds {
+            self.pools
+                .durations
+                .get_or_create(&RoleLabel { role: role.into() })
+                .observe(s);
+        }
     }
 
     /// Records whether this replica leads.
@@ -253,5 +484,53 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_and_finished_tasks_are_exported_and_gone_pools_forgotten() {
+        let m = Metrics::default();
+        let figures = PoolFigures {
+            pending: 7,
+            running: 2,
+            desired: 3,
+            oldest_pending_seconds: Some(42),
+        };
+        m.set_pool(("CogoAgent", "team", "research"), figures);
+        m.set_worker(("team", "python"), 2, Some(95));
+        m.task_finished(("team", "research", "Research"), "Succeeded", Some(1.5));
+        m.task_finished(("team", "research", "Research"), "Failed", None);
+        let text = m.encode();
+        for line in [
+            r#"cogo_operator_pool_pending_tasks{kind="CogoAgent",namespace="team",name="research"} 7"#,
+            r#"cogo_operator_pool_running_tasks{kind="CogoAgent",namespace="team",name="research"} 2"#,
+            r#"cogo_operator_pool_desired_replicas{kind="CogoAgent",namespace="team",name="research"} 3"#,
+            r#"cogo_operator_pool_oldest_pending_seconds{kind="CogoAgent",namespace="team",name="research"} 42"#,
+            r#"cogo_operator_worker_connected_pods{kind="CogoWorker",namespace="team",name="python"} 2"#,
+            r#"cogo_operator_worker_success_rate_percent{kind="CogoWorker",namespace="team",name="python"} 95"#,
+            r#"cogo_operator_tasks_finished_total{namespace="team",agent="research",role="Research",outcome="Succeeded"} 1"#,
+            r#"cogo_operator_tasks_finished_total{namespace="team",agent="research",role="Research",outcome="Failed"} 1"#,
+            r#"cogo_operator_task_duration_seconds_count{role="Research"} 1"#,
+            r#"cogo_operator_task_duration_seconds_bucket{le="2.5",role="Research"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        m.set_worker(("team", "python"), 0, None);
+        m.forget_pool(("CogoAgent", "team", "research"));
+        let text = m.encode();
+        assert!(!text.contains(r#"name="research""#), "{text}");
+        assert!(
+            !text.contains("worker_success_rate_percent{"),
+            "no rate before a job finished"
+        );
+        assert!(text.contains("supabase_connected 0"));
+        m.mirror_written(1);
+        assert!(m.encode().contains("supabase_connected 1"));
+        m.mirror_failed();
+        assert!(m.encode().contains("supabase_connected 0"));
     }
 }

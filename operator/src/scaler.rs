@@ -39,13 +39,15 @@ use kube::{
     runtime::{
         WatchStreamExt,
         events::{Event, EventType},
-        reflector, watcher,
+        reflector,
+        reflector::ObjectRef,
+        watcher,
     },
 };
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::controller::Context;
+use crate::{controller::Context, metrics::PoolFigures, tasks::queue::Waiting};
 
 /// How often the scaler looks at the queues.
 pub const PERIOD: Duration = Duration::from_secs(5);
@@ -142,8 +144,13 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts the tasks of `tasks` that finished since the last round.
-    pub fn observe(&mut self, tasks: &[Arc<AgentTask>]) {
+    /// Counts the tasks of `tasks` that finished since the last round, telling `counted` of
+    /// each (its agent, outcome and seconds from start to end).
+    pub fn observe(
+        &mut self,
+        tasks: &[Arc<AgentTask>],
+        mut counted: impl FnMut(&Key, TaskPhase, Option<f64>),
+    ) {
         let mut live = HashSet::with_capacity(self.seen.len());
         for t in tasks {
             let Some(status) = &t.status else { continue };
@@ -159,16 +166,21 @@ impl Tally {
             let (Some(ns), Some(agent)) = (t.metadata.namespace.clone(), status.agent.clone()) else {
                 continue;
             };
-            let c = self.counted.entry((ns, agent)).or_default();
+            let key = (ns, agent);
+            let c = self.counted.entry(key.clone()).or_default();
             if phase == Some(TaskPhase::Succeeded) {
                 c.succeeded += 1;
             } else {
                 c.failed += 1;
             }
+            let mut seconds = None;
             if let (Some(start), Some(end)) = (&status.start_time, &status.completion_time) {
-                c.duration_ms += end.0.duration_since(start.0).as_millis().max(0) as i64;
+                let ms = end.0.duration_since(start.0).as_millis().max(0) as i64;
+                c.duration_ms += ms;
                 c.timed += 1;
+                seconds = Some(ms as f64 / 1000.0);
             }
+            counted(&key, phase.unwrap_or(TaskPhase::Failed), seconds);
         }
         self.seen.retain(|uid| live.contains(uid));
         self.started = true;
@@ -265,6 +277,8 @@ pub struct Scaler {
     stabilizer: Stabilizer,
     /// When the scaler last wrote each pool's status.
     written: HashMap<Key, Instant>,
+    /// The pools whose figures are exported as metrics.
+    exported: HashSet<Key>,
 }
 
 /// What one round decided for one pool: the fields to write, if any.
@@ -286,6 +300,7 @@ impl Scaler {
         Scaler {
             stabilizer: Stabilizer::new(scale_down_window),
             written: HashMap::new(),
+            exported: HashSet::new(),
         }
     }
 
@@ -422,7 +437,7 @@ async fn round<K: Scaled>(
     ctx: &Context,
     scaler: &mut Scaler,
     pools: &[Arc<K>],
-    load: impl Fn(&K) -> (usize, usize),
+    load: impl Fn(&K) -> (Waiting, usize),
     mut totals: impl FnMut(&K) -> Option<TaskTotals>,
 ) {
     let (now, at) = (Instant::now(), Time(jiff::Timestamp::now()));
@@ -433,7 +448,22 @@ async fn round<K: Scaled>(
         }
         let key = (pool.namespace().unwrap_or_default(), pool.name_any());
         live.insert(key.clone());
-        let Some(decision) = scaler.decide(pool.as_ref(), load(pool), totals(pool), (now, &at)) else {
+        let (waiting, running) = load(pool);
+        let pending = waiting.count;
+        let decision = scaler.decide(pool.as_ref(), (pending, running), totals(pool), (now, &at));
+        let desired = decision
+            .as_ref()
+            .and_then(|d| d.autoscaling.as_ref())
+            .map_or_else(|| pool.desired(), |a| a.desired_replicas);
+        let figures = PoolFigures {
+            pending,
+            running,
+            desired,
+            oldest_pending_seconds: waiting.oldest.map(|created| (at.0.as_second() - created).max(0)),
+        };
+        ctx.metrics.set_pool((&K::kind(&()), &key.0, &key.1), figures);
+        scaler.exported.insert(key.clone());
+        let Some(decision) = decision else {
             continue;
         };
         match write(ctx, pool.as_ref(), &decision).await {
@@ -449,6 +479,10 @@ async fn round<K: Scaled>(
             }
         }
     }
+    for (ns, name) in scaler.exported.iter().filter(|k| !live.contains(*k)) {
+        ctx.metrics.forget_pool((&K::kind(&()), ns, name));
+    }
+    scaler.exported.retain(|k| live.contains(k));
     scaler.retain(&live);
 }
 
@@ -485,7 +519,14 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
         {
             continue;
         }
-        tally.observe(&tasks.state());
+        tally.observe(&tasks.state(), |(ns, agent), phase, seconds| {
+            let role = ctx
+                .agents
+                .get(&ObjectRef::new(agent).within(ns))
+                .map_or("", |a| a.spec.role.as_str());
+            ctx.metrics
+                .task_finished((ns, agent, role), phase.as_str(), seconds);
+        });
         let agents = ctx.agents.state();
         let scheduler = &ctx.scheduler;
         round(
@@ -508,16 +549,23 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
             .await
             .is_ok()
         {
+            let workers = workers.state();
             round(
                 &ctx,
                 &mut worker_scaler,
-                &workers.state(),
+                &workers,
                 |w: &CogoWorker| {
                     scheduler.jobs_of(&w.namespace().unwrap_or_default(), &w.name_any(), w.spec.kind)
                 },
                 |_| None,
             )
             .await;
+            for w in workers.iter().filter(|w| w.metadata.deletion_timestamp.is_none()) {
+                let (ns, name) = (w.namespace().unwrap_or_default(), w.name_any());
+                let stats = scheduler.worker_stats(&ns, &name);
+                ctx.metrics
+                    .set_worker((&ns, &name), stats.connected_workers, stats.success_rate_percent);
+            }
         }
     }
     watch.abort();
@@ -731,7 +779,7 @@ mod tests {
         let mut a = agent("a", "role: Research");
         let mut tally = Tally::default();
         let before = vec![finished("old", "a", "Succeeded", Some(100))];
-        tally.observe(&before);
+        tally.observe(&before, |_, _, _| {});
         assert_eq!(
             tally.totals(&a),
             None,
@@ -744,8 +792,21 @@ mod tests {
         now.push(finished("t3", "a", "Cancelled", Some(9)));
         now.push(finished("t4", "b", "Succeeded", Some(9)));
         now.push(finished("t5", "a", "Failed", None));
-        tally.observe(&now);
-        tally.observe(&now);
+        let mut told = Vec::new();
+        tally.observe(&now, |key, phase, seconds| {
+            told.push((key.1.clone(), phase, seconds))
+        });
+        tally.observe(&now, |_, _, _| panic!("counted twice"));
+        told.sort_by_key(|(agent, phase, _)| (agent.clone(), phase.as_str()));
+        assert_eq!(
+            told,
+            [
+                ("a".to_string(), TaskPhase::Failed, Some(4.0)),
+                ("a".to_string(), TaskPhase::Failed, None),
+                ("a".to_string(), TaskPhase::Succeeded, Some(2.0)),
+                ("b".to_string(), TaskPhase::Succeeded, Some(9.0)),
+            ]
+        );
         let totals = TaskTotals {
             succeeded: 1,
             failed: 2,
@@ -757,7 +818,7 @@ mod tests {
             "each once; cancelled ones not"
         );
         // Deleted tasks are forgotten, and their counts stay.
-        tally.observe(&[]);
+        tally.observe(&[], |_, _, _| {});
         assert_eq!(tally.totals(&a), Some(totals));
 
         // A new leader adds to what the status holds, keeping the mean over all of them.
@@ -770,9 +831,9 @@ mod tests {
             ..Default::default()
         });
         let mut next = Tally::default();
-        next.observe(&[]);
+        next.observe(&[], |_, _, _| {});
         assert_eq!(next.totals(&a), a.status.as_ref().unwrap().tasks);
-        next.observe(&[finished("t6", "a", "Succeeded", Some(12))]);
+        next.observe(&[finished("t6", "a", "Succeeded", Some(12))], |_, _, _| {});
         assert_eq!(
             next.totals(&a),
             Some(TaskTotals {

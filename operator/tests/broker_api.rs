@@ -84,6 +84,7 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
         }))),
         subtask_limits: Default::default(),
         complete_budget: Default::default(),
+        metrics: Default::default(),
     }
 }
 
@@ -270,6 +271,31 @@ async fn task_endpoints_refuse_bad_tokens_before_reading_the_task() {
             "{path}"
         );
     }
+}
+
+/// Server errors are counted by code for the alerts; refusals of the caller are not.
+#[tokio::test]
+async fn server_errors_are_counted_by_code() {
+    let b = broker();
+    let metrics = b.metrics.clone();
+    let app = router(b);
+    let good = keys().issue("team", "research", now(), 3600).unwrap();
+    for token in [None, Some(good.as_str()), Some(good.as_str())] {
+        let mut req = Request::get("/v1/namespaces/team/tasks/t");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        app.clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    }
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"cogo_operator_broker_errors_total{code="KubernetesUnavailable"} 2"#),
+        "{text}"
+    );
+    assert!(!text.contains("MissingToken"), "a 401 is not a server error");
 }
 
 #[tokio::test]

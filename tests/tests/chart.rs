@@ -580,3 +580,111 @@ fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
         assert!(err.contains(expected), "{drop}: {err}");
     }
 }
+
+/// ServiceMonitor, PrometheusRule and dashboard are off by default; each comes alone when
+/// asked, and the ServiceMonitor scrapes the metrics Service of every replica, not the broker.
+#[test]
+fn monitoring_is_off_by_default_and_each_part_comes_alone() {
+    let kinds = |extra: &[&str]| -> Vec<String> {
+        docs(&render(extra))
+            .iter()
+            .filter(|d| {
+                matches!(d["kind"].as_str(), Some("ServiceMonitor" | "PrometheusRule"))
+                    || d["metadata"]["name"] == "cogo-cogo-operator-dashboard"
+            })
+            .map(|d| d["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(kinds(&[]).is_empty());
+    for (value, kind) in [
+        ("monitoring.serviceMonitor.enabled=true", "ServiceMonitor"),
+        ("monitoring.prometheusRule.enabled=true", "PrometheusRule"),
+        ("monitoring.grafanaDashboard.enabled=true", "ConfigMap"),
+    ] {
+        assert_eq!(kinds(&["--set", value]), [kind], "{value}");
+    }
+
+    let objects = docs(&render(&[
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+        "--set",
+        "monitoring.serviceMonitor.labels.release=prom",
+    ]));
+    let monitor = objects.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+    let wanted = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let selected: Vec<_> = objects
+        .iter()
+        .filter(|d| d["kind"] == "Service")
+        .filter(|s| wanted.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v))
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(selected, ["cogo-cogo-operator-metrics"]);
+
+    let objects = docs(&render(&["--set", "monitoring.grafanaDashboard.enabled=true"]));
+    let dashboard = objects
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard's ConfigMap, labelled for Grafana's sidecar");
+    let json: Value = serde_json::from_str(dashboard["data"]["cogo.json"].as_str().unwrap()).expect("JSON");
+    assert_eq!(json["uid"], "cogo-operator");
+}
+
+/// The alerts pass `promtool check rules`, and each fires when it should and not before, by
+/// the unit tests in tests/monitoring/alerts-test.yaml (`promtool test rules`).
+#[test]
+fn the_alerts_pass_promtool_and_their_unit_tests() {
+    let promtool = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("promtool"))
+        .find(|p| p.is_file())
+        .expect("promtool is missing: install Debian's prometheus package (apt-get install prometheus)");
+    let objects = docs(&render(&["--set", "monitoring.prometheusRule.enabled=true"]));
+    let rule = objects.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    let dir = std::env::temp_dir().join(format!("cogo-alerts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // JSON is YAML: the rule file is the PrometheusRule's spec.
+    std::fs::write(dir.join("rules.yaml"), rule["spec"].to_string()).unwrap();
+    std::fs::copy(
+        repo().join("tests/monitoring/alerts-test.yaml"),
+        dir.join("alerts-test.yaml"),
+    )
+    .unwrap();
+    let alerts: Vec<_> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap().to_string())
+        .collect();
+    let tests = std::fs::read_to_string(dir.join("alerts-test.yaml")).unwrap();
+    for alert in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{alert} has a unit test"
+        );
+    }
+    let checked = run(
+        &promtool,
+        &["check", "rules", dir.join("rules.yaml").to_str().unwrap()],
+        None,
+    );
+    let tested = std::process::Command::new(&promtool)
+        .args(["test", "rules", "alerts-test.yaml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let says = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(checked.status.success(), "{}", says(&checked));
+    assert!(says(&checked).contains(&format!("{} rules found", alerts.len())));
+    assert!(tested.status.success(), "{}", says(&tested));
+}

@@ -41,15 +41,36 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             warn!(code = self.code, message = %self.message, "broker request failed");
         }
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 code: self.code.into(),
                 message: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
+}
+
+/// The code of an error answer, carried to [`count_server_errors`].
+#[derive(Clone, Copy, Debug)]
+struct ErrorCode(&'static str);
+
+/// Counts the server errors (5xx) the broker answers, by code.
+pub(super) async fn count_server_errors(
+    State(metrics): State<Arc<crate::metrics::Metrics>>,
+    response: Response,
+) -> Response {
+    if response.status().is_server_error() {
+        let code = response
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or("Internal", |c| c.0);
+        metrics.broker_error(code);
+    }
+    response
 }
 
 impl From<AuthError> for ApiError {

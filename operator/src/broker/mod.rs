@@ -119,6 +119,8 @@ pub struct Broker {
     pub subtask_limits: SubtaskLimits,
     /// Memory for completions being read.
     pub complete_budget: Arc<CompleteBudget>,
+    /// The operator's metrics: the broker counts its server errors there.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The broker's routes.
@@ -146,6 +148,10 @@ pub fn router(broker: Broker) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response_with_state(
+            broker.metrics.clone(),
+            error::count_server_errors,
+        ))
         .with_state(Arc::new(broker))
 }
 

@@ -144,6 +144,7 @@ async fn intake_loop(
             });
             // Through a transaction-mode pooler LISTEN has no effect; polling still works.
             db.batch_execute("listen cogo_intake").await?;
+            metrics.set_realtime_connected(true);
             info!(namespace, "taking in pending Supabase rows");
             let mut later = Later::default();
             loop {
@@ -162,6 +163,7 @@ async fn intake_loop(
         .await;
         if let Err(e) = result {
             warn!(error = %e, retry_in = ?backoff, "the Supabase intake cannot read the database");
+            metrics.set_realtime_connected(false);
             metrics.mirror_failed();
         }
         tokio::time::sleep(backoff).await;

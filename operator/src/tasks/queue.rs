@@ -25,6 +25,24 @@ struct Entry {
 
 type QueueKey = (String, Target);
 
+/// Tasks waiting: how many, and when the oldest was created (Unix seconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// How many.
+    pub count: usize,
+    /// The creation time of the oldest, if any waits.
+    pub oldest: Option<i64>,
+}
+
+impl<'a> FromIterator<&'a Entry> for Waiting {
+    fn from_iter<I: IntoIterator<Item = &'a Entry>>(entries: I) -> Self {
+        entries.into_iter().fold(Waiting::default(), |w, e| Waiting {
+            count: w.count + 1,
+            oldest: Some(w.oldest.map_or(e.created, |o| o.min(e.created))),
+        })
+    }
+}
+
 /// Queued tasks of every namespace and target.
 #[derive(Debug, Default)]
 pub struct TaskQueue {
@@ -171,19 +189,22 @@ impl TaskQueue {
     }
 
     /// Tasks waiting for the agent `agent` of role `role` in `ns` (by name or by role).
-    pub fn pending_for(&self, ns: &str, agent: &str, role: AgentRole) -> usize {
-        let count = |t: Target| self.queues.get(&(ns.to_string(), t)).map_or(0, BTreeSet::len);
-        count(Target::Agent(agent.to_string())) + count(Target::Role(role))
+    pub fn pending_for(&self, ns: &str, agent: &str, role: AgentRole) -> Waiting {
+        [Target::Agent(agent.to_string()), Target::Role(role)]
+            .into_iter()
+            .filter_map(|t| self.queues.get(&(ns.to_string(), t)))
+            .flatten()
+            .collect()
     }
 
     /// Tasks waiting in `ns`, for any target, whose type is run by workers of `kind`.
-    pub fn pending_of_kind(&self, ns: &str, kind: cogo_api::WorkerKind) -> usize {
+    pub fn pending_of_kind(&self, ns: &str, kind: cogo_api::WorkerKind) -> Waiting {
         self.queues
             .iter()
             .filter(|((n, _), _)| n == ns)
             .flat_map(|(_, entries)| entries.iter())
             .filter(|e| cogo_api::WorkerKind::for_task_type(&e.task_type) == Some(kind))
-            .count()
+            .collect()
     }
 
     /// Whether `ns/name` is queued.
@@ -226,12 +247,19 @@ mod tests {
         q.upsert("ns", "b1", agent("executor"), "browser.run", 0, 3);
         q.upsert("ns", "echo", agent("executor"), "cogo.echo", 0, 4);
         q.upsert("other", "p3", agent("executor"), "python.execute", 0, 5);
-        assert_eq!(q.pending_of_kind("ns", WorkerKind::PythonSandbox), 2);
-        assert_eq!(q.pending_of_kind("ns", WorkerKind::Browser), 1);
-        assert_eq!(q.pending_of_kind("ns", WorkerKind::FigmaMcp), 0);
+        let waiting = |count, oldest| Waiting { count, oldest };
+        assert_eq!(
+            q.pending_of_kind("ns", WorkerKind::PythonSandbox),
+            waiting(2, Some(1))
+        );
+        assert_eq!(q.pending_of_kind("ns", WorkerKind::Browser), waiting(1, Some(3)));
+        assert_eq!(q.pending_of_kind("ns", WorkerKind::FigmaMcp), waiting(0, None));
         let gone = q.retain(|_, name| name != "p1");
         assert_eq!(gone, [("ns".to_string(), "p1".to_string())]);
-        assert_eq!(q.pending_of_kind("ns", WorkerKind::PythonSandbox), 1);
+        assert_eq!(
+            q.pending_of_kind("ns", WorkerKind::PythonSandbox),
+            waiting(1, Some(2))
+        );
     }
 
     #[test]
@@ -278,7 +306,7 @@ mod tests {
             100,
             0,
         );
-        assert_eq!(q.pending_for("ns", "r1", AgentRole::Research), 2);
+        assert_eq!(q.pending_for("ns", "r1", AgentRole::Research).count, 2);
         assert_eq!(
             q.pop_for("ns", "r1", AgentRole::Research, 1, |_| true),
             ["by-role"]

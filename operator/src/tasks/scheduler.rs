@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use super::{
     accept::Target,
     leases::{LeaseState, Leases},
-    queue::TaskQueue,
+    queue::{TaskQueue, Waiting},
     wake::Wakeups,
     workers::{Availability, WorkerReports, WorkerStats},
 };
@@ -111,16 +111,24 @@ impl Scheduler {
 
     /// Tasks waiting for the agent `agent` (of role `role`) of `ns`, by its name or its role,
     /// and tasks its pods hold against its concurrency.
-    pub fn queue_of(&self, ns: &str, agent: &str, role: AgentRole) -> (usize, usize) {
+    pub fn queue_of(&self, ns: &str, agent: &str, role: AgentRole) -> (Waiting, usize) {
         let running = self.leases.lock().map_or(0, |l| l.running_for(ns, agent));
-        let pending = self.queue.lock().map_or(0, |q| q.pending_for(ns, agent, role));
+        let pending = self
+            .queue
+            .lock()
+            .map(|q| q.pending_for(ns, agent, role))
+            .unwrap_or_default();
         (pending, running)
     }
 
     /// Jobs of `kind` waiting in `ns`, and jobs the pods of the CogoWorker `worker` run, as
     /// the Executors report them.
-    pub fn jobs_of(&self, ns: &str, worker: &str, kind: WorkerKind) -> (usize, usize) {
-        let pending = self.queue.lock().map_or(0, |q| q.pending_of_kind(ns, kind));
+    pub fn jobs_of(&self, ns: &str, worker: &str, kind: WorkerKind) -> (Waiting, usize) {
+        let pending = self
+            .queue
+            .lock()
+            .map(|q| q.pending_of_kind(ns, kind))
+            .unwrap_or_default();
         let running = self.worker_stats(ns, worker).active_jobs.max(0) as usize;
         (pending, running)
     }
@@ -548,7 +556,7 @@ mod tests {
                 writer.apply_watcher_event(&watcher::Event::Apply(t));
             }
         }
-        assert_eq!(s.queue_of("ns", "a", AgentRole::Research), (3, 0));
+        assert_eq!(s.queue_of("ns", "a", AgentRole::Research).0.count, 3);
         let mut gone = s.heal(&tasks, Instant::now());
         gone.sort();
         assert_eq!(
@@ -558,7 +566,7 @@ mod tests {
                 ("ns".into(), "going".into())
             ]
         );
-        assert_eq!(s.queue_of("ns", "a", AgentRole::Research), (1, 0));
+        assert_eq!(s.queue_of("ns", "a", AgentRole::Research).0.count, 1);
         assert!(s.is_queued("ns", "kept"));
         assert!(metrics.encode().contains("cogo_operator_tasks_queued 1"));
     }

@@ -397,6 +397,10 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
                     && op.counter("cogo_operator_mirror_failures_total") > failures
             },
         );
+        assert!(
+            op.metrics().contains("cogo_operator_supabase_connected 0"),
+            "{what}"
+        );
     }
     // Still reconciling: a new task runs.
     create_tasks(&c, &ns, "later", 1, json!({}));
@@ -404,6 +408,7 @@ fn a_bad_database_configuration_is_reported_and_tasks_still_run() {
     // Fixed, the mirror catches up without a restart.
     secret(&c, &pg.url());
     wait_mirrored(&pg, &ns, 6, 90);
+    assert!(op.metrics().contains("cogo_operator_supabase_connected 1"));
     c.kubectl(&["delete", "secret", SECRET, "-n", "default"], None);
 }
 
@@ -450,7 +455,7 @@ fn pending_rows_become_one_task_each_and_are_mirrored_back() {
     let ns = Namespace::create(&c, "e2e-intake");
     let args = ["--supabase-secret", SECRET, "--intake-namespace", "e2e-intake"];
     let port = free_port();
-    let _first = Operator::start_with(&c, "intake-1", port, &args);
+    let first = Operator::start_with(&c, "intake-1", port, &args);
     let mut second = Operator::start_with(&c, "intake-2", free_port(), &args);
     wait_until(Duration::from_secs(30), "the schema", || {
         pg.psql("select 1 from distributed_agent_tasks limit 1")
@@ -507,6 +512,14 @@ fn pending_rows_become_one_task_each_and_are_mirrored_back() {
             == "20"
         },
     );
+    // The seed's `supabaseConnected` and `realtimeConnected`.
+    let metrics = first.metrics();
+    for line in [
+        "cogo_operator_supabase_connected 1",
+        "cogo_operator_realtime_connected 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     assert_eq!(
         pg.query(
             "select count(*) from distributed_agent_tasks where namespace = 'e2e-intake' or name is null"

@@ -523,6 +523,19 @@ fn autoscaling_follows_the_queue_to_zero_and_back() {
         || state() == (Some(3), Some(3), Some(5)),
     );
     ns.wait("cogoagent/elastic", "condition=Ready", 120);
+    let pool = |what: &str| {
+        format!(
+            r#"cogo_operator_{what}{{kind="CogoAgent",namespace="{}",name="elastic"}}"#,
+            ns.name
+        )
+    };
+    let metrics = op.metrics();
+    for line in [
+        format!("{} 5", pool("pool_pending_tasks")),
+        format!("{} 3", pool("pool_desired_replicas")),
+    ] {
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
 
     // The queue empties: the pool keeps its pods through the window, then goes to zero.
     ns.kubectl_ok(&["delete", "agenttasks", "--all", "--wait=false"]);
@@ -556,6 +569,14 @@ fn autoscaling_follows_the_queue_to_zero_and_back() {
             && a["status"]["tasks"]["averageDurationMs"].is_i64()
             && a["status"]["queue"] == serde_json::json!({"pending": 0, "running": 0})
     });
+    let finished = format!(
+        r#"cogo_operator_tasks_finished_total{{namespace="{}",agent="elastic",role="Research",outcome="Succeeded"}} 1"#,
+        ns.name
+    );
+    let metrics = op.metrics();
+    assert!(metrics.contains(&finished), "{finished} in:\n{metrics}");
+    assert!(metrics.contains(r#"cogo_operator_task_duration_seconds_count{role="Research"}"#));
+
     // A worker pool scales on the jobs of its kind waiting for the Executor.
     ns.apply_ok(
         &kwok_agent("executor", 1, 4)
