@@ -215,7 +215,10 @@ async fn run_lane(
 
 /// Runs one leased task: heartbeats while the handler works, then reports the outcome.
 pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
-    debug!(task = %task.name, attempt = task.attempt, r#type = %task.task_type, "running");
+    // The specification's levels: INFO for a task's start and end, WARN for an attempt that
+    // failed (the operator decides whether it is retried), ERROR for a handler that crashed.
+    info!(task = %task.name, namespace = %task.namespace, attempt = task.attempt, r#type = %task.task_type, "task started");
+    let started = std::time::Instant::now();
     let task = Arc::new(task);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel(None::<String>);
@@ -281,6 +284,14 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
         },
     };
     let cancelled = *cancel_rx.borrow();
+    let ms = started.elapsed().as_millis() as u64;
+    match &outcome {
+        Ok(_) => info!(task = %task.name, attempt = task.attempt, ms, "task succeeded"),
+        Err(_) if cancelled => info!(task = %task.name, attempt = task.attempt, ms, "task cancelled"),
+        Err((message, retryable)) => {
+            warn!(task = %task.name, attempt = task.attempt, ms, error = %message, retryable, "task attempt failed")
+        }
+    }
     let pod = broker.pod().to_string();
     let req = match outcome {
         Ok(result) => CompleteRequest {

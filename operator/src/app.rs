@@ -132,9 +132,13 @@ impl Shutdown {
     }
 }
 
-/// How long the operator may take to stop, from SIGTERM or a lost lease: within the pod's
-/// 30 s grace period, and soon after a standby may take the lease over.
+/// How long the operator may take to stop after SIGTERM: within the pod's 30 s grace period.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long the operator may take to stop after it lost the lease: it learns of the loss
+/// within the renew deadline (10 s) of its last renewal, and a standby may take over once
+/// the lease duration (15 s) has passed.
+pub const LOST_LEASE_STOP_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination() {
@@ -173,10 +177,14 @@ impl LeaderPod {
     }
 
     /// Labels the pod the leader, once the broker serves; then, every
-    /// [`STALE_LABEL_SWEEP`] until `stop`, clears the label from any other pod that still
-    /// carries it (a replica that lost the lease but could not clear its own), so the broker
-    /// Service reaches this replica alone.
-    pub async fn mark(&self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    /// [`STALE_LABEL_SWEEP`] until `stop` and while `leadership` surely holds the lease, clears
+    /// the label from any other replica that still carries it (one that lost the lease but
+    /// could not clear its own), so the broker Service reaches this replica alone.
+    pub async fn mark(
+        &self,
+        leadership: &Leadership,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Some((api, pod)) = &self.0 else {
             return Ok(());
         };
@@ -185,10 +193,19 @@ impl LeaderPod {
             .context("cannot label this replica's pod as the leader")?;
         info!(%pod, "labelled this pod the leader: the broker Service now reaches it");
         let (api, pod) = (api.clone(), pod.clone());
+        let election = leadership.election.clone();
         tokio::spawn(async move {
             tokio::pin!(stop);
             loop {
-                match leader::clear_stale_labels(&api, &pod).await {
+                // Without an election there is no other leader; with one, only a fresh
+                // renewal proves no standby can have taken over.
+                let sure = election.as_ref().is_none_or(|e| e.surely_leads());
+                let swept = if sure {
+                    leader::clear_stale_labels(&api, &pod).await
+                } else {
+                    Ok(vec![])
+                };
+                match swept {
                     Ok(cleared) if !cleared.is_empty() => {
                         warn!(pods = ?cleared, "cleared the leader label of replicas that no longer lead");
                     }
@@ -224,6 +241,7 @@ pub struct Leadership {
 impl Leadership {
     /// Leads without an election (a single replica).
     pub fn unelected(metrics: &Arc<Metrics>) -> Self {
+        metrics.set_leader(true);
         Leadership {
             election: None,
             lost: Arc::new(AtomicBool::new(false)),
@@ -262,6 +280,13 @@ impl Leadership {
             error!(error = %reason, "lost leadership; stopping");
             flag.store(true, Ordering::Relaxed);
             stop.stop();
+            // A standby may lead once the lease runs out: this replica must be gone by then.
+            tokio::time::sleep(LOST_LEASE_STOP_DEADLINE).await;
+            error!(
+                seconds = LOST_LEASE_STOP_DEADLINE.as_secs(),
+                "the operator did not stop in time after losing the lease; exiting now"
+            );
+            std::process::exit(1);
         });
         Some(Leadership {
             election: Some(election),

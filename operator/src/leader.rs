@@ -48,6 +48,8 @@ pub struct LeaderElection {
     timing: Timing,
     /// The lease record last seen (its resourceVersion) and when, on this candidate's clock.
     observed: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// When this candidate last took or renewed the lease, on its clock.
+    renewed: Mutex<Option<tokio::time::Instant>>,
 }
 
 fn now() -> MicroTime {
@@ -72,6 +74,28 @@ impl LeaderElection {
             identity: identity.into(),
             timing,
             observed: Mutex::new(None),
+            renewed: Mutex::new(None),
+        }
+    }
+
+    /// Whether this candidate surely holds the lease now: it renewed it less than
+    /// `lease_duration - renew_deadline` ago, so no other replica can have taken it yet even
+    /// if this one is about to find out it lost it.
+    pub fn surely_leads(&self) -> bool {
+        let margin = self
+            .timing
+            .lease_duration
+            .saturating_sub(self.timing.renew_deadline);
+        self.renewed
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .is_some_and(|at| at.elapsed() < margin)
+    }
+
+    fn note_renewal(&self, at: tokio::time::Instant) {
+        if let Ok(mut r) = self.renewed.lock() {
+            *r = Some(at);
         }
     }
 
@@ -93,6 +117,16 @@ impl LeaderElection {
 
     /// Takes or renews the lease once. True when this candidate holds it afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
+        let asked = tokio::time::Instant::now();
+        let held = self.acquire_or_renew_once().await?;
+        if held {
+            // Counted from when it asked: the API server may have written it any time since.
+            self.note_renewal(asked);
+        }
+        Ok(held)
+    }
+
+    async fn acquire_or_renew_once(&self) -> Result<bool> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -170,12 +204,18 @@ impl LeaderElection {
     }
 
     /// Renews the lease until renewal fails for longer than the renew deadline or another
-    /// replica took it; returns the reason leadership was lost.
+    /// replica took it; returns the reason leadership was lost. No attempt outlasts the renew
+    /// deadline, so the loss is known within it, before a standby may take over.
     pub async fn hold(&self) -> Error {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.timing.retry_period).await;
-            match tokio::time::timeout(self.timing.renew_deadline, self.try_acquire_or_renew()).await {
+            let left = self
+                .timing
+                .renew_deadline
+                .saturating_sub(last_renewal.elapsed())
+                .max(Duration::from_millis(100));
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
                 Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
                 Ok(Ok(false)) => return Error::Leader("another replica took the lease".into()),
                 Ok(Err(e)) => warn!(error = %e, "lease renewal failed"),
@@ -228,16 +268,29 @@ pub async fn label_pod(api: &Api<k8s_openapi::api::core::v1::Pod>, name: &str, l
     Ok(())
 }
 
-/// Clears the leader label from every pod of `api`'s namespace that carries it but is not
-/// `own`: a replica that lost the lease and could not clear its own label (it hung, or the API
-/// server was away as it stopped) must not keep receiving the broker's traffic. Returns the
-/// pods it cleared.
+/// Clears the leader label from every pod of `api`'s namespace that carries it, is one of
+/// this release's replicas (same `app.kubernetes.io/name` and `app.kubernetes.io/instance` as
+/// `own`) and is not `own`: a replica that lost the lease and could not clear its own label
+/// (it hung, or the API server was away as it stopped) must not keep receiving the broker's
+/// traffic. Sets `own`'s label again should anyone have removed it. Returns the pods it
+/// cleared. Call it only while this replica surely leads.
 pub async fn clear_stale_labels(
     api: &Api<k8s_openapi::api::core::v1::Pod>,
     own: &str,
 ) -> Result<Vec<String>> {
+    let me = api.get_metadata(own).await?;
+    let labels = me.metadata.labels.unwrap_or_default();
+    if labels.get(LEADER_LABEL).map(String::as_str) != Some("true") {
+        label_pod(api, own, true).await?;
+    }
+    let mut selector = format!("{LEADER_LABEL}=true");
+    for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance"] {
+        if let Some(value) = labels.get(key) {
+            selector.push_str(&format!(",{key}={value}"));
+        }
+    }
     let labelled = api
-        .list_metadata(&kube::api::ListParams::default().labels(&format!("{LEADER_LABEL}=true")))
+        .list_metadata(&kube::api::ListParams::default().labels(&selector))
         .await?;
     let mut cleared = Vec::new();
     for pod in labelled.items {

@@ -371,7 +371,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let broker = app::broker(&ctx, (keys, worker_keys), supabase.results.clone(), args.broker());
     app::restore_leases(&client, &ctx).await?;
     app::start_broker(args.broker_addr, broker, shutdown.stopped()).await?;
-    leader_pod.mark(shutdown.stopped()).await?;
+    leader_pod.mark(&leadership, shutdown.stopped()).await?;
     ready.store(true, Ordering::Relaxed);
     app::run_controllers(ctx, &shutdown).await;
     supabase.wait_for_mirror().await;

@@ -167,7 +167,7 @@ impl Default for Metrics {
         let supabase_connected = Gauge::default();
         registry.register(
             "supabase_connected",
-            "1 while the Supabase mirror's last connect or write succeeded",
+            "1 while the Supabase database answered the mirror's (or the intake's) last connect or write",
             supabase_connected.clone(),
         );
         let realtime_connected = Gauge::default();
@@ -375,6 +375,11 @@ impl Metrics {
     pub fn mirror_failed(&self) {
         self.mirror_failures.inc();
         self.supabase_connected.set(0);
+    }
+
+    /// Notes that the mirror connected to the database.
+    pub fn mirror_connected(&self) {
+        self.supabase_connected.set(1);
     }
 
     /// Counts rows written and notes the time of the write.

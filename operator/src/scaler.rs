@@ -10,9 +10,9 @@
 //!   comes and goes does not make pods come and go. With `minReplicas: 0` an idle pool goes to
 //!   zero pods and the first queued task brings one back.
 //!
-//! `status.tasks` counts the agent's tasks as the scaler sees them finish ([`Tally`]), added to
-//! what the status held when this replica began to lead; tasks that finished while no replica
-//! led (the seconds of a failover) are not counted.
+//! `status.tasks` counts the agent's tasks as this replica wrote their final status
+//! ([`Tally`]), added to what the status held when it began to lead; tasks that finished in
+//! the last seconds before a failover, before their count was written, are not counted.
 //!
 //! The scaler owns these fields under its own field manager ([`FIELD_MANAGER`]); the
 //! agent controller writes the rest of the status and never sends them, so neither undoes the
@@ -28,7 +28,7 @@ use std::{
 use std::fmt::Debug;
 
 use cogo_api::{
-    AgentTask, AutoscalingSpec, AutoscalingStatus, CogoAgent, CogoWorker, TaskPhase,
+    AutoscalingSpec, AutoscalingStatus, CogoAgent, CogoWorker,
     agent::{QueueStatus, TaskTotals},
 };
 use futures::StreamExt;
@@ -39,15 +39,17 @@ use kube::{
     runtime::{
         WatchStreamExt,
         events::{Event, EventType},
-        reflector,
-        reflector::ObjectRef,
-        watcher,
+        reflector, watcher,
     },
 };
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::{controller::Context, metrics::PoolFigures, tasks::queue::Waiting};
+use crate::{
+    controller::Context,
+    metrics::PoolFigures,
+    tasks::{queue::Waiting, scheduler::Finished},
+};
 
 /// How often the scaler looks at the queues.
 pub const PERIOD: Duration = Duration::from_secs(5);
@@ -119,103 +121,47 @@ impl Stabilizer {
     }
 }
 
-/// Finished tasks of one agent counted by this replica.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Counted {
-    succeeded: i64,
-    failed: i64,
-    /// Milliseconds from start to completion, summed over the tasks that had both.
-    duration_ms: i64,
-    timed: i64,
-}
-
-/// Counts each agent's tasks as they finish: every round looks at the cached tasks, and a
-/// Succeeded or Failed task it has not counted before counts for the agent that ran it. The
-/// tasks already finished when it first looks are taken as counted (the status it started
-/// from holds them).
+/// Each agent's finished tasks: what its status held when this replica first saw it, plus
+/// what this replica counted since, where it wrote each final status
+/// ([`Scheduler::count_finished`](crate::tasks::Scheduler::count_finished)).
 #[derive(Default)]
 pub struct Tally {
-    /// Finished tasks seen, by UID; forgotten once deleted.
-    seen: HashSet<String>,
-    counted: HashMap<Key, Counted>,
     /// What each agent's status held when first seen.
     base: HashMap<Key, Option<TaskTotals>>,
-    started: bool,
 }
 
 impl Tally {
-    /// Counts the tasks of `tasks` that finished since the last round, telling `counted` of
-    /// each (its agent, outcome and seconds from start to end).
-    pub fn observe(
-        &mut self,
-        tasks: &[Arc<AgentTask>],
-        mut counted: impl FnMut(&Key, TaskPhase, Option<f64>),
-    ) {
-        let mut live = HashSet::with_capacity(self.seen.len());
-        for t in tasks {
-            let Some(status) = &t.status else { continue };
-            let phase = status.phase;
-            if !matches!(phase, Some(TaskPhase::Succeeded | TaskPhase::Failed)) {
-                continue;
-            }
-            let uid = t.metadata.uid.clone().unwrap_or_default();
-            live.insert(uid.clone());
-            if !self.seen.insert(uid) || !self.started {
-                continue;
-            }
-            let (Some(ns), Some(agent)) = (t.metadata.namespace.clone(), status.agent.clone()) else {
-                continue;
-            };
-            let key = (ns, agent);
-            let c = self.counted.entry(key.clone()).or_default();
-            if phase == Some(TaskPhase::Succeeded) {
-                c.succeeded += 1;
-            } else {
-                c.failed += 1;
-            }
-            let mut seconds = None;
-            if let (Some(start), Some(end)) = (&status.start_time, &status.completion_time) {
-                let ms = end.0.duration_since(start.0).as_millis().max(0) as i64;
-                c.duration_ms += ms;
-                c.timed += 1;
-                seconds = Some(ms as f64 / 1000.0);
-            }
-            counted(&key, phase.unwrap_or(TaskPhase::Failed), seconds);
-        }
-        self.seen.retain(|uid| live.contains(uid));
-        self.started = true;
-    }
-
-    /// The totals of `agent`: its status's when first seen, plus what this replica counted.
-    /// None while there is nothing to say.
-    pub fn totals(&mut self, agent: &CogoAgent) -> Option<TaskTotals> {
+    /// The totals of `agent`, given what this replica `counted`; None while there is nothing
+    /// to say.
+    pub fn totals(&mut self, agent: &CogoAgent, counted: Finished) -> Option<TaskTotals> {
         let key = (agent.namespace().unwrap_or_default(), agent.name_any());
         let base = self
             .base
-            .entry(key.clone())
+            .entry(key)
             .or_insert_with(|| agent.status.as_ref().and_then(|s| s.tasks.clone()))
             .clone();
-        let c = self.counted.get(&key).copied().unwrap_or_default();
-        if base.is_none() && c == Counted::default() {
+        if base.is_none() && counted == Finished::default() {
             return None;
         }
         let base = base.unwrap_or_default();
         // The earlier mean stands for the earlier finished tasks.
         let before = base.succeeded + base.failed;
         let (sum, n) = match base.average_duration_ms {
-            Some(avg) => (avg.saturating_mul(before) + c.duration_ms, before + c.timed),
-            None => (c.duration_ms, c.timed),
+            Some(avg) => (
+                avg.saturating_mul(before) + counted.duration_ms,
+                before + counted.timed,
+            ),
+            None => (counted.duration_ms, counted.timed),
         };
         Some(TaskTotals {
-            succeeded: base.succeeded + c.succeeded,
-            failed: base.failed + c.failed,
+            succeeded: base.succeeded + counted.succeeded,
+            failed: base.failed + counted.failed,
             average_duration_ms: (n > 0).then(|| sum / n),
         })
     }
 
     /// Forgets the agents not in `live`.
     fn retain(&mut self, live: &HashSet<Key>) {
-        self.counted.retain(|k, _| live.contains(k));
         self.base.retain(|k, _| live.contains(k));
     }
 }
@@ -519,14 +465,6 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
         {
             continue;
         }
-        tally.observe(&tasks.state(), |(ns, agent), phase, seconds| {
-            let role = ctx
-                .agents
-                .get(&ObjectRef::new(agent).within(ns))
-                .map_or("", |a| a.spec.role.as_str());
-            ctx.metrics
-                .task_finished((ns, agent, role), phase.as_str(), seconds);
-        });
         let agents = ctx.agents.state();
         let scheduler = &ctx.scheduler;
         round(
@@ -536,7 +474,10 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
             |a: &CogoAgent| {
                 scheduler.queue_of(&a.namespace().unwrap_or_default(), &a.name_any(), a.spec.role)
             },
-            |a| tally.totals(a),
+            |a| {
+                let counted = scheduler.finished_of(&a.namespace().unwrap_or_default(), &a.name_any());
+                tally.totals(a, counted)
+            },
         )
         .await;
         tally.retain(
@@ -757,69 +698,23 @@ mod tests {
         assert_eq!((d.autoscaling, d.scaled_from), (None, None));
     }
 
-    fn finished(name: &str, agent: &str, phase: &str, seconds: Option<i64>) -> Arc<AgentTask> {
-        let mut status = serde_json::json!({"phase": phase, "agent": agent});
-        if let Some(s) = seconds {
-            status["startTime"] = serde_json::json!(at(0));
-            status["completionTime"] = serde_json::json!(at(s));
-        }
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
-                "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}")},
-                "spec": {"agent": agent, "type": "cogo.echo"},
-                "status": status,
-            }))
-            .unwrap(),
-        )
-    }
-
     #[test]
-    fn finished_tasks_are_counted_once_for_the_agent_that_ran_them() {
+    fn totals_add_what_this_replica_counted_to_what_the_status_held() {
         let mut a = agent("a", "role: Research");
         let mut tally = Tally::default();
-        let before = vec![finished("old", "a", "Succeeded", Some(100))];
-        tally.observe(&before, |_, _, _| {});
-        assert_eq!(
-            tally.totals(&a),
-            None,
-            "what finished before it looked is the status's"
-        );
-
-        let mut now = before.clone();
-        now.push(finished("t1", "a", "Succeeded", Some(2)));
-        now.push(finished("t2", "a", "Failed", Some(4)));
-        now.push(finished("t3", "a", "Cancelled", Some(9)));
-        now.push(finished("t4", "b", "Succeeded", Some(9)));
-        now.push(finished("t5", "a", "Failed", None));
-        let mut told = Vec::new();
-        tally.observe(&now, |key, phase, seconds| {
-            told.push((key.1.clone(), phase, seconds))
-        });
-        tally.observe(&now, |_, _, _| panic!("counted twice"));
-        told.sort_by_key(|(agent, phase, _)| (agent.clone(), phase.as_str()));
-        assert_eq!(
-            told,
-            [
-                ("a".to_string(), TaskPhase::Failed, Some(4.0)),
-                ("a".to_string(), TaskPhase::Failed, None),
-                ("a".to_string(), TaskPhase::Succeeded, Some(2.0)),
-                ("b".to_string(), TaskPhase::Succeeded, Some(9.0)),
-            ]
-        );
+        assert_eq!(tally.totals(&a, Finished::default()), None, "nothing to say yet");
+        let counted = Finished {
+            succeeded: 1,
+            failed: 2,
+            duration_ms: 6000,
+            timed: 2,
+        };
         let totals = TaskTotals {
             succeeded: 1,
             failed: 2,
             average_duration_ms: Some(3000),
         };
-        assert_eq!(
-            tally.totals(&a),
-            Some(totals.clone()),
-            "each once; cancelled ones not"
-        );
-        // Deleted tasks are forgotten, and their counts stay.
-        tally.observe(&[], |_, _, _| {});
-        assert_eq!(tally.totals(&a), Some(totals));
+        assert_eq!(tally.totals(&a, counted), Some(totals));
 
         // A new leader adds to what the status holds, keeping the mean over all of them.
         a.status = Some(CogoAgentStatus {
@@ -831,17 +726,25 @@ mod tests {
             ..Default::default()
         });
         let mut next = Tally::default();
-        next.observe(&[], |_, _, _| {});
-        assert_eq!(next.totals(&a), a.status.as_ref().unwrap().tasks);
-        next.observe(&[finished("t6", "a", "Succeeded", Some(12))], |_, _, _| {});
         assert_eq!(
-            next.totals(&a),
-            Some(TaskTotals {
-                succeeded: 10,
-                failed: 1,
-                average_duration_ms: Some(2000),
-            })
+            next.totals(&a, Finished::default()),
+            a.status.as_ref().unwrap().tasks
         );
+        let one = Finished {
+            succeeded: 1,
+            failed: 0,
+            duration_ms: 12_000,
+            timed: 1,
+        };
+        let expected = TaskTotals {
+            succeeded: 10,
+            failed: 1,
+            average_duration_ms: Some(2000),
+        };
+        assert_eq!(next.totals(&a, one), Some(expected.clone()));
+        // Its own later writes do not move the base it started from.
+        a.status.as_mut().unwrap().tasks = Some(expected.clone());
+        assert_eq!(next.totals(&a, one), Some(expected));
     }
 
     #[test]

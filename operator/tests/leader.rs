@@ -147,3 +147,46 @@ async fn losing_a_race_is_not_an_error() {
     .await;
     assert_eq!(won, [false, false]);
 }
+
+/// A candidate is sure it leads only just after it took or renewed the lease (within the
+/// lease duration less the renew deadline), so it never clears another replica's leader label
+/// on old news.
+#[tokio::test]
+async fn a_candidate_is_sure_it_leads_only_after_a_fresh_renewal() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(
+        vec![
+            step(Method::GET, PATH, Reply::Json(lease("other", 0, 1))),
+            step(Method::GET, PATH, Reply::Json(lease("me", 1, 7))),
+            step(Method::PUT, PATH, Reply::Json(lease("me", 0, 7))),
+        ],
+        |ctx| async move {
+            let api: Api<Lease> = Api::namespaced(ctx.client.clone(), "cogo-system");
+            let timing = Timing {
+                lease_duration: std::time::Duration::from_millis(1500),
+                renew_deadline: std::time::Duration::from_millis(1000),
+                retry_period: std::time::Duration::from_millis(100),
+            };
+            let e = LeaderElection::new(api, "cogo-operator", "me", timing);
+            tx.send(("before", e.surely_leads())).unwrap();
+            let held = e.try_acquire_or_renew().await?;
+            tx.send(("another holds it", held || e.surely_leads())).unwrap();
+            let held = e.try_acquire_or_renew().await?;
+            tx.send(("renewed", held && e.surely_leads())).unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            tx.send(("half a second later", e.surely_leads())).unwrap();
+            Ok(())
+        },
+    )
+    .await;
+    let told: Vec<_> = rx.try_iter().collect();
+    assert_eq!(
+        told,
+        [
+            ("before", false),
+            ("another holds it", false),
+            ("renewed", true),
+            ("half a second later", false),
+        ]
+    );
+}

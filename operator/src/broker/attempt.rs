@@ -123,6 +123,11 @@ pub(super) async fn complete(
         match write_task_status(&api, &name, Some(&rv), &status).await {
             Ok(_) => {
                 b.scheduler.release(&ns, &name);
+                crate::tasks::ended::ended(
+                    (&b.scheduler, &b.metrics, &b.agents),
+                    (&ns, &name, &task.spec.task_type),
+                    &status,
+                );
                 let phase = status.phase.unwrap_or(TaskPhase::Running);
                 // Success is in status; an Event for it would be one more write per task.
                 let event = match phase {

@@ -39,6 +39,7 @@ impl Broker {
                 Ok(_) => {
                     self.scheduler
                         .hold(ns, name, agent, pod, status.attempt, std::time::Instant::now());
+                    crate::tasks::ended::started(ns, name, agent, pod, &status);
                     let policy = Policy::of(&task, self.agent(ns, agent).as_deref());
                     let deadline = policy.deadline(&status).unwrap_or_else(|| {
                         jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds)

@@ -260,7 +260,11 @@ async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<A
     ctx.scheduler.release(&ns, &name);
     let c = conditions::find(&next.conditions, SUCCEEDED);
     let reason = c.map(|c| c.reason.clone()).unwrap_or_default();
-    info!(phase = ?next.phase, %reason, "task transition");
+    crate::tasks::ended::ended(
+        (&ctx.scheduler, &ctx.metrics, &ctx.agents),
+        (&ns, &name, &t.spec.task_type),
+        &next,
+    );
     let type_ = if next.phase == Some(TaskPhase::Cancelled) {
         EventType::Normal
     } else {

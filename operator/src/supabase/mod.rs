@@ -378,6 +378,7 @@ impl Mirror {
                 match connect(secrets, secret).await {
                     Ok(c) => {
                         info!("connected to the Supabase database; schema applied");
+                        self.metrics.mirror_connected();
                         *db = Some(c);
                         backoff = Duration::from_millis(500);
                     }

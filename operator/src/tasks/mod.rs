@@ -7,6 +7,7 @@
 //! - [`transition`]: every later transition (lease, completion, retry, heartbeat lost,
 //!   deadline, cancellation), fenced by the attempt number.
 //! - [`standing`]: kstatus' `Reconciling` and `Stalled`, settled on every status write.
+//! - [`ended`]: what is logged and counted when a task starts and ends.
 //! - [`queue`], [`leases`], [`wake`], [`workers`]: the state kept in memory (the queue of
 //!   accepted tasks, the leases of running ones, the wake-ups of waiting lease requests, what
 //!   Executors report about their workers). None of it is worth keeping: it is rebuilt from
@@ -15,6 +16,7 @@
 //!   queue gauges current.
 
 pub mod accept;
+pub mod ended;
 pub mod leases;
 pub mod queue;
 pub mod scheduler;

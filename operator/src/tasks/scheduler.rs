@@ -9,13 +9,13 @@
 //! are taken together, the leases come first, then the queue.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use cogo_api::{
-    AgentRole, AgentTask, CogoAgent, WorkerKind,
+    AgentRole, AgentTask, CogoAgent, TaskPhase, WorkerKind,
     broker::{LeaseRequest, LeasedTask, WorkerReport},
 };
 use kube::{
@@ -33,6 +33,19 @@ use super::{
 };
 use crate::metrics::Metrics;
 
+/// Tasks of one agent that ended, as counted by this replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// Tasks that succeeded.
+    pub succeeded: i64,
+    /// Tasks that failed.
+    pub failed: i64,
+    /// Milliseconds from first start to end, summed over the tasks that had both.
+    pub duration_ms: i64,
+    /// How many tasks `duration_ms` covers.
+    pub timed: i64,
+}
+
 /// A task reserved for a lease request: its name, and the object as the controller queued it
 /// (so the lease needs no read), when the queue kept one.
 pub type Reserved = (String, Option<Arc<AgentTask>>);
@@ -40,6 +53,7 @@ pub type Reserved = (String, Option<Arc<AgentTask>>);
 /// The AgentTask state kept in memory, behind its locks; shared (as an `Arc`) by the task
 /// controller and the broker.
 pub struct Scheduler {
+    finished: Mutex<HashMap<(String, String), Finished>>,
     queue: Mutex<TaskQueue>,
     leases: Mutex<Leases>,
     wakeups: Wakeups,
@@ -53,6 +67,7 @@ impl Scheduler {
     /// queue's depth and the leases held to `metrics`.
     pub fn new(lease_ttl: Duration, metrics: Arc<Metrics>) -> Self {
         Scheduler {
+            finished: Default::default(),
             queue: Default::default(),
             leases: Mutex::new(Leases::new(lease_ttl)),
             wakeups: Default::default(),
@@ -119,6 +134,31 @@ impl Scheduler {
             .map(|q| q.pending_for(ns, agent, role))
             .unwrap_or_default();
         (pending, running)
+    }
+
+    /// Counts a task of `agent` in `ns` that ended in `phase` (Succeeded or Failed) after
+    /// `seconds` from its first start, when known.
+    pub fn count_finished(&self, ns: &str, agent: &str, phase: TaskPhase, seconds: Option<f64>) {
+        let Ok(mut f) = self.finished.lock() else { return };
+        let c = f.entry((ns.to_string(), agent.to_string())).or_default();
+        if phase == TaskPhase::Succeeded {
+            c.succeeded += 1;
+        } else {
+            c.failed += 1;
+        }
+        if let Some(s) = seconds {
+            c.duration_ms += (s * 1000.0) as i64;
+            c.timed += 1;
+        }
+    }
+
+    /// The tasks of `agent` in `ns` this replica saw end.
+    pub fn finished_of(&self, ns: &str, agent: &str) -> Finished {
+        self.finished
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&(ns.to_string(), agent.to_string())).copied())
+            .unwrap_or_default()
     }
 
     /// Jobs of `kind` waiting in `ns`, and jobs the pods of the CogoWorker `worker` run, as
@@ -537,6 +577,24 @@ mod tests {
         s.dequeue("ns", "t2");
         s.dequeue("ns", "t3");
         assert_eq!(gauges(&metrics), (true, true));
+    }
+
+    #[test]
+    fn finished_tasks_are_counted_per_agent() {
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        s.count_finished("ns", "a", TaskPhase::Succeeded, Some(1.5));
+        s.count_finished("ns", "a", TaskPhase::Failed, None);
+        s.count_finished("other", "a", TaskPhase::Failed, Some(2.0));
+        assert_eq!(
+            s.finished_of("ns", "a"),
+            Finished {
+                succeeded: 1,
+                failed: 1,
+                duration_ms: 1500,
+                timed: 1
+            }
+        );
+        assert_eq!(s.finished_of("ns", "b"), Finished::default());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use cogo_e2e::{
-    cluster::{AgentProcess, Namespace, Operator, kwok_agent, wait_until},
+    cluster::{AgentProcess, Namespace, Operator, free_port, kwok_agent, wait_until},
     slow::LatencyProxy,
 };
 use serde_json::{Value, json};
@@ -57,7 +57,7 @@ fn reason(t: &Value) -> String {
 fn lost_pods_and_failures_retry_by_policy() {
     let c = cluster();
     let ns = Namespace::create(&c, "e2e-retry");
-    let op = Operator::start(&c, "retry");
+    let op = Operator::start_with(&c, "retry", free_port(), &["--log-format", "json"]);
     agent(&ns, "first", 1, 8);
     agent(&ns, "second", 1, 8);
     let mut first = AgentProcess::start(&c, &ns.name, "first", "Research", "first-0", op.broker_port);
@@ -77,7 +77,7 @@ fn lost_pods_and_failures_retry_by_policy() {
         assert_eq!(t["status"]["pod"], "first-0");
     }
     first.kill();
-    let _second = AgentProcess::start(&c, &ns.name, "second", "Research", "second-0", op.broker_port);
+    let second = AgentProcess::start(&c, &ns.name, "second", "Research", "second-0", op.broker_port);
 
     let t = wait_phase(&ns, "survivor", "Succeeded", 60);
     assert_eq!(t["status"]["attempt"], 2);
@@ -141,6 +141,71 @@ fn lost_pods_and_failures_retry_by_policy() {
             ns.kubectl_ok(&["get", "events", "--field-selector", selector, "-o", jsonpath])
                 .contains("no-retries")
         },
+    );
+
+    // JSON logs, at the specification's levels: INFO for a start and a success, WARN for an
+    // attempt that is retried, ERROR for a failed task.
+    let lines: Vec<Value> = op
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let logged = |task: &str, message: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["task"] == task && l["fields"]["message"] == message)
+            .cloned()
+            .collect()
+    };
+    let started = logged("survivor", "task started");
+    assert_eq!(started.len(), 2, "each attempt's start: {started:?}");
+    assert_eq!(
+        (&started[1]["level"], &started[1]["fields"]["pod"]),
+        (&json!("INFO"), &json!("second-0"))
+    );
+    assert_eq!(logged("survivor", "task succeeded")[0]["level"], "INFO");
+    let retried = logged("flaky", "task attempt failed; retrying");
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    assert_eq!(retried[0]["level"], "WARN");
+    assert!(
+        retried[0]["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("flaky backend"),
+        "{retried:?}"
+    );
+    for (task, reason) in [("broken", "HandlerFailed"), ("no-retries", "HeartbeatLost")] {
+        let failed = logged(task, "task failed");
+        assert_eq!(failed.len(), 1, "{task}: {failed:?}");
+        assert_eq!(failed[0]["level"], "ERROR", "{task}");
+        assert_eq!(failed[0]["fields"]["reason"], reason, "{task}");
+        assert_eq!(failed[0]["fields"]["namespace"], ns.name.as_str());
+        assert!(failed[0]["fields"]["detail"].is_string(), "{task}: {failed:?}");
+    }
+    // The agent pod's own lines, at the same levels (text, its colours taken out).
+    let mut agent_log = String::new();
+    let mut escaped = false;
+    for ch in second.log_text().chars() {
+        match (escaped, ch) {
+            (false, '\u{1b}') => escaped = true,
+            (true, 'm') => escaped = false,
+            (true, _) => {}
+            (false, _) => agent_log.push(ch),
+        }
+    }
+    let line_of = |what: &str, task: &str| {
+        agent_log
+            .lines()
+            .find(|l| l.contains(what) && l.contains(&format!("task={task}")))
+            .unwrap_or_else(|| panic!("no {what:?} line for {task} in:\n{agent_log}"))
+            .to_string()
+    };
+    assert!(line_of("task started", "survivor").contains("INFO"));
+    assert!(line_of("task succeeded", "survivor").contains("INFO"));
+    let failed = line_of("task attempt failed", "flaky");
+    assert!(
+        failed.contains("WARN") && failed.contains("flaky backend"),
+        "{failed}"
     );
 }
 
