@@ -57,6 +57,10 @@ pub const PERIOD: Duration = Duration::from_secs(5);
 /// The least time between two writes of one agent's `status.queue`.
 pub const QUEUE_WRITE_EVERY: Duration = Duration::from_secs(10);
 
+/// How long the scaler trusts its own last decision over a watch cache that does not show it
+/// yet.
+pub const CACHE_LAG: Duration = Duration::from_secs(30);
+
 /// The field manager of `status.queue`, `status.tasks` and `status.autoscaling`.
 pub const FIELD_MANAGER: &str = "cogo-operator-scaler";
 
@@ -223,6 +227,9 @@ pub struct Scaler {
     stabilizer: Stabilizer,
     /// When the scaler last wrote each pool's status.
     written: HashMap<Key, Instant>,
+    /// The decision last written for each autoscaling pool, and when: the watch cache may not
+    /// show it yet at the next round.
+    decided: HashMap<Key, (AutoscalingStatus, Instant)>,
     /// The pools whose figures are exported as metrics.
     exported: HashSet<Key>,
 }
@@ -246,6 +253,7 @@ impl Scaler {
         Scaler {
             stabilizer: Stabilizer::new(scale_down_window),
             written: HashMap::new(),
+            decided: HashMap::new(),
             exported: HashSet::new(),
         }
     }
@@ -265,9 +273,20 @@ impl Scaler {
             pending: i64::try_from(pending).unwrap_or(i64::MAX),
             running: i64::try_from(running).unwrap_or(i64::MAX),
         };
+        // A decision written moments ago stands for what the cache shows until it shows it,
+        // so one change is made (and announced) once.
+        let (recorded, current) = match (self.decided.get(&key), pool.bounds()) {
+            (Some((mine, when)), Some(bounds))
+                if now.duration_since(*when) < CACHE_LAG && recorded.as_ref() != Some(mine) =>
+            {
+                let current =
+                    cogo_api::agent::scaled_replicas(mine.desired_replicas, Some(bounds), Some(mine));
+                (Some(mine.clone()), current)
+            }
+            _ => (recorded, pool.desired()),
+        };
         let (autoscaling, scaled_from) = match pool.bounds() {
             Some(bounds) => {
-                let current = pool.desired();
                 let decided = self
                     .stabilizer
                     .decide(&key, current, wanted(pending + running, bounds), now);
@@ -297,6 +316,9 @@ impl Scaler {
         if !write {
             return None;
         }
+        if let Some(a) = &autoscaling {
+            self.decided.insert(key.clone(), (a.clone(), now));
+        }
         self.written.insert(key, now);
         Some(Decision {
             queue,
@@ -310,6 +332,7 @@ impl Scaler {
     pub fn retain(&mut self, live: &HashSet<Key>) {
         self.stabilizer.retain(live);
         self.written.retain(|k, _| live.contains(k));
+        self.decided.retain(|k, _| live.contains(k));
     }
 }
 
@@ -422,6 +445,7 @@ async fn round<K: Scaled>(
                 warn!(kind = %K::kind(&()), name = %key.1, error = %e, "cannot write the queue and scale");
                 // Written again next round.
                 scaler.written.remove(&key);
+                scaler.decided.remove(&key);
             }
         }
     }
@@ -773,6 +797,27 @@ mod tests {
             sc.decide(&w, (9, 4), None, (t0 + Duration::from_secs(5), &at(5))),
             None
         );
+    }
+
+    #[test]
+    fn a_decision_the_cache_does_not_show_yet_is_made_once() {
+        let a = agent(
+            "a",
+            "role: Research\nreplicas: 1\nautoscaling: {minReplicas: 1, maxReplicas: 4, targetQueuedTasksPerPod: 2}",
+        );
+        let mut sc = Scaler::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let d = sc.decide(&a, (6, 0), None, (s(0), &at(0))).unwrap();
+        assert_eq!(
+            (d.autoscaling.unwrap().desired_replicas, d.scaled_from),
+            (3, Some(1))
+        );
+        // The cache still shows no decision 5 s later: nothing to change, nothing to say.
+        assert_eq!(sc.decide(&a, (6, 0), None, (s(5), &at(5))), None);
+        // Past the cache's allowance the status is believed again (a lost write is made again).
+        let again = sc.decide(&a, (6, 0), None, (s(40), &at(40))).unwrap();
+        assert_eq!(again.autoscaling.unwrap().desired_replicas, 3);
     }
 
     #[test]
