@@ -612,7 +612,7 @@ impl Operator {
         )
     }
 
-    /// Waits up to `limit` for the process to exit by itself; its status, or None.
+    /// Waits up to `limit` for the process to exit; its status, or None.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut().expect("running");
         let deadline = Instant::now() + limit;
@@ -717,23 +717,13 @@ impl Operator {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+        let pid = self.child.as_ref().expect("running").id();
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status()
             .expect("kill");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the operator ignored SIGTERM; log: {}",
-                self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("the operator ignored SIGTERM; log: {}", self.log.display()))
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
