@@ -31,16 +31,11 @@ use cogo_api::{
     AutoscalingSpec, AutoscalingStatus, CogoAgent, CogoWorker,
     agent::{QueueStatus, TaskTotals},
 };
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        WatchStreamExt,
-        events::{Event, EventType},
-        reflector, watcher,
-    },
+    runtime::events::{Event, EventType},
 };
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -456,20 +451,9 @@ async fn round<K: Scaled>(
     scaler.retain(&live);
 }
 
-/// Runs the scaler until `stop` resolves: agents from the context's store, workers from a
-/// watch of its own.
+/// Runs the scaler until `stop` resolves: agents from the context's store, workers from the
+/// CogoWorker controller's cache.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'static) {
-    let (workers, writer) = reflector::store::<CogoWorker>();
-    let watch = reflector(
-        writer,
-        watcher(
-            Api::<CogoWorker>::all(ctx.client.clone()),
-            crate::kube_io::watch_config(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
-    let watch = tokio::spawn(watch);
     let (mut agent_scaler, mut worker_scaler) = (
         Scaler::new(ctx.config.scale_down_window),
         Scaler::new(ctx.config.scale_down_window),
@@ -510,7 +494,11 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
                 .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
                 .collect(),
         );
-        if tokio::time::timeout(Duration::ZERO, crate::kube_io::listed(&workers))
+        // The CogoWorker controller's cache, once it has listed every worker.
+        let Some(workers) = ctx.workers.get() else {
+            continue;
+        };
+        if tokio::time::timeout(Duration::ZERO, crate::kube_io::listed(workers))
             .await
             .is_ok()
         {
@@ -533,7 +521,6 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
             }
         }
     }
-    watch.abort();
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub struct Context {
     pub mirror: Option<Arc<crate::supabase::Mirror>>,
     /// The task controller's cache, shared with the broker once the controller runs.
     pub tasks: Arc<std::sync::OnceLock<Store<cogo_api::AgentTask>>>,
+    /// The CogoWorker controller's cache, shared with the scaler once the controller runs.
+    pub workers: Arc<std::sync::OnceLock<Store<cogo_api::CogoWorker>>>,
     /// Keys of the workers' Executor tokens; None issues no worker tokens.
     pub worker_keys: Option<Arc<std::sync::RwLock<crate::tokens::worker_keys::WorkerKeys>>>,
 }
@@ -77,6 +79,7 @@ impl Context {
             scheduler,
             keys: None,
             tasks: Default::default(),
+            workers: Default::default(),
             mirror: None,
             worker_keys: None,
         }

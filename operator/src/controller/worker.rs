@@ -304,6 +304,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         crate::kube_io::watch_config().any_semantic(),
     );
     let (secret_store, agent_store) = (controller.store(), controller.store());
+    // The scaler reads workers from this cache.
+    let _ = ctx.workers.set(controller.store());
     let (reports, stop_reports) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(write_reported_status(
         ctx.clone(),
