@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{AgentRole, RetryPolicy};
 
+/// The label naming a sub-task's parent (`kubectl get agenttasks -l cogo.xyz/parent=<task>`),
+/// set when the parent's name fits a label value (63 characters).
+pub const PARENT_LABEL: &str = "cogo.xyz/parent";
+
 /// Desired state of an AgentTask. Everything but `cancelRequested` is fixed at creation.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(

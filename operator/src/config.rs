@@ -25,6 +25,8 @@ pub struct Config {
     /// How long the queue-depth scaler waits before it removes pods: it keeps the highest
     /// count it wanted within this window.
     pub scale_down_window: Duration,
+    /// Limits on each namespace's queued and running tasks.
+    pub namespace_limits: crate::tasks::NamespaceLimits,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             max_task_input_bytes: 256 * 1024,
             lease_duration: Duration::from_secs(15),
             scale_down_window: Duration::from_secs(120),
+            namespace_limits: Default::default(),
         }
     }
 }

@@ -252,6 +252,14 @@ struct RunArgs {
     /// Unfinished sub-tasks one namespace may hold.
     #[arg(long, env = "COGO_MAX_SUBTASKS_PER_NAMESPACE", default_value_t = 10_000)]
     max_subtasks_per_namespace: usize,
+    /// Tasks one namespace may have queued at once; a new task past it stays Pending, not
+    /// accepted (`NamespaceQueueFull`), until one is leased. 0: no limit.
+    #[arg(long, env = "COGO_MAX_QUEUED_TASKS_PER_NAMESPACE", default_value_t = 0)]
+    max_queued_tasks_per_namespace: usize,
+    /// Tasks one namespace may run at once; past it, its queued tasks wait for a slot
+    /// (sub-tasks of running tasks are never held back). 0: no limit.
+    #[arg(long, env = "COGO_MAX_RUNNING_TASKS_PER_NAMESPACE", default_value_t = 0)]
+    max_running_tasks_per_namespace: usize,
     /// Namespace where rows inserted into `distributed_agent_tasks` as `pending` become
     /// AgentTasks. Needs `--supabase-secret`. Unset: no intake.
     #[arg(long, env = "COGO_INTAKE_NAMESPACE", requires = "supabase_secret")]
@@ -280,6 +288,10 @@ impl RunArgs {
             max_task_input_bytes: self.max_task_input_bytes,
             lease_duration: Duration::from_secs(3 * u64::from(self.heartbeat_seconds.max(1))),
             scale_down_window: Duration::from_secs(self.scale_down_stabilization_seconds),
+            namespace_limits: cogo_operator::tasks::NamespaceLimits {
+                queued: self.max_queued_tasks_per_namespace,
+                running: self.max_running_tasks_per_namespace,
+            },
             ..Config::default()
         }
     }

@@ -122,6 +122,49 @@ impl Cluster {
         run(&tool("kubectl"), &full, stdin.map(str::as_bytes))
     }
 
+    /// `kubectl cogo <args>`, ready to start: kubectl finds the plugin `kubectl-cogo` of this
+    /// workspace on the `PATH`, as it would once installed.
+    pub fn kubectl_cogo_command(&self, args: &[&str]) -> Command {
+        let plugin = workspace_binary("kubectl-cogo");
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = std::iter::once(plugin.parent().expect("bin dir").to_path_buf())
+            .chain(std::env::split_paths(&inherited));
+        let path = std::env::join_paths(dirs).expect("PATH");
+        let mut cmd = Command::new(tool("kubectl"));
+        // kubectl hands every argument after the plugin's name to the plugin, and the plugin
+        // reads KUBECONFIG as kubectl does.
+        cmd.arg("cogo")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("PATH", path)
+            .env_remove("COGO_DATABASE_URL");
+        cmd
+    }
+
+    /// Runs `kubectl cogo <args>`, feeding `stdin`, and returns its output.
+    pub fn kubectl_cogo(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .kubectl_cogo_command(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for kubectl")
+    }
+
     /// Runs kubectl and returns stdout; panics with its output when it fails.
     pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.kubectl(args, stdin);

@@ -244,19 +244,7 @@ pub struct GatewayClient {
 impl GatewayClient {
     /// A client of the gateway at `base`.
     pub fn new(base: &str) -> GatewayClient {
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-        let http = reqwest::blocking::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .no_proxy()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("HTTP client");
+        let http = crate::http_client(Duration::from_secs(120));
         GatewayClient {
             base: base.trim_end_matches('/').to_string(),
             http,

@@ -49,6 +49,24 @@ pub fn tool(name: &str) -> PathBuf {
     );
 }
 
+/// A blocking HTTP client for servers on loopback (rustls with ring; no proxy), whose requests
+/// give up after `timeout`.
+pub fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("HTTP client")
+}
+
 /// Runs `tool` with `args`, feeding `stdin`, and returns its output.
 pub fn run(tool_path: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(tool_path)

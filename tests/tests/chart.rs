@@ -210,6 +210,11 @@ fn bad_values_are_rejected_naming_the_value() {
         ),
         ("replicas=3", "'replicas' not allowed"),
         ("supabase.secretName=Not_A_Name", "/supabase/secretName"),
+        (
+            "limits.runningTasksPerNamespace=-1",
+            "/limits/runningTasksPerNamespace",
+        ),
+        ("limits.queuedPerNamespace=5", "'queuedPerNamespace' not allowed"),
     ];
     let chart = chart();
     for (set, expected) in cases {
@@ -432,6 +437,13 @@ fn operator_pod_is_locked_down_and_wired() {
     assert_eq!(get("COGO_AGENT_IMAGE"), "cogo-agent:0.1.0");
     assert_eq!(get("COGO_IMAGE_PULL_POLICY"), "Never");
     assert_eq!(get("COGO_SUPABASE_SECRET"), Value::Null, "no mirror unless asked");
+    assert_eq!(
+        get("COGO_MAX_QUEUED_TASKS_PER_NAMESPACE"),
+        "0",
+        "no task limit unless asked"
+    );
+    assert_eq!(get("COGO_MAX_RUNNING_TASKS_PER_NAMESPACE"), "0");
+    assert_eq!(get("COGO_MAX_SUBTASKS_PER_TASK"), "100");
     assert_eq!(pod["serviceAccountName"], "cogo-cogo-operator");
 
     let objects = docs(&render(&[
@@ -439,6 +451,8 @@ fn operator_pod_is_locked_down_and_wired() {
         "supabase.secretName=supabase-db",
         "--set",
         "supabase.intakeNamespace=chat",
+        "--set",
+        "limits.runningTasksPerNamespace=20",
     ]));
     let d = objects.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
@@ -454,6 +468,13 @@ fn operator_pod_is_locked_down_and_wired() {
             .unwrap()
             .iter()
             .any(|e| e["name"] == "COGO_INTAKE_NAMESPACE" && e["value"] == "chat"),
+        "{env}"
+    );
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "COGO_MAX_RUNNING_TASKS_PER_NAMESPACE" && e["value"] == "20"),
         "{env}"
     );
 }

@@ -84,8 +84,7 @@ impl SubtaskLimits {
     }
 }
 
-/// The label naming a sub-task's parent.
-pub const PARENT_LABEL: &str = "cogo.xyz/parent";
+pub use cogo_api::task::PARENT_LABEL;
 
 /// `POST .../tasks/{parent}/subtasks/{name}/cancel`: asks for a sub-task of a task the caller
 /// runs to be cancelled (`spec.cancelRequested`), as a user would; a sub-task that has ended

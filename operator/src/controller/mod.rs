@@ -69,7 +69,9 @@ impl Context {
             instance,
         };
         let (agents, _) = reflector::store();
-        let scheduler = Arc::new(Scheduler::new(config.lease_duration, metrics.clone()));
+        let scheduler = Arc::new(
+            Scheduler::new(config.lease_duration, metrics.clone()).with_limits(config.namespace_limits),
+        );
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,

@@ -90,9 +90,14 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
             .unwrap_or(None),
         None => None,
     };
+    // A new task (not a sub-task, never accepted) needs room in its namespace's queue.
+    let queue_full =
+        (t.spec.parent.is_none() && !accept::was_accepted(&t) && !ctx.scheduler.admit(&ns, &name))
+            .then_some(ctx.scheduler.limits().queued);
     let facts = TaskFacts {
         agents,
         parent_exists: t.spec.parent.as_ref().map(|_| parent.is_some()),
+        queue_full,
     };
 
     // validate
@@ -138,9 +143,15 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         other => other?,
     };
     ctx.scheduler.forget_deferred(&ns, &name);
+    // A full queue has room again as soon as a task is leased: look again soon.
+    let full = matches!(&verdict, Err(e) if e.reason == accept::reason::NAMESPACE_QUEUE_FULL);
     let Ok(target) = verdict else {
         ctx.scheduler.dequeue(&ns, &name);
-        return Ok(Action::requeue(ctx.config.resync));
+        return Ok(Action::requeue(if full {
+            QUEUE_FULL_RECHECK
+        } else {
+            ctx.config.resync
+        }));
     };
     // A retry waits for its backoff before it is queued again.
     let mut wake = ctx.config.resync;
@@ -162,6 +173,9 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     }
     Ok(Action::requeue(wake))
 }
+
+/// How often a task refused by its namespace's full queue is looked at again.
+const QUEUE_FULL_RECHECK: Duration = Duration::from_secs(2);
 
 /// How often a waiting task that runs on a worker is looked at again.
 const WORKER_RECHECK: Duration = Duration::from_secs(5);

@@ -31,6 +31,8 @@ pub mod reason {
     pub const WAITING_FOR_WORKER: &str = "WaitingForWorker";
     /// The task needs a worker and every worker of its kind was busy.
     pub const WORKERS_BUSY: &str = "WorkersBusy";
+    /// The namespace holds as many queued tasks as the operator queues for one namespace.
+    pub const NAMESPACE_QUEUE_FULL: &str = "NamespaceQueueFull";
 }
 
 /// Why an accepted task that runs on a worker waits: no worker of its kind is connected to its
@@ -106,6 +108,9 @@ pub struct TaskFacts {
     pub agents: Vec<(String, AgentRole)>,
     /// Whether the parent named in `spec.parent` exists (None when there is no parent).
     pub parent_exists: Option<bool>,
+    /// The namespace's limit of queued tasks, when the task would be one too many: it was never
+    /// accepted, it is not a sub-task, and the namespace's queue is full.
+    pub queue_full: Option<usize>,
 }
 
 /// Decides whether a task can be queued, and where.
@@ -142,7 +147,7 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
             ),
         });
     }
-    match (&spec.agent, spec.role) {
+    let target = match (&spec.agent, spec.role) {
         (Some(agent), _) => {
             if facts.agents.iter().any(|(n, _)| n == agent) {
                 Ok(Target::Agent(agent.clone()))
@@ -172,7 +177,27 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
             reason: reason::AGENT_NOT_FOUND,
             message: "the task names neither spec.agent nor spec.role".into(),
         }),
+    }?;
+    if let Some(limit) = facts.queue_full {
+        return Err(Invalid {
+            reason: reason::NAMESPACE_QUEUE_FULL,
+            message: format!(
+                "the namespace already has {limit} queued tasks, the most the operator queues for one \
+                 namespace (--max-queued-tasks-per-namespace); this task is accepted when one of them is leased"
+            ),
+        });
     }
+    Ok(target)
+}
+
+/// Whether the task's `Accepted` condition is True: it was admitted once, so a limit on new
+/// tasks no longer applies to it (a retry goes back to the queue whatever its length).
+pub fn was_accepted(task: &AgentTask) -> bool {
+    task.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == ACCEPTED && c.status == cs::TRUE)
+    })
 }
 
 /// The status of a task that is not leased yet: `phase: Pending`, `Accepted` from the
@@ -266,6 +291,7 @@ mod tests {
         TaskFacts {
             agents: agents.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
             parent_exists: None,
+            queue_full: None,
         }
     }
 
@@ -308,12 +334,46 @@ mod tests {
                 reason::PARENT_NOT_FOUND,
                 "AgentTask \"gone\"",
             ),
+            (
+                "a full namespace queue",
+                "agent: research\ntype: cogo.echo".into(),
+                TaskFacts {
+                    queue_full: Some(500),
+                    ..facts(&[("research", AgentRole::Research)])
+                },
+                reason::NAMESPACE_QUEUE_FULL,
+                "already has 500 queued tasks",
+            ),
+            (
+                "an unknown agent is said before a full queue",
+                "agent: nobody\ntype: cogo.echo".into(),
+                TaskFacts {
+                    queue_full: Some(500),
+                    ..facts(&[("research", AgentRole::Research)])
+                },
+                reason::AGENT_NOT_FOUND,
+                "CogoAgent \"nobody\"",
+            ),
         ];
         for (what, yaml, facts, reason, fragment) in cases {
             let err = validate(&task(&yaml), &facts, 256).expect_err(what);
             assert_eq!(err.reason, reason, "{what}");
             assert!(err.message.contains(fragment), "{what}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn only_tasks_never_accepted_are_new() {
+        let mut t = task("agent: r\ntype: cogo.echo");
+        assert!(!was_accepted(&t));
+        let refused = Err(Invalid {
+            reason: reason::NAMESPACE_QUEUE_FULL,
+            message: "full".into(),
+        });
+        t.status = compute_pending(&t, &refused, None, &at(1));
+        assert!(!was_accepted(&t));
+        t.status = compute_pending(&t, &Ok(Target::Agent("r".into())), None, &at(2));
+        assert!(was_accepted(&t));
     }
 
     #[test]

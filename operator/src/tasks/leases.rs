@@ -146,6 +146,11 @@ impl Leases {
             .count()
     }
 
+    /// Tasks running (or being leased) in `ns`, on any agent or worker.
+    pub fn running_in(&self, ns: &str) -> usize {
+        self.held.keys().filter(|(n, _)| n == ns).count()
+    }
+
     /// Every held lease.
     pub fn len(&self) -> usize {
         self.held.len()
@@ -254,6 +259,10 @@ mod tests {
         l.hold("other", "t1", "a", "p", 1, t0);
         assert_eq!(l.running_for("ns", "a"), 2);
         assert_eq!(l.running_for("ns", "b"), 1);
+        assert_eq!(
+            (l.running_in("ns"), l.running_in("other"), l.running_in("none")),
+            (3, 1, 0)
+        );
         assert!(l.release("ns", "t1").is_some());
         assert!(l.release("ns", "t1").is_none());
         assert_eq!(l.running_for("ns", "a"), 1);

@@ -26,5 +26,5 @@ pub mod wake;
 pub mod workers;
 
 pub use accept::Target;
-pub use scheduler::{Reservation, Scheduler, counts_against_agent};
+pub use scheduler::{NamespaceLimits, Reservation, Scheduler, counts_against_agent};
 pub use standing::settle_standing;

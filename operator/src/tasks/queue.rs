@@ -21,6 +21,8 @@ struct Entry {
     name: String,
     /// The task's type, for leases that take only some types (an Executor's worker kinds).
     task_type: String,
+    /// Not a sub-task: held back while its namespace runs its limit of tasks.
+    top_level: bool,
 }
 
 type QueueKey = (String, Target);
@@ -50,11 +52,18 @@ pub struct TaskQueue {
     index: HashMap<(String, String), (QueueKey, Entry)>,
     /// The task as last seen by the controller, so the broker can lease it without a read.
     objects: HashMap<(String, String), Arc<AgentTask>>,
+    /// Queued tasks per namespace.
+    per_namespace: HashMap<String, usize>,
+    /// Tasks admitted under a namespace's queue limit and not queued yet (their acceptance is
+    /// being written): they count against the limit, so tasks admitted together cannot pass it.
+    admitting: std::collections::HashSet<(String, String)>,
 }
 
 impl TaskQueue {
     /// Queues (or re-queues, after a change) the task `name` of type `task_type` in namespace
-    /// `ns`. `created` orders equal priorities: older first.
+    /// `ns`. `created` orders equal priorities: older first. A `top_level` task (not a
+    /// sub-task) waits while its namespace runs its limit of tasks.
+    #[allow(clippy::too_many_arguments)]
     pub fn upsert(
         &mut self,
         ns: &str,
@@ -63,14 +72,18 @@ impl TaskQueue {
         task_type: &str,
         priority: i32,
         created: i64,
+        top_level: bool,
     ) {
         self.unlink(ns, name);
+        self.admitting.remove(&(ns.to_string(), name.to_string()));
+        *self.per_namespace.entry(ns.to_string()).or_default() += 1;
         let key = (ns.to_string(), target);
         let entry = Entry {
             priority: Reverse(priority),
             created,
             name: name.to_string(),
             task_type: task_type.to_string(),
+            top_level,
         };
         self.queues.entry(key.clone()).or_default().insert(entry.clone());
         self.index
@@ -96,6 +109,7 @@ impl TaskQueue {
             &task.spec.task_type,
             task.spec.priority,
             created,
+            task.spec.parent.is_none(),
         );
         self.attach(&ns, &name, task);
     }
@@ -112,13 +126,32 @@ impl TaskQueue {
 
     /// Removes a task; true when it was queued.
     pub fn remove(&mut self, ns: &str, name: &str) -> bool {
-        self.objects.remove(&(ns.to_string(), name.to_string()));
+        let key = (ns.to_string(), name.to_string());
+        self.objects.remove(&key);
+        self.admitting.remove(&key);
         self.unlink(ns, name)
+    }
+
+    /// Whether the task `ns/name` may join the queue of a namespace that holds at most `limit`
+    /// tasks: it is queued or admitted already, or there is room, which it then holds until it
+    /// is queued or removed.
+    pub fn admit(&mut self, ns: &str, name: &str, limit: usize) -> bool {
+        let key = (ns.to_string(), name.to_string());
+        if self.index.contains_key(&key) || self.admitting.contains(&key) {
+            return true;
+        }
+        let admitting = self.admitting.iter().filter(|(n, _)| n == ns).count();
+        if self.queued_in(ns) + admitting >= limit {
+            return false;
+        }
+        self.admitting.insert(key);
+        true
     }
 
     /// Removes every queued task that `keep` (given namespace and name) refuses; returns
     /// them.
     pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+        self.admitting.retain(|(ns, name)| keep(ns, name));
         let gone: Vec<(String, String)> = self
             .index
             .keys()
@@ -136,6 +169,12 @@ impl TaskQueue {
         let Some((key, entry)) = self.index.remove(&(ns.to_string(), name.to_string())) else {
             return false;
         };
+        if let Some(n) = self.per_namespace.get_mut(ns) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_namespace.remove(ns);
+            }
+        }
         if let Some(q) = self.queues.get_mut(&key) {
             q.remove(&entry);
             if q.is_empty() {
@@ -146,14 +185,15 @@ impl TaskQueue {
     }
 
     /// Takes up to `n` tasks for the agent `agent` of role `role` in `ns` whose type `wants`
-    /// accepts: those sent to it by name and those sent to its role, merged in queue order.
-    /// Tasks of other types keep their place.
+    /// accepts: those sent to it by name and those sent to its role, merged in queue order,
+    /// and of them at most `top_level_room` that are not sub-tasks. Tasks of other types, and
+    /// top-level tasks past the room, keep their place.
     pub fn pop_for(
         &mut self,
         ns: &str,
         agent: &str,
         role: AgentRole,
-        n: usize,
+        (n, mut top_level_room): (usize, usize),
         wants: impl Fn(&str) -> bool,
     ) -> Vec<String> {
         let taken = {
@@ -176,7 +216,11 @@ impl TaskQueue {
                     (None, _) => by_role.next(),
                 };
                 match entry {
-                    Some(e) => taken.push(e.name.clone()),
+                    Some(e) if e.top_level && top_level_room == 0 => {}
+                    Some(e) => {
+                        top_level_room -= usize::from(e.top_level);
+                        taken.push(e.name.clone());
+                    }
                     None => break,
                 }
             }
@@ -186,6 +230,11 @@ impl TaskQueue {
             self.unlink(ns, name);
         }
         taken
+    }
+
+    /// Tasks queued in `ns`, for any target.
+    pub fn queued_in(&self, ns: &str) -> usize {
+        self.per_namespace.get(ns).copied().unwrap_or(0)
     }
 
     /// Tasks waiting for the agent `agent` of role `role` in `ns` (by name or by role).
@@ -235,7 +284,7 @@ mod tests {
     fn jobs_of_a_kind_are_counted_across_targets_in_their_namespace() {
         use cogo_api::WorkerKind;
         let mut q = TaskQueue::default();
-        q.upsert("ns", "p1", agent("executor"), "python.execute", 0, 1);
+        q.upsert("ns", "p1", agent("executor"), "python.execute", 0, 1, true);
         q.upsert(
             "ns",
             "p2",
@@ -243,10 +292,11 @@ mod tests {
             "python.execute",
             0,
             2,
+            true,
         );
-        q.upsert("ns", "b1", agent("executor"), "browser.run", 0, 3);
-        q.upsert("ns", "echo", agent("executor"), "cogo.echo", 0, 4);
-        q.upsert("other", "p3", agent("executor"), "python.execute", 0, 5);
+        q.upsert("ns", "b1", agent("executor"), "browser.run", 0, 3, true);
+        q.upsert("ns", "echo", agent("executor"), "cogo.echo", 0, 4, true);
+        q.upsert("other", "p3", agent("executor"), "python.execute", 0, 5, true);
         let waiting = |count, oldest| Waiting { count, oldest };
         assert_eq!(
             q.pending_of_kind("ns", WorkerKind::PythonSandbox),
@@ -265,13 +315,13 @@ mod tests {
     #[test]
     fn priority_then_age_then_name() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "old-low", agent("a"), "cogo.echo", 0, 1);
-        q.upsert("ns", "new-high", agent("a"), "cogo.echo", 10, 5);
-        q.upsert("ns", "old-high", agent("a"), "cogo.echo", 10, 2);
-        q.upsert("ns", "b-tie", agent("a"), "cogo.echo", 0, 7);
-        q.upsert("ns", "a-tie", agent("a"), "cogo.echo", 0, 7);
+        q.upsert("ns", "old-low", agent("a"), "cogo.echo", 0, 1, true);
+        q.upsert("ns", "new-high", agent("a"), "cogo.echo", 10, 5, true);
+        q.upsert("ns", "old-high", agent("a"), "cogo.echo", 10, 2, true);
+        q.upsert("ns", "b-tie", agent("a"), "cogo.echo", 0, 7, true);
+        q.upsert("ns", "a-tie", agent("a"), "cogo.echo", 0, 7, true);
         assert_eq!(
-            q.pop_for("ns", "a", AgentRole::Research, 10, |_| true),
+            q.pop_for("ns", "a", AgentRole::Research, (10, usize::MAX), |_| true),
             ["old-high", "new-high", "old-low", "a-tie", "b-tie"]
         );
         assert!(q.is_empty());
@@ -287,9 +337,10 @@ mod tests {
             "cogo.echo",
             5,
             1,
+            true,
         );
-        q.upsert("ns", "by-name", agent("r1"), "cogo.echo", 5, 2);
-        q.upsert("ns", "other-agent", agent("r2"), "cogo.echo", 100, 0);
+        q.upsert("ns", "by-name", agent("r1"), "cogo.echo", 5, 2, true);
+        q.upsert("ns", "other-agent", agent("r2"), "cogo.echo", 100, 0, true);
         q.upsert(
             "ns",
             "other-role",
@@ -297,6 +348,7 @@ mod tests {
             "cogo.echo",
             100,
             0,
+            true,
         );
         q.upsert(
             "other",
@@ -305,18 +357,19 @@ mod tests {
             "cogo.echo",
             100,
             0,
+            true,
         );
         assert_eq!(q.pending_for("ns", "r1", AgentRole::Research).count, 2);
         assert_eq!(
-            q.pop_for("ns", "r1", AgentRole::Research, 1, |_| true),
+            q.pop_for("ns", "r1", AgentRole::Research, (1, usize::MAX), |_| true),
             ["by-role"]
         );
         assert_eq!(
-            q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true),
+            q.pop_for("ns", "r1", AgentRole::Research, (5, usize::MAX), |_| true),
             ["by-name"]
         );
         assert_eq!(
-            q.pop_for("ns", "r1", AgentRole::Research, 5, |_| true),
+            q.pop_for("ns", "r1", AgentRole::Research, (5, usize::MAX), |_| true),
             Vec::<String>::new()
         );
         assert_eq!(
@@ -329,12 +382,12 @@ mod tests {
     #[test]
     fn upsert_replaces_and_remove_forgets() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "t", agent("a"), "cogo.echo", 0, 1);
-        q.upsert("ns", "t", agent("a"), "cogo.echo", 9, 1);
+        q.upsert("ns", "t", agent("a"), "cogo.echo", 0, 1, true);
+        q.upsert("ns", "t", agent("a"), "cogo.echo", 9, 1, true);
         assert_eq!(q.len(), 1);
-        q.upsert("ns", "u", agent("a"), "cogo.echo", 5, 0);
+        q.upsert("ns", "u", agent("a"), "cogo.echo", 5, 0, true);
         assert_eq!(
-            q.pop_for("ns", "a", AgentRole::Research, 1, |_| true),
+            q.pop_for("ns", "a", AgentRole::Research, (1, usize::MAX), |_| true),
             ["t"],
             "the new priority counts"
         );
@@ -346,8 +399,8 @@ mod tests {
     #[test]
     fn a_typed_pop_takes_only_its_types_and_leaves_the_rest_in_place() {
         let mut q = TaskQueue::default();
-        q.upsert("ns", "echo-old", agent("x"), "cogo.echo", 0, 1);
-        q.upsert("ns", "py-1", agent("x"), "python.execute", 0, 2);
+        q.upsert("ns", "echo-old", agent("x"), "cogo.echo", 0, 1, true);
+        q.upsert("ns", "py-1", agent("x"), "python.execute", 0, 2, true);
         q.upsert(
             "ns",
             "py-role",
@@ -355,21 +408,78 @@ mod tests {
             "python.execute",
             5,
             9,
+            true,
         );
-        q.upsert("ns", "browser", agent("x"), "browser.run", 9, 0);
+        q.upsert("ns", "browser", agent("x"), "browser.run", 9, 0, true);
         let python = |t: &str| t.starts_with("python.");
         assert_eq!(
-            q.pop_for("ns", "x", AgentRole::Executor, 5, python),
+            q.pop_for("ns", "x", AgentRole::Executor, (5, usize::MAX), python),
             ["py-role", "py-1"]
         );
         assert_eq!(
-            q.pop_for("ns", "x", AgentRole::Executor, 5, python),
+            q.pop_for("ns", "x", AgentRole::Executor, (5, usize::MAX), python),
             Vec::<String>::new()
         );
         assert_eq!(
-            q.pop_for("ns", "x", AgentRole::Executor, 5, |t| !t.starts_with("browser.")),
+            q.pop_for("ns", "x", AgentRole::Executor, (5, usize::MAX), |t| !t
+                .starts_with("browser.")),
             ["echo-old"]
         );
         assert_eq!(q.len(), 1, "the browser task waits for its own lease");
+    }
+
+    #[test]
+    fn top_level_tasks_past_the_room_keep_their_place_and_sub_tasks_pass() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "t1", agent("a"), "cogo.echo", 0, 1, true);
+        q.upsert("ns", "t2", agent("a"), "cogo.echo", 0, 2, true);
+        q.upsert("ns", "sub", agent("a"), "cogo.echo", 0, 3, false);
+        q.upsert("ns", "t3", agent("a"), "cogo.echo", 0, 4, true);
+        q.upsert("other", "o1", agent("a"), "cogo.echo", 0, 1, true);
+        assert_eq!(
+            (q.queued_in("ns"), q.queued_in("other"), q.queued_in("none")),
+            (4, 1, 0)
+        );
+        assert_eq!(
+            q.pop_for("ns", "a", AgentRole::Research, (10, 1), |_| true),
+            ["t1", "sub"],
+            "one top-level task fits; the sub-task is never held back"
+        );
+        assert_eq!(q.queued_in("ns"), 2);
+        assert_eq!(
+            q.pop_for("ns", "a", AgentRole::Research, (10, 0), |_| true),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            q.pop_for("ns", "a", AgentRole::Research, (10, 5), |_| true),
+            ["t2", "t3"]
+        );
+        q.upsert("ns", "again", agent("a"), "cogo.echo", 0, 1, true);
+        q.upsert("ns", "again", agent("a"), "cogo.echo", 5, 1, true);
+        assert_eq!(q.queued_in("ns"), 1, "a task queued twice counts once");
+        q.remove("ns", "again");
+        assert_eq!(q.queued_in("ns"), 0);
+    }
+
+    #[test]
+    fn admissions_hold_their_room_until_queued_or_removed() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "queued", agent("a"), "cogo.echo", 0, 1, true);
+        assert!(q.admit("ns", "queued", 1), "a queued task is in already");
+        assert!(!q.admit("ns", "new", 1));
+        assert!(q.admit("ns", "new", 3));
+        assert!(q.admit("ns", "new", 3), "admitted twice holds one place");
+        assert!(q.admit("ns", "second", 3));
+        assert!(!q.admit("ns", "third", 3), "two admitted and one queued fill 3");
+        assert!(
+            q.admit("other", "elsewhere", 1),
+            "other namespaces have their own room"
+        );
+        q.upsert("ns", "new", agent("a"), "cogo.echo", 0, 2, true);
+        assert!(!q.admit("ns", "third", 3), "queued now, it still holds its place");
+        q.remove("ns", "second");
+        assert!(q.admit("ns", "third", 3));
+        q.retain(|_, name| name != "third");
+        assert!(q.admit("ns", "fourth", 3), "a task gone gives its admission back");
     }
 }

@@ -50,9 +50,20 @@ pub struct Finished {
 /// (so the lease needs no read), when the queue kept one.
 pub type Reserved = (String, Option<Arc<AgentTask>>);
 
+/// Limits on each namespace's tasks; 0 is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceLimits {
+    /// Tasks queued at once: a task created past it waits, not accepted, until one is leased.
+    pub queued: usize,
+    /// Tasks running at once: past it, queued tasks that are not sub-tasks wait for a slot.
+    /// Sub-tasks are never held back, so a running workflow cannot wait on its own namespace.
+    pub running: usize,
+}
+
 /// The AgentTask state kept in memory, behind its locks; shared (as an `Arc`) by the task
 /// controller and the broker.
 pub struct Scheduler {
+    limits: NamespaceLimits,
     finished: Mutex<HashMap<(String, String), Finished>>,
     queue: Mutex<TaskQueue>,
     leases: Mutex<Leases>,
@@ -67,6 +78,7 @@ impl Scheduler {
     /// queue's depth and the leases held to `metrics`.
     pub fn new(lease_ttl: Duration, metrics: Arc<Metrics>) -> Self {
         Scheduler {
+            limits: NamespaceLimits::default(),
             finished: Default::default(),
             queue: Default::default(),
             leases: Mutex::new(Leases::new(lease_ttl)),
@@ -74,6 +86,26 @@ impl Scheduler {
             deferred: Default::default(),
             workers: Default::default(),
             metrics,
+        }
+    }
+
+    /// The scheduler with `limits` on each namespace's tasks.
+    pub fn with_limits(mut self, limits: NamespaceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits on each namespace's tasks.
+    pub fn limits(&self) -> NamespaceLimits {
+        self.limits
+    }
+
+    /// Whether `ns/name`, a task never accepted, may join its namespace's queue under the
+    /// limit on queued tasks (see [`TaskQueue::admit`]); always when there is no limit.
+    pub fn admit(&self, ns: &str, name: &str) -> bool {
+        match self.limits.queued {
+            0 => true,
+            limit => self.queue.lock().is_ok_and(|mut q| q.admit(ns, name, limit)),
         }
     }
 
@@ -240,7 +272,11 @@ impl Scheduler {
         let Ok(mut queue) = self.queue.lock() else {
             return Vec::new();
         };
-        let names = queue.pop_for(ns, &name, agent.spec.role, free, |t| req.wants(t));
+        let room = match self.limits.running {
+            0 => usize::MAX,
+            limit => limit.saturating_sub(leases.running_in(ns)),
+        };
+        let names = queue.pop_for(ns, &name, agent.spec.role, (free, room), |t| req.wants(t));
         let now = Instant::now();
         // A task already held (being leased from an older queue entry) is not taken twice.
         let names: Vec<_> = names
@@ -345,15 +381,20 @@ impl Scheduler {
     }
 
     /// Forgets the lease of `ns/name` (its outcome is recorded, or the task is gone) and, when
-    /// one was held, wakes the lease requests of its agent waiting for a free slot.
+    /// one was held, wakes the lease requests of its agent waiting for a free slot (of every
+    /// agent of the namespace, when the namespace ran its limit of tasks).
     pub fn release(&self, ns: &str, name: &str) {
+        let limit = self.limits.running;
         let released = self.leases.lock().ok().and_then(|mut l| {
             let lease = l.release(ns, name);
             self.metrics.set_tasks_running(l.len());
-            lease
+            lease.map(|lease| (lease, limit > 0 && l.running_in(ns) + 1 >= limit))
         });
-        if let Some(lease) = released {
-            self.wakeups.agent(ns, &lease.agent);
+        match released {
+            // The namespace was at its limit: any of its agents may now take a task.
+            Some((_, true)) => self.wakeups.namespace(ns),
+            Some((lease, false)) => self.wakeups.agent(ns, &lease.agent),
+            None => {}
         }
     }
 

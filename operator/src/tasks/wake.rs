@@ -58,6 +58,24 @@ impl Wakeups {
         }
     }
 
+    /// Wakes the lease requests of every agent of `ns` (a slot of the namespace's running
+    /// limit was freed).
+    pub fn namespace(&self, ns: &str) {
+        let waiting: Vec<Arc<Notify>> = self
+            .by_agent
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| n == ns)
+                    .map(|(_, w)| w.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in waiting {
+            n.notify_waiters();
+        }
+    }
+
     /// Wakes every waiting lease request, and forgets agents nobody waits for.
     pub fn all(&self) {
         if let Ok(mut m) = self.by_agent.lock() {

@@ -55,6 +55,8 @@ mod gateway;
 mod health;
 mod lifecycle;
 mod mirror;
+mod plugin;
 mod resources;
 mod tasks;
+mod tenants;
 mod workers;

@@ -148,6 +148,29 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     let large = &rs["big-000"];
     assert_eq!(large["result_data"], big, "the full result is in the row");
     assert!(large["result_digest"].as_str().unwrap().starts_with("sha256:"));
+    // `kubectl cogo result` reads it from the database, and says how when not told where.
+    let out = c.kubectl_cogo(
+        &[
+            "-n",
+            &ns.name,
+            "result",
+            "big-000",
+            "--compact",
+            "--database-url",
+            &pg.url(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), big);
+    let out = c.kubectl_cogo(&["-n", &ns.name, "result", "big-000"], None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("is kept in the database (supabase:distributed_agent_tasks)")
+            && said.contains("--database-url"),
+        "{said}"
+    );
     assert_eq!(rs["nul-000"]["data"], json!({"text": "a\u{FFFD}b"}));
     assert!(op.counter("cogo_operator_mirror_rows_total") >= 64);
     assert_eq!(

@@ -241,6 +241,25 @@ fn the_chart_runs_the_operator_in_the_cluster() {
         done["status"]["pod"], agent_pod["metadata"]["name"],
         "the agent's pod ran it"
     );
+    // `kubectl cogo logs` prints that pod's log of the attempt: the agent's lines about it.
+    let out = c.kubectl_cogo(&["-n", &ns.name, "logs", "echo-in-cluster"], None);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for said in ["task started", "task succeeded"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(said) && l.contains("echo-in-cluster")),
+            "{said} missing from:\n{log}"
+        );
+    }
+    assert!(
+        !log.lines().any(|l| l.starts_with("20") && l.contains('Z')),
+        "timestamps are taken off unless asked for: {log}"
+    );
 
     // SIGKILL the agent's process mid-task: its heartbeats stop, the lease runs out (three
     // intervals of 5 s), and the restarted container runs attempt 2 to success.
