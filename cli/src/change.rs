@@ -1,7 +1,5 @@
 //! `kubectl cogo cancel` and `kubectl cogo retry`.
 
-use std::time::Duration;
-
 use cogo_api::AgentTask;
 use kube::{
     ResourceExt,
@@ -9,7 +7,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{Outcome, Target, explain, get_task, parse_duration, result, submit, view};
+use crate::{Outcome, Target, explain, get_task, result, submit, view};
 
 /// The label a retry carries: the name of the task it runs again.
 pub const RETRY_OF_LABEL: &str = "cogo.xyz/retry-of";
@@ -30,14 +28,8 @@ pub struct RetryArgs {
     /// The new task's name (by default the old one's and a random suffix).
     #[arg(long)]
     new_name: Option<String>,
-    /// Wait for the new task to end, as `submit --wait` does.
-    #[arg(long)]
-    wait: bool,
-    /// How long --wait waits (30s, 10m, 1h).
-    #[arg(long, default_value = "10m", value_parser = parse_duration, requires = "wait")]
-    wait_timeout: Duration,
     #[command(flatten)]
-    database: result::Database,
+    wait: result::Wait,
 }
 
 /// `kubectl cogo cancel`: asks each task to stop. A queued task ends at once, a running one
@@ -119,7 +111,7 @@ pub fn again(old: &AgentTask, new_name: Option<&str>) -> anyhow::Result<AgentTas
 pub async fn retry(target: &Target, a: &RetryArgs) -> anyhow::Result<Outcome> {
     let old = get_task(target, &a.name).await?;
     let task = again(&old, a.new_name.as_deref())?;
-    submit::create(target, task, a.wait.then_some(a.wait_timeout), &a.database).await
+    submit::create(target, task, &a.wait).await
 }
 
 #[cfg(test)]

@@ -18,6 +18,27 @@ pub struct Database {
     database_url: Option<String>,
 }
 
+/// `--wait` of the commands that create a task.
+#[derive(clap::Args)]
+pub struct Wait {
+    /// Wait for the task to end: its changes go to standard error, its result to standard
+    /// output; the exit code is 2 when it fails or is cancelled.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits (30s, 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, requires = "wait")]
+    wait_timeout: Duration,
+    #[command(flatten)]
+    pub database: Database,
+}
+
+impl Wait {
+    /// How long to wait; None when not asked to.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.wait.then_some(self.wait_timeout)
+    }
+}
+
 /// `kubectl cogo result`.
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,13 +1,13 @@
 //! `kubectl cogo submit`: an AgentTask from flags or from a file, checked against the task
 //! catalogue before it is created, and optionally followed to its result.
 
-use std::{io::Read, path::PathBuf, time::Duration};
+use std::{io::Read, path::PathBuf};
 
 use cogo_api::{AgentRole, AgentTask, AgentTaskSpec, TaskPhase};
 use kube::{ResourceExt, api::PostParams};
 use serde_json::Value;
 
-use crate::{Outcome, Target, explain, parse_duration, result, view};
+use crate::{Outcome, Target, explain, result, view};
 
 /// `kubectl cogo submit`.
 #[derive(clap::Args)]
@@ -45,15 +45,8 @@ pub struct Args {
     /// Create the task even when its input does not follow the catalogue's schema for its type.
     #[arg(long)]
     no_check: bool,
-    /// Wait for the task to end: its changes go to standard error, its result to standard
-    /// output; the exit code is 2 when it fails or is cancelled.
-    #[arg(long)]
-    wait: bool,
-    /// How long --wait waits (30s, 10m, 1h).
-    #[arg(long, default_value = "10m", value_parser = parse_duration, requires = "wait")]
-    wait_timeout: Duration,
     #[command(flatten)]
-    database: result::Database,
+    wait: result::Wait,
 }
 
 /// A role by the name the CRDs use (case-insensitive).
@@ -168,12 +161,7 @@ pub fn name_prefix(task_type: &str) -> String {
 }
 
 /// Creates `task` and, with `wait`, follows it; prints as `submit` and `retry` do.
-pub async fn create(
-    target: &Target,
-    mut task: AgentTask,
-    wait: Option<Duration>,
-    database: &result::Database,
-) -> anyhow::Result<Outcome> {
+pub async fn create(target: &Target, mut task: AgentTask, wait: &result::Wait) -> anyhow::Result<Outcome> {
     if task.metadata.name.is_none() && task.metadata.generate_name.is_none() {
         task.metadata.generate_name = Some(name_prefix(&task.spec.task_type));
     }
@@ -184,7 +172,7 @@ pub async fn create(
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the AgentTask: {}", explain(&e)))?;
     let name = created.name_any();
-    let Some(timeout) = wait else {
+    let Some(timeout) = wait.timeout() else {
         println!("agenttask.cogo.xyz/{name} created");
         return Ok(Outcome::Done);
     };
@@ -194,7 +182,7 @@ pub async fn create(
     })
     .await?;
     if view::phase(&ended) == TaskPhase::Succeeded {
-        result::print(&ended, database, false).await?;
+        result::print(&ended, &wait.database, false).await?;
         return Ok(Outcome::Done);
     }
     Ok(Outcome::TaskDidNotSucceed)
@@ -225,7 +213,7 @@ pub async fn run(target: &Target, a: &Args) -> anyhow::Result<Outcome> {
     if !a.no_check {
         check(&task.spec).map_err(|e| anyhow::anyhow!("{e} (--no-check creates it anyway)"))?;
     }
-    create(target, task, a.wait.then_some(a.wait_timeout), &a.database).await
+    create(target, task, &a.wait).await
 }
 
 #[cfg(test)]

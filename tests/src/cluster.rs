@@ -143,26 +143,7 @@ impl Cluster {
 
     /// Runs `kubectl cogo <args>`, feeding `stdin`, and returns its output.
     pub fn kubectl_cogo(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = self
-            .kubectl_cogo_command(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kubectl");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        child.wait_with_output().expect("wait for kubectl")
+        crate::run_command(self.kubectl_cogo_command(args), stdin.map(str::as_bytes))
     }
 
     /// Runs kubectl and returns stdout; panics with its output when it fails.

@@ -69,8 +69,14 @@ pub fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
 
 /// Runs `tool` with `args`, feeding `stdin`, and returns its output.
 pub fn run(tool_path: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(tool_path)
-        .args(args)
+    let mut cmd = Command::new(tool_path);
+    cmd.args(args);
+    run_command(cmd, stdin)
+}
+
+/// Runs `cmd`, feeding `stdin`, and returns its output.
+pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -79,7 +85,7 @@ pub fn run(tool_path: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tool_path.display()));
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
     if let Some(input) = stdin {
         child
             .stdin
