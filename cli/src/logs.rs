@@ -129,9 +129,16 @@ pub async fn run(target: &Target, a: &Args) -> anyhow::Result<Outcome> {
                 // A followed attempt ends when the task says so; lines written until then
                 // (and a little after) are still printed.
                 if end.is_none() {
-                    let now = get_task(target, &a.name).await?;
-                    let attempts = now.status.map(|s| s.attempts).unwrap_or_default();
-                    end = attempts.iter().find(|x| x.number == attempt.number).and_then(|x| x.finish_time.as_ref()).map(|t| t.0);
+                    match target.tasks().get_opt(&a.name).await {
+                        Ok(Some(now)) => {
+                            let attempts = now.status.map(|s| s.attempts).unwrap_or_default();
+                            end = attempts.iter().find(|x| x.number == attempt.number).and_then(|x| x.finish_time.as_ref()).map(|t| t.0);
+                        }
+                        // Deleted (a TTL of 0, say): the attempt is over.
+                        Ok(None) => end = Some(jiff::Timestamp::now()),
+                        // A read that failed is tried again at the next tick.
+                        Err(_) => {}
+                    }
                 } else if quiet_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= 2 * SLACK.unsigned_abs() {
                     break;
                 }

@@ -3,8 +3,8 @@
 //! namespace kubectl would.
 //!
 //! Exit codes: 0 when the command did what it was asked (and a task it waited for succeeded),
-//! 1 when it could not (a usage error included), 2 when a task it waited for or read ended
-//! Failed or Cancelled.
+//! 1 when it could not (a usage error included), 2 when a task it waited for, or whose result
+//! it was asked for, ended Failed or Cancelled.
 
 mod change;
 mod logs;

@@ -95,8 +95,20 @@ pub fn from_manifest(text: &str) -> anyhow::Result<AgentTask> {
             doc["apiVersion"].as_str().unwrap_or("no apiVersion"),
         );
     }
-    serde_json::from_value(doc.clone())
-        .map_err(|e| anyhow::anyhow!("the AgentTask in the file is not valid: {e}"))
+    let mut task: AgentTask = serde_json::from_value(doc.clone())
+        .map_err(|e| anyhow::anyhow!("the AgentTask in the file is not valid: {e}"))?;
+    // What the API server sets (a manifest saved with `get -o yaml` has it) is left out.
+    let meta = std::mem::take(&mut task.metadata);
+    task.metadata = kube::api::ObjectMeta {
+        name: meta.name,
+        generate_name: meta.generate_name,
+        namespace: meta.namespace,
+        labels: meta.labels,
+        annotations: meta.annotations,
+        ..Default::default()
+    };
+    task.status = None;
+    Ok(task)
 }
 
 /// The task's spec from the flags.
@@ -129,6 +141,11 @@ fn from_flags(a: &Args) -> anyhow::Result<AgentTaskSpec> {
 /// input must read as its handler reads it. Types outside the catalogue pass (the `cogo.*`
 /// built-ins, and any type an agent image of the user's own handles).
 pub fn check(spec: &AgentTaskSpec) -> Result<(), String> {
+    if let Some(parent) = &spec.parent {
+        return Err(format!(
+            "spec.parent makes the task a sub-task of {parent}; sub-tasks are made by the agent running their parent"
+        ));
+    }
     let Some(entry) = cogo_api::catalogue::requestable()
         .into_iter()
         .find(|e| e.task_type == spec.task_type)
@@ -275,6 +292,9 @@ mod tests {
         );
         let e = check(&spec(None, "python.execute", json!({}))).unwrap_err();
         assert!(e.contains("code"), "{e}");
+        let mut child = spec(None, "cogo.echo", json!(1));
+        child.parent = Some("wf".into());
+        assert!(check(&child).unwrap_err().contains("sub-task of wf"));
     }
 
     #[test]
@@ -290,6 +310,16 @@ mod tests {
             from_manifest(json_text).unwrap().spec.role,
             Some(AgentRole::Research)
         );
+        let saved = format!("{yaml}status: {{phase: Failed}}\n").replace(
+            "  name: hi\n",
+            "  name: hi\n  uid: 1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  resourceVersion: \"7\"\n  creationTimestamp: \"2026-11-30T10:00:00Z\"\n",
+        );
+        let t = from_manifest(&saved).unwrap();
+        assert_eq!(
+            (t.metadata.uid, t.metadata.resource_version, t.status),
+            (None, None, None)
+        );
+        assert_eq!(t.metadata.name.as_deref(), Some("hi"));
         let e = from_manifest("apiVersion: v1\nkind: ConfigMap\n")
             .unwrap_err()
             .to_string();

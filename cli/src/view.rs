@@ -476,6 +476,18 @@ impl Seen {
     }
 }
 
+/// Whether a watch error will not pass by retrying: the caller may not watch (401, 403), or
+/// the namespace is not there (404).
+pub fn is_fatal(e: &watcher::Error) -> Option<String> {
+    let (code, message) = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => (s.code, s.message.clone()),
+        watcher::Error::WatchError(s) => (s.code, s.message.clone()),
+        _ => return None,
+    };
+    matches!(code, 401 | 403 | 404).then_some(message)
+}
+
 /// Follows the task `name` until it ends or `timeout` passes, calling `change` with each new
 /// state (the first included). Returns the ended task, or an error when it was deleted or
 /// did not end in time.
@@ -489,6 +501,9 @@ pub async fn follow(
     let stream = watcher(target.tasks(), config).default_backoff();
     futures::pin_mut!(stream);
     let mut last: Option<Seen> = None;
+    // The task seen in the current listing, by UID: a task deleted while the watch reconnects,
+    // or deleted and created again under the same name, is not the one followed.
+    let mut uid: Option<String> = None;
     let mut exists = false;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -499,6 +514,9 @@ pub async fn follow(
             ),
             Ok(None) => anyhow::bail!("the watch of the AgentTask {name} ended"),
             Ok(Some(Err(e))) => {
+                if let Some(why) = is_fatal(&e) {
+                    anyhow::bail!("cannot watch the AgentTask {name}: {why}");
+                }
                 eprintln!("warning: watching the AgentTask {name}: {e}; retrying");
                 continue;
             }
@@ -506,6 +524,10 @@ pub async fn follow(
         };
         match event {
             watcher::Event::Apply(t) | watcher::Event::InitApply(t) => {
+                if uid.is_some() && t.metadata.uid != uid {
+                    anyhow::bail!("the AgentTask {name} was deleted and another took its name");
+                }
+                uid = t.metadata.uid.clone();
                 exists = true;
                 let seen = Seen::of(&t);
                 if last.as_ref() != Some(&seen) {
@@ -521,7 +543,8 @@ pub async fn follow(
                 "the AgentTask {name} does not exist in the namespace {}",
                 target.namespace
             ),
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            watcher::Event::Init => exists = false,
+            watcher::Event::InitDone => {}
         }
     }
 }
@@ -557,7 +580,10 @@ pub async fn watch(target: &Target, a: &WatchArgs) -> anyhow::Result<Outcome> {
                     last.insert(name, seen);
                 }
             }
-            Err(e) => eprintln!("warning: watching AgentTasks: {e}; retrying"),
+            Err(e) => match is_fatal(&e) {
+                Some(why) => anyhow::bail!("cannot watch AgentTasks: {why}"),
+                None => eprintln!("warning: watching AgentTasks: {e}; retrying"),
+            },
         }
     }
     Ok(Outcome::Done)

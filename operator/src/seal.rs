@@ -37,11 +37,58 @@ fn message(task: &AgentTask) -> String {
     )
 }
 
-fn mac(secret: &[u8], task: &AgentTask) -> Hmac<Sha256> {
+fn mac(secret: &[u8], message: &str) -> Hmac<Sha256> {
     // HMAC takes a key of any length.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key");
-    m.update(message(task).as_bytes());
+    m.update(message.as_bytes());
     m
+}
+
+/// The annotation holding the broker's mark on a sub-task it created for a running task:
+/// `<key id>:<hex HMAC>` of the task's namespace, name and parent. Only such sub-tasks pass
+/// their namespace's task limits (a user can write `spec.parent` on any task).
+pub const SUBTASK_SEAL_ANNOTATION: &str = "cogo.xyz/subtask-seal";
+
+fn subtask_message(task: &AgentTask) -> String {
+    format!(
+        "cogo-subtask/v1\n{}\n{}\n{}",
+        task.namespace().unwrap_or_default(),
+        task.metadata.name.as_deref().unwrap_or(""),
+        task.spec.parent.as_deref().unwrap_or("")
+    )
+}
+
+/// Marks `task`, a sub-task the broker creates, as the broker's (its namespace, name and
+/// parent must be final).
+pub fn seal_subtask(keys: &Keys, task: &mut AgentTask) {
+    let m = mac(&keys.current.secret, &subtask_message(task))
+        .finalize()
+        .into_bytes();
+    task.annotations_mut().insert(
+        SUBTASK_SEAL_ANNOTATION.into(),
+        format!("{}:{}", keys.current.id, hex(&m)),
+    );
+}
+
+/// Whether `task` is a sub-task the broker created: it names a parent and carries the
+/// broker's mark of exactly its namespace, name and parent.
+pub fn is_broker_subtask(keys: &Keys, task: &AgentTask) -> bool {
+    task.spec.parent.is_some() && holds(keys, task, SUBTASK_SEAL_ANNOTATION, &subtask_message(task))
+}
+
+/// Whether the annotation `annotation` of `task` is an HMAC of `message` by one of `keys`.
+fn holds(keys: &Keys, task: &AgentTask, annotation: &str, message: &str) -> bool {
+    let Some((kid, given)) = task.annotations().get(annotation).and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let key = std::iter::once(&keys.current)
+        .chain(&keys.previous)
+        .find(|k| k.id == kid);
+    match (key, unhex(given)) {
+        // Compared in constant time.
+        (Some(key), Some(given)) => mac(&key.secret, message).verify_slice(&given).is_ok(),
+        _ => false,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -51,7 +98,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Seals `task` (its namespace, name, row annotation and requester) with the current key.
 /// Call it once these are final: any change breaks the seal.
 pub fn seal(keys: &Keys, task: &mut AgentTask) {
-    let m = mac(&keys.current.secret, task).finalize().into_bytes();
+    let m = mac(&keys.current.secret, &message(task)).finalize().into_bytes();
     task.annotations_mut()
         .insert(SEAL_ANNOTATION.into(), format!("{}:{}", keys.current.id, hex(&m)));
 }
@@ -59,21 +106,7 @@ pub fn seal(keys: &Keys, task: &mut AgentTask) {
 /// Whether `task` carries a seal, made by one of `keys`, of exactly its namespace, name, row
 /// annotation and requester.
 pub fn verify(keys: &Keys, task: &AgentTask) -> bool {
-    let Some((kid, given)) = task
-        .annotations()
-        .get(SEAL_ANNOTATION)
-        .and_then(|s| s.split_once(':'))
-    else {
-        return false;
-    };
-    let key = std::iter::once(&keys.current)
-        .chain(&keys.previous)
-        .find(|k| k.id == kid);
-    match (key, unhex(given)) {
-        // Compared in constant time.
-        (Some(key), Some(given)) => mac(&key.secret, task).verify_slice(&given).is_ok(),
-        _ => false,
-    }
+    holds(keys, task, SEAL_ANNOTATION, &message(task))
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -101,6 +134,32 @@ mod tests {
             },
             previous: vec![],
         }
+    }
+
+    #[test]
+    fn only_the_broker_s_sub_tasks_carry_its_mark() {
+        let k = keys("k1", 7);
+        let mut child = task("wf-1", None, "00000000-0000-0000-0000-000000000001");
+        child.spec.parent = Some("wf".into());
+        assert!(!is_broker_subtask(&k, &child), "spec.parent alone is not enough");
+        seal_subtask(&k, &mut child);
+        assert!(is_broker_subtask(&k, &child));
+        let mut moved = child.clone();
+        moved.spec.parent = Some("other".into());
+        assert!(!is_broker_subtask(&k, &moved), "the mark covers the parent");
+        let mut renamed = child.clone();
+        renamed.metadata.name = Some("wf-2".into());
+        assert!(!is_broker_subtask(&k, &renamed), "and the name");
+        assert!(
+            !is_broker_subtask(&keys("k1", 8), &child),
+            "another key's mark is not the broker's"
+        );
+        let rotated = Keys {
+            current: keys("k2", 9).current,
+            previous: vec![k.current.clone()],
+        };
+        assert!(is_broker_subtask(&rotated, &child), "a rotated key still vouches");
+        assert!(!verify(&k, &child), "a sub-task mark is not a requester seal");
     }
 
     fn task(name: &str, row: Option<&str>, user: &str) -> AgentTask {

@@ -217,6 +217,7 @@ pub(super) async fn subtask(
     if sealed {
         crate::seal::seal(&b.keys, &mut child);
     }
+    crate::seal::seal_subtask(&b.keys, &mut child);
     let params = kube::api::PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.into()),
@@ -230,6 +231,7 @@ pub(super) async fn subtask(
                 if sealed {
                     crate::seal::seal(&b.keys, &mut child);
                 }
+                crate::seal::seal_subtask(&b.keys, &mut child);
                 created = api.create(&params, &child).await;
             }
             _ => break,

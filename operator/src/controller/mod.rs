@@ -98,6 +98,8 @@ impl Context {
 
     /// The same context, issuing broker tokens signed with `keys`.
     pub fn with_keys(mut self, keys: crate::tokens::auth::Keys) -> Self {
+        // The broker marks its sub-tasks with the same keys.
+        self.scheduler.vouch_subtasks_with(keys.clone());
         self.keys = Some(keys);
         self
     }

@@ -90,18 +90,21 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
             .unwrap_or(None),
         None => None,
     };
-    // A new task (not a sub-task, never accepted) needs room in its namespace's queue.
-    let queue_full =
-        (t.spec.parent.is_none() && !accept::was_accepted(&t) && !ctx.scheduler.admit(&ns, &name))
-            .then_some(ctx.scheduler.limits().queued);
     let facts = TaskFacts {
         agents,
         parent_exists: t.spec.parent.as_ref().map(|_| parent.is_some()),
-        queue_full,
     };
 
-    // validate
-    let verdict = accept::validate(&t, &facts, ctx.config.max_task_input_bytes);
+    // validate: a valid new task (never accepted, not a sub-task of the broker's) also needs
+    // room in its namespace's queue.
+    let mut verdict = accept::validate(&t, &facts, ctx.config.max_task_input_bytes);
+    if verdict.is_ok()
+        && !accept::was_accepted(&t)
+        && ctx.scheduler.is_limited(&t)
+        && !ctx.scheduler.admit(&t)
+    {
+        verdict = Err(accept::queue_full(ctx.scheduler.limits().queued));
+    }
 
     // apply: a sub-task created with kubectl is owned by its parent, as the broker's are.
     if let Some(parent) = &parent {

@@ -108,9 +108,6 @@ pub struct TaskFacts {
     pub agents: Vec<(String, AgentRole)>,
     /// Whether the parent named in `spec.parent` exists (None when there is no parent).
     pub parent_exists: Option<bool>,
-    /// The namespace's limit of queued tasks, when the task would be one too many: it was never
-    /// accepted, it is not a sub-task, and the namespace's queue is full.
-    pub queue_full: Option<usize>,
 }
 
 /// Decides whether a task can be queued, and where.
@@ -178,16 +175,19 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
             message: "the task names neither spec.agent nor spec.role".into(),
         }),
     }?;
-    if let Some(limit) = facts.queue_full {
-        return Err(Invalid {
-            reason: reason::NAMESPACE_QUEUE_FULL,
-            message: format!(
-                "the namespace already has {limit} queued tasks, the most the operator queues for one \
-                 namespace (--max-queued-tasks-per-namespace); this task is accepted when one of them is leased"
-            ),
-        });
-    }
     Ok(target)
+}
+
+/// Why a valid task waits outside a namespace's full queue of `limit` tasks.
+pub fn queue_full(limit: usize) -> Invalid {
+    Invalid {
+        reason: reason::NAMESPACE_QUEUE_FULL,
+        message: format!(
+            "the namespace already has {limit} queued tasks, the most the operator queues for one \
+             namespace (--max-queued-tasks-per-namespace); this task is accepted, oldest first, when \
+             one of them is leased"
+        ),
+    }
 }
 
 /// Whether the task's `Accepted` condition is True: it was admitted once, so a limit on new
@@ -291,7 +291,6 @@ mod tests {
         TaskFacts {
             agents: agents.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
             parent_exists: None,
-            queue_full: None,
         }
     }
 
@@ -334,26 +333,6 @@ mod tests {
                 reason::PARENT_NOT_FOUND,
                 "AgentTask \"gone\"",
             ),
-            (
-                "a full namespace queue",
-                "agent: research\ntype: cogo.echo".into(),
-                TaskFacts {
-                    queue_full: Some(500),
-                    ..facts(&[("research", AgentRole::Research)])
-                },
-                reason::NAMESPACE_QUEUE_FULL,
-                "already has 500 queued tasks",
-            ),
-            (
-                "an unknown agent is said before a full queue",
-                "agent: nobody\ntype: cogo.echo".into(),
-                TaskFacts {
-                    queue_full: Some(500),
-                    ..facts(&[("research", AgentRole::Research)])
-                },
-                reason::AGENT_NOT_FOUND,
-                "CogoAgent \"nobody\"",
-            ),
         ];
         for (what, yaml, facts, reason, fragment) in cases {
             let err = validate(&task(&yaml), &facts, 256).expect_err(what);
@@ -366,10 +345,14 @@ mod tests {
     fn only_tasks_never_accepted_are_new() {
         let mut t = task("agent: r\ntype: cogo.echo");
         assert!(!was_accepted(&t));
-        let refused = Err(Invalid {
-            reason: reason::NAMESPACE_QUEUE_FULL,
-            message: "full".into(),
-        });
+        let refused = Err(queue_full(500));
+        assert!(
+            refused
+                .as_ref()
+                .unwrap_err()
+                .message
+                .contains("already has 500 queued tasks")
+        );
         t.status = compute_pending(&t, &refused, None, &at(1));
         assert!(!was_accepted(&t));
         t.status = compute_pending(&t, &Ok(Target::Agent("r".into())), None, &at(2));

@@ -57,6 +57,9 @@ pub struct TaskQueue {
     /// Tasks admitted under a namespace's queue limit and not queued yet (their acceptance is
     /// being written): they count against the limit, so tasks admitted together cannot pass it.
     admitting: std::collections::HashSet<(String, String)>,
+    /// Tasks refused for a full queue, per namespace, by creation time then name: room goes to
+    /// the oldest first, so newer tasks cannot keep taking it.
+    refused: HashMap<String, BTreeSet<(i64, String)>>,
 }
 
 impl TaskQueue {
@@ -91,8 +94,8 @@ impl TaskQueue {
     }
 
     /// Queues `task` for `target` by its priority and creation time, keeping the object for
-    /// the lease.
-    pub fn upsert_task(&mut self, target: Target, task: Arc<AgentTask>) {
+    /// the lease; a `limited` task waits while its namespace runs its limit of tasks.
+    pub fn upsert_task(&mut self, target: Target, task: Arc<AgentTask>, limited: bool) {
         let (Some(ns), Some(name)) = (task.metadata.namespace.clone(), task.metadata.name.clone()) else {
             return;
         };
@@ -109,7 +112,7 @@ impl TaskQueue {
             &task.spec.task_type,
             task.spec.priority,
             created,
-            task.spec.parent.is_none(),
+            limited,
         );
         self.attach(&ns, &name, task);
     }
@@ -129,21 +132,40 @@ impl TaskQueue {
         let key = (ns.to_string(), name.to_string());
         self.objects.remove(&key);
         self.admitting.remove(&key);
+        self.unrefuse(ns, name);
         self.unlink(ns, name)
     }
 
-    /// Whether the task `ns/name` may join the queue of a namespace that holds at most `limit`
-    /// tasks: it is queued or admitted already, or there is room, which it then holds until it
-    /// is queued or removed.
-    pub fn admit(&mut self, ns: &str, name: &str, limit: usize) -> bool {
+    fn unrefuse(&mut self, ns: &str, name: &str) {
+        if let Some(r) = self.refused.get_mut(ns) {
+            r.retain(|(_, n)| n != name);
+            if r.is_empty() {
+                self.refused.remove(ns);
+            }
+        }
+    }
+
+    /// Whether the task `ns/name`, created at `created` (Unix seconds), may join the queue of a
+    /// namespace that holds at most `limit` tasks: it is queued or admitted already, or there is
+    /// room and no older refused task waits for it. An admitted task holds its room until it
+    /// is queued or removed; a refused one keeps its place in line.
+    pub fn admit(&mut self, ns: &str, name: &str, created: i64, limit: usize) -> bool {
         let key = (ns.to_string(), name.to_string());
         if self.index.contains_key(&key) || self.admitting.contains(&key) {
             return true;
         }
         let admitting = self.admitting.iter().filter(|(n, _)| n == ns).count();
-        if self.queued_in(ns) + admitting >= limit {
+        let place = (created, name.to_string());
+        let older_waits = self
+            .refused
+            .get(ns)
+            .and_then(|r| r.first())
+            .is_some_and(|first| *first < place);
+        if self.queued_in(ns) + admitting >= limit || older_waits {
+            self.refused.entry(ns.to_string()).or_default().insert(place);
             return false;
         }
+        self.unrefuse(ns, name);
         self.admitting.insert(key);
         true
     }
@@ -152,6 +174,10 @@ impl TaskQueue {
     /// them.
     pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
         self.admitting.retain(|(ns, name)| keep(ns, name));
+        for (ns, r) in self.refused.iter_mut() {
+            r.retain(|(_, name)| keep(ns, name));
+        }
+        self.refused.retain(|_, r| !r.is_empty());
         let gone: Vec<(String, String)> = self
             .index
             .keys()
@@ -465,21 +491,56 @@ mod tests {
     fn admissions_hold_their_room_until_queued_or_removed() {
         let mut q = TaskQueue::default();
         q.upsert("ns", "queued", agent("a"), "cogo.echo", 0, 1, true);
-        assert!(q.admit("ns", "queued", 1), "a queued task is in already");
-        assert!(!q.admit("ns", "new", 1));
-        assert!(q.admit("ns", "new", 3));
-        assert!(q.admit("ns", "new", 3), "admitted twice holds one place");
-        assert!(q.admit("ns", "second", 3));
-        assert!(!q.admit("ns", "third", 3), "two admitted and one queued fill 3");
+        assert!(q.admit("ns", "queued", 1, 1), "a queued task is in already");
+        assert!(q.admit("ns", "new", 2, 3));
+        assert!(q.admit("ns", "new", 2, 3), "admitted twice holds one place");
+        assert!(q.admit("ns", "second", 3, 3));
         assert!(
-            q.admit("other", "elsewhere", 1),
+            !q.admit("ns", "third", 4, 3),
+            "two admitted and one queued fill 3"
+        );
+        assert!(
+            q.admit("other", "elsewhere", 9, 1),
             "other namespaces have their own room"
         );
         q.upsert("ns", "new", agent("a"), "cogo.echo", 0, 2, true);
-        assert!(!q.admit("ns", "third", 3), "queued now, it still holds its place");
+        assert!(
+            !q.admit("ns", "third", 4, 3),
+            "queued now, it still holds its place"
+        );
         q.remove("ns", "second");
-        assert!(q.admit("ns", "third", 3));
-        q.retain(|_, name| name != "third");
-        assert!(q.admit("ns", "fourth", 3), "a task gone gives its admission back");
+        assert!(q.admit("ns", "third", 4, 3));
+        q.remove("ns", "third");
+        assert!(
+            q.admit("ns", "fourth", 5, 3),
+            "a task gone gives its admission back"
+        );
+    }
+
+    #[test]
+    fn refused_tasks_get_room_oldest_first() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "queued", agent("a"), "cogo.echo", 0, 1, true);
+        assert!(!q.admit("ns", "old", 2, 1));
+        assert!(!q.admit("ns", "older", 1, 1));
+        q.remove("ns", "queued");
+        assert!(
+            !q.admit("ns", "newest", 9, 1),
+            "a new task waits behind the refused ones"
+        );
+        assert!(
+            !q.admit("ns", "old", 2, 1),
+            "room goes to the oldest refused task"
+        );
+        assert!(q.admit("ns", "older", 1, 1));
+        q.upsert("ns", "older", agent("a"), "cogo.echo", 0, 1, true);
+        q.remove("ns", "older");
+        assert!(q.admit("ns", "old", 2, 1));
+        q.remove("ns", "old");
+        q.retain(|_, name| name != "newest");
+        assert!(
+            q.admit("ns", "later", 10, 1),
+            "a refused task that is gone holds no place"
+        );
     }
 }

@@ -64,6 +64,8 @@ pub struct NamespaceLimits {
 /// controller and the broker.
 pub struct Scheduler {
     limits: NamespaceLimits,
+    /// The keys the broker marks its sub-tasks with; only those pass the namespace limits.
+    subtask_keys: std::sync::OnceLock<crate::tokens::auth::Keys>,
     finished: Mutex<HashMap<(String, String), Finished>>,
     queue: Mutex<TaskQueue>,
     leases: Mutex<Leases>,
@@ -79,6 +81,7 @@ impl Scheduler {
     pub fn new(lease_ttl: Duration, metrics: Arc<Metrics>) -> Self {
         Scheduler {
             limits: NamespaceLimits::default(),
+            subtask_keys: Default::default(),
             finished: Default::default(),
             queue: Default::default(),
             leases: Mutex::new(Leases::new(lease_ttl)),
@@ -100,13 +103,42 @@ impl Scheduler {
         self.limits
     }
 
-    /// Whether `ns/name`, a task never accepted, may join its namespace's queue under the
-    /// limit on queued tasks (see [`TaskQueue::admit`]); always when there is no limit.
-    pub fn admit(&self, ns: &str, name: &str) -> bool {
-        match self.limits.queued {
-            0 => true,
-            limit => self.queue.lock().is_ok_and(|mut q| q.admit(ns, name, limit)),
+    /// Takes `keys` as the ones the broker marks its sub-tasks with (see
+    /// [`crate::seal::seal_subtask`]); without them every task is held to the namespace limits.
+    pub fn vouch_subtasks_with(&self, keys: crate::tokens::auth::Keys) {
+        let _ = self.subtask_keys.set(keys);
+    }
+
+    /// Whether the namespace limits hold `task` back: every task but the sub-tasks the broker
+    /// created for running tasks.
+    pub fn is_limited(&self, task: &AgentTask) -> bool {
+        !self
+            .subtask_keys
+            .get()
+            .is_some_and(|k| crate::seal::is_broker_subtask(k, task))
+    }
+
+    /// Whether `task`, never accepted, may join its namespace's queue under the limit on
+    /// queued tasks (see [`TaskQueue::admit`]): always when there is no limit, and when it is
+    /// being leased already.
+    pub fn admit(&self, task: &AgentTask) -> bool {
+        let limit = self.limits.queued;
+        let (Some(ns), Some(name)) = (task.metadata.namespace.as_deref(), task.metadata.name.as_deref())
+        else {
+            return true;
+        };
+        if limit == 0 || self.is_leased(ns, name) {
+            return true;
         }
+        let created = task
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|c| c.0.as_second())
+            .unwrap_or_default();
+        self.queue
+            .lock()
+            .is_ok_and(|mut q| q.admit(ns, name, created, limit))
     }
 
     /// Queues `task` (`ns/name`) for `target`, with the object as last seen so the lease needs
@@ -123,8 +155,9 @@ impl Scheduler {
         if self.is_leased(ns, name) {
             return;
         }
+        let limited = self.is_limited(&task);
         if let Ok(mut q) = self.queue.lock() {
-            q.upsert_task(target.clone(), task);
+            q.upsert_task(target.clone(), task, limited);
             self.metrics.set_tasks_queued(q.len());
         }
         self.wakeups.target(ns, &target, agents);
@@ -138,8 +171,9 @@ impl Scheduler {
             (None, Some(r)) => Target::Role(r),
             (None, None) => return,
         };
+        let limited = self.is_limited(task);
         if let Ok(mut q) = self.queue.lock() {
-            q.upsert_task(target.clone(), Arc::new(task.clone()));
+            q.upsert_task(target.clone(), Arc::new(task.clone()), limited);
             self.metrics.set_tasks_queued(q.len());
         }
         self.wakeups
@@ -299,15 +333,27 @@ impl Scheduler {
 
     /// Gives back the reservation of `ns/name` (a lease not written); true when there was one.
     pub fn unreserve(&self, ns: &str, name: &str) -> bool {
-        let Ok(mut l) = self.leases.lock() else {
-            return false;
-        };
-        let reserved = l.state(ns, name, 0, Instant::now()) != LeaseState::Unknown;
-        if reserved {
+        let at_limit = {
+            let Ok(mut l) = self.leases.lock() else {
+                return false;
+            };
+            if l.state(ns, name, 0, Instant::now()) == LeaseState::Unknown {
+                return false;
+            }
             l.release(ns, name);
             self.metrics.set_tasks_running(l.len());
+            self.was_at_limit(&l, ns)
+        };
+        // The slot it held in its namespace is free again.
+        if at_limit {
+            self.wakeups.namespace(ns);
         }
-        reserved
+        true
+    }
+
+    /// Whether `ns` ran its limit of tasks before the lease just released from `leases`.
+    fn was_at_limit(&self, leases: &Leases, ns: &str) -> bool {
+        self.limits.running > 0 && leases.running_in(ns) + 1 >= self.limits.running
     }
 
     /// Records that `pod` of `agent` holds attempt `attempt` of `ns/name` from `now` (its lease
@@ -384,11 +430,10 @@ impl Scheduler {
     /// one was held, wakes the lease requests of its agent waiting for a free slot (of every
     /// agent of the namespace, when the namespace ran its limit of tasks).
     pub fn release(&self, ns: &str, name: &str) {
-        let limit = self.limits.running;
         let released = self.leases.lock().ok().and_then(|mut l| {
             let lease = l.release(ns, name);
             self.metrics.set_tasks_running(l.len());
-            lease.map(|lease| (lease, limit > 0 && l.running_in(ns) + 1 >= limit))
+            lease.map(|lease| (lease, self.was_at_limit(&l, ns)))
         });
         match released {
             // The namespace was at its limit: any of its agents may now take a task.
@@ -618,6 +663,74 @@ mod tests {
         s.dequeue("ns", "t2");
         s.dequeue("ns", "t3");
         assert_eq!(gauges(&metrics), (true, true));
+    }
+
+    #[test]
+    fn a_namespace_at_its_running_limit_leases_only_the_broker_s_sub_tasks_and_wakes_all_its_agents_when_one_ends()
+     {
+        let keys = crate::tokens::auth::Keys {
+            current: crate::tokens::auth::Key {
+                id: "k".into(),
+                secret: vec![1; 32],
+            },
+            previous: vec![],
+        };
+        let limits = NamespaceLimits {
+            queued: 0,
+            running: 2,
+        };
+        let s = Scheduler::new(Duration::from_secs(15), Default::default()).with_limits(limits);
+        s.vouch_subtasks_with(keys.clone());
+        let (agents, _) = reflector::store();
+        let a = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 10}));
+        let mut sub = task("sub", "2026-01-01T00:00:03Z").as_ref().clone();
+        sub.spec.parent = Some("wf".into());
+        let mut forged = sub.clone();
+        forged.metadata.name = Some("forged".into());
+        crate::seal::seal_subtask(&keys, &mut sub);
+        for t in [
+            task("t1", "2026-01-01T00:00:01Z"),
+            task("t2", "2026-01-01T00:00:02Z"),
+            Arc::new(sub),
+            Arc::new(forged),
+        ] {
+            let name = t.metadata.name.clone().unwrap();
+            s.enqueue("ns", &name, Target::Agent("a".into()), t, &agents);
+        }
+        s.hold("ns", "running", "a", "p", 1, Instant::now());
+        let reserved = s.reserve("ns", &a, &lease_request(10), &agents);
+        let names: Vec<_> = reserved.tasks().iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(
+            names,
+            ["t1", "sub"],
+            "one slot of two is free; the broker's sub-task passes"
+        );
+        reserved.settle();
+        // At the limit: a lease request waits, and the end of any task of the namespace wakes it.
+        let woken = s.wakeup("ns", "b");
+        let waiting = woken.notified();
+        futures::pin_mut!(waiting);
+        assert!(futures::FutureExt::now_or_never(waiting.as_mut()).is_none());
+        waiting.as_mut().enable();
+        s.release("ns", "running");
+        assert!(
+            futures::FutureExt::now_or_never(waiting).is_some(),
+            "agent b of the namespace is woken"
+        );
+        assert!(
+            s.reserve("ns", &a, &lease_request(10), &agents)
+                .tasks()
+                .is_empty(),
+            "t1 and sub still run"
+        );
+        s.release("ns", "sub");
+        let next = s.reserve("ns", &a, &lease_request(10), &agents);
+        let names: Vec<_> = next.tasks().iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(
+            names,
+            ["t2"],
+            "a task whose spec.parent the broker did not vouch for waits its turn"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn kubectl_cogo_submits_follows_reads_cancels_and_retries_tasks() {
     assert!(stderr.contains("echo-1  Succeeded  attempt 1"), "{stderr}");
 
     // From a manifest on standard input, without waiting; the task carries what the file says.
-    let manifest = "apiVersion: cogo.xyz/v1alpha1\nkind: AgentTask\nmetadata:\n  name: from-file\n  labels: {team: a}\nspec:\n  role: Research\n  type: cogo.sleep\n  priority: 7\n  input: {seconds: 1.5}\n";
+    let manifest = "apiVersion: cogo.xyz/v1alpha1\nkind: AgentTask\nmetadata:\n  name: from-file\n  labels: {team: a}\nspec:\n  role: Research\n  type: cogo.sleep\n  priority: 7\n  input: {seconds: 4}\n";
     let out = c.kubectl_cogo(&["-n", n, "submit", "-f", "-"], Some(manifest));
     assert_eq!(
         text(&out).0,

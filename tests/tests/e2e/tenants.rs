@@ -48,34 +48,44 @@ fn tenants_are_bounded_per_namespace_and_kept_apart() {
         ns.apply_ok(&kwok_agent("worker", 1, 8).to_string());
     }
 
-    // Tenant B has no agent running: three tasks queue, the next two are told the queue is
-    // full, with a Warning Event, and wait without being lost.
+    // Tenant B has no agent running: three tasks queue, the next ones are told the queue is
+    // full, with a Warning Event, and wait without being lost. A task that names a parent
+    // itself is no sub-task of the broker's and waits like the others.
     for i in 0..5 {
         b.apply_ok(&task(
             &format!("b-{i}"),
             json!({"agent": "worker", "type": "cogo.echo", "input": {"i": i}}),
         ));
     }
-    let accepted = |name: &str| {
-        c.get_json(&b.name, &format!("agenttask/{name}"))
-            .and_then(|t| condition(&t, "Accepted"))
+    b.apply_ok(&task(
+        "b-forged",
+        json!({"agent": "worker", "type": "cogo.echo", "parent": "b-0"}),
+    ));
+    let names: Vec<String> = (0..5)
+        .map(|i| format!("b-{i}"))
+        .chain(["b-forged".to_string()])
+        .collect();
+    let said = |status: &str, reason: &str| {
+        names
+            .iter()
+            .filter(|n| {
+                c.get_json(&b.name, &format!("agenttask/{n}"))
+                    .and_then(|t| condition(&t, "Accepted"))
+                    == Some((status.into(), reason.into()))
+            })
+            .count()
     };
     wait_until(
         Duration::from_secs(60),
-        "two tasks of B refused for a full queue",
-        || {
-            (0..5)
-                .filter(|i| {
-                    accepted(&format!("b-{i}")) == Some(("False".into(), "NamespaceQueueFull".into()))
-                })
-                .count()
-                == 2
-        },
+        "three of B's tasks queued and three refused",
+        || said("True", "Queued") == 3 && said("False", "NamespaceQueueFull") == 3,
     );
-    let queued = (0..5)
-        .filter(|i| accepted(&format!("b-{i}")) == Some(("True".into(), "Queued".into())))
-        .count();
-    assert_eq!(queued, 3, "{:?}", phases(&b));
+    let forged = c.get_json(&b.name, "agenttask/b-forged").unwrap();
+    assert_eq!(
+        condition(&forged, "Accepted").unwrap().1,
+        "NamespaceQueueFull",
+        "it came last"
+    );
     let refused = b
         .items("agenttasks")
         .into_iter()
@@ -199,8 +209,8 @@ fn tenants_are_bounded_per_namespace_and_kept_apart() {
 
     // B's agent comes: every task of B runs, the two that waited included.
     let _agent_b = AgentProcess::start(&c, &b.name, "worker", "Research", "worker-b", port);
-    for i in 0..5 {
-        b.wait(&format!("agenttask/b-{i}"), "condition=Succeeded", 90);
+    for n in &names {
+        b.wait(&format!("agenttask/{n}"), "condition=Succeeded", 90);
     }
     let done = c.get_json(&b.name, "agenttask/b-4").unwrap();
     assert_eq!(done["status"]["result"], json!({"i": 4}));
