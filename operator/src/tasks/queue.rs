@@ -45,6 +45,15 @@ impl<'a> FromIterator<&'a Entry> for Waiting {
     }
 }
 
+/// When `task` was created, in Unix seconds (0 when the API server has not said).
+pub fn created_second(task: &AgentTask) -> i64 {
+    task.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|c| c.0.as_second())
+        .unwrap_or_default()
+}
+
 /// Queued tasks of every namespace and target.
 #[derive(Debug, Default)]
 pub struct TaskQueue {
@@ -99,12 +108,7 @@ impl TaskQueue {
         let (Some(ns), Some(name)) = (task.metadata.namespace.clone(), task.metadata.name.clone()) else {
             return;
         };
-        let created = task
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|c| c.0.as_second())
-            .unwrap_or_default();
+        let created = created_second(&task);
         self.upsert(
             &ns,
             &name,

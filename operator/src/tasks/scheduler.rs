@@ -112,6 +112,10 @@ impl Scheduler {
     /// Whether the namespace limits hold `task` back: every task but the sub-tasks the broker
     /// created for running tasks.
     pub fn is_limited(&self, task: &AgentTask) -> bool {
+        // Without limits the answer changes nothing: spare the seal's check.
+        if self.limits == NamespaceLimits::default() {
+            return true;
+        }
         !self
             .subtask_keys
             .get()
@@ -130,12 +134,7 @@ impl Scheduler {
         if limit == 0 || self.is_leased(ns, name) {
             return true;
         }
-        let created = task
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|c| c.0.as_second())
-            .unwrap_or_default();
+        let created = super::queue::created_second(task);
         self.queue
             .lock()
             .is_ok_and(|mut q| q.admit(ns, name, created, limit))
