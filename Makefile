@@ -105,7 +105,7 @@ images: | require-cargo ## Build the OCI images (operator, agent, worker, pause)
 e2e: tools | require-cargo require-go ## End-to-end tests on the local control plane (real node + kwok nodes)
 	tests/cluster/build
 	if [ "$(COGO_REAL_NODE)" = 1 ]; then tests/images/build; fi
-	cargo build -p cogo-operator -p cogo-agent -p kubectl-cogo
+	cargo build -p cogo-operator -p cogo-agent -p cogo-worker -p kubectl-cogo
 	kubeconfig=$$(tests/cluster/up); \
 	trap 'tests/cluster/down' EXIT; \
 	export COGO_E2E_KUBECONFIG=$$kubeconfig; \
@@ -121,7 +121,7 @@ test: tools fmt check-crds lint unit e2e ## Everything CI runs
 chaos: tools | require-cargo require-go ## The chaos soak on the real node: the chaos suite at scale (COGO_CHAOS_TASKS=2000, COGO_CHAOS_KILLS=6, COGO_CHAOS_BURST=10000, COGO_CHAOS_OUTAGE_SECONDS=60)
 	tests/cluster/build
 	tests/images/build
-	cargo build -p cogo-operator -p cogo-agent -p kubectl-cogo
+	cargo build -p cogo-operator -p cogo-agent -p cogo-worker -p kubectl-cogo
 	kubeconfig=$$(tests/cluster/up); \
 	trap 'tests/cluster/down' EXIT; \
 	export COGO_E2E_KUBECONFIG=$$kubeconfig COGO_CHAOS_TASKS=$${COGO_CHAOS_TASKS:-2000} COGO_CHAOS_KILLS=$${COGO_CHAOS_KILLS:-6} \

@@ -208,5 +208,6 @@ pub fn local_task(name: &str, task_type: &str, input: Value) -> LeasedTask {
         attempt: 1,
         heartbeat_seconds: 5,
         deadline: (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(10)).to_string(),
+        traceparent: None,
     }
 }

@@ -135,8 +135,11 @@ fn parse_role(s: &str) -> Result<AgentRole, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pod::init_tracing();
     let args = Args::parse();
+    let _telemetry = pod::init_tracing(
+        "cogo-agent",
+        &[("cogo.agent.role", args.role.as_str().to_string())],
+    );
     let addr = args
         .listen_addr
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.role.port() as u16)));

@@ -23,13 +23,19 @@ use prometheus_client::{
 };
 use tokio::sync::watch;
 
-/// Sets up logging: text lines on stdout, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+/// Sets up logging (text lines on stdout, filtered by `RUST_LOG`, default `info`) and, when an
+/// OTLP endpoint is configured, traces (see [`cogo_telemetry`]) as the service `service`, with
+/// the pod's name and namespace (`COGO_POD_NAME`, `COGO_NAMESPACE`) and `attributes` naming it.
+/// Keep what it returns until the process ends.
+pub fn init_tracing(service: &str, attributes: &[(&str, String)]) -> cogo_telemetry::Telemetry {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let mut resource = vec![
+        ("service.instance.id", var("COGO_POD_NAME")),
+        ("k8s.pod.name", var("COGO_POD_NAME")),
+        ("k8s.namespace.name", var("COGO_NAMESPACE")),
+    ];
+    resource.extend(attributes.iter().cloned());
+    cogo_telemetry::init(service, &resource, cogo_telemetry::LogFormat::Text, "info")
 }
 
 /// The pod's Prometheus registry (prefix `cogo`), shared by whatever registers metrics.

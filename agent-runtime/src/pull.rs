@@ -16,7 +16,7 @@ use std::{
 use cogo_api::broker::{CompleteRequest, LeaseRequest, LeasedTask, Outcome};
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, warn};
 
 use crate::{
     broker::{CallError, SharedBroker},
@@ -213,8 +213,25 @@ async fn run_lane(
     }
 }
 
-/// Runs one leased task: heartbeats while the handler works, then reports the outcome.
+/// Runs one leased task: heartbeats while the handler works, then reports the outcome. The
+/// attempt is traced as `cogo.task.handle`, a child of the span the lease names.
 pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
+    let span = tracing::info_span!(
+        target: "cogo::trace",
+        "cogo.task.handle",
+        cogo.task.namespace = %task.namespace,
+        cogo.task.name = %task.name,
+        cogo.task.type = %task.task_type,
+        cogo.task.attempt = task.attempt,
+        cogo.task.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    cogo_telemetry::follow(&span, task.traceparent.as_deref());
+    handle(broker, registry, task).instrument(span).await
+}
+
+async fn handle(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
     // The specification's levels: INFO for a task's start and end, WARN for an attempt that
     // failed (the operator decides whether it is retried), ERROR for a handler that crashed.
     info!(task = %task.name, namespace = %task.namespace, attempt = task.attempt, r#type = %task.task_type, "task started");
@@ -285,6 +302,21 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
     };
     let cancelled = *cancel_rx.borrow();
     let ms = started.elapsed().as_millis() as u64;
+    let span = tracing::Span::current();
+    match &outcome {
+        Ok(_) => {
+            span.record("cogo.task.outcome", "Succeeded");
+            span.record("otel.status_code", "OK");
+        }
+        Err(_) if cancelled => {
+            span.record("cogo.task.outcome", "Cancelled");
+        }
+        Err((message, _)) => {
+            span.record("cogo.task.outcome", "Failed");
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", message.as_str());
+        }
+    }
     match &outcome {
         Ok(_) => info!(task = %task.name, attempt = task.attempt, ms, "task succeeded"),
         Err(_) if cancelled => info!(task = %task.name, attempt = task.attempt, ms, "task cancelled"),

@@ -82,6 +82,10 @@ pub struct LeasedTask {
     pub heartbeat_seconds: u32,
     /// When the task's deadline passes (RFC 3339), after which it fails as `DeadlineExceeded`.
     pub deadline: String,
+    /// The W3C `traceparent` of the attempt's span, when the attempt is traced: the pod's
+    /// spans for it are its children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// `POST /v1/namespaces/{ns}/tasks/{name}/heartbeat`: keep a lease alive.
@@ -404,6 +408,7 @@ mod tests {
             attempt: 1,
             heartbeat_seconds: 5,
             deadline: "2026-01-01T00:00:00Z".into(),
+            traceparent: None,
         };
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["type"], "cogo.echo");

@@ -236,6 +236,15 @@ pub fn broker() -> Value {
         if op.path.contains("{subtask}") {
             params.push(param("subtask", "Name of the sub-task"));
         }
+        if op.id == "createSubtask" {
+            params.push(json!({
+                "name": "traceparent",
+                "in": "header",
+                "required": false,
+                "description": "W3C trace context of the span the sub-task is made in; kept as the sub-task's annotation cogo.xyz/traceparent, so its attempts are traced as that span's children. A malformed value is ignored.",
+                "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+            }));
+        }
         let mut operation = json!({
             "operationId": op.id,
             "summary": op.summary,

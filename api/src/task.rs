@@ -12,6 +12,25 @@ use crate::common::{AgentRole, RetryPolicy};
 /// set when the parent's name fits a label value (63 characters).
 pub const PARENT_LABEL: &str = "cogo.xyz/parent";
 
+/// The annotation holding the W3C `traceparent` of the span the task was created in (a gateway
+/// request, the parent task's attempt, or whatever the creator sets): the task's attempts are
+/// traced as its children. A malformed value is ignored.
+pub const TRACEPARENT_ANNOTATION: &str = "cogo.xyz/traceparent";
+
+/// Whether `s` is a W3C `traceparent` of version 00 (`00-<trace id>-<span id>-<flags>`, lower-case
+/// hex, neither id all zeros).
+pub fn is_traceparent(s: &str) -> bool {
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && p.bytes().any(|b| b != b'0')
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    matches!(parts.as_slice(), ["00", trace, span, flags]
+        if hex(trace, 32) && hex(span, 16) && flags.len() == 2 && flags.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+}
+
 /// Desired state of an AgentTask. Everything but `cancelRequested` is fixed at creation.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -283,4 +302,33 @@ pub struct ResultRef {
     pub location: String,
     /// Why the result is not in status.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_traceparent;
+
+    #[test]
+    fn only_well_formed_traceparents_pass() {
+        assert!(is_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
+        assert!(is_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        ));
+        for bad in [
+            "",
+            "00",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0g",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033zz-01",
+        ] {
+            assert!(!is_traceparent(bad), "{bad:?}");
+        }
+    }
 }

@@ -27,6 +27,28 @@ pub struct Config {
     pub scale_down_window: Duration,
     /// Limits on each namespace's queued and running tasks.
     pub namespace_limits: crate::tasks::NamespaceLimits,
+    /// The OpenTelemetry settings (`OTEL_*` variables) the operator passes on to the agent and
+    /// worker pods it makes, so they send their spans where it sends its own.
+    pub trace_env: Vec<(String, String)>,
+}
+
+/// The `OTEL_*` variables passed on to pods: where spans go and which are kept. Headers are not
+/// passed on (they may hold credentials); pods that need them set them in their pod template.
+pub const TRACE_ENV: [&str; 6] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_RESOURCE_ATTRIBUTES",
+];
+
+/// The variables of [`TRACE_ENV`] that `get` finds set.
+pub fn trace_env(get: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    TRACE_ENV
+        .iter()
+        .filter_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
+        .collect()
 }
 
 impl Default for Config {
@@ -42,6 +64,7 @@ impl Default for Config {
             lease_duration: Duration::from_secs(15),
             scale_down_window: Duration::from_secs(120),
             namespace_limits: Default::default(),
+            trace_env: Vec::new(),
         }
     }
 }

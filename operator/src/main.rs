@@ -166,7 +166,7 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// Serves the chat gateway until SIGTERM.
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let _telemetry = init_tracing("cogo-gateway", args.log_format);
     let client = app::connect().await?;
     let settings = args.settings(&client)?;
     let shutdown = app::Shutdown::on_termination();
@@ -266,14 +266,21 @@ struct RunArgs {
     intake_namespace: Option<String>,
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+/// Sets up logs, and traces when an OTLP endpoint is configured, for the process `service`.
+fn init_tracing(service: &str, format: LogFormat) -> cogo_telemetry::Telemetry {
+    let format = match format {
+        LogFormat::Json => cogo_telemetry::LogFormat::Json,
+        LogFormat::Text => cogo_telemetry::LogFormat::Text,
+    };
+    let pod = std::env::var("COGO_POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    cogo_telemetry::init(
+        service,
+        &[("service.instance.id", pod.clone()), ("k8s.pod.name", pod)],
+        format,
+        "info,kube=warn,tower=warn,hyper=warn",
+    )
 }
 
 impl RunArgs {
@@ -292,6 +299,7 @@ impl RunArgs {
                 queued: self.max_queued_tasks_per_namespace,
                 running: self.max_running_tasks_per_namespace,
             },
+            trace_env: cogo_operator::config::trace_env(|k| std::env::var(k).ok()),
             ..Config::default()
         }
     }
@@ -353,7 +361,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Starts the operator, step by step, and stops it again on SIGTERM or a lost leadership.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let _telemetry = init_tracing("cogo-operator", args.log_format);
     let config = args.config();
     let client = app::connect().await?;
     let (metrics, ready) = app::start_metrics(args.health_addr).await?;

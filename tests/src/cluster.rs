@@ -445,9 +445,40 @@ pub struct AgentProcess {
 
 /// Starts `cmd` with its output in the file `log` and its `RUST_LOG` from the variable named
 /// in `filter` (or that pair's default).
+/// Environment variables every process a test starts gets on top of its own (an OTLP
+/// endpoint, say), while the [`ProcessEnv`] that set them lives.
+static PROCESS_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Gives every process started while it lives (operators, gateways, agents, workers) these
+/// environment variables. Tests that use it run one at a time, as the e2e suite does.
+pub struct ProcessEnv(());
+
+impl ProcessEnv {
+    /// Sets `vars` for the processes started from now on.
+    pub fn set(vars: &[(&str, &str)]) -> ProcessEnv {
+        *PROCESS_ENV.lock().unwrap() = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ProcessEnv(())
+    }
+
+    /// Adds what is set to `cmd`.
+    pub fn apply(cmd: &mut Command) -> &mut Command {
+        let vars = PROCESS_ENV.lock().map(|v| v.clone()).unwrap_or_default();
+        cmd.envs(vars)
+    }
+}
+
+impl Drop for ProcessEnv {
+    fn drop(&mut self) {
+        if let Ok(mut v) = PROCESS_ENV.lock() {
+            v.clear();
+        }
+    }
+}
+
 fn spawn_logged(cmd: &mut Command, log: &Path, (filter, default): (&str, &str)) -> Child {
     let file = std::fs::File::create(log).expect("log file");
-    cmd.env("RUST_LOG", std::env::var(filter).unwrap_or(default.into()))
+    ProcessEnv::apply(cmd)
+        .env("RUST_LOG", std::env::var(filter).unwrap_or(default.into()))
         .stdout(file.try_clone().expect("log"))
         .stderr(file)
         .stdin(Stdio::null())
@@ -685,7 +716,7 @@ impl Operator {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(operator_binary())
+        let child = ProcessEnv::apply(&mut Command::new(operator_binary()))
             .args(["run", "--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--resync-seconds", "30", "--image-pull-policy", "Never"])
             .args([

@@ -145,7 +145,7 @@ impl GatewayProcess {
         let log =
             std::env::temp_dir().join(format!("cogo-e2e-gateway-{namespace}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(operator_binary())
+        let child = crate::cluster::ProcessEnv::apply(&mut Command::new(operator_binary()))
             .arg("gateway")
             .args(["--addr", &format!("127.0.0.1:{port}"), "--namespace", namespace])
             .args([

@@ -10,6 +10,7 @@ pub mod bench_index;
 pub mod cluster;
 pub mod embeddings;
 pub mod gateway;
+pub mod otlp;
 pub mod picture;
 pub mod postgres;
 pub mod pyenv;

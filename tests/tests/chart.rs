@@ -215,6 +215,8 @@ fn bad_values_are_rejected_naming_the_value() {
             "/limits/runningTasksPerNamespace",
         ),
         ("limits.queuedPerNamespace=5", "'queuedPerNamespace' not allowed"),
+        ("tracing.otlpEndpoint=collector:4318", "/tracing/otlpEndpoint"),
+        ("tracing.sampler=sometimes", "/tracing/sampler"),
     ];
     let chart = chart();
     for (set, expected) in cases {
@@ -481,6 +483,75 @@ fn operator_pod_is_locked_down_and_wired() {
 
 /// The gateway is off unless asked for; on, it has its own least-privilege identity, pods the
 /// operator's Services do not select, and refuses settings it cannot run with.
+#[test]
+fn traces_are_off_by_default_and_sent_by_the_operator_and_the_gateway_when_on() {
+    let gateway = [
+        "--set",
+        "gateway.enabled=true",
+        "--set",
+        "supabase.secretName=supabase-db",
+        "--set",
+        "supabase.intakeNamespace=chat",
+        "--set",
+        "gateway.jwtSecretName=supabase-jwt",
+        "--set",
+        "gateway.issuer=https://example.supabase.co/auth/v1",
+    ];
+    let otel = |objects: &[Value]| -> Vec<(String, String, String)> {
+        objects
+            .iter()
+            .filter(|d| d["kind"] == "Deployment")
+            .flat_map(|d| {
+                let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
+                d["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with("OTEL_")))
+                    .map(move |e| {
+                        (
+                            name.clone(),
+                            e["name"].as_str().unwrap().to_string(),
+                            e["value"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+            })
+            .collect()
+    };
+    assert_eq!(
+        otel(&docs(&render(&gateway))),
+        vec![],
+        "no traces unless an endpoint is set"
+    );
+    let mut on = gateway.to_vec();
+    on.extend([
+        "--set",
+        "tracing.otlpEndpoint=http://otel-collector.monitoring:4318",
+        "--set",
+        "tracing.sampler=parentbased_traceidratio",
+        "--set",
+        "tracing.samplerArg=0.25",
+    ]);
+    let got = otel(&docs(&render(&on)));
+    for deployment in ["cogo-cogo-operator", "cogo-cogo-operator-gateway"] {
+        for (var, value) in [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://otel-collector.monitoring:4318",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ] {
+            assert!(
+                got.contains(&(deployment.to_string(), var.to_string(), value.to_string())),
+                "{deployment} {var}={value}: {got:?}"
+            );
+        }
+    }
+    assert_eq!(got.len(), 6, "{got:?}");
+}
+
 #[test]
 fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
     let off = docs(&render(&[]));

@@ -23,7 +23,7 @@ use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge}
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, protocol::WebSocketConfig};
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 use crate::jobs::{Job, JobError, JobRunner};
 
@@ -273,8 +273,18 @@ async fn session(
                         metrics.active.set(jobs.len() as i64);
                         let (runner, done) = (runner.clone(), done_tx.clone());
                         debug!(task = %task, "job started");
+                        let span = tracing::info_span!(
+                            target: "cogo::trace",
+                            "cogo.worker.job",
+                            cogo.task.name = %task,
+                            cogo.task.type = %job.task_type,
+                            cogo.worker.id = %me,
+                            otel.status_code = tracing::field::Empty,
+                        );
+                        cogo_telemetry::follow(&span, e.traceparent.as_deref());
                         tokio::spawn(async move {
-                            let result = runner.run(job, cancel_rx).await;
+                            let result = runner.run(job, cancel_rx).instrument(span.clone()).await;
+                            span.record("otel.status_code", if result.is_ok() { "OK" } else { "ERROR" });
                             let _ = done.send((task, result));
                         });
                     }

@@ -80,8 +80,8 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    pod::init_tracing();
     let args = Args::parse();
+    let _telemetry = pod::init_tracing("cogo-worker", &[("cogo.worker.kind", args.kind.to_string())]);
     let addr = args
         .listen_addr
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.kind.port() as u16)));

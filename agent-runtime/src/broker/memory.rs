@@ -83,6 +83,7 @@ impl MemoryBroker {
             attempt: 1,
             heartbeat_seconds: self.heartbeat_seconds,
             deadline: deadline.to_string(),
+            traceparent: None,
         };
         let mut s = self.state();
         s.all.insert(name.into(), task.clone());

@@ -240,13 +240,21 @@ impl HttpBroker {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let url = format!("{}{}", self.base, path);
+        // Called inside a traced task, the call names its span: a sub-task made by it is
+        // traced as that span's child.
+        let traceparent = cogo_telemetry::traceparent(&tracing::Span::current());
         let res = self
             .send(|token| {
-                self.http
+                let req = self
+                    .http
                     .post(&url)
                     .bearer_auth(token)
                     .json(body)
-                    .timeout(timeout)
+                    .timeout(timeout);
+                match &traceparent {
+                    Some(tp) => req.header("traceparent", tp),
+                    None => req,
+                }
             })
             .await?;
         answer(res).await

@@ -104,6 +104,10 @@ pub struct ExecuteData {
     pub input: Value,
     /// When the job must have ended, RFC 3339.
     pub deadline: String,
+    /// The W3C `traceparent` of the Executor's span for the task, when it is traced: the
+    /// worker's span for the job is its child. Sent only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// `data` of `error`.
@@ -351,6 +355,18 @@ mod tests {
                     task_type: "python.execute".into(),
                     input: json!({"code": "print(1)"}),
                     deadline: TS.into(),
+                    traceparent: None,
+                }),
+            ),
+            (
+                json!({"id": "4", "type": "execute", "workerId": "w", "taskId": "t", "timestamp": TS,
+                       "data": {"type": "python.execute", "input": {}, "deadline": TS,
+                                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}),
+                Payload::Execute(ExecuteData {
+                    task_type: "python.execute".into(),
+                    input: json!({}),
+                    deadline: TS.into(),
+                    traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
                 }),
             ),
             (

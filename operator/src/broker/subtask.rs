@@ -136,6 +136,7 @@ pub(super) async fn subtask(
     State(b): State<Arc<Broker>>,
     Path((ns, parent_name)): Path<(String, String)>,
     Bearer(claims): Bearer,
+    headers: axum::http::HeaderMap,
     body: Result<Json<SubtaskRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
     let Json(req) = body?;
@@ -190,6 +191,16 @@ pub(super) async fn subtask(
         ]),
         ..Default::default()
     };
+    // Made inside the parent's span (the request's `traceparent`), the sub-task's attempts are
+    // traced in the parent's trace.
+    if let Some(tp) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| cogo_api::task::is_traceparent(t))
+    {
+        meta.annotations =
+            Some([(cogo_api::task::TRACEPARENT_ANNOTATION.to_string(), tp.to_string())].into());
+    }
     // The name is made here, not by the API server, so that a sealed parent's sub-task can be
     // sealed (the seal covers the name) before it is created.
     let mut prefix: String = parent_name.chars().take(MAX_GENERATE_NAME_PREFIX - 1).collect();

@@ -52,6 +52,7 @@ fn agent_env(agent: &CogoAgent, name: &str, cfg: &Config) -> Vec<EnvVar> {
         env("COGO_CONCURRENCY", spec.concurrency.to_string()),
         env("COGO_BROKER_URL", cfg.broker_url.clone()),
     ];
+    vars.extend(cfg.trace_env.iter().map(|(k, v)| env(k, v.clone())));
     if let Some(model) = &spec.model {
         vars.push(env("COGO_MODEL_PROVIDER", format!("{:?}", model.provider)));
         vars.push(env("COGO_MODEL_NAME", model.name.clone()));

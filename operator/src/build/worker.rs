@@ -213,7 +213,10 @@ pub fn deployment(
     let params = PodParams {
         image,
         port: spec.kind.port(),
-        env: worker_env(worker, pool.name, pool.namespace, executor),
+        env: worker_env(worker, pool.name, pool.namespace, executor)
+            .into_iter()
+            .chain(cfg.trace_env.iter().map(|(k, v)| env(k, v.clone())))
+            .collect(),
         resources: resources(
             default_resources(spec.kind),
             spec.resources.as_ref(),
@@ -313,6 +316,54 @@ mod tests {
 
     use super::*;
     use crate::testing::{worker, worker_pool};
+
+    #[test]
+    fn agent_and_worker_pods_send_their_spans_where_the_operator_sends_its_own() {
+        let cfg = Config {
+            trace_env: crate::config::trace_env(|k| match k {
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".into()),
+                "OTEL_TRACES_SAMPLER" => Some("parentbased_traceidratio".into()),
+                "OTEL_EXPORTER_OTLP_HEADERS" => Some("authorization=secret".into()),
+                "OTEL_TRACES_SAMPLER_ARG" => Some(String::new()),
+                _ => None,
+            }),
+            ..Config::default()
+        };
+        let env_of = |d: k8s_openapi::api::apps::v1::Deployment| -> Vec<(String, Option<String>)> {
+            d.spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.name.starts_with("OTEL_"))
+                .map(|e| (e.name, e.value))
+                .collect()
+        };
+        let expected = vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                Some("http://collector:4318".to_string()),
+            ),
+            (
+                "OTEL_TRACES_SAMPLER".to_string(),
+                Some("parentbased_traceidratio".to_string()),
+            ),
+        ];
+        let w = worker("w", "kind: PythonSandbox");
+        assert_eq!(
+            env_of(deployment(&w, &worker_pool(&w), &cfg, "i".into(), "exec")),
+            expected
+        );
+        let a = crate::testing::agent("a", "role: Executor");
+        let pool = crate::testing::agent_pool(&a);
+        assert_eq!(
+            env_of(crate::build::agent::deployment(&a, &pool, &cfg, "i".into(), None)),
+            expected,
+            "headers (credentials) and empty values are not passed on"
+        );
+        let none = Config::default();
+        assert!(env_of(deployment(&w, &worker_pool(&w), &none, "i".into(), "exec")).is_empty());
+    }
 
     #[test]
     fn egress_defaults_by_kind_and_follows_the_spec() {

@@ -38,6 +38,7 @@ use kube::{
 };
 use serde::Serialize;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::{
     Gateway,
@@ -296,11 +297,26 @@ async fn handle(
         action: "unknown".into(),
         ..Default::default()
     };
+    // A task made for the request is traced as this span's child; a caller's own `traceparent`
+    // makes it a child of the caller's span.
+    let span = tracing::info_span!(
+        target: "cogo::trace",
+        "cogo.gateway.request",
+        otel.kind = "server",
+        cogo.gateway.action = tracing::field::Empty,
+        enduser.id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    cogo_telemetry::follow(&span, headers.get("traceparent").and_then(|v| v.to_str().ok()));
     let outcome = async {
         let caller = authenticate(&gw, &headers, address, &mut record).await?;
         let req = parse()?;
         let (name, needed) = action(&req);
         record.action = name.into();
+        let span = tracing::Span::current();
+        span.record("cogo.gateway.action", name);
+        span.record("enduser.id", caller.user.as_str());
         if !allows(&caller.grants, needed) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -321,6 +337,7 @@ async fn handle(
             EdgeRequest::AgentTask(r) => agent_task(&gw, &caller, r, stream, &mut record).await,
         }
     }
+    .instrument(span.clone())
     .await;
     let response = outcome.unwrap_or_else(|e| {
         record.code = Some(e.code.into());
@@ -330,6 +347,10 @@ async fn handle(
         e.into_response()
     });
     record.status = response.status().as_u16();
+    span.record("http.response.status_code", record.status);
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     audit(&gw.audit, record).await;
     response
 }
@@ -548,8 +569,15 @@ async fn start(
     let name = format!("row-{id}");
     // Followed before the row exists, so the task's first version cannot be missed.
     let mut follow = gw.hub.follow(&name);
+    let trace = cogo_telemetry::traceparent(&tracing::Span::current());
     gw.db
-        .task(&id, (task_type, role.slug()), input, &caller.user, session)
+        .task(
+            &id,
+            (task_type, role.slug()),
+            input,
+            (&caller.user, session),
+            trace.as_deref(),
+        )
         .await?;
     record.task = Some(name.clone());
     record.detail = Some(task_type.to_string());

@@ -9,7 +9,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use cogo_api::{AgentRole, AgentTask, AgentTaskSpec, task::Requester};
+use cogo_api::{
+    AgentRole, AgentTask, AgentTaskSpec,
+    task::{Requester, TRACEPARENT_ANNOTATION},
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -24,7 +27,7 @@ use super::{ConnectError, connect_raw, describe, row::ROW_ANNOTATION};
 use crate::{kube_io::FIELD_MANAGER, metrics::Metrics, tokens::auth::Keys};
 
 const PENDING: &str = "
-select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, session_id, priority
+select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, session_id, priority, trace_parent
 from public.distributed_agent_tasks
 where status = 'pending' and name is null and deleted_at is null
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)
@@ -56,6 +59,8 @@ pub struct PendingRow {
     pub session_id: Option<String>,
     /// The task's priority (clamped to -1000..=1000).
     pub priority: i32,
+    /// The W3C `traceparent` the row was created in; kept on the task when well formed.
+    pub trace_parent: Option<String>,
 }
 
 /// The AgentTask a pending row becomes, or why it cannot become one.
@@ -76,7 +81,17 @@ pub fn task_of(row: &PendingRow, namespace: &str) -> Result<AgentTask, String> {
         metadata: ObjectMeta {
             name: Some(format!("row-{}", row.id.to_lowercase())),
             namespace: Some(namespace.to_string()),
-            annotations: Some([(ROW_ANNOTATION.to_string(), row.id.clone())].into()),
+            annotations: Some(
+                [(ROW_ANNOTATION.to_string(), row.id.clone())]
+                    .into_iter()
+                    .chain(
+                        row.trace_parent
+                            .as_ref()
+                            .filter(|t| cogo_api::task::is_traceparent(t))
+                            .map(|t| (TRACEPARENT_ANNOTATION.to_string(), t.clone())),
+                    )
+                    .collect(),
+            ),
             ..Default::default()
         },
         spec: AgentTaskSpec {
@@ -240,6 +255,7 @@ async fn take_in(
         user_id: r.get(4),
         session_id: r.get(5),
         priority: r.get(6),
+        trace_parent: r.get(7),
     });
     let outcomes: Vec<_> = futures::stream::iter(rows.map(|row| take_one(db, tasks, namespace, keys, row)))
         .buffer_unordered(CONCURRENCY)
@@ -379,7 +395,29 @@ mod tests {
             user_id: Some("00000000-0000-0000-0000-00000000000a".into()),
             session_id: None,
             priority: 0,
+            trace_parent: None,
         }
+    }
+
+    #[test]
+    fn a_row_s_traceparent_is_kept_only_when_well_formed() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let row = PendingRow {
+            trace_parent: Some(tp.into()),
+            ..pending("research")
+        };
+        let annotations = task_of(&row, "ns").unwrap().metadata.annotations.unwrap();
+        assert_eq!(
+            annotations.get(TRACEPARENT_ANNOTATION).map(String::as_str),
+            Some(tp)
+        );
+        let row = PendingRow {
+            trace_parent: Some("00-not-a-traceparent".into()),
+            ..pending("research")
+        };
+        let annotations = task_of(&row, "ns").unwrap().metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(TRACEPARENT_ANNOTATION));
+        assert!(annotations.contains_key(ROW_ANNOTATION));
     }
 
     #[test]

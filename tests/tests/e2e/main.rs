@@ -59,4 +59,5 @@ mod plugin;
 mod resources;
 mod tasks;
 mod tenants;
+mod traces;
 mod workers;

@@ -68,6 +68,7 @@ impl TaskHandler for Dispatch {
                 task_type: ctx.task.task_type.clone(),
                 input: input.clone(),
                 deadline: ctx.task.deadline.clone(),
+                traceparent: cogo_telemetry::traceparent(&tracing::Span::current()),
             })
             .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
             let mut tries = 0u32;
