@@ -483,20 +483,23 @@ fn operator_pod_is_locked_down_and_wired() {
 
 /// The gateway is off unless asked for; on, it has its own least-privilege identity, pods the
 /// operator's Services do not select, and refuses settings it cannot run with.
+/// The values that turn the gateway on.
+const GATEWAY_ON: [&str; 10] = [
+    "--set",
+    "gateway.enabled=true",
+    "--set",
+    "supabase.secretName=supabase-db",
+    "--set",
+    "supabase.intakeNamespace=chat",
+    "--set",
+    "gateway.jwtSecretName=supabase-jwt",
+    "--set",
+    "gateway.issuer=https://example.supabase.co/auth/v1",
+];
+
 #[test]
 fn traces_are_off_by_default_and_sent_by_the_operator_and_the_gateway_when_on() {
-    let gateway = [
-        "--set",
-        "gateway.enabled=true",
-        "--set",
-        "supabase.secretName=supabase-db",
-        "--set",
-        "supabase.intakeNamespace=chat",
-        "--set",
-        "gateway.jwtSecretName=supabase-jwt",
-        "--set",
-        "gateway.issuer=https://example.supabase.co/auth/v1",
-    ];
+    let gateway = GATEWAY_ON;
     let otel = |objects: &[Value]| -> Vec<(String, String, String)> {
         objects
             .iter()
@@ -561,18 +564,7 @@ fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
             .is_some_and(|n| n.ends_with("-gateway"))),
         "no gateway unless gateway.enabled"
     );
-    let on = [
-        "--set",
-        "gateway.enabled=true",
-        "--set",
-        "supabase.secretName=supabase-db",
-        "--set",
-        "supabase.intakeNamespace=chat",
-        "--set",
-        "gateway.jwtSecretName=supabase-jwt",
-        "--set",
-        "gateway.issuer=https://example.supabase.co/auth/v1",
-    ];
+    let on = GATEWAY_ON;
     let yaml = render(&on);
     let objects = docs(&yaml);
     let named = |kind: &str| {
