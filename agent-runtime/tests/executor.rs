@@ -468,3 +468,78 @@ async fn a_job_with_no_worker_left_goes_back_to_the_queue() {
         "the message names the kind"
     );
 }
+
+#[tokio::test]
+async fn only_workers_that_take_it_are_sent_the_trace_context() {
+    use cogo_api::worker::message::{FEATURES_HEADER, TRACEPARENT_FEATURE};
+    let capture = cogo_telemetry::testing::Capture::start();
+    let ex = executor().await;
+    // An older worker names no features: its jobs carry no trace context, which it would refuse.
+    let mut old = worker(ex.port, "old", 1).await;
+    ex.broker
+        .submit("to-old", "python.execute", json!({"code": "print(1)"}));
+    let (_, p) = next_of(&mut old, MessageType::Execute, "old").await.unwrap();
+    let Payload::Execute(e) = p else { unreachable!() };
+    assert_eq!(e.traceparent, None);
+    old.send(frame(
+        "r1",
+        "result",
+        "old",
+        Some("to-old"),
+        Some(json!({"exitCode": 0})),
+    ))
+    .await
+    .unwrap();
+    ex.broker
+        .outcome("to-old", Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(old);
+
+    let mut new = worker_with(
+        ex.port,
+        "new",
+        1,
+        &[(FEATURES_HEADER, &format!("other, {TRACEPARENT_FEATURE}"))],
+    )
+    .await;
+    ex.broker
+        .submit("to-new", "python.execute", json!({"code": "print(2)"}));
+    let (_, p) = next_of(&mut new, MessageType::Execute, "new").await.unwrap();
+    let Payload::Execute(e) = p else { unreachable!() };
+    let tp = e
+        .traceparent
+        .expect("a worker that takes it gets the trace context");
+    new.send(frame(
+        "r2",
+        "result",
+        "new",
+        Some("to-new"),
+        Some(json!({"exitCode": 0})),
+    ))
+    .await
+    .unwrap();
+    ex.broker
+        .outcome("to-new", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // It names the Executor's span for the task.
+    let handled = capture
+        .spans()
+        .into_iter()
+        .find(|s| {
+            s.name == "cogo.task.handle"
+                && s.attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == "cogo.task.name" && kv.value.as_str() == "to-new")
+        })
+        .expect("the Executor's span for the task");
+    assert_eq!(
+        tp,
+        format!(
+            "00-{}-{}-01",
+            handled.span_context.trace_id(),
+            handled.span_context.span_id()
+        )
+    );
+}

@@ -470,7 +470,6 @@ pub fn broker(
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
         complete_budget: Default::default(),
-        attempts: Default::default(),
         subtask_limits,
         metrics: ctx.metrics.clone(),
     }

@@ -84,7 +84,6 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
         }))),
         subtask_limits: Default::default(),
         complete_budget: Default::default(),
-        attempts: Default::default(),
         metrics: Default::default(),
     }
 }

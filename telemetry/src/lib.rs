@@ -63,8 +63,9 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
+        // Bounded, so a collector that does not answer cannot hold up a stop.
         if let Some(p) = self.provider.take()
-            && let Err(e) = p.shutdown()
+            && let Err(e) = p.shutdown_with_timeout(std::time::Duration::from_secs(2))
         {
             eprintln!("traces not all sent at exit: {e}");
         }
@@ -89,8 +90,13 @@ pub fn init(
     format: LogFormat,
     default_filter: &str,
 ) -> Telemetry {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // The exporter's own chatter (every batch it sends) stays out unless asked for.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default_filter},opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn,opentelemetry-otlp=warn"
+        ))
+    });
+    let hint = tracing_subscriber::layer::Filter::<tracing_subscriber::Registry>::max_level_hint(&filter);
     let fmt = tracing_subscriber::fmt::layer();
     let fmt = match format {
         LogFormat::Json => fmt.json().boxed(),
@@ -113,7 +119,10 @@ pub fn init(
             .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO))
     });
     // Log lines do not carry the exported spans' fields: they say what they say already.
-    let not_exported = tracing_subscriber::filter::filter_fn(|m| !(m.is_span() && m.target() == TARGET));
+    let mut not_exported = tracing_subscriber::filter::filter_fn(|m| !(m.is_span() && m.target() == TARGET));
+    if let Some(hint) = hint {
+        not_exported = not_exported.with_max_level_hint(hint);
+    }
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter.and(not_exported)))
         .with(otel)
@@ -209,19 +218,43 @@ pub mod testing {
     /// Runs `f` with the spans of [`super::TARGET`] exported to memory, on this thread only;
     /// returns what `f` returned and the spans that ended.
     pub fn with_exporter<T>(f: impl FnOnce() -> T) -> (T, Vec<SpanData>) {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("test"))
-                .with_filter(Targets::new().with_target(super::TARGET, tracing::Level::INFO)),
-        );
-        let out = tracing::subscriber::with_default(subscriber, f);
-        let _ = provider.force_flush();
-        // Read before the provider's shutdown empties the exporter.
-        (out, exporter.get_finished_spans().unwrap_or_default())
+        let capture = Capture::start();
+        let out = f();
+        (out, capture.spans())
+    }
+
+    /// Spans of [`super::TARGET`] exported to memory, on this thread, while it lives (an async
+    /// test on a current-thread runtime: every task it spawns runs here).
+    pub struct Capture {
+        exporter: InMemorySpanExporter,
+        provider: SdkTracerProvider,
+        _guard: tracing::subscriber::DefaultGuard,
+    }
+
+    impl Capture {
+        /// Starts capturing.
+        pub fn start() -> Capture {
+            let exporter = InMemorySpanExporter::default();
+            let provider = SdkTracerProvider::builder()
+                .with_simple_exporter(exporter.clone())
+                .build();
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(Targets::new().with_target(super::TARGET, tracing::Level::INFO)),
+            );
+            Capture {
+                exporter,
+                provider,
+                _guard: tracing::subscriber::set_default(subscriber),
+            }
+        }
+
+        /// The spans that ended so far.
+        pub fn spans(&self) -> Vec<SpanData> {
+            let _ = self.provider.force_flush();
+            self.exporter.get_finished_spans().unwrap_or_default()
+        }
     }
 }
 

@@ -443,8 +443,6 @@ pub struct AgentProcess {
     pub port: u16,
 }
 
-/// Starts `cmd` with its output in the file `log` and its `RUST_LOG` from the variable named
-/// in `filter` (or that pair's default).
 /// Environment variables every process a test starts gets on top of its own (an OTLP
 /// endpoint, say), while the [`ProcessEnv`] that set them lives.
 static PROCESS_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
@@ -475,6 +473,8 @@ impl Drop for ProcessEnv {
     }
 }
 
+/// Starts `cmd` with its output in the file `log` and its `RUST_LOG` from the variable named
+/// in `filter` (or that pair's default).
 fn spawn_logged(cmd: &mut Command, log: &Path, (filter, default): (&str, &str)) -> Child {
     let file = std::fs::File::create(log).expect("log file");
     ProcessEnv::apply(cmd)

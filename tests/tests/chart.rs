@@ -481,8 +481,6 @@ fn operator_pod_is_locked_down_and_wired() {
     );
 }
 
-/// The gateway is off unless asked for; on, it has its own least-privilege identity, pods the
-/// operator's Services do not select, and refuses settings it cannot run with.
 /// The values that turn the gateway on.
 const GATEWAY_ON: [&str; 10] = [
     "--set",
@@ -555,6 +553,8 @@ fn traces_are_off_by_default_and_sent_by_the_operator_and_the_gateway_when_on() 
     assert_eq!(got.len(), 6, "{got:?}");
 }
 
+/// The gateway is off unless asked for; on, it has its own least-privilege identity, pods the
+/// operator's Services do not select, and refuses settings it cannot run with.
 #[test]
 fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
     let off = docs(&render(&[]));

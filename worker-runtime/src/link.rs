@@ -16,7 +16,8 @@ use std::{
 };
 
 use cogo_api::worker::message::{
-    ErrorData, MAX_FRAME_BYTES, MessageType, Payload, StatusData, WorkerMessage, decode,
+    ErrorData, FEATURES_HEADER, MAX_FRAME_BYTES, MessageType, Payload, StatusData, TRACEPARENT_FEATURE,
+    WorkerMessage, decode,
 };
 use futures::{SinkExt, StreamExt};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
@@ -167,6 +168,10 @@ async fn connect(url: &str, token: &str) -> Result<Ws, String> {
         .parse()
         .map_err(|_| "the token is not a valid header value".to_string())?;
     req.headers_mut().insert("authorization", bearer);
+    req.headers_mut().insert(
+        FEATURES_HEADER,
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(TRACEPARENT_FEATURE),
+    );
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));

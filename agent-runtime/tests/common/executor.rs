@@ -129,12 +129,24 @@ pub async fn executor() -> Executor {
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub async fn dial(port: u16, token: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    dial_with(port, token, &[]).await
+}
+
+/// [`dial`], with more headers on the upgrade.
+pub async fn dial_with(
+    port: u16,
+    token: Option<&str>,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, tungstenite::Error> {
     let mut req = format!("ws://127.0.0.1:{port}/v1/workers")
         .into_client_request()
         .unwrap();
     if let Some(t) = token {
         req.headers_mut()
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
     }
     tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
 }
@@ -153,7 +165,12 @@ pub fn frame(id: &str, t: &str, worker: &str, task: Option<&str>, data: Option<V
 
 /// A worker connected with `capacity` slots.
 pub async fn worker(port: u16, id: &str, capacity: u32) -> Ws {
-    let mut ws = dial(port, Some(&good_token())).await.unwrap();
+    worker_with(port, id, capacity, &[]).await
+}
+
+/// [`worker`], with more headers on the upgrade (the features it takes).
+pub async fn worker_with(port: u16, id: &str, capacity: u32, headers: &[(&'static str, &str)]) -> Ws {
+    let mut ws = dial_with(port, Some(&good_token()), headers).await.unwrap();
     ws.send(frame(
         &format!("{id}-0"),
         "status",

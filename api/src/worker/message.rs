@@ -23,6 +23,19 @@
 //! [`decode`] is the one place a frame is read: it checks the size, the JSON, every field and
 //! the data of each type, and says what is wrong with a [`FrameError`].
 
+/// The header of a worker's WebSocket upgrade naming the optional parts of the protocol it
+/// takes, comma-separated. An Executor sends such a part only to a worker that named it, so an
+/// older worker (which refuses frames with fields it does not know) is never sent one.
+pub const FEATURES_HEADER: &str = "cogo-worker-features";
+
+/// The feature: `execute` frames may carry `traceparent`.
+pub const TRACEPARENT_FEATURE: &str = "traceparent";
+
+/// Whether a [`FEATURES_HEADER`] value names `feature`.
+pub fn has_feature(header: &str, feature: &str) -> bool {
+    header.split(',').any(|f| f.trim().eq_ignore_ascii_case(feature))
+}
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -105,7 +118,8 @@ pub struct ExecuteData {
     /// When the job must have ended, RFC 3339.
     pub deadline: String,
     /// The W3C `traceparent` of the Executor's span for the task, when it is traced: the
-    /// worker's span for the job is its child. Sent only when set.
+    /// worker's span for the job is its child. Sent only when set, and only to a worker that
+    /// named [`TRACEPARENT_FEATURE`] in its [`FEATURES_HEADER`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }

@@ -122,13 +122,13 @@ pub(super) async fn complete(
         }
         match write_task_status(&api, &name, Some(&rv), &status).await {
             Ok(_) => {
-                b.scheduler.release(&ns, &name);
-                b.attempts.end(
+                b.scheduler.attempts.end(
                     (&ns, &name),
                     req.attempt,
                     status.phase.unwrap_or(TaskPhase::Running),
                     status.message.as_deref(),
                 );
+                b.scheduler.release(&ns, &name);
                 crate::tasks::ended::ended(
                     (&b.scheduler, &b.metrics, &b.agents),
                     (&ns, &name, &task.spec.task_type),

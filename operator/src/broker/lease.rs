@@ -40,11 +40,12 @@ impl Broker {
                     self.scheduler
                         .hold(ns, name, agent, pod, status.attempt, std::time::Instant::now());
                     crate::tasks::ended::started(ns, name, agent, pod, &status);
-                    let traceparent = self
-                        .attempts
-                        .start(&task, (agent, pod), status.attempt, |ns, name| {
-                            self.scheduler.is_leased(ns, name)
-                        });
+                    let traceparent =
+                        self.scheduler
+                            .attempts
+                            .start(&task, (agent, pod), status.attempt, |ns, name| {
+                                self.scheduler.is_leased(ns, name)
+                            });
                     let policy = Policy::of(&task, self.agent(ns, agent).as_deref());
                     let deadline = policy.deadline(&status).unwrap_or_else(|| {
                         jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds)

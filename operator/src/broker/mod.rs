@@ -72,7 +72,6 @@ mod executors;
 mod extract;
 mod lease;
 mod subtask;
-pub mod trace;
 
 use attempt::{complete, heartbeat, read_task, view};
 pub use error::ApiError;
@@ -122,8 +121,6 @@ pub struct Broker {
     pub complete_budget: Arc<CompleteBudget>,
     /// The operator's metrics: the broker counts its server errors there.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The spans of attempts running now.
-    pub attempts: Arc<trace::AttemptSpans>,
 }
 
 /// The broker's routes.

@@ -274,6 +274,12 @@ async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<A
         other => other?,
     };
     ctx.metrics.status_written("AgentTask");
+    if let Some(attempt) = t.status.as_ref().map(|s| s.attempt) {
+        let phase = next.phase.unwrap_or(TaskPhase::Pending);
+        ctx.scheduler
+            .attempts
+            .end((&ns, &name), attempt, phase, next.message.as_deref());
+    }
     ctx.scheduler.release(&ns, &name);
     let c = conditions::find(&next.conditions, SUCCEEDED);
     let reason = c.map(|c| c.reason.clone()).unwrap_or_default();

@@ -297,8 +297,10 @@ async fn handle(
         action: "unknown".into(),
         ..Default::default()
     };
-    // A task made for the request is traced as this span's child; a caller's own `traceparent`
-    // makes it a child of the caller's span.
+    let authenticated = authenticate(&gw, &headers, address, &mut record).await;
+    // A task made for the request is traced as this span's child; an authenticated caller's own
+    // `traceparent` makes it a child of the caller's span (an anonymous one cannot pick the
+    // trace, or have it sampled).
     let span = tracing::info_span!(
         target: "cogo::trace",
         "cogo.gateway.request",
@@ -308,9 +310,11 @@ async fn handle(
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    cogo_telemetry::follow(&span, headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    if authenticated.is_ok() {
+        cogo_telemetry::follow(&span, headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    }
     let outcome = async {
-        let caller = authenticate(&gw, &headers, address, &mut record).await?;
+        let caller = authenticated?;
         let req = parse()?;
         let (name, needed) = action(&req);
         record.action = name.into();

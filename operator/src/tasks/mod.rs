@@ -16,6 +16,7 @@
 //!   queue gauges current.
 
 pub mod accept;
+pub mod attempts;
 pub mod ended;
 pub mod leases;
 pub mod queue;

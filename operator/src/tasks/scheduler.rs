@@ -24,6 +24,7 @@ use kube::{
 };
 use tokio::sync::Notify;
 
+use super::attempts::AttemptSpans;
 use super::{
     accept::Target,
     leases::{LeaseState, Leases},
@@ -73,6 +74,8 @@ pub struct Scheduler {
     deferred: Mutex<HashSet<(String, String)>>,
     workers: Mutex<WorkerReports>,
     metrics: Arc<Metrics>,
+    /// The spans of the attempts running now, ended as their leases are released.
+    pub attempts: AttemptSpans,
 }
 
 impl Scheduler {
@@ -88,6 +91,7 @@ impl Scheduler {
             wakeups: Default::default(),
             deferred: Default::default(),
             workers: Default::default(),
+            attempts: Default::default(),
             metrics,
         }
     }
@@ -429,6 +433,7 @@ impl Scheduler {
     /// one was held, wakes the lease requests of its agent waiting for a free slot (of every
     /// agent of the namespace, when the namespace ran its limit of tasks).
     pub fn release(&self, ns: &str, name: &str) {
+        self.attempts.close(ns, name);
         let released = self.leases.lock().ok().and_then(|mut l| {
             let lease = l.release(ns, name);
             self.metrics.set_tasks_running(l.len());
@@ -466,6 +471,9 @@ impl Scheduler {
             .unwrap_or_default();
         if !dropped.is_empty() {
             self.wakeups.all();
+        }
+        for (ns, name) in &dropped {
+            self.attempts.close(ns, name);
         }
         // A task deleted while it waited is never reconciled again: its entry goes here.
         let unqueued = self

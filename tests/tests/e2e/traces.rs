@@ -138,15 +138,14 @@ fn a_task_through_the_gateway_is_one_trace_from_the_caller_to_the_worker() {
     assert_eq!((status, &body["phase"]), (200, &json!("Succeeded")), "{body:#}");
     let workflow_task = body["name"].as_str().unwrap().to_string();
 
-    // Every span of the trace arrives: the worker's is the last to end.
-    wait_until(Duration::from_secs(30), "the worker's span", || {
-        receiver.spans().iter().any(|s| s.service == "cogo-worker")
-            && receiver
-                .spans()
-                .iter()
-                .filter(|s| s.name == "cogo.task.handle")
-                .count()
-                >= 2
+    // Every span of the trace arrives (each process sends its own batches).
+    let count = |spans: &[Span], name: &str| spans.iter().filter(|s| s.name == name).count();
+    wait_until(Duration::from_secs(30), "every span of the trace", || {
+        let spans = receiver.spans();
+        count(&spans, "cogo.gateway.request") >= 1
+            && count(&spans, "cogo.task.attempt") >= 2
+            && count(&spans, "cogo.task.handle") >= 2
+            && count(&spans, "cogo.worker.job") >= 1
     });
     let spans: Vec<Span> = receiver
         .spans()
@@ -207,9 +206,14 @@ fn a_task_through_the_gateway_is_one_trace_from_the_caller_to_the_worker() {
     );
     ns.wait("agenttask/untraced", "jsonpath={.status.phase}=Succeeded", 60);
     wait_until(Duration::from_secs(30), "the untraced task's spans", || {
-        receiver.spans()[before..]
+        let spans: Vec<Span> = receiver.spans()[before..]
             .iter()
-            .any(|s| s.name == "cogo.worker.job" && s.attr("cogo.task.name") == "untraced")
+            .filter(|s| s.attr("cogo.task.name") == "untraced")
+            .cloned()
+            .collect();
+        ["cogo.task.attempt", "cogo.task.handle", "cogo.worker.job"]
+            .iter()
+            .all(|n| count(&spans, n) >= 1)
     });
     let spans = receiver.spans();
     let own: Vec<Span> = spans[before..]

@@ -64,13 +64,18 @@ impl TaskHandler for Dispatch {
         Box::pin(async move {
             let registry = &self.endpoint.registry;
             let task = ctx.task.name.as_str();
-            let data = serde_json::to_value(ExecuteData {
+            let mut job_data = ExecuteData {
                 task_type: ctx.task.task_type.clone(),
                 input: input.clone(),
                 deadline: ctx.task.deadline.clone(),
-                traceparent: cogo_telemetry::traceparent(&tracing::Span::current()),
-            })
-            .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
+                traceparent: None,
+            };
+            let untraced = serde_json::to_value(&job_data)
+                .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
+            // Only workers that said they take it get the trace context (older ones refuse it).
+            job_data.traceparent = cogo_telemetry::traceparent(&tracing::Span::current());
+            let traced = serde_json::to_value(&job_data)
+                .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
             let mut tries = 0u32;
             loop {
                 // A worker with a free slot, waiting for one while the task is not cancelled
@@ -112,7 +117,11 @@ impl TaskHandler for Dispatch {
                     MessageType::Execute,
                     job.worker_id.clone(),
                     Some(task.to_string()),
-                    Some(data.clone()),
+                    Some(if job.traces {
+                        traced.clone()
+                    } else {
+                        untraced.clone()
+                    }),
                 );
                 let _ = job.tx.send(Outbound::frame(execute));
                 let outcome = tokio::select! {

@@ -26,7 +26,8 @@ use axum::{
 use cogo_api::{
     broker::ErrorBody,
     worker::message::{
-        ErrorData, MAX_FRAME_BYTES, MessageType, Payload, StatusData, WorkerClaims, WorkerMessage, decode,
+        ErrorData, FEATURES_HEADER, MAX_FRAME_BYTES, MessageType, Payload, StatusData, TRACEPARENT_FEATURE,
+        WorkerClaims, WorkerMessage, decode, has_feature,
     },
 };
 use futures::{SinkExt, StreamExt};
@@ -123,9 +124,13 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
+    let traces = headers
+        .get(FEATURES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| has_feature(v, TRACEPARENT_FEATURE));
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(ep, socket, claims))
+        .on_upgrade(move |socket| serve(ep, socket, (claims, traces)))
 }
 
 fn error_frame(ep: &Endpoint, worker: &str, task: Option<String>, message: String) -> Outbound {
@@ -144,7 +149,7 @@ fn error_frame(ep: &Endpoint, worker: &str, task: Option<String>, message: Strin
 }
 
 /// One worker connection, from its first frame to its end.
-async fn serve(ep: Arc<Endpoint>, socket: WebSocket, claims: WorkerClaims) {
+async fn serve(ep: Arc<Endpoint>, socket: WebSocket, (claims, traces): (WorkerClaims, bool)) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
     let writer = tokio::spawn(async move {
@@ -230,6 +235,7 @@ async fn serve(ep: Arc<Endpoint>, socket: WebSocket, claims: WorkerClaims) {
         tx.clone(),
         Instant::now(),
     );
+    ep.registry.set_traces(conn, traces);
     info!(worker = %worker_id, of = %cogo_worker, kind = %claims.kind, capacity = status.capacity, "worker connected");
 
     let mut ids = Ids::default();

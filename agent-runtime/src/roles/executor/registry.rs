@@ -57,6 +57,8 @@ pub struct Assignment {
     pub conn: ConnId,
     /// Its writer.
     pub tx: mpsc::UnboundedSender<Outbound>,
+    /// Whether it takes `traceparent` in `execute` frames.
+    pub traces: bool,
     /// The outcome.
     pub outcome: oneshot::Receiver<JobOutcome>,
 }
@@ -78,6 +80,7 @@ struct Worker {
     jobs: BTreeSet<String>,
     last_seen: Instant,
     tx: mpsc::UnboundedSender<Outbound>,
+    traces: bool,
 }
 
 struct Job {
@@ -170,11 +173,20 @@ impl WorkerRegistry {
                 jobs: BTreeSet::new(),
                 last_seen: now,
                 tx,
+                traces: false,
             },
         );
         drop(s);
         self.notify();
         conn
+    }
+
+    /// Records that the worker on `conn` takes `traceparent` in its `execute` frames (it said
+    /// so when it connected).
+    pub fn set_traces(&self, conn: ConnId, traces: bool) {
+        if let Some(w) = self.lock().workers.get_mut(&conn) {
+            w.traces = traces;
+        }
     }
 
     /// Removes a connection; its jobs are run elsewhere.
@@ -275,6 +287,7 @@ impl WorkerRegistry {
             worker_id: w.id.clone(),
             conn,
             tx: w.tx.clone(),
+            traces: w.traces,
             outcome,
         };
         if let Some(old) = s.jobs.insert(task.to_string(), Job { kind, conn, reply }) {

@@ -1,6 +1,7 @@
 //! One span per task attempt, `cogo.task.attempt`: it starts when the broker leases the task to
-//! a pod and ends when the pod's outcome is recorded (or, should the pod vanish, when the
-//! attempt is found gone). The pod is handed its `traceparent` with the lease, so the spans of
+//! a pod and ends when the attempt does: the pod's outcome recorded by the broker, or the
+//! controller ending it (a lost lease, the deadline, a cancellation), or its lease released for
+//! any other reason (the task deleted or found finished). The pod is handed its `traceparent` with the lease, so the spans of
 //! the agent, the Executor and the worker that run the attempt are its children. A task created
 //! inside a trace (its annotation [`TRACEPARENT_ANNOTATION`]) has its attempts traced in that
 //! trace; any other attempt starts a trace of its own.
@@ -112,6 +113,19 @@ impl AttemptSpans {
             if let Some(m) = message {
                 span.record("otel.status_description", m);
             }
+        }
+    }
+
+    /// Ends the span of `ns/name`, if one is open, as `Ended`: its lease was released without
+    /// an outcome recorded here (the task was deleted, or found finished).
+    pub fn close(&self, ns: &str, name: &str) {
+        let span = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut open| open.remove(&(ns.to_string(), name.to_string())));
+        if let Some((_, span)) = span {
+            span.record("cogo.task.outcome", "Ended");
         }
     }
 
@@ -227,6 +241,27 @@ mod tests {
             done.iter()
                 .all(|s| attr(s, "cogo.task.outcome") == Some("LeaseLost".into()))
         );
+    }
+
+    #[test]
+    fn a_lease_released_without_an_outcome_ends_its_span() {
+        let scheduler = crate::tasks::scheduler::Scheduler::new(
+            std::time::Duration::from_secs(15),
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        );
+        let ((), done) = with_exporter(|| {
+            scheduler
+                .attempts
+                .start(&task("t", None), ("a", "a-0"), 1, |_, _| true);
+            scheduler
+                .attempts
+                .start(&task("u", None), ("a", "a-0"), 1, |_, _| true);
+            scheduler.release("ns", "t");
+            assert_eq!(scheduler.attempts.len(), 1);
+        });
+        assert_eq!(done.len(), 1);
+        assert_eq!(attr(&done[0], "cogo.task.name"), Some("t".into()));
+        assert_eq!(attr(&done[0], "cogo.task.outcome"), Some("Ended".into()));
     }
 
     #[test]
