@@ -15,7 +15,7 @@
 //! | `heartbeat` | worker | none | `{capacity, active}` (optional) |
 //! | `ping` | Executor | none | none; answered with `pong` carrying the ping's `id` |
 //! | `pong` | worker | none | none |
-//! | `execute` | Executor | the job | `{type, input, deadline}` |
+//! | `execute` | Executor | the job | `{type, input, deadline, traceparent?}` |
 //! | `result` | worker | the job | the task's result |
 //! | `error` | worker | the job, or none | `{message, retryable}`: the job failed, or the frame was refused |
 //! | `error` | Executor | the job, or none | `{message, retryable}`: stop that job (cancelled, lease lost), or the frame was refused |
