@@ -11,7 +11,7 @@ use std::{
 };
 
 use cogo_e2e::{
-    cluster::{Cluster, NODE_ADDRESS, Namespace, Operator, wait_until},
+    cluster::{Cluster, NODE_ADDRESS, Namespace, Operator, token_of, wait_until},
     pyindex::PackageIndex,
 };
 use serde_json::{Value, json};
@@ -304,15 +304,8 @@ fn python_runs_in_sandboxes_on_worker_pods() {
     let other = Namespace::create(&c, "e2e-python-other");
     other.apply_ok(&executor().to_string());
     other.apply_ok(&python_worker(0, 1, &index.url).to_string());
-    let mut foreign = String::new();
-    wait_until(
-        Duration::from_secs(60),
-        "the other namespace's worker token",
-        || {
-            foreign = secret(&c, &other.name, "python-executor-token");
-            !foreign.is_empty()
-        },
-    );
+    // Issued by the operator once it sees the worker: waited for, not assumed.
+    let foreign = token_of(&c, &other.name, "python-executor-token");
     let good = secret(&c, &ns.name, "python-executor-token");
     let agent = secret(&c, &ns.name, "executor-broker-token");
     // A real token with one character of its signature changed.
