@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cogo_api::{
     broker::{Outcome, WorkerKeySet},
-    worker::message::{MessageType, Payload, TOKEN_AUDIENCE},
+    worker::message::{ExecuteData, MessageType, Payload, TOKEN_AUDIENCE},
 };
 use futures::SinkExt;
 use harness::*;
@@ -469,6 +469,26 @@ async fn a_job_with_no_worker_left_goes_back_to_the_queue() {
     );
 }
 
+/// Submits the python job `task`, takes its `execute` frame on the worker `ws` (named `id`),
+/// answers it, and returns what the frame carried.
+async fn run_job(ex: &Executor, ws: &mut Ws, id: &str, task: &str) -> ExecuteData {
+    ex.broker
+        .submit(task, "python.execute", json!({"code": "print(1)"}));
+    let (_, p) = next_of(ws, MessageType::Execute, id).await.unwrap();
+    let Payload::Execute(e) = p else { unreachable!() };
+    ws.send(frame(
+        &format!("{task}-result"),
+        "result",
+        id,
+        Some(task),
+        Some(json!({"exitCode": 0})),
+    ))
+    .await
+    .unwrap();
+    ex.broker.outcome(task, Duration::from_secs(10)).await.unwrap();
+    e
+}
+
 #[tokio::test]
 async fn only_workers_that_take_it_are_sent_the_trace_context() {
     use cogo_api::worker::message::{FEATURES_HEADER, TRACEPARENT_FEATURE};
@@ -476,24 +496,7 @@ async fn only_workers_that_take_it_are_sent_the_trace_context() {
     let ex = executor().await;
     // An older worker names no features: its jobs carry no trace context, which it would refuse.
     let mut old = worker(ex.port, "old", 1).await;
-    ex.broker
-        .submit("to-old", "python.execute", json!({"code": "print(1)"}));
-    let (_, p) = next_of(&mut old, MessageType::Execute, "old").await.unwrap();
-    let Payload::Execute(e) = p else { unreachable!() };
-    assert_eq!(e.traceparent, None);
-    old.send(frame(
-        "r1",
-        "result",
-        "old",
-        Some("to-old"),
-        Some(json!({"exitCode": 0})),
-    ))
-    .await
-    .unwrap();
-    ex.broker
-        .outcome("to-old", Duration::from_secs(10))
-        .await
-        .unwrap();
+    assert_eq!(run_job(&ex, &mut old, "old", "to-old").await.traceparent, None);
     drop(old);
 
     let mut new = worker_with(
@@ -503,26 +506,10 @@ async fn only_workers_that_take_it_are_sent_the_trace_context() {
         &[(FEATURES_HEADER, &format!("other, {TRACEPARENT_FEATURE}"))],
     )
     .await;
-    ex.broker
-        .submit("to-new", "python.execute", json!({"code": "print(2)"}));
-    let (_, p) = next_of(&mut new, MessageType::Execute, "new").await.unwrap();
-    let Payload::Execute(e) = p else { unreachable!() };
-    let tp = e
+    let tp = run_job(&ex, &mut new, "new", "to-new")
+        .await
         .traceparent
         .expect("a worker that takes it gets the trace context");
-    new.send(frame(
-        "r2",
-        "result",
-        "new",
-        Some("to-new"),
-        Some(json!({"exitCode": 0})),
-    ))
-    .await
-    .unwrap();
-    ex.broker
-        .outcome("to-new", Duration::from_secs(10))
-        .await
-        .unwrap();
     // It names the Executor's span for the task.
     let handled = capture
         .spans()

@@ -32,7 +32,7 @@ use tracing_subscriber::{
 pub const TARGET: &str = "cogo::trace";
 
 /// The environment variables that turn traces on.
-pub const ENDPOINT_VARS: [&str; 2] = [
+const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
@@ -54,13 +54,6 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
-impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-}
-
 impl Drop for Telemetry {
     fn drop(&mut self) {
         // Bounded, so a collector that does not answer cannot hold up a stop.
@@ -73,7 +66,7 @@ impl Drop for Telemetry {
 }
 
 /// The OTLP endpoint configured in the environment, if any.
-pub fn configured_endpoint() -> Option<String> {
+fn configured_endpoint() -> Option<String> {
     ENDPOINT_VARS
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))

@@ -35,6 +35,22 @@ fn der(pem: &str) -> Vec<u8> {
         .expect("PEM body")
 }
 
+/// Serves [`jwks`] on a free port of 127.0.0.1, on the current runtime, as Supabase Auth does;
+/// returns its URL.
+pub async fn serve_jwks() -> String {
+    let path = "/auth/v1/.well-known/jwks.json";
+    let app = axum::Router::new().route(
+        path,
+        axum::routing::get(|| async { ([("content-type", "application/json")], jwks()) }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let url = format!("http://{}{path}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// The JWKS the tests serve: the public halves of the RSA (`rsa-1`) and EC (`ec-1`) keys.
 pub fn jwks() -> String {
     key_file("jwks.json")

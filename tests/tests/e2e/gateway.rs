@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cogo_e2e::{
     cluster::{AgentProcess, Cluster, Namespace, Operator, free_port, kwok_pod_template, wait_until},
-    gateway::{GatewayProcess, Signer, jwks, tampered, token, unsigned_token},
+    gateway::{GatewayProcess, Signer, serve_jwks, tampered, token, unsigned_token},
     postgres::Postgres,
     standin::StandIn,
 };
@@ -68,17 +68,7 @@ impl Setup {
     fn start(c: &'static Cluster, ns: &str, gateway_args: &[&str]) -> Setup {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let model = rt.block_on(StandIn::gemini(KEY));
-        let jwks_port = free_port();
-        rt.spawn(async move {
-            let app = axum::Router::new().route(
-                "/auth/v1/.well-known/jwks.json",
-                axum::routing::get(|| async { ([("content-type", "application/json")], jwks()) }),
-            );
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", jwks_port))
-                .await
-                .unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+        let jwks_url = rt.block_on(serve_jwks());
         let pg = Postgres::start(ns);
         let secret = format!("{SECRET}-{ns}");
         c.url_secret("default", &secret, &pg.url());
@@ -122,13 +112,7 @@ impl Setup {
             pg.query("select count(*) from pg_tables where tablename = 'user_roles'") == "1"
         });
         users(&pg);
-        let gw = GatewayProcess::start(
-            c,
-            ns,
-            &pg.url(),
-            &format!("http://127.0.0.1:{jwks_port}/auth/v1/.well-known/jwks.json"),
-            gateway_args,
-        );
+        let gw = GatewayProcess::start(c, ns, &pg.url(), &jwks_url, gateway_args);
         Setup {
             pg,
             model,

@@ -10,7 +10,7 @@ use cogo_e2e::{
         AgentProcess, Cluster, Namespace, Operator, ProcessEnv, WorkerProcess, free_port, kwok_pod_template,
         wait_until,
     },
-    gateway::{GatewayProcess, Signer, jwks, token},
+    gateway::{GatewayProcess, Signer, serve_jwks, token},
     otlp::{Receiver, Span},
     postgres::Postgres,
 };
@@ -57,17 +57,7 @@ fn a_task_through_the_gateway_is_one_trace_from_the_caller_to_the_worker() {
     let c: &'static Cluster = Box::leak(Box::new(cluster()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let receiver = rt.block_on(Receiver::start());
-    let jwks_port = free_port();
-    rt.spawn(async move {
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(|| async { ([("content-type", "application/json")], jwks()) }),
-        );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", jwks_port))
-            .await
-            .unwrap();
-        axum::serve(listener, app).await.unwrap();
-    });
+    let jwks_url = rt.block_on(serve_jwks());
     // Every process started below sends its spans to the receiver, in batches 100 ms apart.
     let _env = ProcessEnv::set(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
@@ -106,13 +96,7 @@ fn a_task_through_the_gateway_is_one_trace_from_the_caller_to_the_worker() {
          insert into public.user_roles (user_id, role, permissions, domain, is_active)
          values ('{USER}', 'cogo_agent', '{{task:*}}', 'cogo.xyz', true)"
     ));
-    let gw = GatewayProcess::start(
-        c,
-        NS,
-        &pg.url(),
-        &format!("http://127.0.0.1:{jwks_port}/jwks.json"),
-        &[],
-    );
+    let gw = GatewayProcess::start(c, NS, &pg.url(), &jwks_url, &[]);
     ns.kubectl_ok(&[
         "wait",
         "cogoworker/python",

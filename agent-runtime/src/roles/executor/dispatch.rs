@@ -70,12 +70,7 @@ impl TaskHandler for Dispatch {
                 deadline: ctx.task.deadline.clone(),
                 traceparent: None,
             };
-            let untraced = serde_json::to_value(&job_data)
-                .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
-            // Only workers that said they take it get the trace context (older ones refuse it).
-            job_data.traceparent = cogo_telemetry::traceparent(&tracing::Span::current());
-            let traced = serde_json::to_value(&job_data)
-                .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
+            let traceparent = cogo_telemetry::traceparent(&tracing::Span::current());
             let mut tries = 0u32;
             loop {
                 // A worker with a free slot, waiting for one while the task is not cancelled
@@ -112,16 +107,16 @@ impl TaskHandler for Dispatch {
                     done: false,
                 };
                 debug!(task, worker = %job.worker_id, tries, "dispatching");
+                // Only workers that said they take it get the trace context (older ones refuse it).
+                job_data.traceparent = traceparent.clone().filter(|_| job.traces);
+                let data = serde_json::to_value(&job_data)
+                    .map_err(|e| HandlerError::fatal(format!("cannot encode the job: {e}")))?;
                 let execute = WorkerMessage::new(
                     self.endpoint.next_id(),
                     MessageType::Execute,
                     job.worker_id.clone(),
                     Some(task.to_string()),
-                    Some(if job.traces {
-                        traced.clone()
-                    } else {
-                        untraced.clone()
-                    }),
+                    Some(data),
                 );
                 let _ = job.tx.send(Outbound::frame(execute));
                 let outcome = tokio::select! {
