@@ -4,10 +4,12 @@
 K8S_VERSION=1.36.3
 KWOK_VERSION=v0.7.0
 COREDNS_VERSION=v1.12.4
+KNP_VERSION=v0.8.0
 CACHE=${CACHE:-$HOME/.cache/cogo}
 BIN=${COGO_TOOLS_DIR:-$CACHE/bin}
 KUBE_BIN=$CACHE/k8s-v$K8S_VERSION/kube
 COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/coredns
+KNP_BIN=$CACHE/kube-network-policies-$KNP_VERSION/kube-network-policies
 CLUSTER_DIR=${COGO_CLUSTER_DIR:-${TMPDIR:-/tmp}/cogo-cluster-$(id -u)}
 KUBECONFIG_OUT=$CLUSTER_DIR/kubeconfig
 

@@ -98,12 +98,14 @@ node_sweep() {
   if command -v iptables >/dev/null; then
     if [[ -x "$KUBE_BIN" ]]; then "$KUBE_BIN" kube-proxy --cleanup >/dev/null 2>&1 || true; fi
     local table rule
-    for table in nat filter; do
+    for table in nat filter mangle; do
       { iptables -t "$table" -S 2>/dev/null | grep -- "--comment $NODE_IPTABLES_TAG" || true; } | sed 's/^-A /-D /' |
         while read -r rule; do
           eval "iptables -t $table $rule" 2>/dev/null || true
         done
     done
+    # The chain the NetworkPolicy test hands the pods' connections through (tests/tests/node/netpol.rs).
+    iptables -t mangle -F COGO-E2E-NETPOL 2>/dev/null && iptables -t mangle -X COGO-E2E-NETPOL 2>/dev/null || true
   fi
 }
 

@@ -12,6 +12,7 @@ mod designs;
 mod executor;
 mod gateway;
 mod knowledge;
+mod netpol;
 mod workflows;
 
 pub(crate) fn cluster() -> Cluster {
