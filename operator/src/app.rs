@@ -371,8 +371,9 @@ pub struct SupabaseSettings {
     pub secret: Option<String>,
     /// The cluster's name in the rows; None: the UID of namespace kube-system.
     pub cluster_name: Option<String>,
-    /// Where pending rows become AgentTasks; None: no intake.
-    pub intake_namespace: Option<String>,
+    /// Where pending rows become AgentTasks, the first for rows naming no namespace; empty:
+    /// no intake.
+    pub intake_namespaces: Vec<String>,
 }
 
 /// What runs against Supabase's database, when one is configured.
@@ -427,11 +428,13 @@ pub async fn start_supabase(
         )));
         started.mirror = Some(m);
     }
-    if let (Some(secret), Some(target)) = (settings.secret, settings.intake_namespace) {
+    if let Some(secret) = settings.secret
+        && !settings.intake_namespaces.is_empty()
+    {
         tokio::spawn(supabase::intake::run(
             client.clone(),
             (namespace.to_string(), secret),
-            target,
+            settings.intake_namespaces,
             (metrics.clone(), keys.clone()),
             shutdown.stopped(),
         ));

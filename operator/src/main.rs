@@ -35,7 +35,8 @@ struct GatewayArgs {
     /// Address the gateway listens on.
     #[arg(long, env = "COGO_GATEWAY_ADDR", default_value = "0.0.0.0:8090")]
     addr: SocketAddr,
-    /// Namespace of the agents, workers and tasks it serves: the operator's intake namespace.
+    /// Namespace of the agents, workers and tasks it serves: one the operator's intake serves
+    /// (`--intake-namespace`), which the rows it inserts name.
     #[arg(long, env = "COGO_GATEWAY_NAMESPACE")]
     namespace: Option<String>,
     /// Connection string of Supabase's Postgres (libpq form or URL).
@@ -260,10 +261,35 @@ struct RunArgs {
     /// (sub-tasks of running tasks are never held back). 0: no limit.
     #[arg(long, env = "COGO_MAX_RUNNING_TASKS_PER_NAMESPACE", default_value_t = 0)]
     max_running_tasks_per_namespace: usize,
-    /// Namespace where rows inserted into `distributed_agent_tasks` as `pending` become
-    /// AgentTasks. Needs `--supabase-secret`. Unset: no intake.
-    #[arg(long, env = "COGO_INTAKE_NAMESPACE", requires = "supabase_secret")]
-    intake_namespace: Option<String>,
+    /// Namespaces where rows inserted into `distributed_agent_tasks` as `pending` become
+    /// AgentTasks (comma-separated): a row naming one of them becomes a task there, a row
+    /// naming none in the first, a row naming another namespace is left to the operator that
+    /// serves it. Needs `--supabase-secret`. Unset: no intake.
+    #[arg(
+        long,
+        env = "COGO_INTAKE_NAMESPACE",
+        requires = "supabase_secret",
+        value_delimiter = ',',
+        value_parser = dns_label
+    )]
+    intake_namespace: Vec<String>,
+}
+
+/// A namespace's name (an RFC 1123 label), or why the argument is not one.
+fn dns_label(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a namespace name (lower-case letters, digits and '-', at most 63, starting and ending alphanumeric)"
+        ))
+    }
 }
 
 /// Sets up logs, and traces when an OTLP endpoint is configured, for the process `service`.
@@ -333,7 +359,7 @@ impl RunArgs {
         app::SupabaseSettings {
             secret: self.supabase_secret.clone(),
             cluster_name: self.cluster_name.clone(),
-            intake_namespace: self.intake_namespace.clone(),
+            intake_namespaces: self.intake_namespace.clone(),
         }
     }
 
@@ -402,4 +428,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intake(args: &[&str]) -> Result<Vec<String>, String> {
+        let argv = ["cogo-operator", "run", "--supabase-secret", "db"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Run(run),
+            }) => Ok(run.intake_namespace),
+            Ok(_) => Err("not run".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn intake_namespaces_are_a_comma_separated_list_of_namespace_names() {
+        assert_eq!(intake(&[]).unwrap(), Vec::<String>::new(), "no intake");
+        assert_eq!(intake(&["--intake-namespace", "chat"]).unwrap(), ["chat"]);
+        assert_eq!(
+            intake(&["--intake-namespace", "chat, tenant-b"]).unwrap(),
+            ["chat", "tenant-b"]
+        );
+        for bad in ["Chat", "tenant_b", "-a", "chat,", &"a".repeat(64)] {
+            let err = intake(&[&format!("--intake-namespace={bad}")]).unwrap_err();
+            assert!(err.contains("is not a namespace name"), "{bad}: {err}");
+        }
+    }
 }

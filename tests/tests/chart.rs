@@ -665,6 +665,71 @@ fn the_gateway_is_off_by_default_and_runs_apart_when_on() {
     }
 }
 
+/// The intake serves more namespaces than its first, one per tenant's gateway; a gateway whose
+/// namespace the intake does not serve is refused, as its tasks would never be taken in.
+#[test]
+fn the_intake_serves_each_tenant_s_gateway_namespace() {
+    let mut args: Vec<&str> = GATEWAY_ON.to_vec();
+    args.extend([
+        "--set",
+        "supabase.intakeNamespaces={tenant-b,chat}",
+        "--set",
+        "gateway.namespace=tenant-b",
+    ]);
+    let objects = docs(&render(&args));
+    let operator = objects
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "cogo-cogo-operator")
+        .expect("the operator's Deployment");
+    let env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let intake = env.iter().find(|e| e["name"] == "COGO_INTAKE_NAMESPACE").unwrap();
+    assert_eq!(
+        intake["value"], "chat,tenant-b",
+        "the first, then the others, once each"
+    );
+    let gateway = objects
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "cogo-cogo-operator-gateway")
+        .expect("the gateway's Deployment");
+    let env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "COGO_GATEWAY_NAMESPACE" && e["value"] == "tenant-b"),
+        "the gateway serves tenant-b: {env:?}"
+    );
+
+    for (set, expected) in [
+        (
+            "gateway.namespace=elsewhere",
+            "gateway.namespace elsewhere is not one the intake serves",
+        ),
+        (
+            "supabase.intakeNamespaces={Tenant_B}",
+            "/supabase/intakeNamespaces/0",
+        ),
+    ] {
+        let mut args: Vec<&str> = GATEWAY_ON.to_vec();
+        args.extend(["--set", set]);
+        let chart = chart();
+        let mut cmd = vec![
+            "template",
+            "cogo",
+            chart.as_str(),
+            "--kube-version",
+            KUBERNETES_VERSION,
+        ];
+        cmd.extend(args);
+        let out = run(&tool("helm"), &cmd, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(err.contains(expected), "{set}: {err}");
+    }
+}
+
 /// ServiceMonitor, PrometheusRule and dashboard are off by default; each comes alone when
 /// asked, and the ServiceMonitor scrapes the metrics Service of every replica, not the broker.
 #[test]

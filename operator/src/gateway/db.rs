@@ -89,8 +89,8 @@ const MESSAGE: &str =
 values ($1::uuid, $2, $3::uuid, $4, $5, $6)";
 
 const TASK: &str =
-    "insert into public.distributed_agent_tasks (id, type, agent_type, data, status, user_id, session_id, trace_parent)
-values ($1::uuid, $2, $3, $4::jsonb, 'pending', $5::uuid, $6, $7)";
+    "insert into public.distributed_agent_tasks (id, type, agent_type, data, status, user_id, session_id, trace_parent, namespace)
+values ($1::uuid, $2, $3, $4::jsonb, 'pending', $5::uuid, $6, $7, $8)";
 
 const AUDIT: &str = "insert into public.cogo_gateway_audit (user_id, address, action, status, code, task, detail)
 select u::uuid, a, ac, s, c, t, d from unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[])
@@ -222,14 +222,15 @@ impl Db {
     }
 
     /// Inserts a pending task row for the operator's intake, made by `user_id` in the chat
-    /// session `session_id`, inside the span `trace_parent` names.
+    /// session `session_id`, inside the span `trace_parent` names, for the intake of
+    /// `namespace` (the one the gateway serves).
     pub async fn task(
         &self,
         id: &str,
         (task_type, agent_type): (&str, &str),
         input: &serde_json::Value,
         (user_id, session_id): (&str, Option<&str>),
-        trace_parent: Option<&str>,
+        (trace_parent, namespace): (Option<&str>, &str),
     ) -> Result<(), DbError> {
         let data = input.to_string();
         let data = &data;
@@ -244,6 +245,7 @@ impl Db {
                     (&user_id, Type::TEXT),
                     (&session_id, Type::TEXT),
                     (&trace_parent, Type::TEXT),
+                    (&namespace, Type::TEXT),
                 ],
             )
             .await

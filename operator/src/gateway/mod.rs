@@ -49,8 +49,8 @@ use self::{
 pub struct Settings {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The namespace of the agents, workers and tasks it serves: the operator's intake
-    /// namespace.
+    /// The namespace of the agents, workers and tasks it serves: one of the operator's intake
+    /// namespaces, which its rows name.
     pub namespace: String,
     /// The database's libpq connection string.
     pub database_url: String,

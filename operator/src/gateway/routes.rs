@@ -580,7 +580,7 @@ async fn start(
             (task_type, role.slug()),
             input,
             (&caller.user, session),
-            trace.as_deref(),
+            (trace.as_deref(), &gw.settings.namespace),
         )
         .await?;
     record.task = Some(name.clone());

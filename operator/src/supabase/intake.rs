@@ -1,6 +1,8 @@
 //! Intake: rows inserted into `distributed_agent_tasks` as `pending` with no Kubernetes object
-//! (what the chat gateway's Edge Function does) become AgentTasks in a configured namespace,
-//! exactly once. The operator LISTENs on `cogo_intake` (a trigger notifies on insert) and also
+//! (what the chat gateway's Edge Function does) become AgentTasks in the configured namespaces,
+//! exactly once. A row naming one of them (the gateway names the namespace it serves) becomes a
+//! task there; a row naming none goes to the first; a row naming another is left alone, for
+//! the operator that serves that namespace. The operator LISTENs on `cogo_intake` (a trigger notifies on insert) and also
 //! polls every second, which is what works through a transaction-mode pooler. Each row becomes
 //! the AgentTask `row-<id>`, annotated with the row's id, so two operators that see the same row
 //! create one object (the second gets AlreadyExists); the row is then claimed (namespace and
@@ -27,9 +29,11 @@ use super::{ConnectError, connect_raw, describe, row::ROW_ANNOTATION};
 use crate::{kube_io::FIELD_MANAGER, metrics::Metrics, tokens::auth::Keys};
 
 const PENDING: &str = "
-select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, session_id, priority, trace_parent
+select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, session_id, priority, trace_parent,
+  namespace
 from public.distributed_agent_tasks
 where status = 'pending' and name is null and deleted_at is null
+  and coalesce(namespace, $2) = any($3::text[])
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)
 order by created_at
 limit 100";
@@ -61,6 +65,17 @@ pub struct PendingRow {
     pub priority: i32,
     /// The W3C `traceparent` the row was created in; kept on the task when well formed.
     pub trace_parent: Option<String>,
+    /// The namespace the row was inserted for; none: the intake's first.
+    pub namespace: Option<String>,
+}
+
+/// The namespace a row's task goes to, of `namespaces` (the intake's, the first for rows that
+/// name none); None when the row names a namespace this intake does not serve.
+pub fn target<'a>(row: &'a PendingRow, namespaces: &'a [String]) -> Option<&'a str> {
+    match row.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => namespaces.iter().any(|n| n == ns).then_some(ns),
+        None => namespaces.first().map(String::as_str),
+    }
 }
 
 /// The AgentTask a pending row becomes, or why it cannot become one.
@@ -119,14 +134,13 @@ pub fn task_of(row: &PendingRow, namespace: &str) -> Result<AgentTask, String> {
 pub async fn run(
     client: Client,
     (secret_ns, secret): (String, String),
-    namespace: String,
+    namespaces: Vec<String>,
     (metrics, keys): (Arc<Metrics>, Keys),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &secret_ns);
-    let tasks: Api<AgentTask> = Api::namespaced(client, &namespace);
     tokio::select! {
-        _ = intake_loop(&secrets, &secret, &tasks, &namespace, (&metrics, &keys)) => {}
+        _ = intake_loop(&secrets, &secret, &client, &namespaces, (&metrics, &keys)) => {}
         _ = shutdown => {}
     }
 }
@@ -134,8 +148,8 @@ pub async fn run(
 async fn intake_loop(
     secrets: &Api<Secret>,
     secret: &str,
-    tasks: &Api<AgentTask>,
-    namespace: &str,
+    client: &Client,
+    namespaces: &[String],
     (metrics, keys): (&Metrics, &Keys),
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -160,10 +174,10 @@ async fn intake_loop(
             // Through a transaction-mode pooler LISTEN has no effect; polling still works.
             db.batch_execute("listen cogo_intake").await?;
             metrics.set_realtime_connected(true);
-            info!(namespace, "taking in pending Supabase rows");
+            info!(namespaces = %namespaces.join(","), "taking in pending Supabase rows");
             let mut later = Later::default();
             loop {
-                take_in(&db, tasks, namespace, keys, &mut later).await?;
+                take_in(&db, client, namespaces, keys, &mut later).await?;
                 tokio::select! {
                     _ = woken.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -239,14 +253,24 @@ enum Taken {
 /// Turns every pending row into an AgentTask and claims it, [`CONCURRENCY`] rows at a time.
 async fn take_in(
     db: &tokio_postgres::Client,
-    tasks: &Api<AgentTask>,
-    namespace: &str,
+    client: &Client,
+    namespaces: &[String],
     keys: &Keys,
     later: &mut Later,
 ) -> Result<(), ConnectError> {
     let skipped =
         serde_json::to_string(&later.waiting(std::time::Instant::now())).unwrap_or_else(|_| "[]".into());
-    let rows = db.query_typed(PENDING, &[(&skipped, Type::TEXT)]).await?;
+    let first = namespaces.first().cloned().unwrap_or_default();
+    let rows = db
+        .query_typed(
+            PENDING,
+            &[
+                (&skipped, Type::TEXT),
+                (&first, Type::TEXT),
+                (&namespaces, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
     let rows = rows.into_iter().map(|r| PendingRow {
         id: r.get(0),
         task_type: r.get(1),
@@ -256,8 +280,9 @@ async fn take_in(
         session_id: r.get(5),
         priority: r.get(6),
         trace_parent: r.get(7),
+        namespace: r.get(8),
     });
-    let outcomes: Vec<_> = futures::stream::iter(rows.map(|row| take_one(db, tasks, namespace, keys, row)))
+    let outcomes: Vec<_> = futures::stream::iter(rows.map(|row| take_one(db, client, namespaces, keys, row)))
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
@@ -278,12 +303,18 @@ async fn take_in(
 /// Turns one pending row into an AgentTask and claims the row.
 async fn take_one(
     db: &tokio_postgres::Client,
-    tasks: &Api<AgentTask>,
-    namespace: &str,
+    client: &Client,
+    namespaces: &[String],
     keys: &Keys,
     row: PendingRow,
 ) -> Result<(String, Taken), ConnectError> {
-    let task = match task_of(&row, namespace) {
+    // The query reads only this intake's rows; one that names another namespace is not ours.
+    let Some(namespace) = target(&row, namespaces) else {
+        return Ok((row.id, Taken::Skipped));
+    };
+    let namespace = namespace.to_string();
+    let tasks: Api<AgentTask> = Api::namespaced(client.clone(), &namespace);
+    let task = match task_of(&row, &namespace) {
         Ok(mut t) => {
             // The seal binds the task to this row and its owner: only the intake makes it.
             crate::seal::seal(keys, &mut t);
@@ -396,6 +427,7 @@ mod tests {
             session_id: None,
             priority: 0,
             trace_parent: None,
+            namespace: None,
         }
     }
 
@@ -457,6 +489,28 @@ mod tests {
         assert_eq!(requester.session_id.unwrap().len(), 255);
         row.session_id = None;
         assert_eq!(task_of(&row, "ns").unwrap().spec.requester, None);
+    }
+
+    #[test]
+    fn a_row_goes_to_the_namespace_it_names_when_served_and_else_to_the_first() {
+        let served = ["tenant-a".to_string(), "tenant-b".to_string()];
+        let mut row = pending("research");
+        assert_eq!(target(&row, &served), Some("tenant-a"), "no namespace: the first");
+        row.namespace = Some(String::new());
+        assert_eq!(target(&row, &served), Some("tenant-a"), "an empty one is none");
+        row.namespace = Some("tenant-b".into());
+        assert_eq!(target(&row, &served), Some("tenant-b"));
+        assert_eq!(
+            task_of(&row, target(&row, &served).unwrap())
+                .unwrap()
+                .metadata
+                .namespace
+                .as_deref(),
+            Some("tenant-b")
+        );
+        row.namespace = Some("tenant-c".into());
+        assert_eq!(target(&row, &served), None, "another operator's");
+        assert_eq!(target(&pending("research"), &[]), None, "no intake");
     }
 
     #[test]

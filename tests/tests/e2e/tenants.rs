@@ -1,11 +1,16 @@
 //! Two tenants, each a namespace, on one operator: each namespace's queued and running tasks
-//! are bounded (and sub-tasks of running tasks never wait on their own namespace), and an
-//! agent of one tenant can neither lease, read, report on, extend nor cancel the other's tasks
-//! through the broker.
+//! are bounded (and sub-tasks of running tasks never wait on their own namespace), an agent of
+//! one tenant can neither lease, read, report on, extend nor cancel the other's tasks through
+//! the broker, and each tenant's chat gateway takes its own users' tasks to its own namespace,
+//! whose rows only their owners read under row-level security.
 
 use std::time::{Duration, Instant};
 
-use cogo_e2e::cluster::{AgentProcess, Namespace, Operator, free_port, kwok_agent, token_of, wait_until};
+use cogo_e2e::{
+    cluster::{AgentProcess, Namespace, Operator, free_port, kwok_agent, token_of, wait_until},
+    gateway::{GatewayProcess, Signer, serve_jwks, token},
+    postgres::Postgres,
+};
 use serde_json::{Value, json};
 
 use super::{cluster, condition};
@@ -215,4 +220,155 @@ fn tenants_are_bounded_per_namespace_and_kept_apart() {
     let done = c.get_json(&b.name, "agenttask/b-4").unwrap();
     assert_eq!(done["status"]["result"], json!({"i": 4}));
     assert_eq!(done["status"]["pod"], "worker-b");
+}
+
+/// Tenant A's user: `user_roles` grants every permission in domain `a.example`.
+const ANA: &str = "00000000-0000-4000-8000-0000000000a1";
+/// Tenant B's user, in domain `b.example`.
+const BEN: &str = "00000000-0000-4000-8000-0000000000b1";
+
+/// What `user` reads of `distributed_agent_tasks` under row-level security, as Supabase's
+/// PostgREST reads for a signed-in user: `id namespace` lines.
+fn rows_seen_by(pg: &Postgres, user: &str) -> Vec<String> {
+    let out = pg.query(&format!(
+        "begin; set local role authenticated; \
+         select set_config('request.jwt.claims', '{{\"sub\": \"{user}\", \"role\": \"authenticated\"}}', true); \
+         select id::text || ' ' || coalesce(namespace, '-') from public.distributed_agent_tasks order by id; commit;"
+    ));
+    // psql also prints what set_config returned.
+    out.lines()
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|id| id.len() == 36 && id.matches('-').count() == 4)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn each_tenant_s_gateway_takes_its_users_tasks_to_its_own_namespace_only() {
+    let c = cluster();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let jwks = rt.block_on(serve_jwks());
+    let pg = Postgres::start("e2e-tenant-gw");
+    let secret = "cogo-supabase-tenant-gw";
+    c.url_secret("default", secret, &pg.url());
+    let a = Namespace::create(&c, "e2e-tenant-gw-a");
+    let b = Namespace::create(&c, "e2e-tenant-gw-b");
+    let port = free_port();
+    let intake = format!("{},{}", a.name, b.name);
+    let _op = Operator::start_with(
+        &c,
+        "tenant-gw",
+        port,
+        &["--supabase-secret", secret, "--intake-namespace", &intake],
+    );
+    for ns in [&a, &b] {
+        ns.apply_ok(&kwok_agent("research", 1, 4).to_string());
+    }
+    let _agents = [
+        AgentProcess::start(&c, &a.name, "research", "Research", "research-a", port),
+        AgentProcess::start(&c, &b.name, "research", "Research", "research-b", port),
+    ];
+    wait_until(Duration::from_secs(60), "the operator's schema", || {
+        pg.query("select count(*) from pg_tables where tablename = 'user_roles'") == "1"
+    });
+    for (user, domain) in [(ANA, "a.example"), (BEN, "b.example")] {
+        pg.query(&format!(
+            "insert into auth.users (id) values ('{user}') on conflict do nothing;
+             insert into public.user_roles (user_id, role, permissions, domain, is_active)
+             values ('{user}', 'cogo_agent', '{{agent:*,task:*,worker:*,chat:*}}', '{domain}', true)
+             on conflict (user_id) do nothing"
+        ));
+    }
+    let gw_a = GatewayProcess::start(&c, &a.name, &pg.url(), &jwks, &["--domain", "a.example"]);
+    let gw_b = GatewayProcess::start(&c, &b.name, &pg.url(), &jwks, &["--domain", "b.example"]);
+    let (api_a, api_b) = (gw_a.client(), gw_b.client());
+    let ana = token(ANA, json!({}), Signer::Secret);
+    let ben = token(BEN, json!({}), Signer::Secret);
+    let echo = |tenant: &str| {
+        json!({"role": "research", "type": "cogo.echo", "input": {"tenant": tenant},
+               "wait": true, "waitSeconds": 60})
+    };
+
+    // Each user's task runs in their tenant's namespace, on their tenant's agent, and its
+    // result comes back through their gateway.
+    let mut ids = Vec::new();
+    for (api, user, ns, tenant) in [(&api_a, &ana, &a, "a"), (&api_b, &ben, &b, "b")] {
+        let r = api.post("/v1/tasks", user, echo(tenant));
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["namespace"], ns.name.as_str(), "{}", r.json);
+        assert_eq!(r.json["phase"], "Succeeded", "{}", r.json);
+        assert_eq!(r.json["result"]["tenant"], tenant, "{}", r.json);
+        let name = r.json["name"].as_str().unwrap();
+        let task = c
+            .get_json(&ns.name, &format!("agenttask/{name}"))
+            .expect("the task");
+        assert_eq!(
+            task["status"]["pod"].as_str().map(|p| p.ends_with(tenant)),
+            Some(true),
+            "run by the tenant's own agent: {}",
+            task["status"]
+        );
+        ids.push((r.json["id"].as_str().unwrap().to_string(), ns.name.clone()));
+    }
+    assert!(a.items("agenttasks").len() == 1 && b.items("agenttasks").len() == 1);
+
+    // A user of one tenant gets nothing of the other's gateway: its domain's roles grant
+    // them no permission, so neither status nor a task, and nothing is created there.
+    for (api, user, ns) in [(&api_b, &ana, &b), (&api_a, &ben, &a)] {
+        let s = api.get("/v1/status", user);
+        assert_eq!(s.status, 403, "{}", s.text);
+        let t = api.post("/v1/tasks", user, echo("intruder"));
+        assert_eq!(t.status, 403, "{}", t.text);
+        assert_eq!(ns.items("agenttasks").len(), 1, "nothing new in {}", ns.name);
+    }
+    let s = api_a.get("/v1/status", &ana);
+    assert_eq!(
+        (s.status, s.json["namespace"].as_str()),
+        (200, Some(a.name.as_str())),
+        "{}",
+        s.text
+    );
+
+    // Under row-level security each user reads their own row, in their tenant's namespace,
+    // and not the other's.
+    wait_until(Duration::from_secs(30), "both rows mirrored", || {
+        // The mirror holds every task of the cluster: other tests' too.
+        pg.query(&format!(
+            "select count(*) from public.distributed_agent_tasks \
+             where phase = 'Succeeded' and namespace in ('{}', '{}')",
+            a.name, b.name
+        )) == "2"
+    });
+    for (user, (id, ns)) in [(ANA, &ids[0]), (BEN, &ids[1])] {
+        assert_eq!(rows_seen_by(&pg, user), vec![format!("{id} {ns}")], "{user}");
+    }
+
+    // A row naming a namespace this operator does not serve is left for the operator that
+    // does; a row naming none goes to the first.
+    let other = "00000000-0000-4000-8000-00000000c0c0";
+    let plain = "00000000-0000-4000-8000-00000000c0c1";
+    pg.query(&format!(
+        "insert into public.distributed_agent_tasks (id, type, agent_type, data, status, namespace)
+         values ('{other}', 'cogo.echo', 'research', '{{}}', 'pending', 'e2e-tenant-gw-c'),
+                ('{plain}', 'cogo.echo', 'research', '{{}}', 'pending', null)"
+    ));
+    wait_until(
+        Duration::from_secs(30),
+        "the row naming no namespace taken in",
+        || c.get_json(&a.name, &format!("agenttask/row-{plain}")).is_some(),
+    );
+    // The intake polls every second: three more polls have passed over the other row.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        pg.query(&format!(
+            "select status || ' ' || coalesce(name, '-') || ' ' || namespace \
+             from public.distributed_agent_tasks where id = '{other}'"
+        )),
+        "pending - e2e-tenant-gw-c"
+    );
+    assert!(c.get_json(&b.name, &format!("agenttask/row-{other}")).is_none());
+    assert!(c.get_json(&a.name, &format!("agenttask/row-{other}")).is_none());
 }
