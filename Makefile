@@ -15,7 +15,7 @@ export CARGO_BUILD_JOBS ?= 2
 GOMODCACHE = $(shell go env GOMODCACHE)
 export COGO_K8S_SWAGGER = $(GOMODCACHE)/k8s.io/kubernetes@v$(K8S_VERSION)/api/openapi-spec/swagger.json
 
-.PHONY: help test tools wheels pyenv crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo require-wrk
+.PHONY: help test tools wheels pyenv crds check-crds fmt lint unit e2e bench chaos images cluster-up cluster-down demo require-go require-cargo require-wrk require-perf
 
 # The end-to-end suite runs on a real node (containerd, runc, kubelet; root only) and kwok nodes.
 # COGO_REAL_NODE=0 runs it on kwok nodes alone and skips the real-node tests, saying so.
@@ -99,7 +99,7 @@ cluster-up: | require-go ## Build (once) and start the local control plane; prin
 cluster-down: ## Stop the local control plane and remove its state
 	@tests/cluster/down
 
-images: | require-cargo ## Build the OCI images (operator, agent, worker, pause) into $(CACHE)/images
+images: | require-cargo ## Build the OCI images (operator, agent, worker, pause, CoreDNS, the NetworkPolicy enforcer) into $(CACHE)/images
 	tests/images/build
 
 e2e: tools | require-cargo require-go ## End-to-end tests on the local control plane (real node + kwok nodes)
@@ -129,10 +129,13 @@ chaos: tools | require-cargo require-go ## The chaos soak on the real node: the 
 	  COGO_CHAOS_OUTAGE_SECONDS=$${COGO_CHAOS_OUTAGE_SECONDS:-60}; \
 	cargo test -p cogo-e2e --features e2e --test node -- --test-threads=1 chaos
 
+require-perf:
+	@command -v perf >/dev/null || { echo "error: make bench profiles the operator with perf; install it (Debian: apt-get install linux-perf)" >&2; exit 1; }
+
 require-wrk:
 	@command -v wrk >/dev/null || { echo "error: make bench loads the chat gateway with wrk; install it (Debian: apt-get install wrk)" >&2; exit 1; }
 
-bench: wheels | require-cargo require-go require-wrk ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
+bench: wheels | require-cargo require-go require-wrk require-perf ## Benchmark the task path on the local control plane (kwok nodes); report in target/bench/
 	tests/cluster/build
 	cargo build --release -p cogo-operator -p cogo-agent -p cogo-worker
 	cargo build --release -p cogo-e2e --features bench --bin cogo-bench

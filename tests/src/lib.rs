@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod otlp;
 pub mod picture;
 pub mod postgres;
+pub mod profile;
 pub mod pyenv;
 pub mod pyindex;
 pub mod schemas;

@@ -6,8 +6,12 @@
 //!    from 32 concurrent writers for 10 s);
 //! 2. end-to-end throughput for 1,000 and 10,000 `cogo.echo` tasks (all created at once, time
 //!    from the first create to the last `Succeeded` seen on a watch), the operator's API
-//!    writes per task (from the audit log), the achieved write rate against the ceiling, and
-//!    the operator's peak memory with the 10,000 tasks cached;
+//!    writes per task (from the audit log), the achieved write rate against the ceiling, the
+//!    CPU each process spent per task (API server, etcd, operator, agents, kwok, the
+//!    benchmark) against what the machine had, the operator's peak memory with the 10,000
+//!    tasks cached, and a CPU profile of the operator during the 10,000 (`perf record` with
+//!    DWARF call graphs: a flame graph in `target/bench/operator-10000-tasks.svg`, and the
+//!    crates and functions that took the most samples);
 //! 3. lease latency (create sent -> `Running` seen on a watch) for 1,000 tasks created at
 //!    100 tasks/s: p50 and p99;
 //! 4. the Supabase mirror, against a real PostgreSQL directly and through PgBouncer in
@@ -138,9 +142,21 @@ async fn main() -> Result<(), Error> {
 
     let mut op = Operator::start(&c, "bench");
     let mut rows = Vec::new();
+    let mut cpu_rows = Vec::new();
+    let mut profiles = Vec::new();
     for n in [1_000usize, 10_000] {
         eprintln!("[bench] {n} cogo.echo tasks, all created at once");
-        let r = throughput(&c, &client, &op, n).await?;
+        let r = throughput(&c, &client, &op, n, n == 10_000).await?;
+        let total: f64 = r.cpu.iter().map(|(_, ms)| ms).sum();
+        let capacity = r.elapsed.as_secs_f64() * 1000.0 * machine_cores() as f64 / n as f64;
+        cpu_rows.push(format!(
+            "| {n} | {total:.2} | {capacity:.2} | {:.0}% | {} |",
+            100.0 * total / capacity,
+            cpu_line(&r.cpu)
+        ));
+        if let Some(p) = &r.profile {
+            profiles.extend(p.report("The operator during the 10,000-task run", 15));
+        }
         let achieved = r.writes_per_second();
         rows.push(format!(
             "| {n} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {} |",
@@ -168,6 +184,17 @@ async fn main() -> Result<(), Error> {
     report.push("|---|---|---|---|---|---|---|".into());
     report.extend(rows);
     report.push(String::new());
+    report.push(
+        "| tasks | CPU ms per task, all processes | CPU ms per task the machine had (cores x elapsed / tasks) | used | CPU ms per task, by process |"
+            .into(),
+    );
+    report.push("|---|---|---|---|---|".into());
+    report.extend(cpu_rows);
+    report.push(String::new());
+    if !profiles.is_empty() {
+        report.extend(profiles);
+        report.push(String::new());
+    }
 
     eprintln!("[bench] lease latency: 1,000 tasks at 100 tasks/s");
     let (p50, p99, max) = latency(&c, &client, &op, 1_000, 100).await?;
@@ -235,9 +262,13 @@ fn machine() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = machine_cores();
     let mem = status_field("/proc/meminfo", "MemTotal") / 1024 / 1024;
     format!("{cores} cores ({cpu}), {mem} GiB RAM")
+}
+
+fn machine_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn status_field(path: &str, field: &str) -> u64 {
@@ -393,6 +424,10 @@ struct Run {
     operator_writes: usize,
     creates: usize,
     breakdown: String,
+    /// CPU milliseconds per task, by process, most first.
+    cpu: Vec<(String, f64)>,
+    /// The operator's profile, when one was taken.
+    profile: Option<cogo_e2e::profile::Profile>,
 }
 
 impl Run {
@@ -401,7 +436,14 @@ impl Run {
     }
 }
 
-async fn throughput(c: &Cluster, client: &Client, op: &Operator, n: usize) -> Result<Run, Error> {
+/// Runs `n` echo tasks created at once; with `profile`, samples the operator's CPU meanwhile.
+async fn throughput(
+    c: &Cluster,
+    client: &Client,
+    op: &Operator,
+    n: usize,
+    profile: bool,
+) -> Result<Run, Error> {
     let ns = format!("bench-{n}");
     create_namespace(client, &ns).await?;
     let _agents = agents(c, &ns, op);
@@ -410,6 +452,16 @@ async fn throughput(c: &Cluster, client: &Client, op: &Operator, n: usize) -> Re
     let log = c.audit_log();
     let from = audit_lines(&log);
     let api: Api<AgentTask> = Api::namespaced(client.clone(), &ns);
+    let dir = repo().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let recording = match (profile, op.pid()) {
+        (true, Some(pid)) => Some(cogo_e2e::profile::Recording::start(
+            pid,
+            &dir.join("operator.perf.data"),
+        )?),
+        _ => None,
+    };
+    let cpu_before = cpu_by_process();
     let start = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -425,6 +477,14 @@ async fn throughput(c: &Cluster, client: &Client, op: &Operator, n: usize) -> Re
         .await?;
     wait_done(&book, n, &format!("{n} tasks")).await?;
     let last = last_done(&book);
+    let cpu = cpu_spent(&cpu_before, &cpu_by_process(), n);
+    let profile = match recording {
+        Some(r) => {
+            eprintln!("[bench] folding the operator's profile");
+            Some(r.finish(&dir, "operator-10000-tasks")?)
+        }
+        None => None,
+    };
     watching.abort();
     let failed = api
         .list(&Default::default())
@@ -457,6 +517,8 @@ async fn throughput(c: &Cluster, client: &Client, op: &Operator, n: usize) -> Re
         operator_writes: writes.len(),
         creates: n,
         breakdown,
+        cpu,
+        profile,
     })
 }
 
@@ -549,6 +611,32 @@ fn cpu_by_process() -> HashMap<String, f64> {
     out
 }
 
+/// CPU milliseconds per unit of work (`per` of them) each kind of process spent between two
+/// readings of [`cpu_by_process`], most first; under 0.05 ms left out.
+fn cpu_spent(before: &HashMap<String, f64>, after: &HashMap<String, f64>, per: usize) -> Vec<(String, f64)> {
+    let mut spent: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - before.get(k).copied().unwrap_or(0.0)) * 1000.0 / per as f64,
+            )
+        })
+        .filter(|(_, ms)| *ms >= 0.05)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    spent
+}
+
+/// `name ms, name ms, ...`.
+fn cpu_line(spent: &[(String, f64)]) -> String {
+    spent
+        .iter()
+        .map(|(k, ms)| format!("{k} {ms:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Slots of each benchmark worker.
 const WORKER_SLOTS: u32 = 2;
 
@@ -625,24 +713,9 @@ async fn python(c: &Cluster, client: &Client, op: &Operator, workers: usize) -> 
     let last = last_done(&book);
     let rate = 400.0 / (last - start).as_secs_f64();
     watching.abort();
-    let cpu_after = cpu_by_process();
-    let mut spent: Vec<(String, f64)> = cpu_after
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v - cpu_before.get(k).copied().unwrap_or(0.0)) * 1000.0 / 400.0,
-            )
-        })
-        .filter(|(_, ms)| *ms >= 0.05)
-        .collect();
-    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let spent = cpu_spent(&cpu_before, &cpu_by_process(), 400);
     let total: f64 = spent.iter().map(|(_, ms)| ms).sum();
-    let cpu = spent
-        .iter()
-        .map(|(k, ms)| format!("{k} {ms:.1}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cpu = cpu_line(&spent);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes = audited_writes(&log, from, "cogo-operator")
         .into_iter()
