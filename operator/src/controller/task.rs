@@ -22,10 +22,11 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Preconditions},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::EventType,
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
+        watcher,
     },
 };
 use tracing::{debug, info, instrument, warn};
@@ -394,11 +395,17 @@ pub fn tasks_for_agent(store: &Store<AgentTask>, agent: &CogoAgent) -> Vec<Objec
 /// Runs the AgentTask controller until `shutdown` resolves. `ctx.agents` must be filled first.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
+    let (store, writer) = reflector::store();
+    let tasks = watcher(
         Api::<AgentTask>::all(client.clone()),
         crate::kube_io::watch_config().any_semantic(),
+    )
+    .default_backoff()
+    .modify(for_cache);
+    let controller = Controller::for_stream(
+        reflector::reflector(writer, tasks).applied_objects(),
+        store.clone(),
     );
-    let store = controller.store();
     // The broker reads tasks from this cache first.
     let _ = ctx.tasks.set(store.clone());
     let healer = {
@@ -428,6 +435,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     healer.abort();
 }
 
+/// What the task cache (the controller's, which the broker reads too) keeps of a task: all
+/// but its managedFields, which nothing here reads (status is written by server-side apply,
+/// which needs none) and which are a large part of a small task's size.
+pub fn for_cache(t: &mut AgentTask) {
+    t.managed_fields_mut().clear();
+}
+
 /// How often the lease table is checked against the cached tasks.
 pub const HEAL_EVERY: Duration = Duration::from_secs(10);
 
@@ -439,6 +453,38 @@ pub fn heal_leases(ctx: &Context, store: &Store<AgentTask>) {
         warn!(
             ?dropped,
             "dropped leases and queue entries of tasks that finished, were deleted or moved on"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_a_task_without_its_managed_fields() {
+        let served: AgentTask = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "t", "namespace": "ns", "uid": "u-1", "resourceVersion": "7",
+                         "managedFields": [
+                             {"manager": "kubectl", "operation": "Apply", "apiVersion": "cogo.xyz/v1alpha1",
+                              "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:type": {}}}},
+                             {"manager": "cogo-operator", "operation": "Apply", "subresource": "status",
+                              "apiVersion": "cogo.xyz/v1alpha1", "fieldsType": "FieldsV1",
+                              "fieldsV1": {"f:status": {"f:phase": {}}}}]},
+            "spec": {"agent": "a", "type": "cogo.echo"},
+            "status": {"phase": "Running", "attempt": 1}
+        }))
+        .unwrap();
+        let mut cached = served.clone();
+        for_cache(&mut cached);
+        assert!(cached.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        let mut without = served;
+        without.metadata.managed_fields = cached.metadata.managed_fields.clone();
+        assert_eq!(
+            serde_json::to_value(&cached).unwrap(),
+            serde_json::to_value(&without).unwrap(),
+            "nothing else changes"
         );
     }
 }
