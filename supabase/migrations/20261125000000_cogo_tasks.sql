@@ -59,7 +59,8 @@ create table if not exists public.distributed_agent_tasks (
 );
 
 alter table public.distributed_agent_tasks
-  -- Where the task lives in Kubernetes; null for a row not yet taken in.
+  -- Where the task lives in Kubernetes; for a row not yet taken in (no name), the namespace
+  -- whose intake it is for, or null for the intake's first.
   add column if not exists namespace text,
   add column if not exists name text,
   -- The CogoAgent named by the task (or that ran it), and the task's phase as Kubernetes says it.

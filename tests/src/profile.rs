@@ -14,11 +14,23 @@ use std::{
 #[cfg(feature = "bench")]
 const FREQUENCY: &str = "99";
 
-/// `perf record` attached to one process, until [`Recording::finish`].
+/// `perf record` attached to one process, until [`Recording::finish`] (or until dropped, when
+/// the benchmark failed before: then perf is stopped and its file removed).
 #[cfg(feature = "bench")]
 pub struct Recording {
     child: Child,
     data: PathBuf,
+}
+
+#[cfg(feature = "bench")]
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        std::fs::remove_file(&self.data).ok();
+    }
 }
 
 #[cfg(feature = "bench")]
@@ -30,6 +42,8 @@ impl Recording {
             .args([
                 "record",
                 "-q",
+                "-e",
+                "cpu-clock",
                 "-F",
                 FREQUENCY,
                 "--call-graph",
@@ -73,11 +87,11 @@ impl Recording {
             .status()
             .map_err(|e| e.to_string())?;
         self.child.wait().map_err(|e| e.to_string())?;
-        let script = Command::new("perf")
+        let mut script = Command::new("perf")
             .args(["script", "-i"])
             .arg(&self.data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("perf script: {e}"))?;
         let mut folded = Vec::new();
@@ -85,10 +99,18 @@ impl Recording {
         options.annotate_kernel = true;
         inferno::collapse::Collapse::collapse(
             &mut inferno::collapse::perf::Folder::from(options),
-            BufReader::new(script.stdout.expect("piped")),
+            BufReader::new(script.stdout.take().expect("piped")),
             &mut folded,
         )
         .map_err(|e| format!("folding perf's stacks: {e}"))?;
+        let out = script.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() || folded.is_empty() {
+            return Err(format!(
+                "perf script ({}) gave no stacks: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         let folded = String::from_utf8_lossy(&folded).into_owned();
         let folded_path = dir.join(format!("{name}.folded"));
         std::fs::write(&folded_path, &folded).map_err(|e| e.to_string())?;
@@ -98,7 +120,6 @@ impl Recording {
         let out = std::fs::File::create(&svg).map_err(|e| e.to_string())?;
         inferno::flamegraph::from_lines(&mut opts, folded.lines(), out)
             .map_err(|e| format!("flame graph: {e}"))?;
-        std::fs::remove_file(&self.data).ok();
         Ok(Profile::from_folded(&folded, svg))
     }
 }

@@ -677,43 +677,51 @@ fn the_intake_serves_each_tenant_s_gateway_namespace() {
         "gateway.namespace=tenant-b",
     ]);
     let objects = docs(&render(&args));
-    let operator = objects
-        .iter()
-        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "cogo-cogo-operator")
-        .expect("the operator's Deployment");
-    let env = operator["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .unwrap();
+    // The env of the Deployment `name`'s first container.
+    let env_of = |name: &str| -> Vec<Value> {
+        let d = objects
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let env = env_of("cogo-cogo-operator");
     let intake = env.iter().find(|e| e["name"] == "COGO_INTAKE_NAMESPACE").unwrap();
     assert_eq!(
         intake["value"], "chat,tenant-b",
         "the first, then the others, once each"
     );
-    let gateway = objects
-        .iter()
-        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "cogo-cogo-operator-gateway")
-        .expect("the gateway's Deployment");
-    let env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .unwrap();
+    let env = env_of("cogo-cogo-operator-gateway");
     assert!(
         env.iter()
             .any(|e| e["name"] == "COGO_GATEWAY_NAMESPACE" && e["value"] == "tenant-b"),
         "the gateway serves tenant-b: {env:?}"
     );
 
-    for (set, expected) in [
+    let gateway_on = |set: &'static str| [&GATEWAY_ON[..], &["--set", set]].concat();
+    for (args, expected) in [
         (
-            "gateway.namespace=elsewhere",
+            gateway_on("gateway.namespace=elsewhere"),
             "gateway.namespace elsewhere is not one the intake serves",
         ),
         (
-            "supabase.intakeNamespaces={Tenant_B}",
+            gateway_on("supabase.intakeNamespaces={Tenant_B}"),
             "/supabase/intakeNamespaces/0",
         ),
+        (
+            vec![
+                "--set",
+                "supabase.secretName=db",
+                "--set",
+                "supabase.intakeNamespaces={tenant-b}",
+            ],
+            "supabase.intakeNamespaces needs supabase.intakeNamespace",
+        ),
     ] {
-        let mut args: Vec<&str> = GATEWAY_ON.to_vec();
-        args.extend(["--set", set]);
+        let set = args.join(" ");
         let chart = chart();
         let mut cmd = vec![
             "template",

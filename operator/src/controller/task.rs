@@ -439,7 +439,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 /// but its managedFields, which nothing here reads (status is written by server-side apply,
 /// which needs none) and which are a large part of a small task's size.
 pub fn for_cache(t: &mut AgentTask) {
-    t.managed_fields_mut().clear();
+    t.metadata.managed_fields = None;
 }
 
 /// How often the lease table is checked against the cached tasks.
@@ -478,7 +478,7 @@ mod tests {
         .unwrap();
         let mut cached = served.clone();
         for_cache(&mut cached);
-        assert!(cached.metadata.managed_fields.as_ref().is_none_or(Vec::is_empty));
+        assert_eq!(cached.metadata.managed_fields, None);
         let mut without = served;
         without.metadata.managed_fields = cached.metadata.managed_fields.clone();
         assert_eq!(

@@ -1,9 +1,10 @@
 //! Intake: rows inserted into `distributed_agent_tasks` as `pending` with no Kubernetes object
-//! (what the chat gateway's Edge Function does) become AgentTasks in the configured namespaces,
-//! exactly once. A row naming one of them (the gateway names the namespace it serves) becomes a
-//! task there; a row naming none goes to the first; a row naming another is left alone, for
-//! the operator that serves that namespace. The operator LISTENs on `cogo_intake` (a trigger notifies on insert) and also
-//! polls every second, which is what works through a transaction-mode pooler. Each row becomes
+//! (what the chat gateway's Edge Function does) become AgentTasks in the configured
+//! namespaces, exactly once. A row naming one of them (the gateway names the namespace it
+//! serves) becomes a task there; a row naming none (or an empty one) goes to the first; a row
+//! naming another is left alone, for the operator that serves that namespace. The operator
+//! LISTENs on `cogo_intake` (a trigger notifies on insert) and also polls every second, which
+//! is what works through a transaction-mode pooler. Each row becomes
 //! the AgentTask `row-<id>`, annotated with the row's id, so two operators that see the same row
 //! create one object (the second gets AlreadyExists); the row is then claimed (namespace and
 //! name set) and mirrored like any other task. A row that cannot become a task is marked
@@ -33,7 +34,7 @@ select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, 
   namespace
 from public.distributed_agent_tasks
 where status = 'pending' and name is null and deleted_at is null
-  and coalesce(namespace, $2) = any($3::text[])
+  and coalesce(nullif(namespace, ''), $2) = any($3::text[])
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)
 order by created_at
 limit 100";

@@ -114,10 +114,11 @@ where x.id = t.id
 
 /// Marks the rows of this cluster's tasks that the list at resourceVersion `$2` did not hold
 /// (`$1`): rows written from a newer state are of tasks created since, and stay. The low
-/// [`row::REVISION_BITS`] bits of a version are the resourceVersion it was written from.
+/// [`row::REVISION_BITS`] bits of a version are the resourceVersion it was written from. A row
+/// with no name is no task yet (a pending row, which may name the namespace it is for).
 const MARK_MISSING: &str = "
 update public.distributed_agent_tasks set deleted_at = now(), updated_at = now()
-where deleted_at is null and namespace is not null and (cluster = $3 or cluster is null)
+where deleted_at is null and name is not null and (cluster = $3 or cluster is null)
   and (version & 1099511627775) <= $2
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)";
 

@@ -205,12 +205,16 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
         "the stored result removed with the next write",
         || pg.query("select count(*) from cogo_task_results") == "0",
     );
-    // A row of another cluster sharing the database, and a live task's row marked deleted by
-    // mistake: the resync after the restart below leaves the first and clears the second.
+    // A row of another cluster sharing the database, a pending row a gateway wrote for a
+    // namespace's intake (not yet a task), and a live task's row marked deleted by mistake:
+    // the resync after the restart below leaves the first two and clears the third.
     let theirs = "00000000-0000-4000-8000-0000000000ff";
+    let pending = "00000000-0000-4000-8000-0000000000fe";
     pg.query(&format!(
         "insert into distributed_agent_tasks (id, type, agent_type, namespace, name, phase, cluster, version)
-         values ('{theirs}', 'cogo.echo', 'research', '{}', 'theirs', 'Running', 'another-cluster', 1)",
+         values ('{theirs}', 'cogo.echo', 'research', '{}', 'theirs', 'Running', 'another-cluster', 1);
+         insert into distributed_agent_tasks (id, type, agent_type, status, namespace)
+         values ('{pending}', 'cogo.echo', 'research', 'pending', 'a-tenant')",
         ns.name
     ));
     pg.query(&format!(
@@ -281,6 +285,13 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     assert!(
         rs["theirs"]["deleted_at"].is_null(),
         "another cluster's row is not marked"
+    );
+    assert_eq!(
+        pg.query(&format!(
+            "select status || ' ' || (deleted_at is null) from distributed_agent_tasks where id = '{pending}'"
+        )),
+        "pending true",
+        "a row not yet taken in is no task the resync could miss"
     );
     assert!(
         rs["echo-003"]["deleted_at"].is_null(),

@@ -347,27 +347,36 @@ fn each_tenant_s_gateway_takes_its_users_tasks_to_its_own_namespace_only() {
     }
 
     // A row naming a namespace this operator does not serve is left for the operator that
-    // does; a row naming none goes to the first.
+    // does, neither taken in nor marked deleted; a row naming none, or an empty one, goes to
+    // the first. The other rows are inserted after it, so the poll that takes them in has read
+    // the table with it there.
     let other = "00000000-0000-4000-8000-00000000c0c0";
     let plain = "00000000-0000-4000-8000-00000000c0c1";
+    let blank = "00000000-0000-4000-8000-00000000c0c2";
     pg.query(&format!(
         "insert into public.distributed_agent_tasks (id, type, agent_type, data, status, namespace)
-         values ('{other}', 'cogo.echo', 'research', '{{}}', 'pending', 'e2e-tenant-gw-c'),
-                ('{plain}', 'cogo.echo', 'research', '{{}}', 'pending', null)"
+         values ('{other}', 'cogo.echo', 'research', '{{}}', 'pending', 'e2e-tenant-gw-c')"
+    ));
+    pg.query(&format!(
+        "insert into public.distributed_agent_tasks (id, type, agent_type, data, status, namespace)
+         values ('{plain}', 'cogo.echo', 'research', '{{}}', 'pending', null),
+                ('{blank}', 'cogo.echo', 'research', '{{}}', 'pending', '')"
     ));
     wait_until(
         Duration::from_secs(30),
-        "the row naming no namespace taken in",
-        || c.get_json(&a.name, &format!("agenttask/row-{plain}")).is_some(),
+        "the rows naming no namespace taken in by the first",
+        || {
+            [plain, blank]
+                .iter()
+                .all(|id| c.get_json(&a.name, &format!("agenttask/row-{id}")).is_some())
+        },
     );
-    // The intake polls every second: three more polls have passed over the other row.
-    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         pg.query(&format!(
-            "select status || ' ' || coalesce(name, '-') || ' ' || namespace \
+            "select status || ' ' || coalesce(name, '-') || ' ' || namespace || ' ' || (deleted_at is null) \
              from public.distributed_agent_tasks where id = '{other}'"
         )),
-        "pending - e2e-tenant-gw-c"
+        "pending - e2e-tenant-gw-c true"
     );
     assert!(c.get_json(&b.name, &format!("agenttask/row-{other}")).is_none());
     assert!(c.get_json(&a.name, &format!("agenttask/row-{other}")).is_none());

@@ -22,6 +22,8 @@ const POD_CIDR: &str = "10.88.0.0/16";
 const CHAIN: &str = "COGO-E2E-NETPOL";
 /// The comment node.sh's cleanup looks for, should a test die with the jump in place.
 const TAG: &str = "cogo-local-node";
+/// The jump into [`CHAIN`] from the mangle table's postrouting hook (after `-I` or `-D`).
+const HOOK: [&str; 7] = ["POSTROUTING", "-m", "comment", "--comment", TAG, "-j", CHAIN];
 
 /// kube-network-policies enforcing the cluster's NetworkPolicies for the real node's pods, as
 /// it is deployed: a privileged pod on the node's network with a ServiceAccount that may only
@@ -31,7 +33,7 @@ const TAG: &str = "cogo-local-node";
 /// The enforcer asks for those packets with an nftables `queue` rule, which needs the kernel's
 /// `nft_queue` (`CONFIG_NFT_QUEUE`); kernels built without it (this machine's among them) refuse
 /// the rule and every sync fails. The same packets reach the same queue through iptables'
-/// `NFQUEUE` target (`CONFIG_NETFILTER_XT_TARGET_NFQUEUE`), so the test installs that instead,
+/// `NFQUEUE` target (`CONFIG_NETFILTER_XT_TARGET_NFQUEUE`), so there the test installs that,
 /// at the hook the enforcer uses (postrouting, before source NAT) and with its exemptions (the
 /// node's root-owned traffic, established connections). The verdicts are the enforcer's own;
 /// with no reader on the queue the kernel drops what is queued, as the enforcer's default
@@ -83,6 +85,15 @@ impl<'a> Enforcer<'a> {
                 .lines()
                 .any(|l| l.split_whitespace().next() == Some(QUEUE))
         });
+        // A kernel with nft_queue takes the enforcer's own rules, which it synced before it
+        // opened its queue: then nothing is added.
+        let own_rules = Command::new("nft")
+            .args(["list", "table", "inet", "kube-network-policies"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if own_rules {
+            return e;
+        }
         for rule in [
             vec!["-N", CHAIN],
             vec!["-A", CHAIN, "-m", "owner", "--uid-owner", "0", "-j", "RETURN"],
@@ -98,16 +109,7 @@ impl<'a> Enforcer<'a> {
             ],
             vec!["-A", CHAIN, "-s", POD_CIDR, "-j", "NFQUEUE", "--queue-num", QUEUE],
             vec!["-A", CHAIN, "-d", POD_CIDR, "-j", "NFQUEUE", "--queue-num", QUEUE],
-            vec![
-                "-I",
-                "POSTROUTING",
-                "-m",
-                "comment",
-                "--comment",
-                TAG,
-                "-j",
-                CHAIN,
-            ],
+            [&["-I"][..], &HOOK].concat(),
         ] {
             assert!(
                 iptables(&rule),
@@ -120,16 +122,7 @@ impl<'a> Enforcer<'a> {
 
 /// Removes the test's hook and chain, if there.
 fn unhook() {
-    iptables(&[
-        "-D",
-        "POSTROUTING",
-        "-m",
-        "comment",
-        "--comment",
-        TAG,
-        "-j",
-        CHAIN,
-    ]);
+    iptables(&[&["-D"][..], &HOOK].concat());
     iptables(&["-F", CHAIN]);
     iptables(&["-X", CHAIN]);
 }
@@ -165,13 +158,14 @@ impl Drop for Enforcer<'_> {
     }
 }
 
-/// Tries each target (`tcp:<ip>:<port>`, or `dns:<ip>:53` for a DNS query over UDP) for 3 s and
-/// prints `reach <target>` or `blocked <target>`.
+/// Tries each target (`+` or `-`, then `tcp:<ip>:<port>`, or `dns:<ip>:53` for a DNS query over
+/// UDP; 3 s per try) and prints `reach <target>` or `blocked <target>`. The `+` targets, those
+/// the test expects to reach, go first and are tried until reached for up to 30 s, as the
+/// enforcer learns a new pod's address from the API server; once one is reached the enforcer
+/// knows the pod, and each `-` target is tried once.
 const PROBE: &str = r#"
 import socket, sys, time
-# The enforcer learns this pod's address from the API server; give it a moment.
-time.sleep(3)
-for t in sys.argv[1:]:
+def attempt(t):
     proto, host, port = t.split(":")
     try:
         if proto == "tcp":
@@ -181,27 +175,43 @@ for t in sys.argv[1:]:
             s.settimeout(3)
             s.sendto(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04cogo\x03xyz\x00\x00\x01\x00\x01", (host, int(port)))
             s.recvfrom(512)
-        print("reach", t, flush=True)
+        return None
     except Exception as e:
-        print("blocked", t, type(e).__name__, flush=True)
+        return type(e).__name__
+args = sys.argv[1:]
+for t in [a[1:] for a in args if a[0] == "+"]:
+    deadline = time.time() + 30
+    why = attempt(t)
+    while why and time.time() < deadline:
+        time.sleep(0.5)
+        why = attempt(t)
+    print("blocked" if why else "reach", t, why or "", flush=True)
+for t in [a[1:] for a in args if a[0] == "-"]:
+    why = attempt(t)
+    print("blocked" if why else "reach", t, why or "", flush=True)
 "#;
 
-/// Runs a probe pod named `name` with `labels` against `targets`; what it printed, by target.
-fn probe(ns: &Namespace, name: &str, labels: &Value, targets: &[String]) -> Vec<(String, bool)> {
+/// Runs a probe pod named `name` with `labels` against the targets of `expected` (a target, and
+/// whether it should be reached); what got through, in the same order.
+fn probe(ns: &Namespace, name: &str, labels: &Value, expected: &[(String, bool)]) -> Vec<(String, bool)> {
+    let args: Vec<String> = expected
+        .iter()
+        .map(|(t, reach)| format!("{}{t}", if *reach { '+' } else { '-' }))
+        .collect();
     let pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
         "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
                  "containers": [{"name": "probe", "image": format!("cogo-worker:{}", env!("CARGO_PKG_VERSION")),
                                  "imagePullPolicy": "Never", "command": ["python3", "-c", PROBE],
-                                 "args": targets,
+                                 "args": args,
                                  "securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true,
                                                      "runAsUser": 65532}}]}});
     ns.apply_ok(&pod.to_string());
-    ns.wait(&format!("pod/{name}"), "jsonpath={.status.phase}=Succeeded", 120);
+    ns.wait(&format!("pod/{name}"), "jsonpath={.status.phase}=Succeeded", 180);
     let out = ns.kubectl_ok(&["logs", name]);
-    targets
+    expected
         .iter()
-        .map(|t| {
+        .map(|(t, _)| {
             let line = out
                 .lines()
                 .find(|l| l.split_whitespace().nth(1) == Some(t.as_str()))
@@ -281,56 +291,46 @@ fn policies_hold_on_the_real_node_broker_for_agents_workers_to_their_executor_sa
     let dns_udp = format!("dns:{}:53", ip(&dns));
     let dns_tcp = format!("tcp:{}:53", ip(&dns));
 
-    // Without an enforcer the policies are words: any pod reaches the broker.
-    let open = probe(&ns, "before", &json!({}), std::slice::from_ref(&broker));
+    // Without an enforcer the policies are words: any pod reaches the broker. (A hook left by
+    // a run that was killed is removed first.)
+    unhook();
+    let open = vec![(broker.clone(), true)];
     assert_eq!(
+        probe(&ns, "before", &json!({}), &open),
         open,
-        vec![(broker.clone(), true)],
         "the broker is up and reachable"
     );
 
     let _enforcer = Enforcer::start(&c);
     let agent_labels =
         json!({"app.kubernetes.io/name": "cogo-agent", "app.kubernetes.io/managed-by": "cogo-operator"});
+    let agent = vec![(broker.clone(), true), (to_worker.clone(), true)];
     assert_eq!(
-        probe(&ns, "agent", &agent_labels, &[broker.clone(), to_worker.clone()]),
-        vec![(broker.clone(), true), (to_worker.clone(), true)],
+        probe(&ns, "agent", &agent_labels, &agent),
+        agent,
         "an agent pod reaches the broker and a worker's port"
     );
+    let stranger = vec![(to_executor.clone(), true), (broker.clone(), false)];
     assert_eq!(
-        probe(
-            &ns,
-            "stranger",
-            &json!({}),
-            &[broker.clone(), to_executor.clone()]
-        ),
-        vec![(broker.clone(), false), (to_executor.clone(), true)],
+        probe(&ns, "stranger", &json!({}), &stranger),
+        stranger,
         "a pod that is no agent does not reach the broker"
     );
+    let from_worker = vec![
+        (to_executor.clone(), true),
+        (dns_udp.clone(), true),
+        (dns_tcp.clone(), true),
+        (broker.clone(), false),
+        (to_worker.clone(), false),
+    ];
     assert_eq!(
-        probe(
-            &ns,
-            "worker",
-            &worker_labels,
-            &[
-                to_executor.clone(),
-                dns_udp.clone(),
-                dns_tcp.clone(),
-                broker.clone(),
-                to_worker.clone()
-            ],
-        ),
-        vec![
-            (to_executor.clone(), true),
-            (dns_udp.clone(), true),
-            (dns_tcp.clone(), true),
-            (broker.clone(), false),
-            (to_worker.clone(), false),
-        ],
+        probe(&ns, "worker", &worker_labels, &from_worker),
+        from_worker,
         "a PythonSandbox worker reaches its Executor and DNS only"
     );
 
-    // Code in the sandbox has no network at all, not even its own Executor.
+    // Code in the sandbox has no network at all, not even its own Executor: it runs in a
+    // network namespace of its own, which the worker's policy backs.
     let (host, port) = (ip(&executor), 6005);
     ns.apply_ok(
         &json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "reach-out"},
