@@ -184,39 +184,28 @@ impl Profile {
     /// Markdown: the crates' shares, then the top `n` functions by self and by total samples.
     pub fn report(&self, what: &str, n: usize) -> Vec<String> {
         let pct = |c: u64| 100.0 * c as f64 / self.samples.max(1) as f64;
-        let mut out = vec![
-            format!(
-                "{what}: flame graph `{}`; shares of the samples' weight (perf's periods: CPU time with the `cpu-clock` event)",
-                self.svg.file_name().unwrap_or_default().to_string_lossy()
+        let mut out = vec![format!(
+            "{what}: flame graph `{}`; shares of the samples' weight (perf's periods: CPU time with the `cpu-clock` event)",
+            self.svg.file_name().unwrap_or_default().to_string_lossy()
+        )];
+        for (header, rows, code) in [
+            ("crate (self time)", &self.by_crate, ""),
+            ("function (self time)", &self.by_self, "`"),
+            (
+                "the operator's function (total time, callees included)",
+                &self.by_total,
+                "`",
             ),
-            String::new(),
-            "| crate (self time) | share |".into(),
-            "|---|---|".into(),
-        ];
-        out.extend(
-            self.by_crate
-                .iter()
-                .take(n)
-                .map(|(k, c)| format!("| {k} | {:.1}% |", pct(*c))),
-        );
-        out.push(String::new());
-        out.push("| function (self time) | share |".into());
-        out.push("|---|---|".into());
-        out.extend(
-            self.by_self
-                .iter()
-                .take(n)
-                .map(|(k, c)| format!("| `{k}` | {:.1}% |", pct(*c))),
-        );
-        out.push(String::new());
-        out.push("| the operator's function (total time, callees included) | share |".into());
-        out.push("|---|---|".into());
-        out.extend(
-            self.by_total
-                .iter()
-                .take(n)
-                .map(|(k, c)| format!("| `{k}` | {:.1}% |", pct(*c))),
-        );
+        ] {
+            out.push(String::new());
+            out.push(format!("| {header} | share |"));
+            out.push("|---|---|".into());
+            out.extend(
+                rows.iter()
+                    .take(n)
+                    .map(|(k, c)| format!("| {code}{k}{code} | {:.1}% |", pct(*c))),
+            );
+        }
         out
     }
 }

@@ -34,7 +34,7 @@ select id::text, type, agent_type, coalesce(data::text, 'null'), user_id::text, 
   namespace
 from public.distributed_agent_tasks
 where status = 'pending' and name is null and deleted_at is null
-  and coalesce(nullif(namespace, ''), $2) = any($3::text[])
+  and (nullif(namespace, '') is null or namespace = any($2::text[]))
   and id not in (select (jsonb_array_elements_text($1::jsonb))::uuid)
 order by created_at
 limit 100";
@@ -261,15 +261,10 @@ async fn take_in(
 ) -> Result<(), ConnectError> {
     let skipped =
         serde_json::to_string(&later.waiting(std::time::Instant::now())).unwrap_or_else(|_| "[]".into());
-    let first = namespaces.first().cloned().unwrap_or_default();
     let rows = db
         .query_typed(
             PENDING,
-            &[
-                (&skipped, Type::TEXT),
-                (&first, Type::TEXT),
-                (&namespaces, Type::TEXT_ARRAY),
-            ],
+            &[(&skipped, Type::TEXT), (&namespaces, Type::TEXT_ARRAY)],
         )
         .await?;
     let rows = rows.into_iter().map(|r| PendingRow {
