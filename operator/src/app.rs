@@ -448,6 +448,8 @@ pub struct BrokerSettings {
     pub heartbeat_seconds: u32,
     /// How many sub-tasks may be made.
     pub subtask_limits: SubtaskLimits,
+    /// How long a lease's status write waits for the attempt's outcome.
+    pub coalesce_window: Duration,
 }
 
 /// The broker's state: the controllers' client, agents, scheduler and task cache, and the
@@ -459,6 +461,7 @@ pub fn broker(
     BrokerSettings {
         heartbeat_seconds,
         subtask_limits,
+        coalesce_window,
     }: BrokerSettings,
 ) -> Broker {
     Broker {
@@ -473,6 +476,7 @@ pub fn broker(
         recorder: ctx.recorder.clone(),
         worker_keys: Some(worker_keys),
         complete_budget: Default::default(),
+        coalesce_window,
         subtask_limits,
         metrics: ctx.metrics.clone(),
     }

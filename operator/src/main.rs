@@ -225,6 +225,12 @@ struct RunArgs {
     /// Seconds between an agent's heartbeats.
     #[arg(long, env = "COGO_HEARTBEAT_SECONDS", default_value_t = 5)]
     heartbeat_seconds: u32,
+    /// Milliseconds a lease's status write waits for the attempt's outcome: a task done by
+    /// then gets one status write (its outcome) instead of two. Until its lease is written a
+    /// task's status says Pending, and it runs again should the operator stop meanwhile.
+    /// 0: every lease is written at once.
+    #[arg(long, env = "COGO_COALESCE_MILLIS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    coalesce_millis: u64,
     /// The largest AgentTask `spec.input` accepted, in bytes of JSON.
     #[arg(long, env = "COGO_MAX_TASK_INPUT_BYTES", default_value_t = 256 * 1024)]
     max_task_input_bytes: usize,
@@ -367,6 +373,7 @@ impl RunArgs {
     fn broker(&self) -> app::BrokerSettings {
         app::BrokerSettings {
             heartbeat_seconds: self.heartbeat_seconds.max(1),
+            coalesce_window: Duration::from_millis(self.coalesce_millis),
             subtask_limits: SubtaskLimits {
                 per_task: self.max_subtasks_per_task,
                 depth: self.max_subtask_depth,

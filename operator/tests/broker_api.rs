@@ -84,6 +84,7 @@ fn broker_with_agents(agents: &[cogo_api::CogoAgent]) -> Broker {
         }))),
         subtask_limits: Default::default(),
         complete_budget: Default::default(),
+        coalesce_window: std::time::Duration::ZERO,
         metrics: Default::default(),
     }
 }

@@ -204,6 +204,7 @@ fn bad_values_are_rejected_naming_the_value() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("service.brokerPort=70000", "/service/brokerPort"),
         ("resyncSeconds=1", "/resyncSeconds"),
+        ("coalesceMillis=20000", "/coalesceMillis"),
         (
             "runtimeImages.agent.repository=",
             "/runtimeImages/agent/repository",

@@ -194,5 +194,5 @@ pub(super) async fn read_task(
         .get_opt(&name)
         .await?
         .ok_or_else(|| ApiError::task_not_found(&ns, &name))?;
-    Ok(Json(view(&task)))
+    Ok(Json(view(&b.as_leased(&ns, task))))
 }

@@ -1,15 +1,21 @@
 //! `POST .../agents/{agent}/lease`: the long poll that hands queued tasks to an agent's pods.
 
 use super::*;
+use cogo_api::AgentTaskStatus;
+
+use crate::tasks::{UnwrittenLease, leases::LeaseState};
 
 /// Lease writes one lease request makes at a time.
 const LEASE_WRITES_IN_FLIGHT: usize = 16;
 
 impl Broker {
-    /// Leases the task `name` to `pod` of `agent`, if it is still Pending. Retries on write
-    /// conflicts; gives the task back to the queue when the API server cannot be written.
+    /// Leases the task `name` to `pod` of `agent`, if it is still Pending. With a coalescing
+    /// window the lease is held and handed out at once, and its status written only when the
+    /// attempt's outcome has not come by the window's end (see [`Broker::write_lease_later`]).
+    /// Otherwise it is written now: retried on write conflicts, and the task given back to the
+    /// queue when the API server cannot be written.
     pub(super) async fn try_lease(
-        &self,
+        self: &Arc<Self>,
         ns: &str,
         name: &str,
         mut seen: Option<Arc<AgentTask>>,
@@ -27,41 +33,31 @@ impl Broker {
             let Some(task) = task else {
                 return Ok(None);
             };
-            let Some(status) = transition::leased(&task, agent, pod, &now()) else {
+            let at = now();
+            let Some(status) = transition::leased(&task, agent, pod, &at) else {
                 if fresh {
                     return Ok(None);
                 }
                 fresh = true;
                 continue;
             };
+            if !self.coalesce_window.is_zero() {
+                let lease = UnwrittenLease {
+                    agent: agent.to_string(),
+                    pod: pod.to_string(),
+                    attempt: status.attempt,
+                    at,
+                };
+                self.scheduler.lease_unwritten(ns, name, lease.clone());
+                tokio::spawn(
+                    self.clone()
+                        .write_lease_later(ns.to_string(), name.to_string(), lease),
+                );
+                return Ok(Some(self.hand_out(&task, (agent, pod), &status)));
+            }
             let rv = task.resource_version().unwrap_or_default();
             match write_task_status(&api, name, Some(&rv), &status).await {
-                Ok(_) => {
-                    self.scheduler
-                        .hold(ns, name, agent, pod, status.attempt, std::time::Instant::now());
-                    crate::tasks::ended::started(ns, name, agent, pod, &status);
-                    let traceparent =
-                        self.scheduler
-                            .attempts
-                            .start(&task, (agent, pod), status.attempt, |ns, name| {
-                                self.scheduler.is_leased(ns, name)
-                            });
-                    let policy = Policy::of(&task, self.agent(ns, agent).as_deref());
-                    let deadline = policy.deadline(&status).unwrap_or_else(|| {
-                        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds)
-                    });
-                    return Ok(Some(LeasedTask {
-                        namespace: ns.to_string(),
-                        name: name.to_string(),
-                        uid: task.metadata.uid.clone().unwrap_or_default(),
-                        task_type: task.spec.task_type.clone(),
-                        input: task.spec.input.clone().unwrap_or(serde_json::Value::Null),
-                        attempt: status.attempt,
-                        heartbeat_seconds: self.heartbeat_seconds,
-                        deadline: deadline.to_string(),
-                        traceparent,
-                    }));
-                }
+                Ok(_) => return Ok(Some(self.hand_out(&task, (agent, pod), &status))),
                 Err(e) if is_conflict(&e) => {
                     debug!(task = name, "lease conflicted; reading again");
                     fresh = true;
@@ -80,6 +76,122 @@ impl Broker {
             }
         }
         Ok(None)
+    }
+
+    /// Holds the lease `status` gives `pod` of `agent` on `task` and says what the pod is told.
+    fn hand_out(&self, task: &AgentTask, (agent, pod): (&str, &str), status: &AgentTaskStatus) -> LeasedTask {
+        let (ns, name) = (task.namespace().unwrap_or_default(), task.name_any());
+        self.scheduler
+            .hold(&ns, &name, agent, pod, status.attempt, std::time::Instant::now());
+        crate::tasks::ended::started(&ns, &name, agent, pod, status);
+        let traceparent = self
+            .scheduler
+            .attempts
+            .start(task, (agent, pod), status.attempt, |ns, name| {
+                self.scheduler.is_leased(ns, name)
+            });
+        let policy = Policy::of(task, self.agent(&ns, agent).as_deref());
+        let deadline = policy.deadline(status).unwrap_or_else(|| {
+            jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds)
+        });
+        LeasedTask {
+            namespace: ns,
+            name,
+            uid: task.metadata.uid.clone().unwrap_or_default(),
+            task_type: task.spec.task_type.clone(),
+            input: task.spec.input.clone().unwrap_or(serde_json::Value::Null),
+            attempt: status.attempt,
+            heartbeat_seconds: self.heartbeat_seconds,
+            deadline: deadline.to_string(),
+            traceparent,
+        }
+    }
+
+    /// Writes the lease `lease` of `ns/name` once the coalescing window has passed, unless the
+    /// attempt's outcome (or anything else) was written first. A conflict is read again and
+    /// the lease written over the newer status while it still applies; an API server that
+    /// cannot be written is tried again each second while the pod heartbeats. The lease ends
+    /// here when the task was deleted, moved on without it, or its pod went quiet before it
+    /// could be written (the task is then queued again: its status never left Pending).
+    async fn write_lease_later(self: Arc<Self>, ns: String, name: String, lease: UnwrittenLease) {
+        tokio::time::sleep(self.coalesce_window).await;
+        let api: Api<AgentTask> = Api::namespaced(self.client.clone(), &ns);
+        let mut fresh = false;
+        loop {
+            if self.scheduler.unwritten(&ns, &name).as_ref() != Some(&lease) {
+                return;
+            }
+            let task = match self.read_written(&api, &ns, &name, fresh).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    self.scheduler.release(&ns, &name);
+                    return;
+                }
+                Err(e) => {
+                    if self.lease_went_quiet(&ns, &name, &lease) {
+                        return;
+                    }
+                    debug!(task = %name, error = %e, "the lease could not be read; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(status) = transition::as_leased(&task, &lease) else {
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
+                // The status moved on: to this attempt's lease or outcome (written by a
+                // progress report or the completion), or past this attempt.
+                let ours = transition::check_lease(&task, &lease.pod, lease.attempt).is_ok();
+                self.scheduler.lease_written(&ns, &name, lease.attempt);
+                if !ours && task.status.as_ref().is_none_or(|s| s.attempt < lease.attempt) {
+                    debug!(task = %name, "the task moved on before its lease was written");
+                    self.scheduler.release(&ns, &name);
+                }
+                return;
+            };
+            let rv = task.resource_version();
+            match write_task_status(&api, &name, rv.as_deref(), &status).await {
+                Ok(_) => {
+                    self.scheduler.lease_written(&ns, &name, lease.attempt);
+                    return;
+                }
+                Err(e) if is_conflict(&e) => fresh = true,
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.scheduler.release(&ns, &name);
+                    return;
+                }
+                Err(e) => {
+                    if self.lease_went_quiet(&ns, &name, &lease) {
+                        return;
+                    }
+                    debug!(task = %name, error = %e, "the lease could not be written; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the pod holding the unwritten `lease` of `ns/name` stopped heartbeating; if so
+    /// the lease ends and the task, whose status still says Pending, is queued again.
+    fn lease_went_quiet(&self, ns: &str, name: &str, lease: &UnwrittenLease) -> bool {
+        let state = self
+            .scheduler
+            .lease_state(ns, name, lease.attempt, std::time::Instant::now());
+        if state != LeaseState::Expired {
+            return false;
+        }
+        warn!(task = %name, pod = %lease.pod, "the pod went quiet before its lease could be written; queued again");
+        self.scheduler.release(ns, name);
+        if let Some(t) = self
+            .tasks
+            .get()
+            .and_then(|s| s.get(&ObjectRef::new(name).within(ns)))
+        {
+            self.scheduler.requeue(&t, &self.agents);
+        }
+        true
     }
 }
 

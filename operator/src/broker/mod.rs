@@ -119,6 +119,11 @@ pub struct Broker {
     pub subtask_limits: SubtaskLimits,
     /// Memory for completions being read.
     pub complete_budget: Arc<CompleteBudget>,
+    /// How long a lease's status write waits for the attempt's outcome, so a task done by
+    /// then costs one status write instead of two (the outcome's); zero writes every lease at
+    /// once. Until it is written, the task's status says Pending: should the operator stop
+    /// meanwhile, the task runs again.
+    pub coalesce_window: Duration,
     /// The operator's metrics: the broker counts its server errors there.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -172,7 +177,8 @@ fn now() -> Time {
 }
 
 impl Broker {
-    /// The task as cached, or as the API server has it when `fresh` or when not cached.
+    /// The task as cached, or as the API server has it when `fresh` or when not cached, with
+    /// its lease in its status when the lease is not written yet (see [`Broker::as_leased`]).
     async fn read(
         &self,
         api: &Api<AgentTask>,
@@ -180,6 +186,20 @@ impl Broker {
         name: &str,
         fresh: bool,
     ) -> Result<Option<AgentTask>, ApiError> {
+        Ok(self
+            .read_written(api, ns, name, fresh)
+            .await?
+            .map(|t| self.as_leased(ns, t)))
+    }
+
+    /// The task as cached, or as the API server has it when `fresh` or when not cached.
+    async fn read_written(
+        &self,
+        api: &Api<AgentTask>,
+        ns: &str,
+        name: &str,
+        fresh: bool,
+    ) -> kube::Result<Option<AgentTask>> {
         if !fresh
             && let Some(t) = self
                 .tasks
@@ -188,7 +208,18 @@ impl Broker {
         {
             return Ok(Some((*t).clone()));
         }
-        Ok(api.get_opt(name).await?)
+        api.get_opt(name).await
+    }
+
+    /// `task` as its pod knows it: Running, when its lease was handed out and is not written
+    /// yet. Every check of a lease, and the status a completion writes, start from this.
+    fn as_leased(&self, ns: &str, mut task: AgentTask) -> AgentTask {
+        if let Some(lease) = self.scheduler.unwritten(ns, &task.name_any())
+            && let Some(status) = transition::as_leased(&task, &lease)
+        {
+            task.status = Some(status);
+        }
+        task
     }
 
     fn agent(&self, ns: &str, name: &str) -> Option<Arc<CogoAgent>> {

@@ -66,6 +66,12 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         _ => {}
     }
 
+    // Leased, and the lease not written yet: the broker writes it, or the attempt's outcome
+    // in its place, soon; either change brings the task back here.
+    if ctx.scheduler.unwritten(&ns, &name).is_some() {
+        return Ok(Action::requeue(ctx.config.resync));
+    }
+
     // Waiting (new, queued, or backing off before a retry): cancellation and the deadline
     // end it without a pod.
     if let Some(next) = transition::cancelled_while_waiting(&t, &now)

@@ -27,5 +27,5 @@ pub mod wake;
 pub mod workers;
 
 pub use accept::Target;
-pub use scheduler::{NamespaceLimits, Reservation, Scheduler, counts_against_agent};
+pub use scheduler::{NamespaceLimits, Reservation, Scheduler, UnwrittenLease, counts_against_agent};
 pub use standing::settle_standing;

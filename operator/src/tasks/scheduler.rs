@@ -47,6 +47,20 @@ pub struct Finished {
     pub timed: i64,
 }
 
+/// A lease handed to a pod whose status write waits (see [`Scheduler::lease_unwritten`]): what
+/// [`crate::tasks::transition::leased`] needs to write it, or to show the task as leased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnwrittenLease {
+    /// The CogoAgent whose pod holds it.
+    pub agent: String,
+    /// The pod holding it.
+    pub pod: String,
+    /// The attempt the pod runs.
+    pub attempt: i32,
+    /// When it was leased.
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
 /// A task reserved for a lease request: its name, and the object as the controller queued it
 /// (so the lease needs no read), when the queue kept one.
 pub type Reserved = (String, Option<Arc<AgentTask>>);
@@ -72,6 +86,7 @@ pub struct Scheduler {
     leases: Mutex<Leases>,
     wakeups: Wakeups,
     deferred: Mutex<HashSet<(String, String)>>,
+    unwritten: Mutex<HashMap<(String, String), UnwrittenLease>>,
     workers: Mutex<WorkerReports>,
     metrics: Arc<Metrics>,
     /// The spans of the attempts running now, ended as their leases are released.
@@ -90,6 +105,7 @@ impl Scheduler {
             leases: Mutex::new(Leases::new(lease_ttl)),
             wakeups: Default::default(),
             deferred: Default::default(),
+            unwritten: Default::default(),
             workers: Default::default(),
             attempts: Default::default(),
             metrics,
@@ -379,6 +395,34 @@ impl Scheduler {
         }
     }
 
+    /// Records that the lease of `ns/name` (held already) is not written yet: its status says
+    /// Pending until the lease is written, or until the attempt's outcome is written in its
+    /// place (see [`crate::broker`]'s coalescing).
+    pub fn lease_unwritten(&self, ns: &str, name: &str, lease: UnwrittenLease) {
+        if let Ok(mut u) = self.unwritten.lock() {
+            u.insert((ns.to_string(), name.to_string()), lease);
+        }
+    }
+
+    /// The lease of `ns/name` that is held but not written yet, if any.
+    pub fn unwritten(&self, ns: &str, name: &str) -> Option<UnwrittenLease> {
+        self.unwritten
+            .lock()
+            .ok()
+            .and_then(|u| u.get(&(ns.to_string(), name.to_string())).cloned())
+    }
+
+    /// Forgets that the lease of attempt `attempt` of `ns/name` is unwritten: the task's status
+    /// now says what became of it (the lease, or the attempt's outcome, was written).
+    pub fn lease_written(&self, ns: &str, name: &str, attempt: i32) {
+        if let Ok(mut u) = self.unwritten.lock() {
+            let key = (ns.to_string(), name.to_string());
+            if u.get(&key).is_some_and(|l| l.attempt == attempt) {
+                u.remove(&key);
+            }
+        }
+    }
+
     /// Extends the lease of `pod` on attempt `attempt` of `ns/name` and returns its new expiry;
     /// None when no such lease is held here (see [`Leases::renew`]).
     pub fn renew(&self, ns: &str, name: &str, pod: &str, attempt: i32, now: Instant) -> Option<Instant> {
@@ -434,6 +478,9 @@ impl Scheduler {
     /// agent of the namespace, when the namespace ran its limit of tasks).
     pub fn release(&self, ns: &str, name: &str) {
         self.attempts.close(ns, name);
+        if let Ok(mut u) = self.unwritten.lock() {
+            u.remove(&(ns.to_string(), name.to_string()));
+        }
         let released = self.leases.lock().ok().and_then(|mut l| {
             let lease = l.release(ns, name);
             self.metrics.set_tasks_running(l.len());
@@ -474,6 +521,11 @@ impl Scheduler {
         }
         for (ns, name) in &dropped {
             self.attempts.close(ns, name);
+        }
+        if let Ok(mut u) = self.unwritten.lock() {
+            for key in &dropped {
+                u.remove(key);
+            }
         }
         // A task deleted while it waited is never reconciled again: its entry goes here.
         let unqueued = self
@@ -738,6 +790,40 @@ mod tests {
             ["t2"],
             "a task whose spec.parent the broker did not vouch for waits its turn"
         );
+    }
+
+    #[test]
+    fn an_unwritten_lease_is_forgotten_when_written_released_or_healed() {
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let lease = |attempt| UnwrittenLease {
+            agent: "a".into(),
+            pod: "p".into(),
+            attempt,
+            at: Time(jiff::Timestamp::UNIX_EPOCH),
+        };
+        s.hold("ns", "t", "a", "p", 2, Instant::now());
+        s.lease_unwritten("ns", "t", lease(2));
+        s.lease_written("ns", "t", 1);
+        assert_eq!(
+            s.unwritten("ns", "t"),
+            Some(lease(2)),
+            "another attempt's write changes nothing"
+        );
+        s.lease_written("ns", "t", 2);
+        assert_eq!(s.unwritten("ns", "t"), None);
+
+        s.lease_unwritten("ns", "t", lease(2));
+        s.release("ns", "t");
+        assert_eq!(s.unwritten("ns", "t"), None, "released with its lease");
+
+        let (tasks, _) = reflector::store::<AgentTask>();
+        s.hold("ns", "gone", "a", "p", 1, Instant::now());
+        s.lease_unwritten("ns", "gone", lease(1));
+        assert_eq!(
+            s.heal(&tasks, Instant::now()),
+            [("ns".to_string(), "gone".to_string())]
+        );
+        assert_eq!(s.unwritten("ns", "gone"), None, "healed with its lease");
     }
 
     #[test]

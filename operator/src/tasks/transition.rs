@@ -155,6 +155,20 @@ pub fn leased(task: &AgentTask, agent: &str, pod: &str, now: &Time) -> Option<Ag
     Some(s)
 }
 
+/// The status of `task` with the lease `lease`, handed to its pod but not written yet, in it:
+/// None when the status has moved on (the lease or the attempt's outcome was written, or the
+/// task was leased again, finished or changed otherwise), so the unwritten lease no longer
+/// applies.
+pub fn as_leased(task: &AgentTask, lease: &super::UnwrittenLease) -> Option<AgentTaskStatus> {
+    let s = task.status.as_ref();
+    let pending = s.and_then(|s| s.phase).unwrap_or_default() == TaskPhase::Pending;
+    let next = s.map_or(0, |s| s.attempt) + 1;
+    if !pending || next != lease.attempt {
+        return None;
+    }
+    leased(task, &lease.agent, &lease.pod, &lease.at)
+}
+
 /// Checks that `pod` holds the lease of attempt `attempt`.
 pub fn check_lease(task: &AgentTask, pod: &str, attempt: i32) -> Result<(), Fence> {
     let s = task.status.clone().unwrap_or_default();
@@ -498,6 +512,53 @@ mod tests {
             leased(&t, "a", "a-pod-2", &at(11)).is_none(),
             "a running task is not leased again"
         );
+    }
+
+    #[test]
+    fn an_unwritten_lease_shows_until_the_status_moves_past_it() {
+        let lease = |attempt| crate::tasks::UnwrittenLease {
+            agent: "a".into(),
+            pod: "p".into(),
+            attempt,
+            at: at(10),
+        };
+        let mut t = task();
+        t.status = None;
+        let s = as_leased(&t, &lease(1)).expect("a new task shows its first lease");
+        assert_eq!(s, leased(&t, "a", "p", &at(10)).unwrap());
+        assert!(as_leased(&t, &lease(2)).is_none(), "not another attempt's");
+
+        // The lease written (or its outcome): the status says so itself.
+        t.status = leased(&t, "a", "p", &at(10));
+        assert!(as_leased(&t, &lease(1)).is_none());
+        let done = completed(
+            &t,
+            &complete("p", 1, Outcome::Succeeded, None),
+            &pol(),
+            &at(11),
+            ROOM,
+        )
+        .unwrap();
+        t.status = Some(done);
+        assert!(as_leased(&t, &lease(1)).is_none());
+
+        // A retry waiting for its next attempt shows that attempt's lease, and not the last one's.
+        let mut retried = task();
+        retried.status = leased(&retried, "a", "p", &at(10));
+        retried.status = Some(end_attempt(
+            &retried,
+            reason::HEARTBEAT_LOST,
+            "gone",
+            &pol(),
+            &at(20),
+        ));
+        assert!(as_leased(&retried, &lease(1)).is_none());
+        let s = as_leased(&retried, &lease(2)).unwrap();
+        assert_eq!(
+            (s.phase, s.attempt, s.retry_after),
+            (Some(TaskPhase::Running), 2, None)
+        );
+        assert_eq!(s.attempts.len(), 2);
     }
 
     #[test]

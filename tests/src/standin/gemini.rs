@@ -448,6 +448,7 @@ pub(super) fn render(reply: &Reply, call: &Call, id: u64) -> Answer {
             )
         }
         Reply::Slow(_, inner) => render(inner, call, id),
+        Reply::Unscripted => render(&super::default_reply(call), call, id),
         Reply::Malformed => Answer::not_json(),
     }
 }

@@ -97,6 +97,9 @@ pub enum Reply {
     Slow(Duration, Box<Reply>),
     /// A 200 whose body is not JSON.
     Malformed,
+    /// What the stand-in answers when nothing is scripted (see `default_reply`); useful inside
+    /// `Slow`.
+    Unscripted,
     /// Streaming: part of the text as one or two events, then the connection closes without
     /// the end of the stream. Not streaming: the connection closes after half the body.
     CutStream(String),
@@ -344,6 +347,9 @@ impl Shared {
         while let Reply::Slow(pause, inner) = reply {
             delay += pause;
             reply = *inner;
+        }
+        if let Reply::Unscripted = reply {
+            reply = default_reply(&call);
         }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let answer = match (&reply, self.api) {

@@ -426,6 +426,7 @@ pub(super) fn render(reply: &Reply, call: &Call, id: u64, ids: &AtomicU64) -> An
             Answer::events(events, true)
         }
         Reply::Slow(_, inner) => render(inner, call, id, ids),
+        Reply::Unscripted => render(&super::default_reply(call), call, id, ids),
         Reply::Malformed => Answer::not_json(),
     }
 }

@@ -503,3 +503,93 @@ fn a_leader_cut_off_from_the_api_server_exits_and_the_standby_leads() {
     });
     assert!(standby.pid().is_some());
 }
+
+/// Coalescing: a task done within the window after its lease gets one status write, its
+/// outcome's, and is never seen Running; one that runs longer is written Running when the
+/// window ends. An operator killed within the window has written nothing: the task is still
+/// Pending, the next operator leases it again, and it succeeds on attempt 1.
+#[test]
+fn a_quick_task_gets_one_status_write_and_a_crash_before_its_lease_is_written_loses_nothing() {
+    let c = cluster();
+    let ns = Namespace::create(&c, "e2e-coalesce");
+    let port = free_port();
+    // A wide window, so the test does not depend on how fast this machine is.
+    let mut op = Operator::start_with(&c, "coalesce", port, &["--coalesce-millis", "2000"]);
+    agent(&ns, "quick", 1, 8);
+    let _a = AgentProcess::start(&c, &ns.name, "quick", "Research", "quick-0", port);
+    ns.wait("cogoagent/quick", "condition=Ready", 60);
+    // The agent's long poll is waiting before the tasks come.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = c.audit_log();
+    let mark = cogo_e2e::cluster::audit_lines(&log);
+    for i in 0..4 {
+        task(
+            &ns,
+            &format!("echo-{i}"),
+            json!({"agent": "quick", "type": "cogo.echo", "input": {"n": i}}),
+        );
+    }
+    task(
+        &ns,
+        "slow",
+        json!({"agent": "quick", "type": "cogo.sleep", "input": {"seconds": 4}}),
+    );
+    let running = wait_phase(&ns, "slow", "Running", 30);
+    assert_eq!(running["status"]["attempt"], 1);
+    let slow = wait_phase(&ns, "slow", "Succeeded", 30);
+    for i in 0..4 {
+        let t = wait_phase(&ns, &format!("echo-{i}"), "Succeeded", 30);
+        assert_eq!(t["status"]["result"]["n"], i, "{t}");
+        let attempt = &t["status"]["attempts"][0];
+        assert!(
+            attempt["startTime"].is_string() && attempt["outcome"] == "Succeeded",
+            "the attempt is recorded whole: {t}"
+        );
+        assert_eq!(condition(&t, "Accepted").map(|(s, _)| s).as_deref(), Some("True"));
+    }
+    assert_eq!(slow["status"]["attempts"].as_array().map(Vec::len), Some(1));
+    // The audit log is written asynchronously: let it catch up.
+    std::thread::sleep(Duration::from_secs(2));
+    let writes = |name: &str| {
+        cogo_e2e::cluster::audited_writes(&log, mark, "cogo-operator/")
+            .into_iter()
+            .filter(|(verb, resource, wns, wname)| {
+                wns == &ns.name && wname == name && resource == "agenttasks/status" && verb != "get"
+            })
+            .count()
+    };
+    for i in 0..4 {
+        assert_eq!(
+            writes(&format!("echo-{i}")),
+            1,
+            "echo-{i}: its outcome alone is written"
+        );
+    }
+    assert_eq!(
+        writes("slow"),
+        2,
+        "the sleep: its lease after the window, then its outcome"
+    );
+    op.kill();
+
+    // Killed within the window: the lease was handed out but never written.
+    let mut op = Operator::start_with(&c, "coalesce-crash", port, &["--coalesce-millis", "10000"]);
+    task(
+        &ns,
+        "crash",
+        json!({"agent": "quick", "type": "cogo.sleep", "input": {"seconds": 3}}),
+    );
+    wait_until(Duration::from_secs(30), "the task to be leased", || {
+        op.log_text().contains("task started")
+    });
+    let t = get(&ns, "crash");
+    assert_ne!(
+        t["status"]["phase"], "Running",
+        "the lease is not written yet: {t}"
+    );
+    op.kill();
+    let _op = Operator::start_on(&c, "coalesce-after-crash", port);
+    let t = wait_phase(&ns, "crash", "Succeeded", 60);
+    assert_eq!(t["status"]["attempt"], 1, "{t}");
+    assert_eq!(t["status"]["attempts"].as_array().map(Vec::len), Some(1), "{t}");
+}

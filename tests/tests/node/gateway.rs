@@ -10,7 +10,7 @@ use cogo_e2e::{
     cluster::{NODE_ADDRESS, Namespace, wait_until},
     gateway::{GatewayClient, ISSUER, JWT_SECRET, Signer, token},
     postgres::Postgres,
-    standin::StandIn,
+    standin::{Reply, StandIn},
 };
 use serde_json::{Value, json};
 
@@ -108,6 +108,9 @@ fn a_message_through_the_gateway_pod_is_answered_and_owned_by_its_sender() {
         status.json
     );
 
+    // The answer takes a second, so the task is seen running (a task done within the broker's
+    // coalescing window goes from Pending to its outcome in one status write).
+    gemini.script([Reply::Slow(Duration::from_secs(1), Box::new(Reply::Unscripted))]);
     let answer = api.stream(
         "/functions/v1/chat-gateway",
         &alice,
