@@ -209,5 +209,6 @@ pub fn local_task(name: &str, task_type: &str, input: Value) -> LeasedTask {
         heartbeat_seconds: 5,
         deadline: (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(10)).to_string(),
         traceparent: None,
+        item: None,
     }
 }

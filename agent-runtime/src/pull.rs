@@ -333,6 +333,7 @@ async fn handle(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
             result: Some(result),
             error: None,
             retryable: false,
+            item: task.item,
         },
         Err(_) if cancelled => CompleteRequest {
             pod,
@@ -341,6 +342,7 @@ async fn handle(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
             result: None,
             error: None,
             retryable: false,
+            item: task.item,
         },
         Err((message, retryable)) => CompleteRequest {
             pod,
@@ -349,6 +351,7 @@ async fn handle(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
             result: None,
             error: Some(message),
             retryable,
+            item: task.item,
         },
     };
     // The outcome is offered until the broker takes it or says the attempt is no longer this

@@ -86,6 +86,10 @@ pub struct LeasedTask {
     /// spans for it are its children.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The item's index, when this is one item of an indexed task (`spec.items`): `input` is
+    /// the item's, `attempt` the item's attempt, and every later call about it names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// `POST /v1/namespaces/{ns}/tasks/{name}/heartbeat`: keep a lease alive.
@@ -101,6 +105,9 @@ pub struct HeartbeatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub progress: Option<String>,
+    /// The item the lease is for, when it is one item of an indexed task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// The answer to a heartbeat.
@@ -146,13 +153,17 @@ pub struct CompleteRequest {
     /// task at once.
     #[serde(default)]
     pub retryable: bool,
+    /// The item the outcome is for, when it is one item of an indexed task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// The answer to a completion.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteResponse {
-    /// The task's phase after the report, as written in its status.
+    /// The task's phase after the report, as written in its status; for an item, the item's
+    /// (Pending when it is retried).
     pub phase: crate::TaskPhase,
     /// False when the report was for an attempt that is no longer current and changed nothing.
     pub applied: bool,
@@ -409,9 +420,16 @@ mod tests {
             heartbeat_seconds: 5,
             deadline: "2026-01-01T00:00:00Z".into(),
             traceparent: None,
+            item: None,
         };
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["type"], "cogo.echo");
         assert_eq!(v["heartbeatSeconds"], 5);
+        assert!(
+            v.get("item").is_none(),
+            "a task that is not an item says nothing of items"
+        );
+        let item = LeasedTask { item: Some(7), ..t };
+        assert_eq!(serde_json::to_value(&item).unwrap()["item"], 7);
     }
 }

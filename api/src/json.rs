@@ -66,6 +66,15 @@ pub fn bounded<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Erro
     d.deserialize_option(Opt)
 }
 
+/// Reads an optional list of JSON values, each as [`bounded`] reads one.
+pub fn bounded_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Value>>, D::Error> {
+    match bounded(d)? {
+        None => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(items)),
+        Some(_) => Err(de::Error::custom("expected a list of JSON values")),
+    }
+}
+
 /// [`bounded`] for a field that holds a plain `Value` (JSON null reads as `Value::Null`).
 pub fn bounded_value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
     Level(0).deserialize(d)

@@ -24,7 +24,7 @@ pub use agent::{
     TaskDefaults,
 };
 pub use common::{AgentRole, Backoff, PodOverrides, PullPolicy, Resources, RetryPolicy, SecretKeyRef};
-pub use task::{AgentTask, AgentTaskSpec, AgentTaskStatus, TaskPhase};
+pub use task::{AgentTask, AgentTaskSpec, AgentTaskStatus, ItemsStatus, TaskItems, TaskPhase};
 pub use worker::{CogoWorker, CogoWorkerSpec, CogoWorkerStatus, SandboxPolicy, WorkerKind};
 
 /// The API group of every Cogo resource.

@@ -86,6 +86,7 @@ pub fn is_traceparent(s: &str) -> bool {
 #[x_kube(validation = Rule::new("has(self.agent) != has(self.role)").message("exactly one of spec.agent and spec.role must be set"))]
 #[x_kube(validation = Rule::new("has(self.agent) == has(oldSelf.agent) && (!has(self.agent) || self.agent == oldSelf.agent) && has(self.role) == has(oldSelf.role) && (!has(self.role) || self.role == oldSelf.role)").message("the task's target (spec.agent or spec.role) is immutable"))]
 #[x_kube(validation = Rule::new("has(self.parent) == has(oldSelf.parent) && (!has(self.parent) || self.parent == oldSelf.parent)").message("spec.parent is immutable"))]
+#[x_kube(validation = Rule::new("has(self.items) || (!has(self.parallelism) && !has(self.maxFailedItems))").message("spec.parallelism and spec.maxFailedItems need spec.items"))]
 pub struct AgentTaskSpec {
     /// Name of the CogoAgent, in the same namespace, that must run the task. Set this or
     /// `role`, not both.
@@ -141,6 +142,27 @@ pub struct AgentTaskSpec {
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i64>,
 
+    /// Runs the task once per item, each item with its own input, after Kubernetes' Indexed
+    /// Jobs: the items are leased, retried (by `retry`, per item) and timed out (by
+    /// `timeoutSeconds`, per item attempt) one by one, and the task succeeds when every item
+    /// did (or at most `maxFailedItems` failed). Status counts them and lists the finished
+    /// ones as index ranges; each item's result goes to the result store (the Supabase
+    /// database), not to status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<TaskItems>,
+
+    /// Items of `items` that run at once, at most; unset: as many as the agents have free
+    /// slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub parallelism: Option<i32>,
+
+    /// Items of `items` that may fail (after their retries) with the task still succeeding;
+    /// once more have failed the task fails at once, starting no more items. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_failed_items: Option<i64>,
+
     /// Name of the parent AgentTask in the same namespace, for sub-tasks an orchestrator
     /// creates. A sub-task is owned by its parent and deleted with it. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +181,117 @@ pub struct AgentTaskSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.cancelRequested cannot be set back to false"))]
     pub cancel_requested: bool,
+}
+
+/// The items of an indexed task: a list of inputs, or a count of items whose inputs come from
+/// `spec.input` as a template. Set exactly one of `inputs` and `count` (the operator refuses
+/// the task otherwise, with reason `InvalidItems`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskItems {
+    /// The number of items, numbered from 0 to count - 1. Item i's input is `spec.input` with every string
+    /// `"{{index}}"` replaced by the number i, and `{{index}}` inside longer strings by its
+    /// digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub count: Option<i64>,
+    /// One input per item (any JSON values), item i's at position i; `spec.input` must then
+    /// be unset. They count against the operator's input limit (256 KiB by default).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::bounded_list"
+    )]
+    #[schemars(schema_with = "item_inputs")]
+    pub inputs: Option<Vec<serde_json::Value>>,
+}
+
+/// The most items of an indexed task.
+pub const MAX_ITEMS: i64 = 100_000;
+
+fn item_inputs(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 100000,
+        "items": { "x-kubernetes-preserve-unknown-fields": true },
+    })
+}
+
+/// Where an indexed task's items are (see `spec.items`). Finished items are listed as index
+/// ranges (`"0-3,5,7-120"`), never one by one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemsStatus {
+    /// Items in all.
+    pub total: i64,
+    /// Items not started, or waiting to be retried.
+    pub pending: i64,
+    /// Items an agent pod runs now.
+    pub running: i64,
+    /// Items that succeeded.
+    pub succeeded: i64,
+    /// Items that failed after their retries.
+    pub failed: i64,
+    /// Indexes of the items that succeeded, as ranges.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub succeeded_indexes: String,
+    /// Indexes of the items that failed, as ranges.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failed_indexes: String,
+}
+
+/// `indexes` (ascending, no repeats) as ranges: `0-3,5,7-120`.
+pub fn index_ranges(indexes: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let push = |out: &mut String, (a, b): (u32, u32)| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a == b {
+            out.push_str(&a.to_string());
+        } else {
+            out.push_str(&format!("{a}-{b}"));
+        }
+    };
+    for i in indexes {
+        run = match run {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some(r) => {
+                push(&mut out, r);
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some(r) = run {
+        push(&mut out, r);
+    }
+    out
+}
+
+/// The indexes `ranges` (as [`index_ranges`] writes them) lists, each below `total`; None when
+/// it is malformed.
+pub fn parse_index_ranges(ranges: &str, total: u32) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    if ranges.is_empty() {
+        return Some(out);
+    }
+    for part in ranges.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = part.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        if a > b || b >= total {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
 }
 
 fn free_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -261,6 +394,9 @@ pub struct AgentTaskStatus {
     /// Where the result is when it was too large for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ref: Option<ResultRef>,
+    /// An indexed task's items (see `spec.items`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemsStatus>,
     /// Human-readable summary of the latest transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

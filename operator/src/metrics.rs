@@ -147,6 +147,8 @@ pub struct Metrics {
     tasks_queued: Gauge,
     tasks_running: Gauge,
     mirror_lag: Histogram,
+    item_dispatch: Histogram,
+    items_completed: Counter,
     mirror_waiting: Gauge,
     mirror_failures: Counter,
     mirror_rows: Counter,
@@ -188,6 +190,20 @@ impl Default for Metrics {
             0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
             30.0, 120.0,
         ]);
+        let item_dispatch = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+        ]);
+        let items_completed = Counter::default();
+        registry.register(
+            "item_dispatch_seconds",
+            "Time from an item of an indexed task being ready (laid out, or its backoff over) to its lease",
+            item_dispatch.clone(),
+        );
+        registry.register(
+            "items_completed",
+            "Outcomes of indexed tasks' items the broker recorded",
+            items_completed.clone(),
+        );
         let mirror_waiting = Gauge::default();
         let mirror_failures = Counter::default();
         let mirror_rows = Counter::default();
@@ -276,6 +292,8 @@ impl Default for Metrics {
             tasks_queued,
             tasks_running,
             mirror_lag,
+            item_dispatch,
+            items_completed,
             mirror_waiting,
             mirror_failures,
             mirror_rows,
@@ -354,6 +372,16 @@ impl Metrics {
     /// Records the number of leases held (reservations included).
     pub fn set_tasks_running(&self, running: usize) {
         self.tasks_running.set(running as i64);
+    }
+
+    /// Records how long an item waited, ready, for its lease.
+    pub fn item_dispatched(&self, waited: std::time::Duration) {
+        self.item_dispatch.observe(waited.as_secs_f64());
+    }
+
+    /// Counts an item outcome the broker recorded.
+    pub fn item_completed(&self) {
+        self.items_completed.inc();
     }
 
     /// Records the lag of one mirrored change.

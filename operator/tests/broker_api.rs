@@ -793,6 +793,119 @@ async fn a_heartbeat_renews_only_a_lease_the_table_holds() {
     assert!(!scheduler.is_leased("team", "t"), "no lease from a stale view");
 }
 
+/// Items of an indexed task are leased, heartbeated and completed in memory, without a call
+/// to the API server: each call is checked against the item's lease (pod, attempt, the token's
+/// agent), and a report for an item already recorded changes nothing.
+#[tokio::test]
+async fn items_are_leased_heartbeated_and_completed_in_memory_against_their_leases() {
+    use cogo_operator::tasks::{items::Board, transition::Policy};
+    let (store, mut writer) = kube::runtime::reflector::store::<cogo_api::AgentTask>();
+    let t: cogo_api::AgentTask = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "many", "namespace": "team", "uid": "u-many"},
+        "spec": {"agent": "research", "type": "cogo.echo", "items": {"count": 3}, "input": {"n": "{{index}}"}}}))
+    .unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(t.clone()));
+    let b = broker_with_agents(&[agent("research", "Research")]);
+    let _ = b.tasks.set(store);
+    let board = Board::new(
+        Arc::new(t.clone()),
+        Target::Agent("research".into()),
+        Policy::of(&t, None),
+        (&[], &[]),
+    );
+    b.scheduler.lay_out("team", "many", board, &b.agents);
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+    let other = keys().issue("team", "indexing", now(), 3600).unwrap();
+    async fn call(b: &Broker, path: &str, token: &str, body: serde_json::Value) -> (StatusCode, Vec<u8>) {
+        send_to(b.clone(), Request::post(path), Some(token), body.to_string()).await
+    }
+
+    let (status, bytes) = call(&b, LEASE, &token, serde_json::json!({"pod": "p", "slots": 2})).await;
+    assert_eq!(status, StatusCode::OK);
+    let leased: cogo_api::broker::LeaseResponse = serde_json::from_slice(&bytes).unwrap();
+    let got: Vec<_> = leased
+        .tasks
+        .iter()
+        .map(|t| (t.item, t.attempt, t.input.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(0), 1, serde_json::json!({"n": 0})),
+            (Some(1), 1, serde_json::json!({"n": 1}))
+        ]
+    );
+
+    let beat = "/v1/namespaces/team/tasks/many/heartbeat";
+    let (status, bytes) = call(
+        &b,
+        beat,
+        &token,
+        serde_json::json!({"pod": "p", "attempt": 1, "item": 0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    for (body, token, code) in [
+        (
+            serde_json::json!({"pod": "q", "attempt": 1, "item": 0}),
+            &token,
+            "LeaseLost",
+        ),
+        (
+            serde_json::json!({"pod": "p", "attempt": 2, "item": 0}),
+            &token,
+            "LeaseLost",
+        ),
+        (
+            serde_json::json!({"pod": "p", "attempt": 1, "item": 2}),
+            &token,
+            "LeaseLost",
+        ),
+        (
+            serde_json::json!({"pod": "p", "attempt": 1, "item": 9}),
+            &token,
+            "ItemNotFound",
+        ),
+        (
+            serde_json::json!({"pod": "p", "attempt": 1, "item": 0}),
+            &other,
+            "LeaseLost",
+        ),
+    ] {
+        let (status, bytes) = call(&b, beat, token, body.clone()).await;
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(err.code, code, "{body}: {status}");
+    }
+
+    let done = "/v1/namespaces/team/tasks/many/complete";
+    let report =
+        serde_json::json!({"pod": "p", "attempt": 1, "item": 0, "outcome": "Succeeded", "result": {"n": 0}});
+    let (status, bytes) = call(&b, done, &token, report.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let answer: cogo_api::broker::CompleteResponse = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (answer.phase, answer.applied),
+        (cogo_api::TaskPhase::Succeeded, true)
+    );
+    let (_, bytes) = call(&b, done, &token, report).await;
+    let again: cogo_api::broker::CompleteResponse = serde_json::from_slice(&bytes).unwrap();
+    assert!(!again.applied, "the first report stands");
+    let status = b.scheduler.board_status("team", "many").unwrap();
+    assert_eq!((status.succeeded, status.running, status.pending), (1, 1, 1));
+
+    // A task without items laid out here: the pod is told to stop.
+    let (status, bytes) = call(
+        &b,
+        "/v1/namespaces/team/tasks/plain/heartbeat",
+        &token,
+        serde_json::json!({"pod": "p", "attempt": 1, "item": 0}),
+    )
+    .await;
+    let err: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((status, err.code.as_str()), (StatusCode::CONFLICT, "LeaseLost"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn completion_bodies_share_a_memory_budget() {
     let token = keys().issue("team", "research", now(), 3600).unwrap();

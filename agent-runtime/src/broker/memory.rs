@@ -84,6 +84,7 @@ impl MemoryBroker {
             heartbeat_seconds: self.heartbeat_seconds,
             deadline: deadline.to_string(),
             traceparent: None,
+            item: None,
         };
         let mut s = self.state();
         s.all.insert(name.into(), task.clone());
@@ -323,6 +324,7 @@ impl BrokerApi for MemoryBroker {
                     result: None,
                     error: Some("cancelled before it started".into()),
                     retryable: false,
+                    item: None,
                 };
                 s.outcomes.insert(name.to_string(), cancelled);
             } else {

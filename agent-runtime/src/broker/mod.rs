@@ -300,6 +300,7 @@ impl BrokerApi for HttpBroker {
                 pod: self.pod.clone(),
                 attempt: task.attempt,
                 progress: progress.map(str::to_string),
+                item: task.item,
             };
             let res: HeartbeatResponse = self.post(&path, &req, Duration::from_secs(10)).await?;
             Ok(res.cancelled)

@@ -9,6 +9,15 @@ pub(super) async fn heartbeat(
     body: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let Json(req) = body?;
+    if let Some(i) = req.item {
+        item_lease(&b, &claims, (&ns, &name, i), (&req.pod, req.attempt))?;
+        let cancelled = b
+            .tasks
+            .get()
+            .and_then(|s| s.get(&ObjectRef::new(&name).within(&ns)))
+            .is_some_and(|t| t.spec.cancel_requested);
+        return Ok(Json(HeartbeatResponse { cancelled }));
+    }
     let (_, mut task) = b
         .held_task(&claims, &ns, &name, Some((&req.pod, req.attempt)))
         .await?;
@@ -58,6 +67,144 @@ async fn show_progress(b: &Broker, ns: &str, task: &AgentTask, progress: &str) {
     }
 }
 
+/// Checks that the bearer's agent holds attempt `attempt` of item `i` of `ns/name` on `pod`,
+/// and renews that lease.
+fn item_lease(
+    b: &Broker,
+    claims: &Claims,
+    (ns, name, i): (&str, &str, u32),
+    (pod, attempt): (&str, i32),
+) -> Result<(), ApiError> {
+    let agent = claims
+        .sub
+        .strip_prefix(&Claims::subject(ns, ""))
+        .ok_or(AuthError::WrongAgent)?;
+    match b.scheduler.item_lease((ns, name, i), (agent, pod, attempt), true) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(fence)) => Err(item_fence_error(ns, name, i, fence)),
+        None => Err(no_items(ns, name)),
+    }
+}
+
+/// The answer to a call about an item of a task whose items are not laid out here: it is
+/// finished, cancelled, gone, or not an indexed task.
+fn no_items(ns: &str, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "LeaseLost",
+        format!("{ns}/{name} has no running items here: it is finished, cancelled, gone or not indexed"),
+    )
+}
+
+fn item_fence_error(ns: &str, name: &str, i: u32, fence: crate::tasks::items::ItemFence) -> ApiError {
+    use crate::tasks::items::ItemFence;
+    match fence {
+        ItemFence::NoSuchItem => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ItemNotFound",
+            format!("{ns}/{name} has no item {i}"),
+        ),
+        ItemFence::LeaseLost => ApiError::new(
+            StatusCode::CONFLICT,
+            "LeaseLost",
+            format!("item {i} of {ns}/{name} is not leased to this pod for this attempt"),
+        ),
+        ItemFence::AlreadyRecorded => ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyRecorded",
+            format!("the outcome of this attempt of item {i} of {ns}/{name} is recorded already"),
+        ),
+    }
+}
+
+/// Records the outcome of an item's attempt: its result first goes to the result store (when
+/// there is one), in a batch with other items', so an acknowledged result is never lost.
+async fn complete_item(
+    b: &Broker,
+    claims: &Claims,
+    (ns, name, i): (&str, &str, u32),
+    req: CompleteRequest,
+) -> Result<Json<CompleteResponse>, ApiError> {
+    use crate::tasks::items::{ItemEnd, ItemFence};
+    let agent = claims
+        .sub
+        .strip_prefix(&Claims::subject(ns, ""))
+        .ok_or(AuthError::WrongAgent)?;
+    match b
+        .scheduler
+        .item_lease((ns, name, i), (agent, &req.pod, req.attempt), false)
+    {
+        Some(Ok(())) => {}
+        Some(Err(ItemFence::AlreadyRecorded)) => {
+            return Ok(Json(CompleteResponse {
+                phase: TaskPhase::Running,
+                applied: false,
+            }));
+        }
+        Some(Err(fence)) => return Err(item_fence_error(ns, name, i, fence)),
+        None => return Err(no_items(ns, name)),
+    }
+    let mut req = req;
+    if let (Outcome::Succeeded, Some(result)) = (req.outcome, &req.result) {
+        let too_deep = cogo_api::json::too_deep("the result", result);
+        match (&b.results, too_deep) {
+            (_, Some(why)) => {
+                req.outcome = Outcome::Failed;
+                req.error = Some(format!("{}: {why}", transition::reason::INVALID_RESULT));
+                req.retryable = false;
+            }
+            (Some(store), None) => {
+                use crate::supabase::results::StoreError;
+                let task = b
+                    .tasks
+                    .get()
+                    .and_then(|s| s.get(&ObjectRef::new(name).within(ns)))
+                    .ok_or_else(|| ApiError::task_not_found(ns, name))?;
+                let row = crate::supabase::row::row_id(&task, &b.keys);
+                match store.put_item(&row, (i, req.attempt), result).await {
+                    Ok(()) => {}
+                    Err(StoreError::Unavailable(why)) => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "ResultStoreUnavailable",
+                            format!(
+                                "the result store cannot take the item's result now ({why}); offer it again"
+                            ),
+                        ));
+                    }
+                    Err(e @ StoreError::Refused(_)) => {
+                        req.outcome = Outcome::Failed;
+                        req.error = Some(format!("{}: {e}", transition::reason::INVALID_RESULT));
+                        req.retryable = false;
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let ended = b.scheduler.complete_item(
+        (ns, name, i),
+        (&req.pod, req.attempt),
+        (req.outcome, req.retryable, req.error.as_deref()),
+    );
+    match ended {
+        Some(Ok(end)) => Ok(Json(CompleteResponse {
+            phase: match end {
+                ItemEnd::Succeeded => TaskPhase::Succeeded,
+                ItemEnd::Retrying => TaskPhase::Pending,
+                ItemEnd::Failed => TaskPhase::Failed,
+            },
+            applied: true,
+        })),
+        Some(Err(ItemFence::AlreadyRecorded)) => Ok(Json(CompleteResponse {
+            phase: TaskPhase::Running,
+            applied: false,
+        })),
+        Some(Err(fence)) => Err(item_fence_error(ns, name, i, fence)),
+        None => Err(no_items(ns, name)),
+    }
+}
+
 pub(super) async fn complete(
     State(b): State<Arc<Broker>>,
     Path((ns, name)): Path<(String, String)>,
@@ -66,6 +213,9 @@ pub(super) async fn complete(
     body: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
     let Json(mut req) = body?;
+    if let Some(i) = req.item {
+        return complete_item(&b, &claims, (&ns, &name, i), req).await;
+    }
     let (api, mut task) = b.held_task(&claims, &ns, &name, None).await?;
     let room = transition::ResultRoom {
         status_bytes: b.max_result_bytes,

@@ -104,6 +104,28 @@ impl Broker {
             heartbeat_seconds: self.heartbeat_seconds,
             deadline: deadline.to_string(),
             traceparent,
+            item: None,
+        }
+    }
+
+    /// What a pod is told of attempt `attempt` of item `i` of the indexed task `task`: the
+    /// item's input, and when its time (counted from now) is up.
+    fn hand_out_item(&self, task: &AgentTask, i: u32, attempt: i32) -> LeasedTask {
+        let ns = task.namespace().unwrap_or_default();
+        let agent = task.spec.agent.as_deref().and_then(|a| self.agent(&ns, a));
+        let policy = Policy::of(task, agent.as_deref());
+        let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds);
+        LeasedTask {
+            namespace: ns,
+            name: task.name_any(),
+            uid: task.metadata.uid.clone().unwrap_or_default(),
+            task_type: task.spec.task_type.clone(),
+            input: crate::tasks::items::item_input(task, i),
+            attempt,
+            heartbeat_seconds: self.heartbeat_seconds,
+            deadline: deadline.to_string(),
+            traceparent: None,
+            item: Some(i),
         }
     }
 
@@ -261,6 +283,10 @@ pub(super) async fn lease(
         // The leases run from the moment the pod is told, not from the write.
         b.scheduler
             .hold_leased(&ns, &agent, &req.pod, &tasks, std::time::Instant::now());
+        // Items of indexed tasks fill the slots the tasks left.
+        for (task, i, attempt) in b.scheduler.take_items(&ns, &agent_obj, &req, tasks.len()) {
+            tasks.push(b.hand_out_item(&task, i, attempt));
+        }
         // Tasks already leased are handed out even if a later lease failed.
         if let Some(e) = failed
             && tasks.is_empty()

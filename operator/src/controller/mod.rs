@@ -6,6 +6,7 @@
 //! the [`Scheduler`], which it shares with the broker.
 
 pub mod agent;
+pub mod items;
 pub mod task;
 pub mod worker;
 

@@ -60,8 +60,10 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         Some(p) if p.is_terminal() => {
             ctx.scheduler.dequeue(&ns, &name);
             ctx.scheduler.release(&ns, &name);
+            ctx.scheduler.drop_board(&ns, &name);
             return expire_finished(&ctx, &t, &ns).await;
         }
+        _ if t.spec.items.is_some() => return super::items::reconcile(&ctx, &t, &ns, &policy, &now).await,
         Some(TaskPhase::Running) => return supervise(&ctx, &t, &ns, &policy, &now).await,
         _ => {}
     }
@@ -428,6 +430,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
     };
+    let driver = tokio::spawn(super::items::drive(ctx.clone(), store.clone()));
     controller
         .watches(
             Api::<CogoAgent>::all(client),
@@ -439,6 +442,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .for_each(|_| futures::future::ready(()))
         .await;
     healer.abort();
+    driver.abort();
 }
 
 /// What the task cache (the controller's, which the broker reads too) keeps of a task: all

@@ -119,6 +119,9 @@ pub fn task_of(row: &PendingRow, namespace: &str) -> Result<AgentTask, String> {
             timeout_seconds: None,
             retry: None,
             ttl_seconds_after_finished: None,
+            items: None,
+            parallelism: None,
+            max_failed_items: None,
             parent: None,
             requester: (row.user_id.is_some() || row.session_id.is_some()).then(|| Requester {
                 user_id: row.user_id.clone(),

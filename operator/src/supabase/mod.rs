@@ -46,6 +46,7 @@ pub const MIGRATION: &str = concat!(
     include_str!("../../../supabase/migrations/20261130000000_cogo_indexes_graphs.sql"),
     include_str!("../../../supabase/migrations/20261201000000_cogo_gateway.sql"),
     include_str!("../../../supabase/migrations/20261202000000_cogo_trace.sql"),
+    include_str!("../../../supabase/migrations/20261203000000_cogo_task_items.sql"),
 );
 
 /// The most rows one write carries.

@@ -33,6 +33,8 @@ pub mod reason {
     pub const WORKERS_BUSY: &str = "WorkersBusy";
     /// The namespace holds as many queued tasks as the operator queues for one namespace.
     pub const NAMESPACE_QUEUE_FULL: &str = "NamespaceQueueFull";
+    /// `spec.items` cannot be run as it is.
+    pub const INVALID_ITEMS: &str = "InvalidItems";
 }
 
 /// Why an accepted task that runs on a worker waits: no worker of its kind is connected to its
@@ -135,6 +137,9 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
             });
         }
     }
+    if let Some(items) = &spec.items {
+        check_items(task, items, max_input_bytes)?;
+    }
     if facts.parent_exists == Some(false) {
         return Err(Invalid {
             reason: reason::PARENT_NOT_FOUND,
@@ -176,6 +181,72 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
         }),
     }?;
     Ok(target)
+}
+
+/// Whether `items` can be run: one of `inputs` and `count` (the schema says so too), no
+/// `spec.input` beside `inputs`, inputs within the operator's limits, and a task type that runs
+/// on an agent (items of worker task types are not run yet).
+fn check_items(task: &AgentTask, items: &cogo_api::TaskItems, max_input_bytes: usize) -> Result<(), Invalid> {
+    let invalid = |message: String| Invalid {
+        reason: reason::INVALID_ITEMS,
+        message,
+    };
+    if let Some(kind) = cogo_api::WorkerKind::for_task_type(&task.spec.task_type) {
+        return Err(invalid(format!(
+            "items of task type {} (run by {kind} workers) are not supported; create one task per input",
+            task.spec.task_type
+        )));
+    }
+    match (&items.inputs, items.count) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(invalid(
+                "set exactly one of spec.items.count and spec.items.inputs".into(),
+            ));
+        }
+        (Some(inputs), None) => {
+            if task.spec.input.is_some() {
+                return Err(invalid(
+                    "spec.input must be unset when spec.items.inputs gives each item its input".into(),
+                ));
+            }
+            if inputs.is_empty() || inputs.len() as i64 > cogo_api::task::MAX_ITEMS {
+                return Err(invalid(format!(
+                    "spec.items.inputs has {} entries; 1 to {} are run",
+                    inputs.len(),
+                    cogo_api::task::MAX_ITEMS
+                )));
+            }
+            let size = serde_json::to_vec(inputs).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > max_input_bytes {
+                return Err(Invalid {
+                    reason: reason::INPUT_TOO_LARGE,
+                    message: format!(
+                        "spec.items.inputs is {size} bytes, more than the {max_input_bytes} bytes the operator \
+                         accepts; use spec.items.count with a template in spec.input, or pass references"
+                    ),
+                });
+            }
+            if let Some(why) = inputs
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| cogo_api::json::too_deep(&format!("spec.items.inputs[{i}]"), v))
+            {
+                return Err(Invalid {
+                    reason: reason::INPUT_TOO_DEEP,
+                    message: why,
+                });
+            }
+        }
+        (None, Some(count)) => {
+            if !(1..=cogo_api::task::MAX_ITEMS).contains(&count) {
+                return Err(invalid(format!(
+                    "spec.items.count is {count}; 1 to {} are run",
+                    cogo_api::task::MAX_ITEMS
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a valid task waits outside a namespace's full queue of `limit` tasks.

@@ -8,6 +8,7 @@
 //!   deadline, cancellation), fenced by the attempt number.
 //! - [`standing`]: kstatus' `Reconciling` and `Stalled`, settled on every status write.
 //! - [`ended`]: what is logged and counted when a task starts and ends.
+//! - [`items`]: the items of indexed tasks (`spec.items`), leased one by one in memory.
 //! - [`queue`], [`leases`], [`wake`], [`workers`]: the state kept in memory (the queue of
 //!   accepted tasks, the leases of running ones, the wake-ups of waiting lease requests, what
 //!   Executors report about their workers). None of it is worth keeping: it is rebuilt from
@@ -18,6 +19,7 @@
 pub mod accept;
 pub mod attempts;
 pub mod ended;
+pub mod items;
 pub mod leases;
 pub mod queue;
 pub mod scheduler;
@@ -27,5 +29,7 @@ pub mod wake;
 pub mod workers;
 
 pub use accept::Target;
-pub use scheduler::{NamespaceLimits, Reservation, Scheduler, UnwrittenLease, counts_against_agent};
+pub use scheduler::{
+    BoardStatus, NamespaceLimits, Reservation, Scheduler, UnwrittenLease, counts_against_agent,
+};
 pub use standing::settle_standing;

@@ -6,9 +6,11 @@
 //! concerns, and keeps the `tasks_queued` and `tasks_running` gauges current.
 //!
 //! Each method takes a lock for as short as it can and never across an `.await`; where two
-//! are taken together, the leases come first, then the queue.
+//! are taken together, the leases come first, then the queue, then the boards of indexed
+//! tasks' items.
 
 use std::{
+    cmp::Reverse,
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -27,6 +29,7 @@ use tokio::sync::Notify;
 use super::attempts::AttemptSpans;
 use super::{
     accept::Target,
+    items::{Board, ItemEnd, ItemFence},
     leases::{LeaseState, Leases},
     queue::{TaskQueue, Waiting},
     wake::Wakeups,
@@ -45,6 +48,24 @@ pub struct Finished {
     pub duration_ms: i64,
     /// How many tasks `duration_ms` covers.
     pub timed: i64,
+}
+
+/// What an indexed task's status should say of its items, due to be written (see
+/// [`Scheduler::tick_boards`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoardStatus {
+    /// The task's namespace.
+    pub namespace: String,
+    /// The task's name.
+    pub name: String,
+    /// The counts and ranges.
+    pub items: cogo_api::ItemsStatus,
+    /// The message while it runs.
+    pub progress: String,
+    /// Whether any item was ever leased.
+    pub started: bool,
+    /// The final phase and message, once decided.
+    pub outcome: Option<(TaskPhase, String)>,
 }
 
 /// A lease handed to a pod whose status write waits (see [`Scheduler::lease_unwritten`]): what
@@ -87,6 +108,8 @@ pub struct Scheduler {
     wakeups: Wakeups,
     deferred: Mutex<HashSet<(String, String)>>,
     unwritten: Mutex<HashMap<(String, String), UnwrittenLease>>,
+    boards: Mutex<HashMap<(String, String), Board>>,
+    lease_ttl: Duration,
     workers: Mutex<WorkerReports>,
     metrics: Arc<Metrics>,
     /// The spans of the attempts running now, ended as their leases are released.
@@ -106,6 +129,8 @@ impl Scheduler {
             wakeups: Default::default(),
             deferred: Default::default(),
             unwritten: Default::default(),
+            boards: Default::default(),
+            lease_ttl,
             workers: Default::default(),
             attempts: Default::default(),
             metrics,
@@ -212,13 +237,246 @@ impl Scheduler {
     /// Tasks waiting for the agent `agent` (of role `role`) of `ns`, by its name or its role,
     /// and tasks its pods hold against its concurrency.
     pub fn queue_of(&self, ns: &str, agent: &str, role: AgentRole) -> (Waiting, usize) {
-        let running = self.leases.lock().map_or(0, |l| l.running_for(ns, agent));
-        let pending = self
+        let running =
+            self.leases.lock().map_or(0, |l| l.running_for(ns, agent)) + self.items_running_for(ns, agent);
+        let mut pending = self
             .queue
             .lock()
             .map(|q| q.pending_for(ns, agent, role))
             .unwrap_or_default();
+        // Items waiting for the agent count as tasks waiting, as old as their task.
+        if let Ok(boards) = self.boards.lock() {
+            for ((n, _), b) in boards.iter() {
+                let mine = match &b.target {
+                    Target::Agent(a) => a == agent,
+                    Target::Role(r) => *r == role,
+                };
+                let waiting = b.status().pending as usize;
+                if n == ns && mine && waiting > 0 {
+                    let created = super::queue::created_second(&b.task);
+                    pending.count += waiting;
+                    pending.oldest = Some(pending.oldest.map_or(created, |o| o.min(created)));
+                }
+            }
+        }
         (pending, running)
+    }
+
+    /// Items of indexed tasks that pods of `agent` in `ns` run now.
+    fn items_running_for(&self, ns: &str, agent: &str) -> usize {
+        self.boards.lock().map_or(0, |boards| {
+            boards
+                .iter()
+                .filter(|((n, _), _)| n == ns)
+                .map(|(_, b)| b.running_for(agent))
+                .sum()
+        })
+    }
+
+    /// Keeps `board`, the items of the indexed task `ns/name`, unless it has one already; wakes
+    /// the lease requests that may take its items. True when it was new.
+    pub fn lay_out(&self, ns: &str, name: &str, board: Board, agents: &Store<CogoAgent>) -> bool {
+        let target = board.target.clone();
+        let new = self.boards.lock().is_ok_and(|mut b| {
+            let key = (ns.to_string(), name.to_string());
+            if b.contains_key(&key) {
+                return false;
+            }
+            b.insert(key, board);
+            true
+        });
+        if new {
+            self.wakeups.target(ns, &target, agents);
+        }
+        new
+    }
+
+    /// What status should say of the items of `ns/name`, when they are laid out here.
+    pub fn board_status(&self, ns: &str, name: &str) -> Option<cogo_api::ItemsStatus> {
+        self.boards
+            .lock()
+            .ok()?
+            .get(&(ns.to_string(), name.to_string()))
+            .map(Board::status)
+    }
+
+    /// Whether the indexed task `ns/name` has its items laid out here.
+    pub fn has_board(&self, ns: &str, name: &str) -> bool {
+        self.boards
+            .lock()
+            .is_ok_and(|b| b.contains_key(&(ns.to_string(), name.to_string())))
+    }
+
+    /// Forgets the items of `ns/name` (the task ended or is gone); the slots its running items
+    /// held are free again.
+    pub fn drop_board(&self, ns: &str, name: &str) {
+        let dropped = self
+            .boards
+            .lock()
+            .ok()
+            .and_then(|mut b| b.remove(&(ns.to_string(), name.to_string())));
+        if dropped.is_some() {
+            self.wakeups.namespace(ns);
+        }
+    }
+
+    /// Leases items of the indexed tasks of `ns` that `agent` may run (sent to it or to its
+    /// role, of a type `req` wants), highest priority and oldest task first: as many as `req`
+    /// has slots left after the `leased` tasks it got, and the agent has free (`replicas x
+    /// concurrency` minus what its pods hold). Returns the task, and each item's index and
+    /// attempt.
+    pub fn take_items(
+        &self,
+        ns: &str,
+        agent: &CogoAgent,
+        req: &LeaseRequest,
+        leased: usize,
+    ) -> Vec<(Arc<AgentTask>, u32, i32)> {
+        let name = agent.name_any();
+        let cap =
+            (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
+        let running =
+            self.leases.lock().map_or(cap, |l| l.running_for(ns, &name)) + self.items_running_for(ns, &name);
+        let n = (req.slots as usize)
+            .saturating_sub(leased)
+            .min(cap.saturating_sub(running));
+        if n == 0 {
+            return Vec::new();
+        }
+        let ttl = self.lease_ttl;
+        let Ok(mut boards) = self.boards.lock() else {
+            return Vec::new();
+        };
+        let mut mine: Vec<_> = boards
+            .iter_mut()
+            .filter(|((n, _), b)| {
+                n == ns
+                    && b.has_ready()
+                    && req.wants(&b.task.spec.task_type)
+                    && match &b.target {
+                        Target::Agent(a) => *a == name,
+                        Target::Role(r) => *r == agent.spec.role,
+                    }
+            })
+            .map(|(_, b)| b)
+            .collect();
+        mine.sort_by_key(|b| {
+            (
+                Reverse(b.task.spec.priority),
+                super::queue::created_second(&b.task),
+            )
+        });
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for b in mine {
+            let room = n - out.len();
+            if room == 0 {
+                break;
+            }
+            let task = b.task.clone();
+            for (i, attempt, waited) in b.take(room, (&name, &req.pod), now, ttl) {
+                self.metrics.item_dispatched(waited);
+                out.push((task.clone(), i, attempt));
+            }
+        }
+        out
+    }
+
+    /// Checks that `pod` of `agent` holds attempt `attempt` of item `i` of `ns/name`; with
+    /// `renew`, extends its lease. None when the task has no items laid out here.
+    pub fn item_lease(
+        &self,
+        (ns, name, i): (&str, &str, u32),
+        (agent, pod, attempt): (&str, &str, i32),
+        renew: bool,
+    ) -> Option<Result<(), ItemFence>> {
+        let ttl = self.lease_ttl;
+        let mut boards = self.boards.lock().ok()?;
+        let b = boards.get_mut(&(ns.to_string(), name.to_string()))?;
+        Some(match b.check(i, pod, attempt) {
+            Ok(l) if l.agent != agent => Err(ItemFence::LeaseLost),
+            Ok(_) if renew => b.renew(i, pod, attempt, Instant::now(), ttl),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Records how attempt `attempt` of item `i` of `ns/name`, run by `pod`, ended (see
+    /// [`Board::complete`]), and wakes the lease requests of the agent whose slot it freed.
+    /// None when the task has no items laid out here.
+    pub fn complete_item(
+        &self,
+        (ns, name, i): (&str, &str, u32),
+        (pod, attempt): (&str, i32),
+        (outcome, retryable, error): (cogo_api::broker::Outcome, bool, Option<&str>),
+    ) -> Option<Result<ItemEnd, ItemFence>> {
+        let (ended, agent) = {
+            let mut boards = self.boards.lock().ok()?;
+            let b = boards.get_mut(&(ns.to_string(), name.to_string()))?;
+            let agent = b.lease(i).map(|l| l.agent.clone());
+            (
+                b.complete(i, (pod, attempt), (outcome, retryable, error), Instant::now()),
+                agent,
+            )
+        };
+        if let (Ok(_), Some(agent)) = (&ended, agent) {
+            self.metrics.item_completed();
+            self.wakeups.agent(ns, &agent);
+        }
+        Some(ended)
+    }
+
+    /// Moves every board's time on to `now` (see [`Board::tick`]), waking the lease requests
+    /// that may take what became free or ready, and returns the boards whose status is due: it
+    /// changed and was last written at least `every` ago, or the task is decided. Each is
+    /// marked as written at `now`; [`Scheduler::status_unwritten`] undoes that.
+    pub fn tick_boards(&self, now: Instant, every: Duration, agents: &Store<CogoAgent>) -> Vec<BoardStatus> {
+        let mut due = Vec::new();
+        let mut wake = Vec::new();
+        if let Ok(mut boards) = self.boards.lock() {
+            for ((ns, name), b) in boards.iter_mut() {
+                let (freed, woke) = b.tick(now);
+                for agent in freed {
+                    wake.push((ns.clone(), Some(agent), None));
+                }
+                if woke {
+                    wake.push((ns.clone(), None, Some(b.target.clone())));
+                }
+                let outcome = b.outcome();
+                let ripe = b.written.is_none_or(|w| now.duration_since(w) >= every) || outcome.is_some();
+                if b.changed && ripe {
+                    b.changed = false;
+                    b.written = Some(now);
+                    due.push(BoardStatus {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        items: b.status(),
+                        progress: b.progress(),
+                        started: b.started(),
+                        outcome,
+                    });
+                }
+            }
+        }
+        for (ns, agent, target) in wake {
+            match (agent, target) {
+                (Some(a), _) => self.wakeups.agent(&ns, &a),
+                (None, Some(t)) => self.wakeups.target(&ns, &t, agents),
+                _ => {}
+            }
+        }
+        due
+    }
+
+    /// Marks the status of `ns/name`'s items as not written after all (the write failed), so
+    /// the next tick tries again.
+    pub fn status_unwritten(&self, ns: &str, name: &str) {
+        if let Ok(mut boards) = self.boards.lock()
+            && let Some(b) = boards.get_mut(&(ns.to_string(), name.to_string()))
+        {
+            b.changed = true;
+            b.written = None;
+        }
     }
 
     /// Counts a task of `agent` in `ns` that ended in `phase` (Succeeded or Failed) after
@@ -317,7 +575,9 @@ impl Scheduler {
         } else {
             let cap =
                 (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
-            cap.saturating_sub(leases.running_for(ns, &name)).min(slots)
+            let items = self.items_running_for(ns, &name);
+            cap.saturating_sub(leases.running_for(ns, &name) + items)
+                .min(slots)
         };
         if free == 0 {
             return Vec::new();
@@ -388,7 +648,7 @@ impl Scheduler {
     /// runs from the moment the pod is told, not from its write.
     pub fn hold_leased(&self, ns: &str, agent: &str, pod: &str, tasks: &[LeasedTask], now: Instant) {
         if let Ok(mut l) = self.leases.lock() {
-            for t in tasks {
+            for t in tasks.iter().filter(|t| t.item.is_none()) {
                 l.hold(ns, &t.name, agent, pod, t.attempt, now);
             }
             self.metrics.set_tasks_running(l.len());
@@ -526,6 +786,14 @@ impl Scheduler {
             for key in &dropped {
                 u.remove(key);
             }
+        }
+        // So are the items of a task deleted while they ran.
+        if let Ok(mut boards) = self.boards.lock() {
+            boards.retain(|(ns, name), _| {
+                tasks
+                    .get(&ObjectRef::new(name).within(ns))
+                    .is_some_and(|t| t.metadata.deletion_timestamp.is_none())
+            });
         }
         // A task deleted while it waited is never reconciled again: its entry goes here.
         let unqueued = self

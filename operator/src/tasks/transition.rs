@@ -485,6 +485,7 @@ mod tests {
             result,
             error: Some("boom".into()),
             retryable: false,
+            item: None,
         }
     }
 

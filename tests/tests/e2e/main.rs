@@ -53,6 +53,7 @@ pub(crate) use cogo_e2e::cluster::condition;
 
 mod gateway;
 mod health;
+mod items;
 mod lifecycle;
 mod mirror;
 mod plugin;
