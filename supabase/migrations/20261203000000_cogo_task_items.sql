@@ -14,6 +14,8 @@ create table if not exists public.cogo_task_item_results (
 
 -- A user reads the item results of their own tasks; the operator writes as the service role.
 alter table public.cogo_task_item_results enable row level security;
+grant select on public.cogo_task_item_results to authenticated;
+grant all on public.cogo_task_item_results to service_role;
 do $$
 begin
   if not exists (

@@ -129,6 +129,14 @@ fn a_user_reads_only_their_own_rows() {
         "0",
         "a user with no rows sees none"
     );
+    // The results of an indexed task's items are their task's owner's alone.
+    pg.query(&format!(
+        "insert into cogo_task_item_results (id, item, attempt, result)
+           select id, i, 1, '{{}}'::jsonb from distributed_agent_tasks, generate_series(0, 2) as i
+           where user_id = '{USER_B}'"
+    ));
+    assert_eq!(count(USER_B, "cogo_task_item_results"), "3");
+    assert_eq!(count(USER_A, "cogo_task_item_results"), "0", "another user's items");
     // A signed-in user cannot write the mirror's rows.
     let write = as_user(USER_A, "update distributed_agent_tasks set status = 'completed'");
     assert!(!write.status.success(), "an authenticated user updated rows");
