@@ -1,6 +1,7 @@
 //! How the operator writes to the API server, the same way from every controller and from the
-//! broker: server-side apply under [`FIELD_MANAGER`] for objects and for status (fenced by a
-//! resourceVersion where a stale view must not win), a status written only when it changed,
+//! broker: server-side apply under [`FIELD_MANAGER`] for objects and for the status of agents
+//! and workers; a task's status, which the operator owns whole, replaced by a JSON patch fenced
+//! by its resourceVersion, so a stale view never wins; a status written only when it changed;
 //! and Events. Everything here is I/O; what to write is decided by the pure modules.
 
 use std::{fmt::Debug, time::Duration};
@@ -160,10 +161,47 @@ pub async fn write_task_status(
 ) -> kube::Result<AgentTask> {
     let mut status = status.clone();
     crate::tasks::settle_standing(&mut status, &Time(jiff::Timestamp::now()));
-    apply_status(api, name, &status, resource_version).await
+    replace_status(api, name, &status, resource_version).await
 }
 
-/// Writes `next` as the object's status when it differs from `previous`, counting the write;
+/// Replaces the object's whole status with `status` by a JSON patch (RFC 6902) that, given a
+/// `resource_version`, first sets it, so the write succeeds only if the object is still at
+/// that version (409 otherwise). The API server does less for it than for a server-side apply
+/// of the same status (see the README's Performance section), and it keeps `status` as it is,
+/// nulls inside a result included.
+pub async fn replace_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
+    let patch = status_patch(status, resource_version).map_err(kube::Error::SerdeError)?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(name, &params, &Patch::<()>::Json(patch)).await
+}
+
+/// The JSON patch [`replace_status`] sends.
+pub fn status_patch(
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> serde_json::Result<json_patch::Patch> {
+    let mut ops = Vec::new();
+    if let Some(rv) = resource_version {
+        ops.push(serde_json::json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+    ops.push(serde_json::json!({"op": "add", "path": "/status", "value": status}));
+    serde_json::from_value(Value::Array(ops))
+}
+
+/// Writes `next` as the object's status when it differs from `previous`, counting the write:
+/// with a `resource_version`, replaced whole and fenced by it ([`replace_status`]), otherwise
+/// applied ([`apply_status`]);
 /// when the spec is invalid and the `watched` condition's reason or message changed, also
 /// publishes a Warning Event (once per cause, not once per reconcile). Returns the object as
 /// written, or None when nothing needed writing.
@@ -189,13 +227,13 @@ where
     let kind = K::kind(&());
     let ns = obj.meta().namespace.as_deref().unwrap_or_default();
     let name = obj.meta().name.as_deref().unwrap_or_default();
-    let written = apply_status(
-        &Api::<K>::namespaced(client.clone(), ns),
-        name,
-        next,
-        resource_version,
-    )
-    .await?;
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    // A fenced write is of a status the operator owns whole (a task's): replaced, the cheaper
+    // write. Others may share their status with the scaler's fields: applied.
+    let written = match resource_version {
+        Some(rv) => replace_status(&api, name, next, Some(rv)).await?,
+        None => apply_status(&api, name, next, None).await?,
+    };
     metrics.status_written(&kind);
     let ready = conditions::find(next_conditions, watched);
     info!(
@@ -284,6 +322,27 @@ mod tests {
     use serde_json::json;
 
     use super::is_subset;
+
+    #[test]
+    fn a_status_patch_sets_the_version_first_and_keeps_the_status_as_it_is() {
+        let status = json!({"phase": "Succeeded", "result": {"kept": null, "list": [null, 1]}, "pod": "p"});
+        let patch = serde_json::to_value(super::status_patch(&status, Some("41")).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": "41"},
+                {"op": "add", "path": "/status", "value": status},
+            ])
+        );
+        // Applied to a task with a status the new one no longer has parts of, it leaves exactly
+        // the new status, nulls inside the result included.
+        let mut task = json!({"metadata": {"name": "t", "resourceVersion": "41"},
+                              "status": {"phase": "Running", "retryAfter": "2026-01-01T00:00:00Z", "pod": "q"}});
+        json_patch::patch(&mut task, &super::status_patch(&status, Some("41")).unwrap().0).unwrap();
+        assert_eq!(task["status"], status);
+        let unfenced = serde_json::to_value(super::status_patch(&status, None).unwrap()).unwrap();
+        assert_eq!(unfenced.as_array().map(Vec::len), Some(1), "{unfenced}");
+    }
 
     #[tokio::test]
     async fn every_waiter_learns_that_a_store_is_listed() {

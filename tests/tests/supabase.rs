@@ -136,7 +136,11 @@ fn a_user_reads_only_their_own_rows() {
            where user_id = '{USER_B}'"
     ));
     assert_eq!(count(USER_B, "cogo_task_item_results"), "3");
-    assert_eq!(count(USER_A, "cogo_task_item_results"), "0", "another user's items");
+    assert_eq!(
+        count(USER_A, "cogo_task_item_results"),
+        "0",
+        "another user's items"
+    );
     // A signed-in user cannot write the mirror's rows.
     let write = as_user(USER_A, "update distributed_agent_tasks set status = 'completed'");
     assert!(!write.status.success(), "an authenticated user updated rows");

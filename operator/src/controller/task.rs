@@ -446,8 +446,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 }
 
 /// What the task cache (the controller's, which the broker reads too) keeps of a task: all
-/// but its managedFields, which nothing here reads (status is written by server-side apply,
-/// which needs none) and which are a large part of a small task's size.
+/// but its managedFields, which nothing here reads (status is replaced by a JSON patch, which
+/// needs none) and which are a large part of a small task's size.
 pub fn for_cache(t: &mut AgentTask) {
     t.metadata.managed_fields = None;
 }

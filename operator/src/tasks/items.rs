@@ -267,7 +267,6 @@ impl Board {
     fn fail(&mut self, i: u32, why: &str, retry: bool, now: Instant) -> ItemEnd {
         let k = i as usize;
         let attempt = i32::from(self.attempts[k]);
-        self.last_failure = Some((i, super::transition::cap_message(why)));
         if retry && attempt <= self.policy.retry.limit && !self.out_of_time(k, now) {
             let delay = Duration::from_secs(self.policy.backoff_seconds(attempt).max(0) as u64);
             self.state[k] = State::BackingOff;
@@ -276,6 +275,8 @@ impl Board {
         } else {
             self.state[k] = State::Failed;
             self.failed += 1;
+            // Status names the last item that failed for good, and why.
+            self.last_failure = Some((i, super::transition::cap_message(why)));
             ItemEnd::Failed
         }
     }
@@ -656,17 +657,22 @@ mod tests {
         let (freed, _) = b.tick(now + Duration::from_secs(16));
         assert_eq!(freed, ["a"], "item 0's lease ran out; item 1 was renewed");
         assert_eq!(b.lease(0), None);
+        assert_eq!(b.status().pending, 1, "retried");
         assert!(
-            b.progress()
-                .contains("HeartbeatLost: pod p stopped heartbeating on item 0"),
-            "{}",
+            !b.progress().contains("item 0"),
+            "a retried item is no failure yet: {}",
             b.progress()
         );
         let (freed, _) = b.tick(now + Duration::from_secs(61));
         assert_eq!(freed, ["a"]);
         let s = b.status();
         assert_eq!((s.failed, s.pending), (1, 1), "out of time: failed, not retried");
-        assert!(b.progress().contains("DeadlineExceeded"), "{}", b.progress());
+        assert!(
+            b.progress()
+                .contains("item 1: DeadlineExceeded: item 1 ran past its timeout of 60s"),
+            "{}",
+            b.progress()
+        );
     }
 
     #[test]

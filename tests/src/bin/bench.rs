@@ -121,6 +121,12 @@ async fn main() -> Result<(), Error> {
         return write_report(report);
     }
 
+    // COGO_BENCH_ONLY=memory measures the operator's memory with 100,000 tasks.
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("memory") {
+        report.extend(memory(&c, &client, 100_000).await?);
+        return write_report(report);
+    }
+
     // COGO_BENCH_ONLY=python runs only the python.execute section (and =tasks only the task
     // path, below).
     if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("python") {
@@ -139,6 +145,10 @@ async fn main() -> Result<(), Error> {
     report.push(format!(
         "API write ceiling: {ceiling:.0} small-object writes/s (ConfigMap creates, 32 concurrent writers, 10 s)"
     ));
+
+    eprintln!("[bench] API server CPU per status write: server-side apply and JSON patch");
+    report.extend(write_cost(&client).await?);
+    report.push(String::new());
 
     let mut op = Operator::start(&c, "bench");
     let mut rows = Vec::new();
@@ -202,11 +212,17 @@ async fn main() -> Result<(), Error> {
         "Lease latency (create sent -> Running seen), 1,000 tasks at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     ));
 
-    // COGO_BENCH_ONLY=tasks stops after the task path (throughput, writes, lease latency).
+    op.stop();
+    report.push(String::new());
+    eprintln!("[bench] indexed tasks");
+    report.extend(items(&c, &client).await?);
+
+    // COGO_BENCH_ONLY=tasks stops after the task path (throughput, writes, lease latency,
+    // indexed tasks).
     if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("tasks") {
-        op.stop();
         return write_report(report);
     }
+    let mut op = Operator::start(&c, "bench");
 
     report.push(String::new());
     report.push("| python.execute | jobs/s (400 at once) | Running -> Succeeded p50 / p99 | sandbox p50 / p99 | dispatch and return p50 / p99 | operator writes per job | CPU per job (400 at once), by process |".into());
@@ -1005,6 +1021,228 @@ async fn workflows(c: &Cluster, client: &Client, op: &Operator) -> Result<Vec<St
 }
 
 /// Milliseconds from `from` to `to`.
+/// API server CPU per status write, fenced by resourceVersion: server-side apply (the
+/// operator's write until the JSON patch was measured cheaper) against the JSON patch that
+/// replaces the status, each moving the same 1,000 tasks to a new Running status, 16 at once,
+/// two rounds each, alternating. No operator runs meanwhile.
+async fn write_cost(client: &Client) -> Result<Vec<String>, Error> {
+    use cogo_operator::{kube_io, tasks::transition};
+    const N: usize = 1_000;
+    let ns = "bench-writes";
+    create_namespace(client, ns).await?;
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let mut tasks: Vec<AgentTask> = futures::stream::iter(0..N)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                Ok::<_, Error>(
+                    api.create(&PostParams::default(), &echo(&format!("w-{i:04}"), i)?)
+                        .await?,
+                )
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
+    let mut out = vec![
+        "| status write, fenced by resourceVersion (1,000 tasks, 16 at once) | writes/s | API server CPU ms per write | etcd CPU ms per write |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    for (round, attempt) in (0..4).zip(1..) {
+        let json_patch = round % 2 == 1;
+        let before = cpu_by_process();
+        let start = Instant::now();
+        tasks = futures::stream::iter(tasks)
+            .map(|t| {
+                let api = api.clone();
+                async move {
+                    let mut pending = t.clone();
+                    pending.status = Some(cogo_api::AgentTaskStatus {
+                        phase: Some(TaskPhase::Pending),
+                        attempt: attempt - 1,
+                        ..t.status.clone().unwrap_or_default()
+                    });
+                    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+                    let status =
+                        transition::leased(&pending, "bench", "bench-0", &now).ok_or("not leasable")?;
+                    let rv = t.resource_version();
+                    let name = t.name_any();
+                    let written = if json_patch {
+                        kube_io::replace_status(&api, &name, &status, rv.as_deref()).await?
+                    } else {
+                        kube_io::apply_status(&api, &name, &status, rv.as_deref()).await?
+                    };
+                    Ok::<_, Error>(written)
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let spent = cpu_spent(&before, &cpu_by_process(), N);
+        let of = |p: &str| spent.iter().find(|(k, _)| k == p).map_or(0.0, |(_, ms)| *ms);
+        out.push(format!(
+            "| {} (round {}) | {:.0} | {:.2} | {:.2} |",
+            if json_patch {
+                "JSON patch, whole status"
+            } else {
+                "server-side apply"
+            },
+            round / 2 + 1,
+            N as f64 / elapsed,
+            of("kube-apiserver"),
+            of("etcd")
+        ));
+    }
+    delete_namespace(client, ns).await;
+    Ok(out)
+}
+
+/// Indexed tasks, with the result store (PostgreSQL) taking every item's result: one task of
+/// 20,000 `cogo.echo` items on the four agents (items/s, status writes, CPU per item, rows),
+/// then 100 tasks of 20 items created at 5 tasks/s, with slots to spare (dispatch latency).
+async fn items(c: &Cluster, client: &Client) -> Result<Vec<String>, Error> {
+    const N: usize = 20_000;
+    const SECRET: &str = "cogo-bench-items";
+    let pg = Postgres::start("bench-items");
+    c.url_secret("default", SECRET, &pg.url());
+    let op = Operator::start_with(
+        c,
+        "bench-items",
+        cogo_e2e::cluster::free_port(),
+        &["--supabase-secret", SECRET],
+    );
+    let ns = "bench-items";
+    create_namespace(client, ns).await?;
+    let _agents = agents(c, ns, &op);
+    let book: Book = Default::default();
+    let watching = watch(client, ns, book.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let log = c.audit_log();
+    let from = audit_lines(&log);
+    let indexed = |name: &str, count: usize| -> Result<AgentTask, Error> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": name},
+            "spec": {"agent": "bench", "type": "cogo.echo", "items": {"count": count}, "input": {"n": "{{index}}"}},
+        }))?)
+    };
+    let cpu_before = cpu_by_process();
+    let start = Instant::now();
+    api.create(&PostParams::default(), &indexed("many", N)?).await?;
+    wait_done(&book, 1, "20,000 items").await?;
+    let elapsed = last_done(&book) - start;
+    let cpu = cpu_spent(&cpu_before, &cpu_by_process(), N);
+    let done = api.get("many").await?;
+    let items = done
+        .status
+        .as_ref()
+        .and_then(|s| s.items.clone())
+        .unwrap_or_default();
+    if done.status.as_ref().and_then(|s| s.phase) != Some(TaskPhase::Succeeded) || items.succeeded != N as i64
+    {
+        return Err(format!("the indexed task did not succeed: {:?}", done.status).into());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = audited_writes(&log, from, "cogo-operator")
+        .into_iter()
+        .filter(|(verb, resource, wns, name)| {
+            wns == ns && name == "many" && resource == "agenttasks/status" && verb != "get"
+        })
+        .count();
+    let rows = pg.query(&format!(
+        "select count(*) from public.cogo_task_item_results r join public.distributed_agent_tasks d on d.id = r.id \
+         where d.namespace = '{ns}' and d.name = 'many'"
+    ));
+    let mut out = vec![
+        "| indexed task | items | seconds | items/s | status writes | writes per item | item results in the database | CPU ms per item, by process |".to_string(),
+        "|---|---|---|---|---|---|---|---|".to_string(),
+        format!(
+            "| one task, 20,000 `cogo.echo` items, 4 agents x 64 slots | {N} | {:.1} | **{:.0}** | {writes} | {:.5} | {rows} | {} |",
+            elapsed.as_secs_f64(),
+            N as f64 / elapsed.as_secs_f64(),
+            writes as f64 / N as f64,
+            cpu_line(&cpu)
+        ),
+    ];
+    let hwm = op.pid().map(|p| status_kib(p, "VmHWM")).unwrap_or_default();
+
+    // Dispatch: 100 tasks of 20 items at 5 tasks/s, 256 slots free.
+    let before = buckets(&op.metrics(), "cogo_operator_item_dispatch_seconds");
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    for i in 0..100 {
+        tick.tick().await;
+        api.create(&PostParams::default(), &indexed(&format!("small-{i:03}"), 20)?)
+            .await?;
+    }
+    wait_done(&book, 101, "100 small indexed tasks").await?;
+    let after = buckets(&op.metrics(), "cogo_operator_item_dispatch_seconds");
+    watching.abort();
+    out.push(String::new());
+    out.push(format!(
+        "Item dispatch (ready to leased), 100 tasks of 20 items created at 5 tasks/s (100 items/s), slots to spare: p50 {:.1} ms, p99 {:.1} ms. Operator peak memory (VmHWM) after the 20,000 items: {:.1} MiB.",
+        quantile(&before, &after, 0.5) * 1000.0,
+        quantile(&before, &after, 0.99) * 1000.0,
+        hwm as f64 / 1024.0
+    ));
+    delete_namespace(client, ns).await;
+    Ok(out)
+}
+
+/// The operator's memory with `n` AgentTasks cached: created for an agent with no pods, so they
+/// stay queued; peak (VmHWM) and current (VmRSS) once every one is accepted.
+async fn memory(c: &Cluster, client: &Client, n: usize) -> Result<Vec<String>, Error> {
+    let op = Operator::start(c, "bench-memory");
+    let ns = "bench-memory";
+    create_namespace(client, ns).await?;
+    c.kubectl_ok(
+        &["apply", "-n", ns, "-f", "-"],
+        Some(&kwok_agent("bench", 0, 1).to_string()),
+    );
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let created = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &echo(&format!("m-{i:06}"), i)?)
+                    .await
+                    .map_err(Error::from)
+            }
+        })
+        .buffer_unordered(32)
+        .try_fold(0usize, |k, _| {
+            if last_report.elapsed() > Duration::from_secs(10) {
+                eprintln!("[bench] memory: {k} of {n} tasks created");
+                last_report = Instant::now();
+            }
+            futures::future::ready(Ok(k + 1))
+        })
+        .await?;
+    // Every task is queued once the operator reconciled it.
+    loop {
+        let queued = op.counter("cogo_operator_tasks_queued") as usize;
+        if queued >= created {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            return Err(format!("only {queued} of {created} tasks queued after an hour").into());
+        }
+        eprintln!("[bench] memory: {queued} of {created} tasks queued");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let pid = op.pid().ok_or("the operator is not running")?;
+    let (hwm, rss) = (status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS"));
+    delete_namespace(client, ns).await;
+    Ok(vec![format!(
+        "Operator memory with {created} tasks cached and queued: peak (VmHWM) {:.0} MiB, resident (VmRSS) {:.0} MiB; created and queued in {:.0} s",
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        start.elapsed().as_secs_f64()
+    )])
+}
+
 fn ms(to: Option<Instant>, from: Option<Instant>) -> f64 {
     match (to, from) {
         (Some(t), Some(f)) => t.saturating_duration_since(f).as_secs_f64() * 1000.0,
