@@ -235,6 +235,18 @@ pub fn describe(t: &AgentTask, children: &[AgentTask], now: Timestamp) -> String
         )),
         _ => {}
     }
+    if let Some(i) = &s.items {
+        fields.push((
+            "Items",
+            format!(
+                "{} succeeded, {} failed, {} running, {} pending, of {}",
+                i.succeeded, i.failed, i.running, i.pending, i.total
+            ),
+        ));
+        if !i.failed_indexes.is_empty() {
+            fields.push(("Failed items", clip(&i.failed_indexes, 200)));
+        }
+    }
     if !children.is_empty() {
         let mut by_phase = BTreeMap::new();
         for c in children {
@@ -708,6 +720,27 @@ pub(crate) mod tests {
             "orchestrator-abc",
             "HandlerFailed",
             "boom and more",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_description_counts_an_indexed_task_s_items() {
+        let mut t = task("pages", None, 0, TaskPhase::Running);
+        t.status.as_mut().unwrap().items = Some(cogo_api::ItemsStatus {
+            total: 2000,
+            pending: 500,
+            running: 64,
+            succeeded: 1434,
+            failed: 2,
+            succeeded_indexes: "0-1433".into(),
+            failed_indexes: "1500,1502".into(),
+        });
+        let text = describe(&t, &[], at(10));
+        for want in [
+            "Items:         1434 succeeded, 2 failed, 64 running, 500 pending, of 2000",
+            "Failed items:  1500,1502",
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }

@@ -79,7 +79,12 @@ pub async fn reconcile(
         agents,
         parent_exists,
     };
-    let verdict = accept::validate(t, &facts, ctx.config.max_task_input_bytes);
+    let mut verdict = accept::validate(t, &facts, ctx.config.max_task_input_bytes);
+    // An indexed task counts as one queued task of its namespace until it ends.
+    if verdict.is_ok() && !accept::was_accepted(t) && ctx.scheduler.is_limited(t) && !ctx.scheduler.admit(t) {
+        verdict = Err(accept::queue_full(ctx.scheduler.limits().queued));
+    }
+    let full = matches!(&verdict, Err(e) if e.reason == accept::reason::NAMESPACE_QUEUE_FULL);
     let status = t.status.clone().unwrap_or_default();
     let Ok(target) = verdict else {
         // Not runnable (yet): say why, as for any task, and look again.
@@ -87,7 +92,12 @@ pub async fn reconcile(
             settle_standing(&mut next, now);
             write_pending(ctx, t, (&status, &next), verdict.as_ref().err()).await?;
         }
-        return Ok(Action::requeue(ctx.config.resync));
+        let again = if full {
+            super::task::QUEUE_FULL_RECHECK
+        } else {
+            ctx.config.resync
+        };
+        return Ok(Action::requeue(again));
     };
     // Laid out from status: the items it lists as finished stay finished.
     let listed = status.items.clone().unwrap_or_default();

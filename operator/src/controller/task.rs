@@ -187,7 +187,7 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// How often a task refused by its namespace's full queue is looked at again.
-const QUEUE_FULL_RECHECK: Duration = Duration::from_secs(2);
+pub(super) const QUEUE_FULL_RECHECK: Duration = Duration::from_secs(2);
 
 /// How often a waiting task that runs on a worker is looked at again.
 const WORKER_RECHECK: Duration = Duration::from_secs(5);

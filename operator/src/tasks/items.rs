@@ -150,6 +150,11 @@ impl Board {
         !self.ready.is_empty() && self.outcome().is_none() && self.running.len() < self.parallelism
     }
 
+    /// Items running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
     /// Items `agent` runs now.
     pub fn running_for(&self, agent: &str) -> usize {
         self.running.values().filter(|l| l.agent == agent).count()

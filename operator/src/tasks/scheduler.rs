@@ -262,6 +262,17 @@ impl Scheduler {
         (pending, running)
     }
 
+    /// Items of indexed tasks of `ns` running now.
+    fn items_running_in(&self, ns: &str) -> usize {
+        self.boards.lock().map_or(0, |boards| {
+            boards
+                .iter()
+                .filter(|((n, _), _)| n == ns)
+                .map(|(_, b)| b.running())
+                .sum()
+        })
+    }
+
     /// Items of indexed tasks that pods of `agent` in `ns` run now.
     fn items_running_for(&self, ns: &str, agent: &str) -> usize {
         self.boards.lock().map_or(0, |boards| {
@@ -335,8 +346,15 @@ impl Scheduler {
         let name = agent.name_any();
         let cap =
             (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
-        let running =
-            self.leases.lock().map_or(cap, |l| l.running_for(ns, &name)) + self.items_running_for(ns, &name);
+        let (running, running_in_ns) = self.leases.lock().map_or((cap, usize::MAX), |l| {
+            (l.running_for(ns, &name), l.running_in(ns))
+        });
+        let running = running + self.items_running_for(ns, &name);
+        // Items count against the namespace's limit on running tasks, as tasks do.
+        let mut ns_room = match self.limits.running {
+            0 => usize::MAX,
+            limit => limit.saturating_sub(running_in_ns.saturating_add(self.items_running_in(ns))),
+        };
         let n = (req.slots as usize)
             .saturating_sub(leased)
             .min(cap.saturating_sub(running));
@@ -373,8 +391,13 @@ impl Scheduler {
             if room == 0 {
                 break;
             }
+            let limited = self.limits.running > 0 && self.is_limited(&b.task);
+            let room = if limited { room.min(ns_room) } else { room };
             let task = b.task.clone();
             for (i, attempt, waited) in b.take(room, (&name, &req.pod), now, ttl) {
+                if limited {
+                    ns_room -= 1;
+                }
                 self.metrics.item_dispatched(waited);
                 out.push((task.clone(), i, attempt));
             }
@@ -421,7 +444,12 @@ impl Scheduler {
         };
         if let (Ok(_), Some(agent)) = (&ended, agent) {
             self.metrics.item_completed();
-            self.wakeups.agent(ns, &agent);
+            // The slot is the agent's, and under a limit on running tasks the namespace's.
+            if self.limits.running > 0 {
+                self.wakeups.namespace(ns);
+            } else {
+                self.wakeups.agent(ns, &agent);
+            }
         }
         Some(ended)
     }
@@ -587,7 +615,7 @@ impl Scheduler {
         };
         let room = match self.limits.running {
             0 => usize::MAX,
-            limit => limit.saturating_sub(leases.running_in(ns)),
+            limit => limit.saturating_sub(leases.running_in(ns) + self.items_running_in(ns)),
         };
         let names = queue.pop_for(ns, &name, agent.spec.role, (free, room), |t| req.wants(t));
         let now = Instant::now();
@@ -1092,6 +1120,82 @@ mod tests {
             [("ns".to_string(), "gone".to_string())]
         );
         assert_eq!(s.unwritten("ns", "gone"), None, "healed with its lease");
+    }
+
+    #[test]
+    fn items_take_agents_slots_and_count_against_the_namespace_running_limit() {
+        use super::super::{items::Board, transition::Policy};
+        let limits = NamespaceLimits {
+            queued: 0,
+            running: 3,
+        };
+        let s = Scheduler::new(Duration::from_secs(15), Default::default()).with_limits(limits);
+        let (agents, _) = reflector::store();
+        let a = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 10}));
+        let t: AgentTask = serde_json::from_value(json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "many", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"agent": "a", "type": "cogo.echo", "items": {"count": 5}},
+        }))
+        .unwrap();
+        let board = Board::new(
+            Arc::new(t.clone()),
+            Target::Agent("a".into()),
+            Policy::of(&t, None),
+            (&[], &[]),
+        );
+        assert!(s.lay_out("ns", "many", board, &agents));
+        s.hold("ns", "running", "a", "p", 1, Instant::now());
+        let items = s.take_items("ns", &a, &lease_request(10), 0);
+        assert_eq!(items.len(), 2, "three may run in the namespace, and a task runs");
+        let (waiting, running) = s.queue_of("ns", "a", AgentRole::Research);
+        assert_eq!((waiting.count, running), (3, 3), "the scaler sees the items");
+        s.enqueue(
+            "ns",
+            "t1",
+            Target::Agent("a".into()),
+            task("t1", "2026-01-01T00:00:01Z"),
+            &agents,
+        );
+        assert!(
+            s.reserve("ns", &a, &lease_request(10), &agents)
+                .tasks()
+                .is_empty(),
+            "the items fill the namespace's limit"
+        );
+        let done = s.complete_item(
+            ("ns", "many", items[0].1),
+            ("p", 1),
+            (cogo_api::broker::Outcome::Succeeded, false, None),
+        );
+        assert_eq!(done, Some(Ok(super::super::items::ItemEnd::Succeeded)));
+        let next = s.reserve("ns", &a, &lease_request(10), &agents);
+        assert_eq!(next.tasks().len(), 1, "an item ended: room for the task");
+        next.settle();
+
+        // Without a namespace limit, the agent's slots bound them: 10, two held by tasks.
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let board = Board::new(
+            Arc::new(t.clone()),
+            Target::Agent("a".into()),
+            Policy::of(&t, None),
+            (&[], &[]),
+        );
+        s.lay_out("ns", "many", board, &agents);
+        let small = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 4}));
+        s.hold("ns", "x", "a", "p", 1, Instant::now());
+        assert_eq!(s.take_items("ns", &small, &lease_request(10), 0).len(), 3);
+        assert_eq!(
+            s.take_items("ns", &small, &lease_request(10), 0).len(),
+            0,
+            "the agent's four slots are full"
+        );
+        s.drop_board("ns", "many");
+        assert_eq!(
+            s.queue_of("ns", "a", AgentRole::Research).1,
+            1,
+            "the items' slots are free"
+        );
     }
 
     #[test]
