@@ -87,6 +87,7 @@ pub fn is_traceparent(s: &str) -> bool {
 #[x_kube(validation = Rule::new("has(self.agent) == has(oldSelf.agent) && (!has(self.agent) || self.agent == oldSelf.agent) && has(self.role) == has(oldSelf.role) && (!has(self.role) || self.role == oldSelf.role)").message("the task's target (spec.agent or spec.role) is immutable"))]
 #[x_kube(validation = Rule::new("has(self.parent) == has(oldSelf.parent) && (!has(self.parent) || self.parent == oldSelf.parent)").message("spec.parent is immutable"))]
 #[x_kube(validation = Rule::new("has(self.items) || (!has(self.parallelism) && !has(self.maxFailedItems))").message("spec.parallelism and spec.maxFailedItems need spec.items"))]
+#[x_kube(validation = Rule::new("has(self.items) == has(oldSelf.items) && (!has(self.items) || (has(self.items.count) == has(oldSelf.items.count) && (!has(self.items.count) || self.items.count == oldSelf.items.count))) && has(self.parallelism) == has(oldSelf.parallelism) && (!has(self.parallelism) || self.parallelism == oldSelf.parallelism) && has(self.maxFailedItems) == has(oldSelf.maxFailedItems) && (!has(self.maxFailedItems) || self.maxFailedItems == oldSelf.maxFailedItems)").message("spec.items, spec.parallelism and spec.maxFailedItems are immutable"))]
 pub struct AgentTaskSpec {
     /// Name of the CogoAgent, in the same namespace, that must run the task. Set this or
     /// `role`, not both.

@@ -604,11 +604,18 @@ async fn a_task_deleted_before_its_lease_is_dropped_not_queued_again() {
                     "message": "agenttasks.cogo.xyz \"gone\" not found", "reason": "NotFound", "code": 404}),
                 )
             } else {
-                let mut applied: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                applied["metadata"] = serde_json::json!({"name": "kept", "namespace": "team",
-                    "resourceVersion": "8", "uid": "u-kept"});
-                applied["spec"] = serde_json::json!({"agent": "research", "type": "cogo.echo"});
-                (200, applied)
+                // The status replaced by the JSON patch (`add /status`), on the task as it is now.
+                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let status = sent
+                    .as_array()
+                    .and_then(|ops| ops.iter().find(|op| op["path"] == "/status"))
+                    .map(|op| op["value"].clone())
+                    .expect("a JSON patch of the status");
+                let written = serde_json::json!({
+                    "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                    "metadata": {"name": "kept", "namespace": "team", "resourceVersion": "8", "uid": "u-kept"},
+                    "spec": {"agent": "research", "type": "cogo.echo"}, "status": status});
+                (200, written)
             };
             send.send_response(
                 Response::builder()

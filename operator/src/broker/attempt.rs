@@ -272,6 +272,7 @@ pub(super) async fn complete(
         }
         match write_task_status(&api, &name, Some(&rv), &status).await {
             Ok(_) => {
+                b.scheduler.outcome_written(&ns, &name, req.attempt);
                 b.scheduler.attempts.end(
                     (&ns, &name),
                     req.attempt,

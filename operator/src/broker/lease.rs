@@ -109,12 +109,13 @@ impl Broker {
     }
 
     /// What a pod is told of attempt `attempt` of item `i` of the indexed task `task`: the
-    /// item's input, and when its time (counted from now) is up.
-    fn hand_out_item(&self, task: &AgentTask, i: u32, attempt: i32) -> LeasedTask {
+    /// item's input, and its deadline, `left` from now.
+    fn hand_out_item(&self, task: &AgentTask, (i, attempt): (u32, i32), left: Duration) -> LeasedTask {
         let ns = task.namespace().unwrap_or_default();
-        let agent = task.spec.agent.as_deref().and_then(|a| self.agent(&ns, a));
-        let policy = Policy::of(task, agent.as_deref());
-        let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(policy.timeout_seconds);
+        let left = jiff::SignedDuration::try_from(left).unwrap_or(jiff::SignedDuration::ZERO);
+        let deadline = jiff::Timestamp::now()
+            .saturating_add(left)
+            .unwrap_or(jiff::Timestamp::MAX);
         LeasedTask {
             namespace: ns,
             name: task.name_any(),
@@ -167,9 +168,11 @@ impl Broker {
                 // progress report or the completion), or past this attempt.
                 let ours = transition::check_lease(&task, &lease.pod, lease.attempt).is_ok();
                 self.scheduler.lease_written(&ns, &name, lease.attempt);
-                if !ours && task.status.as_ref().is_none_or(|s| s.attempt < lease.attempt) {
+                if !ours {
+                    // Its outcome was written (and the lease released then), or the task ended
+                    // otherwise: a lease of this attempt still held is no pod's any more.
                     debug!(task = %name, "the task moved on before its lease was written");
-                    self.scheduler.release(&ns, &name);
+                    self.scheduler.release_attempt(&ns, &name, lease.attempt);
                 }
                 return;
             };
@@ -284,8 +287,8 @@ pub(super) async fn lease(
         b.scheduler
             .hold_leased(&ns, &agent, &req.pod, &tasks, std::time::Instant::now());
         // Items of indexed tasks fill the slots the tasks left.
-        for (task, i, attempt) in b.scheduler.take_items(&ns, &agent_obj, &req, tasks.len()) {
-            tasks.push(b.hand_out_item(&task, i, attempt));
+        for (task, i, attempt, left) in b.scheduler.take_items(&ns, &agent_obj, &req, tasks.len()) {
+            tasks.push(b.hand_out_item(&task, (i, attempt), left));
         }
         // Tasks already leased are handed out even if a later lease failed.
         if let Some(e) = failed

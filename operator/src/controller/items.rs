@@ -11,7 +11,6 @@ use std::{
 };
 
 use cogo_api::{AgentTask, TaskPhase};
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, ResourceExt,
@@ -38,9 +37,6 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How often [`drive`] moves the items' time on.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Status writes [`drive`] makes at once.
-const WRITES_IN_FLIGHT: usize = 8;
-
 /// Reconciles an indexed task that is not finished.
 pub async fn reconcile(
     ctx: &Context,
@@ -51,10 +47,14 @@ pub async fn reconcile(
 ) -> Result<Action> {
     let name = t.name_any();
     if t.spec.cancel_requested {
-        let laid_out = ctx.scheduler.board_status(ns, &name);
-        ctx.scheduler.drop_board(ns, &name);
-        let next = items::cancelled(t, laid_out, now);
-        return end(ctx, t, next).await;
+        // No more items start; the board goes once the cancellation is written, with the
+        // outcomes recorded until then.
+        ctx.scheduler.stop_board(ns, &name);
+        let next = items::cancelled(t, ctx.scheduler.board_status(ns, &name), now);
+        if end(ctx, t, next).await? {
+            ctx.scheduler.drop_board(ns, &name);
+        }
+        return Ok(Action::await_change());
     }
     if ctx.scheduler.has_board(ns, &name) {
         return Ok(Action::requeue(ctx.config.resync));
@@ -150,18 +150,19 @@ async fn write_pending(
     }
 }
 
-/// Writes the final status `next` of the indexed task `t`, and says so.
-async fn end(ctx: &Context, t: &AgentTask, next: cogo_api::AgentTaskStatus) -> Result<Action> {
+/// Writes the final status `next` of the indexed task `t`, and says so; false when a newer
+/// view of the task conflicted (it is reconciled again).
+async fn end(ctx: &Context, t: &AgentTask, next: cogo_api::AgentTaskStatus) -> Result<bool> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let api = Api::<AgentTask>::namespaced(ctx.client.clone(), &ns);
     match write_task_status(&api, &name, t.resource_version().as_deref(), &next).await {
-        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::await_change()),
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(false),
         other => other?,
     };
     ctx.metrics.status_written("AgentTask");
     said(ctx, t, &next).await;
-    Ok(Action::await_change())
+    Ok(true)
 }
 
 /// Logs, counts and publishes an Event for the final status `next` of `t`, just written.
@@ -202,21 +203,20 @@ pub async fn drive(ctx: Arc<Context>, store: Store<AgentTask>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let due = ctx
+        // A write in flight keeps its board out of the next ticks, so a slow API server delays
+        // only that board's status: every board's items keep moving.
+        for due in ctx
             .scheduler
-            .tick_boards(Instant::now(), STATUS_EVERY, &ctx.agents);
-        if due.is_empty() {
-            continue;
+            .tick_boards(Instant::now(), STATUS_EVERY, &ctx.agents)
+        {
+            tokio::spawn(write_items(ctx.clone(), store.clone(), due));
         }
-        futures::stream::iter(due)
-            .for_each_concurrent(WRITES_IN_FLIGHT, |due| write_items(&ctx, &store, due))
-            .await;
     }
 }
 
 /// Writes what `due` says of an indexed task's items into its status; a task decided by it
 /// is finished, and its items forgotten. A write that fails is made again at the next tick.
-async fn write_items(ctx: &Context, store: &Store<AgentTask>, due: BoardStatus) {
+async fn write_items(ctx: Arc<Context>, store: Store<AgentTask>, due: BoardStatus) {
     let (ns, name) = (due.namespace.as_str(), due.name.as_str());
     let Some(t) = store.get(&ObjectRef::new(name).within(ns)) else {
         ctx.scheduler.drop_board(ns, name);
@@ -235,9 +235,10 @@ async fn write_items(ctx: &Context, store: &Store<AgentTask>, due: BoardStatus) 
     match write_task_status(&api, name, t.resource_version().as_deref(), &next).await {
         Ok(_) => {
             ctx.metrics.status_written("AgentTask");
+            ctx.scheduler.status_written(ns, name);
             if due.outcome.is_some() {
                 ctx.scheduler.drop_board(ns, name);
-                said(ctx, &t, &next).await;
+                said(&ctx, &t, &next).await;
             }
         }
         Err(e) => {

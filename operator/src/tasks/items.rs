@@ -56,6 +56,19 @@ pub enum ItemFence {
     AlreadyRecorded,
 }
 
+/// An item just leased (see [`Board::take`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The item's index.
+    pub index: u32,
+    /// The attempt leased.
+    pub attempt: i32,
+    /// How long it waited, ready.
+    pub waited: Duration,
+    /// Time left until its deadline (`timeoutSeconds` from its first start).
+    pub left: Duration,
+}
+
 /// What became of an item whose attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ItemEnd {
@@ -87,6 +100,9 @@ pub struct Board {
     failed: u64,
     last_failure: Option<(u32, String)>,
     started: bool,
+    stopped: bool,
+    /// Whether a status write of this board is under way.
+    pub writing: bool,
     /// Whether status no longer shows where the items are.
     pub changed: bool,
     /// When status was last written from this board.
@@ -135,6 +151,8 @@ impl Board {
             failed,
             last_failure: None,
             started,
+            stopped: false,
+            writing: false,
             changed: true,
             written: None,
         }
@@ -147,7 +165,21 @@ impl Board {
 
     /// Whether an item waits to be leased (and the task may start more).
     pub fn has_ready(&self) -> bool {
-        !self.ready.is_empty() && self.outcome().is_none() && self.running.len() < self.parallelism
+        !self.ready.is_empty()
+            && !self.stopped
+            && self.outcome().is_none()
+            && self.running.len() < self.parallelism
+    }
+
+    /// Items not started, or waiting to be retried.
+    pub fn pending(&self) -> usize {
+        (self.total() as u64).saturating_sub(self.succeeded + self.failed + self.running.len() as u64)
+            as usize
+    }
+
+    /// Starts no more items (the task is being cancelled).
+    pub fn stop(&mut self) {
+        self.stopped = true;
     }
 
     /// Items running now.
@@ -166,16 +198,9 @@ impl Board {
     }
 
     /// Leases up to `n` ready items to `pod` of `agent` at `now`, within `parallelism`; each
-    /// lease lasts `ttl` unless renewed. Returns each item's index and attempt, and how long it
-    /// waited, ready.
-    pub fn take(
-        &mut self,
-        n: usize,
-        (agent, pod): (&str, &str),
-        now: Instant,
-        ttl: Duration,
-    ) -> Vec<(u32, i32, Duration)> {
-        if self.outcome().is_some() {
+    /// lease lasts `ttl` unless renewed.
+    pub fn take(&mut self, n: usize, (agent, pod): (&str, &str), now: Instant, ttl: Duration) -> Vec<Taken> {
+        if self.outcome().is_some() || self.stopped {
             return Vec::new();
         }
         let room = self.parallelism.saturating_sub(self.running.len()).min(n);
@@ -199,7 +224,14 @@ impl Board {
                     expires: now + ttl,
                 },
             );
-            out.push((i, attempt, now.saturating_duration_since(self.ready_since[k])));
+            let limit = Duration::from_secs(self.policy.timeout_seconds.max(1) as u64);
+            let started = self.first_start[k].unwrap_or(now);
+            out.push(Taken {
+                index: i,
+                attempt,
+                waited: now.saturating_duration_since(self.ready_since[k]),
+                left: limit.saturating_sub(now.saturating_duration_since(started)),
+            });
         }
         if !out.is_empty() {
             self.started = true;
@@ -444,6 +476,20 @@ pub fn status_of(task: &AgentTask, due: &super::BoardStatus, now: &Time) -> Agen
     if due.started {
         s.start_time.get_or_insert_with(|| now.clone());
     }
+    // Written over the controller's own accepting write if it ran first.
+    if conditions::find(&s.conditions, conditions::ACCEPTED).is_none_or(|c| c.status != cs::TRUE) {
+        conditions::set_condition(
+            &mut s.conditions,
+            conditions::condition(
+                conditions::ACCEPTED,
+                cs::TRUE,
+                super::accept::reason::QUEUED,
+                format!("{} items laid out", due.items.total),
+                gen_,
+                now,
+            ),
+        );
+    }
     if phase.is_terminal() {
         s.completion_time = Some(now.clone());
     }
@@ -559,8 +605,8 @@ mod tests {
     const TTL: Duration = Duration::from_secs(15);
 
     /// The index and attempt of each item taken.
-    fn taken(items: Vec<(u32, i32, Duration)>) -> Vec<(u32, i32)> {
-        items.into_iter().map(|(i, a, _)| (i, a)).collect()
+    fn taken(items: Vec<Taken>) -> Vec<(u32, i32)> {
+        items.into_iter().map(|t| (t.index, t.attempt)).collect()
     }
 
     #[test]
@@ -615,8 +661,13 @@ mod tests {
         let retried = b.take(3, ("a", "p"), now + Duration::from_secs(3), TTL);
         assert_eq!(
             retried,
-            [(0, 2, Duration::from_secs(1))],
-            "its second attempt, ready since its backoff ended"
+            [Taken {
+                index: 0,
+                attempt: 2,
+                waited: Duration::from_secs(1),
+                left: Duration::from_secs(597)
+            }],
+            "its second attempt, ready since its backoff ended, due 600 s after its first start"
         );
         let end = b.complete(0, ("p", 2), (Outcome::Failed, true, Some("flaky")), now);
         assert_eq!(end, Ok(ItemEnd::Failed), "its one retry is used");

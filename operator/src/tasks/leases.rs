@@ -95,21 +95,25 @@ impl Leases {
     }
 
     /// Drops what the table holds in error, judged against `task` (the cached view of a task:
-    /// None when it is gone, else whether it is finished and its attempt): leases of finished
-    /// or deleted tasks, leases of an older attempt that ran out, and reservations that ran
+    /// None when it is gone, else whether it is finished, its attempt and whether it is
+    /// Running): leases of finished or deleted tasks, leases that ran out of an older attempt or
+    /// of the status's own attempt when that is no longer running, and reservations that ran
     /// out (a reservation lives only while its lease is written). Returns what was dropped.
     pub fn heal(
         &mut self,
         now: Instant,
-        task: impl Fn(&str, &str) -> Option<(bool, i32)>,
+        task: impl Fn(&str, &str) -> Option<(bool, i32, bool)>,
     ) -> Vec<(String, String)> {
         let stale: Vec<(String, String)> = self
             .held
             .iter()
             .filter(|((ns, name), l)| match task(ns, name) {
                 None => true,
-                Some((true, _)) => true,
-                Some((false, attempt)) => l.expires <= now && (l.attempt == 0 || l.attempt < attempt),
+                Some((true, _, _)) => true,
+                Some((false, attempt, running)) => {
+                    l.expires <= now
+                        && (l.attempt == 0 || l.attempt < attempt || (l.attempt == attempt && !running))
+                }
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -136,6 +140,13 @@ impl Leases {
     /// Whether a lease (or a reservation) of `ns/name` is held.
     pub fn contains(&self, ns: &str, name: &str) -> bool {
         self.held.contains_key(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Whether the lease of `ns/name` held is for attempt `attempt`.
+    pub fn holds(&self, ns: &str, name: &str, attempt: i32) -> bool {
+        self.held
+            .get(&(ns.to_string(), name.to_string()))
+            .is_some_and(|l| l.attempt == attempt)
     }
 
     /// Tasks the pods of `agent` in `ns` hold that count against its concurrency.
@@ -215,17 +226,23 @@ mod tests {
             ("gone", 1),
             ("running", 2),
             ("old", 1),
+            ("retried", 2),
+            ("unwritten", 3),
             ("reserved", 0),
         ] {
             l.hold("ns", name, "a", "p", attempt, t0);
         }
         l.hold("ns", "fresh-reservation", "a", "p", 0, later);
         let tasks = |_: &str, name: &str| match name {
-            "done" => Some((true, 1)),
+            "done" => Some((true, 1, false)),
             "gone" => None,
-            "running" => Some((false, 2)),
-            "old" => Some((false, 2)),
-            "reserved" | "fresh-reservation" => Some((false, 0)),
+            "running" => Some((false, 2, true)),
+            "old" => Some((false, 2, true)),
+            // Attempt 2 ended and the task waits for its retry: its lease is not the pod's.
+            "retried" => Some((false, 2, false)),
+            // Leased for attempt 3, not written yet: still attempt 2 in status.
+            "unwritten" => Some((false, 2, false)),
+            "reserved" | "fresh-reservation" => Some((false, 0, false)),
             _ => unreachable!(),
         };
         // Before anything ran out, only what is finished or deleted goes.
@@ -239,8 +256,16 @@ mod tests {
         dropped.sort();
         assert_eq!(
             dropped,
-            [("ns".into(), "old".into()), ("ns".into(), "reserved".into())],
-            "an older attempt's lease and a reservation that ran out"
+            [
+                ("ns".into(), "old".into()),
+                ("ns".into(), "reserved".into()),
+                ("ns".into(), "retried".into())
+            ],
+            "an older attempt's lease, a reservation that ran out, and the lease of an attempt that ended"
+        );
+        assert!(
+            l.contains("ns", "unwritten"),
+            "an unwritten lease of the next attempt is the broker's to end"
         );
         assert!(
             l.contains("ns", "running"),

@@ -109,6 +109,7 @@ pub struct Scheduler {
     deferred: Mutex<HashSet<(String, String)>>,
     unwritten: Mutex<HashMap<(String, String), UnwrittenLease>>,
     boards: Mutex<HashMap<(String, String), Board>>,
+    outcomes: Mutex<HashMap<(String, String), i32>>,
     lease_ttl: Duration,
     workers: Mutex<WorkerReports>,
     metrics: Arc<Metrics>,
@@ -130,6 +131,7 @@ impl Scheduler {
             deferred: Default::default(),
             unwritten: Default::default(),
             boards: Default::default(),
+            outcomes: Default::default(),
             lease_ttl,
             workers: Default::default(),
             attempts: Default::default(),
@@ -196,7 +198,7 @@ impl Scheduler {
         task: Arc<AgentTask>,
         agents: &Store<CogoAgent>,
     ) {
-        if self.is_leased(ns, name) {
+        if self.is_leased(ns, name) || self.is_stale(ns, name, &task) {
             return;
         }
         let limited = self.is_limited(&task);
@@ -205,6 +207,43 @@ impl Scheduler {
             self.metrics.set_tasks_queued(q.len());
         }
         self.wakeups.target(ns, &target, agents);
+    }
+
+    /// Records that the outcome of attempt `attempt` of `ns/name` was just written: until the
+    /// task cache shows it (see [`Scheduler::caught_up`]), an older view of the task is not
+    /// queued, so a task that ended is not run again from a stale cache.
+    pub fn outcome_written(&self, ns: &str, name: &str, attempt: i32) {
+        if let Ok(mut o) = self.outcomes.lock() {
+            o.insert((ns.to_string(), name.to_string()), attempt);
+        }
+    }
+
+    /// Forgets the outcome recorded for `ns/name` once a view of it at `attempt` (or later)
+    /// has been seen.
+    pub fn caught_up(&self, ns: &str, name: &str, attempt: i32) {
+        if let Ok(mut o) = self.outcomes.lock() {
+            let key = (ns.to_string(), name.to_string());
+            if o.get(&key).is_some_and(|&a| attempt >= a) {
+                o.remove(&key);
+            }
+        }
+    }
+
+    /// Whether `task` is a view of `ns/name` older than an outcome written since.
+    fn is_stale(&self, ns: &str, name: &str, task: &AgentTask) -> bool {
+        let attempt = task.status.as_ref().map_or(0, |s| s.attempt);
+        self.outcomes.lock().is_ok_and(|o| {
+            o.get(&(ns.to_string(), name.to_string()))
+                .is_some_and(|&a| attempt < a)
+        })
+    }
+
+    /// Releases the lease of `ns/name` if it is the one of attempt `attempt` (see
+    /// [`Scheduler::release`]).
+    pub fn release_attempt(&self, ns: &str, name: &str, attempt: i32) {
+        if self.leases.lock().is_ok_and(|l| l.holds(ns, name, attempt)) {
+            self.release(ns, name);
+        }
     }
 
     /// Queues `task` again for the target its spec names (a lease that could not be written),
@@ -251,7 +290,7 @@ impl Scheduler {
                     Target::Agent(a) => a == agent,
                     Target::Role(r) => *r == role,
                 };
-                let waiting = b.status().pending as usize;
+                let waiting = b.pending();
                 if n == ns && mine && waiting > 0 {
                     let created = super::queue::created_second(&b.task);
                     pending.count += waiting;
@@ -334,26 +373,31 @@ impl Scheduler {
     /// Leases items of the indexed tasks of `ns` that `agent` may run (sent to it or to its
     /// role, of a type `req` wants), highest priority and oldest task first: as many as `req`
     /// has slots left after the `leased` tasks it got, and the agent has free (`replicas x
-    /// concurrency` minus what its pods hold). Returns the task, and each item's index and
-    /// attempt.
+    /// concurrency` minus what its pods hold). Returns the task, and each item's index,
+    /// attempt and time left until its deadline.
     pub fn take_items(
         &self,
         ns: &str,
         agent: &CogoAgent,
         req: &LeaseRequest,
         leased: usize,
-    ) -> Vec<(Arc<AgentTask>, u32, i32)> {
+    ) -> Vec<(Arc<AgentTask>, u32, i32, Duration)> {
         let name = agent.name_any();
         let cap =
             (agent.spec.replicas.max(0) as usize).saturating_mul(agent.spec.concurrency.max(1) as usize);
-        let (running, running_in_ns) = self.leases.lock().map_or((cap, usize::MAX), |l| {
-            (l.running_for(ns, &name), l.running_in(ns))
-        });
-        let running = running + self.items_running_for(ns, &name);
+        // Counted and taken under both locks, so two requests cannot fill the same room.
+        let Ok(leases) = self.leases.lock() else {
+            return Vec::new();
+        };
+        let Ok(mut boards) = self.boards.lock() else {
+            return Vec::new();
+        };
+        let here = || boards.iter().filter(|((n, _), _)| n == ns).map(|(_, b)| b);
+        let running = leases.running_for(ns, &name) + here().map(|b| b.running_for(&name)).sum::<usize>();
         // Items count against the namespace's limit on running tasks, as tasks do.
         let mut ns_room = match self.limits.running {
             0 => usize::MAX,
-            limit => limit.saturating_sub(running_in_ns.saturating_add(self.items_running_in(ns))),
+            limit => limit.saturating_sub(leases.running_in(ns) + here().map(Board::running).sum::<usize>()),
         };
         let n = (req.slots as usize)
             .saturating_sub(leased)
@@ -362,9 +406,6 @@ impl Scheduler {
             return Vec::new();
         }
         let ttl = self.lease_ttl;
-        let Ok(mut boards) = self.boards.lock() else {
-            return Vec::new();
-        };
         let mut mine: Vec<_> = boards
             .iter_mut()
             .filter(|((n, _), b)| {
@@ -394,12 +435,12 @@ impl Scheduler {
             let limited = self.limits.running > 0 && self.is_limited(&b.task);
             let room = if limited { room.min(ns_room) } else { room };
             let task = b.task.clone();
-            for (i, attempt, waited) in b.take(room, (&name, &req.pod), now, ttl) {
+            for taken in b.take(room, (&name, &req.pod), now, ttl) {
                 if limited {
                     ns_room -= 1;
                 }
-                self.metrics.item_dispatched(waited);
-                out.push((task.clone(), i, attempt));
+                self.metrics.item_dispatched(taken.waited);
+                out.push((task.clone(), taken.index, taken.attempt, taken.left));
             }
         }
         out
@@ -456,8 +497,9 @@ impl Scheduler {
 
     /// Moves every board's time on to `now` (see [`Board::tick`]), waking the lease requests
     /// that may take what became free or ready, and returns the boards whose status is due: it
-    /// changed and was last written at least `every` ago, or the task is decided. Each is
-    /// marked as written at `now`; [`Scheduler::status_unwritten`] undoes that.
+    /// changed and was last written at least `every` ago, or the task is decided, and no write
+    /// of it is under way. Each is marked as being written at `now`;
+    /// [`Scheduler::status_written`] or [`Scheduler::status_unwritten`] says how that ended.
     pub fn tick_boards(&self, now: Instant, every: Duration, agents: &Store<CogoAgent>) -> Vec<BoardStatus> {
         let mut due = Vec::new();
         let mut wake = Vec::new();
@@ -472,8 +514,9 @@ impl Scheduler {
                 }
                 let outcome = b.outcome();
                 let ripe = b.written.is_none_or(|w| now.duration_since(w) >= every) || outcome.is_some();
-                if b.changed && ripe {
+                if b.changed && ripe && !b.writing {
                     b.changed = false;
+                    b.writing = true;
                     b.written = Some(now);
                     due.push(BoardStatus {
                         namespace: ns.clone(),
@@ -488,6 +531,7 @@ impl Scheduler {
         }
         for (ns, agent, target) in wake {
             match (agent, target) {
+                (Some(_), _) if self.limits.running > 0 => self.wakeups.namespace(&ns),
                 (Some(a), _) => self.wakeups.agent(&ns, &a),
                 (None, Some(t)) => self.wakeups.target(&ns, &t, agents),
                 _ => {}
@@ -503,7 +547,26 @@ impl Scheduler {
             && let Some(b) = boards.get_mut(&(ns.to_string(), name.to_string()))
         {
             b.changed = true;
+            b.writing = false;
             b.written = None;
+        }
+    }
+
+    /// Marks the status write of `ns/name`'s items as done.
+    pub fn status_written(&self, ns: &str, name: &str) {
+        if let Ok(mut boards) = self.boards.lock()
+            && let Some(b) = boards.get_mut(&(ns.to_string(), name.to_string()))
+        {
+            b.writing = false;
+        }
+    }
+
+    /// Starts no more items of `ns/name` (it is being cancelled).
+    pub fn stop_board(&self, ns: &str, name: &str) {
+        if let Ok(mut boards) = self.boards.lock()
+            && let Some(b) = boards.get_mut(&(ns.to_string(), name.to_string()))
+        {
+            b.stop();
         }
     }
 
@@ -660,7 +723,8 @@ impl Scheduler {
 
     /// Whether `ns` ran its limit of tasks before the lease just released from `leases`.
     fn was_at_limit(&self, leases: &Leases, ns: &str) -> bool {
-        self.limits.running > 0 && leases.running_in(ns) + 1 >= self.limits.running
+        self.limits.running > 0
+            && leases.running_in(ns) + self.items_running_in(ns) + 1 >= self.limits.running
     }
 
     /// Records that `pod` of `agent` holds attempt `attempt` of `ns/name` from `now` (its lease
@@ -794,9 +858,11 @@ impl Scheduler {
                 let dropped = l.heal(now, |ns, name| {
                     tasks.get(&ObjectRef::new(name).within(ns)).map(|t| {
                         let s = t.status.as_ref();
+                        let phase = s.and_then(|s| s.phase);
                         (
-                            s.and_then(|s| s.phase).is_some_and(|p| p.is_terminal()),
+                            phase.is_some_and(|p| p.is_terminal()),
                             s.map(|s| s.attempt).unwrap_or_default(),
+                            phase == Some(TaskPhase::Running),
                         )
                     })
                 });
@@ -814,6 +880,9 @@ impl Scheduler {
             for key in &dropped {
                 u.remove(key);
             }
+        }
+        if let Ok(mut o) = self.outcomes.lock() {
+            o.retain(|(ns, name), _| tasks.get(&ObjectRef::new(name).within(ns)).is_some());
         }
         // So are the items of a task deleted while they ran.
         if let Ok(mut boards) = self.boards.lock() {
@@ -1196,6 +1265,37 @@ mod tests {
             1,
             "the items' slots are free"
         );
+    }
+
+    #[test]
+    fn a_view_older_than_an_outcome_written_is_not_queued() {
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let (agents, _) = reflector::store();
+        let stale = task("t", "2026-01-01T00:00:00Z");
+        s.outcome_written("ns", "t", 1);
+        s.enqueue("ns", "t", Target::Agent("a".into()), stale.clone(), &agents);
+        assert!(
+            !s.is_queued("ns", "t"),
+            "the cache's view predates attempt 1's outcome"
+        );
+        s.caught_up("ns", "t", 0);
+        s.enqueue("ns", "t", Target::Agent("a".into()), stale.clone(), &agents);
+        assert!(!s.is_queued("ns", "t"), "an older view does not catch up");
+        let mut retried = stale.as_ref().clone();
+        retried.status = Some(cogo_api::AgentTaskStatus {
+            phase: Some(TaskPhase::Pending),
+            attempt: 1,
+            ..Default::default()
+        });
+        s.enqueue("ns", "t", Target::Agent("a".into()), Arc::new(retried), &agents);
+        assert!(
+            s.is_queued("ns", "t"),
+            "a view at the attempt written is queued (a retry)"
+        );
+        s.caught_up("ns", "t", 1);
+        s.dequeue("ns", "t");
+        s.enqueue("ns", "t", Target::Agent("a".into()), stale, &agents);
+        assert!(s.is_queued("ns", "t"), "forgotten once the cache caught up");
     }
 
     #[test]

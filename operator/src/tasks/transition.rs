@@ -105,10 +105,15 @@ pub enum Fence {
     AlreadyRecorded(TaskPhase),
 }
 
-/// The status of a task just leased by `pod` of agent `agent`, or None when it is not Pending.
+/// The status of a task just leased by `pod` of agent `agent`, or None when it is not Pending
+/// (or waits for its retry's backoff).
 pub fn leased(task: &AgentTask, agent: &str, pod: &str, now: &Time) -> Option<AgentTaskStatus> {
     let mut s = task.status.clone().unwrap_or_default();
     if s.phase.unwrap_or_default() != TaskPhase::Pending {
+        return None;
+    }
+    // A retry waits for its backoff, whoever queued it.
+    if s.retry_after.as_ref().is_some_and(|at| at.0 > now.0) {
         return None;
     }
     s.attempt += 1;
@@ -554,7 +559,11 @@ mod tests {
             &at(20),
         ));
         assert!(as_leased(&retried, &lease(1)).is_none());
-        let s = as_leased(&retried, &lease(2)).unwrap();
+        let after_backoff = crate::tasks::UnwrittenLease {
+            at: at(25),
+            ..lease(2)
+        };
+        let s = as_leased(&retried, &after_backoff).unwrap();
         assert_eq!(
             (s.phase, s.attempt, s.retry_after),
             (Some(TaskPhase::Running), 2, None)
@@ -779,6 +788,7 @@ mod tests {
         assert_eq!(s.attempts[0].outcome.as_deref(), Some(reason::HANDLER_FAILED));
 
         t.status = Some(s);
+        assert!(leased(&t, "a", "q", &at(12)).is_none(), "not before its backoff");
         t.status = leased(&t, "a", "q", &at(14));
         req.pod = "q".into();
         req.attempt = 2;

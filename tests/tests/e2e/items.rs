@@ -233,6 +233,23 @@ fn an_operator_restart_runs_only_the_items_not_yet_finished_and_bad_items_are_re
     assert_eq!(t["status"]["phase"], "Succeeded", "{t}");
     assert_eq!(t["status"]["items"]["succeededIndexes"], "0-23", "{t}");
     assert!(!before.is_empty());
+    // What the items are is fixed at creation.
+    let patch = r#"{"spec": {"items": {"count": 30}}}"#;
+    let out = c.kubectl(
+        &[
+            "patch",
+            "-n",
+            &ns.name,
+            "agenttask/slow",
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("immutable"), "{err}");
 
     // Refused with a reason, and never run: items of a worker task type, and inputs beside an
     // input.
