@@ -151,12 +151,10 @@ impl Broker {
                     return;
                 }
                 Err(e) => {
-                    if self.lease_went_quiet(&ns, &name, &lease) {
-                        return;
+                    if self.try_again(&ns, &name, &lease, &e).await {
+                        continue;
                     }
-                    debug!(task = %name, error = %e, "the lease could not be read; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    return;
                 }
             };
             let Some(status) = transition::as_leased(&task, &lease) else {
@@ -188,14 +186,24 @@ impl Broker {
                     return;
                 }
                 Err(e) => {
-                    if self.lease_went_quiet(&ns, &name, &lease) {
+                    if !self.try_again(&ns, &name, &lease, &e).await {
                         return;
                     }
-                    debug!(task = %name, error = %e, "the lease could not be written; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
+    }
+
+    /// After the API server failed to read or write the unwritten `lease` of `ns/name` with
+    /// `e`: waits a second and says to try again, unless the pod went quiet meanwhile (see
+    /// [`Broker::lease_went_quiet`]).
+    async fn try_again(&self, ns: &str, name: &str, lease: &UnwrittenLease, e: &kube::Error) -> bool {
+        if self.lease_went_quiet(ns, name, lease) {
+            return false;
+        }
+        debug!(task = %name, error = %e, "the lease could not be read or written; trying again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        true
     }
 
     /// Whether the pod holding the unwritten `lease` of `ns/name` stopped heartbeating; if so
