@@ -414,11 +414,10 @@ pub async fn start_supabase(
     };
     if let Some(secret) = settings.secret.clone() {
         let cluster = supabase::cluster_id(client, settings.cluster_name).await;
-        let m = Mirror::new(metrics.clone(), cluster, keys.clone());
+        let m = Mirror::new(metrics.clone(), cluster, keys.clone(), agents.clone());
         info!(secret = %secret, namespace = %namespace, cluster = %m.cluster(), "mirroring AgentTasks to Supabase");
         started.task = Some(tokio::spawn(m.clone().run(
             client.clone(),
-            agents.clone(),
             (namespace.to_string(), secret.clone()),
             shutdown.stopped(),
         )));

@@ -55,6 +55,19 @@ impl Cluster {
             .join("logs/audit.log")
     }
 
+    /// How many watches of `resource` (plural, for example `agenttasks`) across all
+    /// namespaces the API server serves now, from its `apiserver_longrunning_requests` gauge.
+    pub fn cluster_watches(&self, resource: &str) -> u64 {
+        let metrics = self.kubectl_ok(&["get", "--raw", "/metrics"], None);
+        let label = format!("resource=\"{resource}\"");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("apiserver_longrunning_requests{"))
+            .filter(|l| l.contains(&label) && l.contains("scope=\"cluster\"") && l.contains("verb=\"WATCH\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// Kills the API server (SIGKILL) and starts it again with the same command line, as
     /// `tests/cluster/up` started it (its pid file updated, its log appended to); returns once
     /// it answers `/readyz` again, and how long it was away.

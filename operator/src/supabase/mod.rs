@@ -19,12 +19,11 @@ pub use cogo_db::{ConnectError, Connection, connect_url, describe, tls};
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use cogo_api::{AgentTask, CogoAgent};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -144,32 +143,81 @@ struct State {
 /// once instead.
 const MAX_UNFORGOTTEN: usize = 10_000;
 
-/// The mirror's shared state: the watch loop feeds it, the writer drains it.
+/// The mirror's shared state: the task controller's watch of AgentTasks feeds it (see
+/// [`Mirror::see`]; the mirror keeps no watch of its own), the writer drains it.
 pub struct Mirror {
     state: Mutex<State>,
     wake: Notify,
-    /// Asks the watch to list every task again, after waiting changes were dropped.
-    relist: Notify,
+    /// Asks for every task to be noted again from the task cache, after waiting changes were
+    /// dropped.
+    resync: Notify,
     metrics: Arc<Metrics>,
     cluster: String,
     keys: Keys,
+    /// Agents, for the role of a task that names its agent.
+    agents: Store<CogoAgent>,
+    /// The task cache the changes come from (the task controller's), for a resync.
+    tasks: OnceLock<Store<AgentTask>>,
 }
 
 impl Mirror {
     /// An empty mirror of the cluster named `cluster` (see [`cluster_id`]), which trusts the
-    /// seals (see [`crate::seal`]) made with `keys`.
-    pub fn new(metrics: Arc<Metrics>, cluster: String, keys: Keys) -> Arc<Mirror> {
+    /// seals (see [`crate::seal`]) made with `keys` and reads agents' roles from `agents`.
+    pub fn new(metrics: Arc<Metrics>, cluster: String, keys: Keys, agents: Store<CogoAgent>) -> Arc<Mirror> {
         Arc::new(Mirror {
             state: Mutex::new(State {
                 max_waiting: MAX_WAITING,
                 ..State::default()
             }),
             wake: Notify::new(),
-            relist: Notify::new(),
+            resync: Notify::new(),
             metrics,
             cluster,
             keys,
+            agents,
+            tasks: OnceLock::new(),
         })
+    }
+
+    /// Takes `tasks`, the cache of the watch whose changes [`Mirror::see`] is given, to note
+    /// every task again from after a resync.
+    pub fn follow(&self, tasks: Store<AgentTask>) {
+        let _ = self.tasks.set(tasks);
+    }
+
+    /// Notes what the watch of AgentTasks saw. A deleted task's final state is written with
+    /// the deletion mark: a task deleted before its last change reached the table (a TTL of 0,
+    /// a namespace deleted, a parent's cascade) still ends with its final phase. The end of a
+    /// (re)list has the rows of tasks that are gone marked.
+    pub fn see(&self, event: &watcher::Event<AgentTask>) {
+        match event {
+            watcher::Event::Apply(t) | watcher::Event::InitApply(t) => self.observe(self.row_of(t)),
+            watcher::Event::Delete(t) => {
+                let mut r = self.row_of(t);
+                r.deleted = true;
+                self.observe(r);
+            }
+            watcher::Event::Init => {}
+            watcher::Event::InitDone => self.listed(),
+        }
+    }
+
+    /// The row of `task`, with its agent's role.
+    fn row_of(&self, task: &AgentTask) -> Row {
+        let role = task.spec.agent.as_ref().and_then(|a| {
+            self.agents
+                .get(&ObjectRef::new(a).within(&task.namespace().unwrap_or_default()))
+                .map(|a| a.spec.role)
+        });
+        row::row(task, role, &self.keys)
+    }
+
+    /// Every task was noted: rows of tasks that no longer exist are marked with the next write.
+    fn listed(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.sweep = true;
+        }
+        self.wake.notify_one();
     }
 
     /// The id of `task`'s row (see [`row::row_id`]).
@@ -209,7 +257,7 @@ impl Mirror {
             s.waiting.clear();
             s.written.clear();
             self.metrics.mirror_failed();
-            self.relist.notify_one();
+            self.resync.notify_one();
         }
         s.waiting.insert(row.id.clone(), (Box::new(row), since));
         self.metrics.set_mirror_waiting(s.waiting.len());
@@ -264,21 +312,20 @@ impl Mirror {
         }
     }
 
-    /// Runs the mirror until `shutdown` resolves: watches AgentTasks and writes them to the
-    /// database named by the Secret `secret` (key `url`) of `namespace`. On shutdown it writes
-    /// what waits, for a few seconds at most, so a clean stop loses nothing to the next leader.
+    /// Runs the mirror until `shutdown` resolves: writes the changes it is given (see
+    /// [`Mirror::see`]) to the database named by the Secret `secret` (key `url`) of
+    /// `namespace`. On shutdown it writes what waits, for a few seconds at most, so a clean
+    /// stop loses nothing to the next leader.
     pub async fn run(
         self: Arc<Self>,
         client: Client,
-        agents: Store<CogoAgent>,
         (namespace, secret): (String, String),
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let tasks = Api::<AgentTask>::all(client.clone());
-        let watch = {
+        let resync = {
             let mirror = self.clone();
-            let tasks = tasks.clone();
-            tokio::spawn(async move { mirror.watch(tasks, agents).await })
+            tokio::spawn(async move { mirror.resync().await })
         };
         let secrets: Api<Secret> = Api::namespaced(client, &namespace);
         let mut db = None;
@@ -286,7 +333,7 @@ impl Mirror {
             _ = self.write_loop(&secrets, &secret, &tasks, &mut db) => {}
             _ = shutdown => {}
         }
-        watch.abort();
+        resync.abort();
         let waiting = self.waiting();
         if waiting > 0 {
             let last = async {
@@ -309,54 +356,23 @@ impl Mirror {
         }
     }
 
-    async fn watch(&self, api: Api<AgentTask>, agents: Store<CogoAgent>) {
+    /// Notes every cached task again each time waiting changes were dropped (see
+    /// [`Mirror::observe`]), no faster than the writer drains them, then has rows of tasks that
+    /// are gone marked.
+    async fn resync(&self) {
         loop {
-            self.watch_until_relist(api.clone(), &agents).await;
-        }
-    }
-
-    /// Follows AgentTasks from a fresh list until a resync is asked for.
-    async fn watch_until_relist(&self, api: Api<AgentTask>, agents: &Store<CogoAgent>) {
-        let mut stream = watcher(api, crate::kube_io::watch_config()).boxed();
-        loop {
-            let event = tokio::select! {
-                event = stream.next() => match event {
-                    Some(e) => e,
-                    None => return,
-                },
-                _ = self.relist.notified() => return,
-            };
-            let role = |t: &AgentTask| {
-                t.spec.agent.as_ref().and_then(|a| {
-                    agents
-                        .get(&ObjectRef::new(a).within(&t.namespace().unwrap_or_default()))
-                        .map(|a| a.spec.role)
-                })
-            };
-            match event {
-                Ok(watcher::Event::Apply(t)) | Ok(watcher::Event::InitApply(t)) => {
-                    self.observe(row::row(&t, role(&t), &self.keys));
+            self.resync.notified().await;
+            // Before the cache is taken the watch's first list notes every task anyway.
+            let Some(tasks) = self.tasks.get() else { continue };
+            let max = self.state.lock().map(|s| s.max_waiting).unwrap_or(MAX_WAITING);
+            for t in tasks.state() {
+                while self.waiting() >= (max / 2).max(1) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                // The final state is written with the deletion mark: a task deleted before its
-                // last change reached the table (a TTL of 0, a namespace deleted, a parent's
-                // cascade) still ends with its final phase.
-                Ok(watcher::Event::Delete(t)) => {
-                    let mut r = row::row(&t, role(&t), &self.keys);
-                    r.deleted = true;
-                    self.observe(r);
-                }
-                Ok(watcher::Event::Init) => {}
-                Ok(watcher::Event::InitDone) => {
-                    if let Ok(mut s) = self.state.lock() {
-                        s.sweep = true;
-                    }
-                    self.wake.notify_one();
-                }
-                Err(e) => {
-                    warn!(error = %e, "the mirror's watch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                self.observe(self.row_of(&t));
             }
+            info!("the mirror noted every cached task again");
+            self.listed();
         }
     }
 
@@ -715,7 +731,66 @@ mod tests {
                 current: key,
                 previous: vec![],
             },
+            kube::runtime::reflector::store().0,
         )
+    }
+
+    fn task(name: &str, rv: &str, phase: &str) -> AgentTask {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv,
+                         "uid": format!("00000000-0000-4000-8000-{:0>12}", name.len())},
+            "spec": {"type": "cogo.echo", "agent": "a", "input": {}},
+            "status": {"phase": phase, "attempt": 1},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_shared_watch_feeds_the_mirror_and_a_deletion_carries_the_final_state() {
+        let m = mirror();
+        m.see(&watcher::Event::Init);
+        m.see(&watcher::Event::InitApply(task("a", "10", "Running")));
+        m.see(&watcher::Event::InitDone);
+        assert!(
+            m.state.lock().unwrap().sweep,
+            "the end of a list has gone tasks' rows marked"
+        );
+        m.see(&watcher::Event::Apply(task("a", "11", "Succeeded")));
+        let (rows, _) = m.take_batch();
+        assert_eq!(rows.len(), 1, "one row per task, its newest state");
+        assert_eq!((rows[0].phase.as_str(), rows[0].deleted), ("Succeeded", false));
+        m.see(&watcher::Event::Delete(task("a", "11", "Succeeded")));
+        let (rows, _) = m.take_batch();
+        assert!(rows[0].deleted && rows[0].phase == "Succeeded", "{rows:?}");
+    }
+
+    #[tokio::test]
+    async fn a_resync_notes_every_cached_task_again_then_marks_gone_ones() {
+        use kube::runtime::reflector;
+        let m = mirror();
+        let (store, mut writer) = reflector::store();
+        for name in ["a", "bb", "ccc"] {
+            writer.apply_watcher_event(&watcher::Event::Apply(task(name, "5", "Pending")));
+        }
+        m.follow(store);
+        let resync = {
+            let m = m.clone();
+            tokio::spawn(async move { m.resync().await })
+        };
+        m.resync.notify_one();
+        for _ in 0..100 {
+            if m.state.lock().unwrap().sweep {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        resync.abort();
+        assert!(m.state.lock().unwrap().sweep);
+        let (mut rows, _) = m.take_batch();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "bb", "ccc"]);
     }
 
     #[test]
@@ -787,7 +862,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn too_much_waiting_drops_it_all_and_asks_for_a_fresh_list() {
+    async fn too_much_waiting_drops_it_all_and_asks_for_a_resync() {
         let m = mirror();
         m.state.lock().unwrap().max_waiting = 2;
         m.observe(row("written", 1));
@@ -807,9 +882,9 @@ mod tests {
             !m.holds("written", 1),
             "forgotten, so the fresh list writes it again"
         );
-        tokio::time::timeout(std::time::Duration::from_millis(100), m.relist.notified())
+        tokio::time::timeout(std::time::Duration::from_millis(100), m.resync.notified())
             .await
-            .expect("the watch is asked to list every task again");
+            .expect("every cached task is to be noted again");
     }
 
     #[test]

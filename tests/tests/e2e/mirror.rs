@@ -118,6 +118,7 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     let ns = Namespace::create(&c, "e2e-mirror");
     let port = free_port();
     let args = ["--supabase-secret", SECRET];
+    let watches_before = c.cluster_watches("agenttasks");
     let mut op = Operator::start_with(&c, "mirror", port, &args);
     agent(&ns, "mirrored");
     let _agent = AgentProcess::start_with(&c, &ns.name, ("mirrored", "Research", "mirrored-0"), port, 16);
@@ -136,6 +137,14 @@ fn every_task_reaches_the_table_and_nothing_is_lost_while_the_database_is_away()
     // PostgreSQL stores no NUL character: it is replaced, and the row written.
     create_tasks(&c, &ns, "nul", 1, json!({"input": {"text": "a\0b"}}));
     wait_mirrored(&pg, &ns, 64, 120);
+    // The controller, the broker and the mirror share one watch of AgentTasks.
+    let most = (0..10)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            c.cluster_watches("agenttasks").saturating_sub(watches_before)
+        })
+        .max();
+    assert_eq!(most, Some(1), "the operator keeps one watch of AgentTasks");
     let rs = rows(&pg, &ns.name);
     for t in tasks(&ns) {
         assert_row_matches(&t, &rs[t["metadata"]["name"].as_str().unwrap()]);
