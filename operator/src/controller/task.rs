@@ -8,6 +8,7 @@
 //! `ttlSecondsAfterFinished`. The broker (leases and completions) owns every other transition.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,7 +17,7 @@ use cogo_api::{
     AgentRole, AgentTask, AgentTaskStatus, CogoAgent, TaskPhase, WorkerKind,
     conditions::{self, ACCEPTED, SUCCEEDED},
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{
     Api, Resource, ResourceExt,
@@ -135,6 +136,8 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     let wait = worker_wait(&ctx, &ns, &t, &verdict);
     let runs_on_worker = WorkerKind::for_task_type(&t.spec.task_type).is_some();
     let Some(mut next) = accept::compute_pending(&t, &verdict, wait.as_ref(), &now) else {
+        // The queue keeps this very version from the cache instead of its own copy.
+        ctx.scheduler.share(&ns, &name, &t);
         return Ok(Action::await_change());
     };
     settle_standing(&mut next, &now);
@@ -174,7 +177,12 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
         ctx.scheduler.dequeue(&ns, &name);
         wake = wake.min(until(after, now.0));
     } else {
-        let seen = written.map(Arc::new).unwrap_or(t);
+        let seen = written
+            .map(|mut w| {
+                for_cache(&mut w);
+                Arc::new(w)
+            })
+            .unwrap_or(t);
         ctx.scheduler.enqueue(&ns, &name, target, seen, &ctx.agents);
     }
     if let Some(deadline) = policy.deadline(&next) {
@@ -402,16 +410,53 @@ pub fn tasks_for_agent(store: &Store<AgentTask>, agent: &CogoAgent) -> Vec<Objec
         .collect()
 }
 
+/// The agents whose change can change a waiting task's verdict, from a watch of CogoAgents:
+/// one added, deleted, or whose spec changed (a new generation). Status writes (the scaler's,
+/// every few seconds while tasks wait) are not: each would have every waiting task of the
+/// namespace reconciled again.
+pub fn changed_agents<S>(events: S) -> impl Stream<Item = Result<CogoAgent, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<CogoAgent>, watcher::Error>> + Send,
+{
+    let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) => {
+                let (uid, generation) = (a.uid().unwrap_or_default(), a.metadata.generation);
+                (generations.insert(uid, generation) != Some(generation)).then_some(Ok(a))
+            }
+            Ok(watcher::Event::Delete(a)) => {
+                generations.remove(&a.uid().unwrap_or_default());
+                Some(Ok(a))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(changed)
+    })
+}
+
 /// Runs the AgentTask controller until `shutdown` resolves. `ctx.agents` must be filled first.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (store, writer) = reflector::store();
+    // The one watch of AgentTasks: the controller, the broker (through the cache) and the
+    // Supabase mirror all follow it.
+    let mirror = ctx.mirror.clone();
+    if let Some(m) = &mirror {
+        m.follow(store.clone());
+    }
     let tasks = watcher(
         Api::<AgentTask>::all(client.clone()),
         crate::kube_io::watch_config().any_semantic(),
     )
     .default_backoff()
-    .modify(for_cache);
+    .modify(for_cache)
+    .inspect(move |event| {
+        if let (Some(m), Ok(event)) = (&mirror, event) {
+            m.see(event);
+        }
+    });
     let controller = Controller::for_stream(
         reflector::reflector(writer, tasks).applied_objects(),
         store.clone(),
@@ -433,12 +478,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         })
     };
     let driver = tokio::spawn(super::items::drive(ctx.clone(), store.clone()));
+    let agents = watcher(Api::<CogoAgent>::all(client), crate::kube_io::watch_config()).default_backoff();
     controller
-        .watches(
-            Api::<CogoAgent>::all(client),
-            crate::kube_io::watch_config(),
-            move |a| tasks_for_agent(&store, &a),
-        )
+        .watches_stream(changed_agents(agents), move |a| tasks_for_agent(&store, &a))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -498,5 +540,46 @@ mod tests {
             serde_json::to_value(&without).unwrap(),
             "nothing else changes"
         );
+    }
+
+    #[tokio::test]
+    async fn only_agents_added_deleted_or_respecified_wake_waiting_tasks() {
+        let agent = |uid: &str, generation: i64, queued: i64| -> CogoAgent {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent",
+                "metadata": {"name": uid, "namespace": "ns", "uid": uid, "generation": generation},
+                "spec": {"role": "Research"},
+                "status": {"queue": {"pending": queued, "running": 0}}
+            }))
+            .unwrap()
+        };
+        use watcher::Event::*;
+        let events = vec![
+            Ok(Init),
+            Ok(InitApply(agent("a", 1, 0))),
+            Ok(InitApply(agent("b", 4, 0))),
+            Ok(InitDone),
+            // The scaler's status writes: the same generation.
+            Ok(Apply(agent("a", 1, 10))),
+            Ok(Apply(agent("a", 1, 20))),
+            // The spec changed.
+            Ok(Apply(agent("a", 2, 20))),
+            Ok(Delete(agent("b", 4, 0))),
+            // Created again under the same name: a new object.
+            Ok(Apply(agent("b", 1, 0))),
+            // A relist sees nothing new.
+            Ok(Init),
+            Ok(InitApply(agent("a", 2, 30))),
+            Ok(InitDone),
+        ];
+        let seen: Vec<(String, i64)> = changed_agents(futures::stream::iter(events))
+            .map(|a| {
+                let a = a.unwrap();
+                (a.name_any(), a.metadata.generation.unwrap())
+            })
+            .collect()
+            .await;
+        let expected = [("a", 1), ("b", 4), ("a", 2), ("b", 4), ("b", 1)].map(|(n, g)| (n.to_string(), g));
+        assert_eq!(seen, expected);
     }
 }

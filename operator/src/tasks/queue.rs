@@ -126,6 +126,18 @@ impl TaskQueue {
         self.objects.insert((ns.to_string(), name.to_string()), task);
     }
 
+    /// Replaces the object kept for `ns/name` with `task` when both are the same
+    /// resourceVersion (one copy shared with the cache instead of two).
+    pub fn share(&mut self, ns: &str, name: &str, task: &Arc<AgentTask>) {
+        if let Some(kept) = self.objects.get_mut(&(ns.to_string(), name.to_string()))
+            && !Arc::ptr_eq(kept, task)
+            && kept.metadata.resource_version.is_some()
+            && kept.metadata.resource_version == task.metadata.resource_version
+        {
+            *kept = task.clone();
+        }
+    }
+
     /// The task kept with a popped entry, if any.
     pub fn take_object(&mut self, ns: &str, name: &str) -> Option<Arc<AgentTask>> {
         self.objects.remove(&(ns.to_string(), name.to_string()))
@@ -340,6 +352,33 @@ mod tests {
             q.pending_of_kind("ns", WorkerKind::PythonSandbox),
             waiting(1, Some(2))
         );
+    }
+
+    #[test]
+    fn the_cache_copy_of_the_same_version_replaces_the_queued_one() {
+        let obj = |rv: &str| {
+            let t: AgentTask = serde_json::from_value(serde_json::json!({
+                "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": "t", "namespace": "ns", "resourceVersion": rv},
+                "spec": {"type": "cogo.echo", "agent": "a"}}))
+            .unwrap();
+            Arc::new(t)
+        };
+        let mut q = TaskQueue::default();
+        let written = obj("7");
+        q.upsert_task(agent("a"), written.clone(), false);
+        let older = obj("6");
+        q.share("ns", "t", &older);
+        assert!(
+            Arc::ptr_eq(&q.objects[&("ns".into(), "t".into())], &written),
+            "another version is not taken"
+        );
+        let cached = obj("7");
+        q.share("ns", "t", &cached);
+        q.share("ns", "missing", &cached);
+        assert_eq!(q.objects.len(), 1, "nothing is kept for a task not queued");
+        let kept = q.take_object("ns", "t").unwrap();
+        assert!(Arc::ptr_eq(&kept, &cached) && !Arc::ptr_eq(&kept, &written));
     }
 
     #[test]

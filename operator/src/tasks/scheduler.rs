@@ -263,6 +263,14 @@ impl Scheduler {
             .target(&task.namespace().unwrap_or_default(), &target, agents);
     }
 
+    /// Has the queue keep `task` (the cache's) for `ns/name` in place of an equal copy of the
+    /// same resourceVersion, so a queued task is held in memory once.
+    pub fn share(&self, ns: &str, name: &str, task: &Arc<AgentTask>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.share(ns, name, task);
+        }
+    }
+
     /// Takes `ns/name` out of the queue (it is running, finished, invalid or backing off), and
     /// forgets that its first status write was deferred.
     pub fn dequeue(&self, ns: &str, name: &str) {
