@@ -1,11 +1,13 @@
 //! The chaos suite: the chart with two operator replicas on the real node, the Supabase mirror
 //! on a real PostgreSQL behind PgBouncer, real agent pods, and waves of tasks while, in turn:
-//! the leader is killed (more than once, by SIGKILL and by pod deletion), a burst of tasks
+//! the leader is killed (more than once, by SIGKILL and by pod deletion) while indexed tasks'
+//! items run too, a burst of tasks
 //! arrives at once, the API server answers slowly (a proxy adds latency), the replicas' clocks
 //! disagree, the API server restarts, PgBouncer restarts, the database's disk fills up and is
 //! freed, and the database goes away while finished tasks are deleted. It checks invariants,
-//! not counts: every task ends exactly once within its retry limit, every row says what its
-//! task's status says, no result is lost, one replica leads at a time, and the operators stay
+//! not counts: every task ends exactly once within its retry limit, every item of an indexed
+//! task succeeds with its result kept, every row says what its task's status says, no result
+//! is lost, one replica leads at a time, and the operators stay
 //! under the chart's memory limit.
 //!
 //! `make test` runs it at a small scale; `make chaos` runs the soak (`COGO_CHAOS_TASKS`,
@@ -347,9 +349,36 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     let mut made = 0;
     say("installed, clocks settable, agents ready");
 
-    // The leader dies while tasks run and complete, `kills` times, by SIGKILL and by pod
-    // deletion in turn.
+    // The leader dies while tasks and the items of indexed tasks run and complete, `kills`
+    // times, by SIGKILL and by pod deletion in turn.
     wave(&c, &ns, &mut made, per_wave);
+    let indexed = [
+        (
+            "items-echo",
+            600,
+            json!({"type": "cogo.echo", "items": {"count": 600}, "parallelism": 24,
+                                   "input": {"page": "{{index}}"}}),
+        ),
+        (
+            "items-sleep",
+            40,
+            json!({"type": "cogo.sleep", "items": {"count": 40}, "parallelism": 8,
+                                   "input": {"seconds": 2}}),
+        ),
+    ];
+    create(
+        &c,
+        &ns,
+        indexed
+            .iter()
+            .map(|(name, _, spec)| {
+                let mut spec = spec.clone();
+                spec["agent"] = json!("research");
+                json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                       "metadata": {"name": name}, "spec": spec})
+            })
+            .collect(),
+    );
     for k in 0..kills {
         std::thread::sleep(Duration::from_secs(3));
         kill_leader(&c, &ns, k % 2 == 0);
@@ -425,6 +454,7 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     let finished: Vec<String> = tasks(&ns)
         .iter()
         .filter(|t| t["status"]["phase"] == "Succeeded" && t["spec"]["type"] == "cogo.echo")
+        .filter(|t| t["spec"]["items"].is_null())
         .filter_map(|t| t["metadata"]["name"].as_str().map(String::from))
         .take(3)
         .collect();
@@ -434,7 +464,7 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     pg.resume();
     say(&format!("the database was away for {outage} s"));
 
-    let left = made + burst - finished.len();
+    let left = made + burst + indexed.len() - finished.len();
     let patience = Duration::from_secs(600 + (left / 20) as u64);
     // Listing thousands of tasks is not free: look every few seconds.
     wait_until(patience, "every task to end", || {
@@ -454,9 +484,36 @@ fn two_replicas_lose_no_task_through_failovers_slowness_skew_and_database_troubl
     });
     say("every task ended");
 
-    // Every task ended exactly once, within its retry limit, as its type says.
+    // Every task ended exactly once, within its retry limit, as its type says; every item of
+    // an indexed task succeeded, and its result is kept.
     let ts = tasks(&ns);
-    for t in &ts {
+    for (name, count, _) in &indexed {
+        let t = ts.iter().find(|t| t["metadata"]["name"] == *name).unwrap();
+        let last = count - 1;
+        assert_eq!(t["status"]["phase"], "Succeeded", "{name}: {t}");
+        assert_eq!(
+            t["status"]["items"],
+            json!({"total": count, "pending": 0, "running": 0, "succeeded": count, "failed": 0,
+                   "succeededIndexes": format!("0-{last}")}),
+            "{name}"
+        );
+        let kept = pg.query(&format!(
+            "select count(*) from public.cogo_task_item_results r join public.distributed_agent_tasks d \
+             on d.id = r.id where d.namespace = '{}' and d.name = '{name}'",
+            ns.name
+        ));
+        assert_eq!(kept, count.to_string(), "{name}: every item's result is kept");
+    }
+    let page = pg.query(&format!(
+        "select r.result::text from public.cogo_task_item_results r join public.distributed_agent_tasks d \
+         on d.id = r.id where d.namespace = '{}' and d.name = 'items-echo' and r.item = 321",
+        ns.name
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(&page).unwrap(),
+        json!({"page": 321})
+    );
+    for t in ts.iter().filter(|t| t["spec"]["items"].is_null()) {
         let name = t["metadata"]["name"].as_str().unwrap();
         let s = &t["status"];
         let attempts = s["attempts"].as_array().cloned().unwrap_or_default();
