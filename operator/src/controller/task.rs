@@ -545,9 +545,10 @@ mod tests {
     #[tokio::test]
     async fn only_agents_added_deleted_or_respecified_wake_waiting_tasks() {
         let agent = |uid: &str, generation: i64, queued: i64| -> CogoAgent {
+            // The name is the UID's first letter: `b2` is `b` created again.
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent",
-                "metadata": {"name": uid, "namespace": "ns", "uid": uid, "generation": generation},
+                "metadata": {"name": &uid[..1], "namespace": "ns", "uid": uid, "generation": generation},
                 "spec": {"role": "Research"},
                 "status": {"queue": {"pending": queued, "running": 0}}
             }))
@@ -566,7 +567,7 @@ mod tests {
             Ok(Apply(agent("a", 2, 20))),
             Ok(Delete(agent("b", 4, 0))),
             // Created again under the same name: a new object.
-            Ok(Apply(agent("b", 1, 0))),
+            Ok(Apply(agent("b2", 1, 0))),
             // A relist sees nothing new.
             Ok(Init),
             Ok(InitApply(agent("a", 2, 30))),
