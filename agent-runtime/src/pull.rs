@@ -214,7 +214,8 @@ async fn run_lane(
 }
 
 /// Runs one leased task: heartbeats while the handler works, then reports the outcome. The
-/// attempt is traced as `cogo.task.handle`, a child of the span the lease names.
+/// attempt is traced as `cogo.task.handle`, a child of the span the lease names; an item of an
+/// indexed task carries its index as `cogo.task.item`.
 pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTask) {
     let span = tracing::info_span!(
         target: "cogo::trace",
@@ -223,10 +224,14 @@ pub async fn run_task(broker: SharedBroker, registry: &Registry, task: LeasedTas
         cogo.task.name = %task.name,
         cogo.task.type = %task.task_type,
         cogo.task.attempt = task.attempt,
+        cogo.task.item = tracing::field::Empty,
         cogo.task.outcome = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
     );
+    if let Some(i) = task.item {
+        span.record("cogo.task.item", i);
+    }
     cogo_telemetry::follow(&span, task.traceparent.as_deref());
     handle(broker, registry, task).instrument(span).await
 }

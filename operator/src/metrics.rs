@@ -148,6 +148,7 @@ pub struct Metrics {
     tasks_running: Gauge,
     mirror_lag: Histogram,
     item_dispatch: Histogram,
+    task_dispatch: Histogram,
     items_completed: Counter,
     mirror_waiting: Gauge,
     mirror_failures: Counter,
@@ -193,6 +194,14 @@ impl Default for Metrics {
         let item_dispatch = Histogram::new([
             0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
         ]);
+        let task_dispatch = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+        ]);
+        registry.register(
+            "task_dispatch_seconds",
+            "Time from an AgentTask joining the queue (accepted, or its retry's backoff over) to a lease request taking it",
+            task_dispatch.clone(),
+        );
         let items_completed = Counter::default();
         registry.register(
             "item_dispatch_seconds",
@@ -293,6 +302,7 @@ impl Default for Metrics {
             tasks_running,
             mirror_lag,
             item_dispatch,
+            task_dispatch,
             items_completed,
             mirror_waiting,
             mirror_failures,
@@ -377,6 +387,11 @@ impl Metrics {
     /// Records how long an item waited, ready, for its lease.
     pub fn item_dispatched(&self, waited: std::time::Duration) {
         self.item_dispatch.observe(waited.as_secs_f64());
+    }
+
+    /// Records how long a task waited in the queue for a lease request to take it.
+    pub fn task_dispatched(&self, waited: std::time::Duration) {
+        self.task_dispatch.observe(waited.as_secs_f64());
     }
 
     /// Counts an item outcome the broker recorded.

@@ -960,3 +960,99 @@ async fn completion_bodies_share_a_memory_budget() {
     assert_eq!(err.code, "Busy", "{}", err.message);
     first.abort();
 }
+
+/// A task that finishes while its outcome's write is held up by a busy API server, past the
+/// coalescing window: its lease is not written beside the outcome (both are fenced on the same
+/// resourceVersion; one of the two would fail), only the outcome is.
+#[tokio::test]
+async fn a_lease_waits_while_its_outcome_is_being_written() {
+    use std::time::Duration;
+    let (svc, mut api) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+    let (store, mut writer) = kube::runtime::reflector::store::<cogo_api::AgentTask>();
+    let t: cogo_api::AgentTask = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "t", "namespace": "team", "uid": "u-t", "resourceVersion": "7"},
+        "spec": {"agent": "research", "type": "cogo.echo", "input": {"n": 1}},
+        "status": {"phase": "Pending", "attempt": 0}}))
+    .unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(t.clone()));
+    let b = Broker {
+        client: Client::new(svc, "default"),
+        coalesce_window: Duration::from_millis(100),
+        ..broker_with_agents(&[agent("research", "Research")])
+    };
+    let _ = b.tasks.set(store);
+    b.scheduler.enqueue(
+        "team",
+        "t",
+        Target::Agent("research".into()),
+        Arc::new(t),
+        &b.agents,
+    );
+    let token = keys().issue("team", "research", now(), 3600).unwrap();
+
+    let (status, bytes) = send_to(
+        b.clone(),
+        Request::post(LEASE),
+        Some(&token),
+        serde_json::json!({"pod": "p", "slots": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let leased: cogo_api::broker::LeaseResponse = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(leased.tasks.len(), 1);
+
+    let complete = tokio::spawn({
+        let (b, token) = (b.clone(), token.clone());
+        async move {
+            send_to(
+                b,
+                Request::post("/v1/namespaces/team/tasks/t/complete"),
+                Some(&token),
+                serde_json::json!({"pod": "p", "attempt": 1, "outcome": "Succeeded", "result": {"n": 1}})
+                    .to_string(),
+            )
+            .await
+        }
+    });
+    let (req, reply) = api.next_request().await.expect("the outcome's write");
+    assert_eq!(req.method(), http::Method::PATCH);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/cogo.xyz/v1alpha1/namespaces/team/agenttasks/t/status"
+    );
+    let body = req.into_body().collect_bytes().await.unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let written = &patch[1]["value"];
+    assert_eq!(written["phase"], "Succeeded", "{patch}");
+    // The API server holds the write for three coalescing windows: no lease is written meanwhile.
+    let during = tokio::time::timeout(Duration::from_millis(300), api.next_request()).await;
+    assert!(
+        during.is_err(),
+        "a second write beside the outcome: {:?}",
+        during.map(|r| r.map(|(q, _)| q.uri().to_string()))
+    );
+    let answer = serde_json::json!({
+        "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "t", "namespace": "team", "uid": "u-t", "resourceVersion": "8"},
+        "spec": {"agent": "research", "type": "cogo.echo", "input": {"n": 1}},
+        "status": written,
+    });
+    reply.send_response(
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(answer.to_string().into_bytes()))
+            .unwrap(),
+    );
+    let (status, bytes) = complete.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    // Nor after: the outcome took the lease's place.
+    let after = tokio::time::timeout(Duration::from_millis(300), api.next_request()).await;
+    assert!(
+        after.is_err(),
+        "a write after the outcome: {:?}",
+        after.map(|r| r.map(|(q, _)| q.uri().to_string()))
+    );
+}

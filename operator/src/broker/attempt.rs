@@ -222,6 +222,8 @@ pub(super) async fn complete(
         store: b.results.is_some(),
     };
     let mut fresh = false;
+    // An unwritten lease of the attempt waits while its outcome is written in its place.
+    let _writing = b.scheduler.writing_outcome(&ns, &name);
     for _ in 0..3 {
         let policy = Policy::of(&task, b.agent(&ns, &assigned_agent(&task)).as_deref());
         let status = match transition::completed(&task, &req, &policy, &now(), room) {
@@ -272,7 +274,7 @@ pub(super) async fn complete(
         }
         match write_task_status(&api, &name, Some(&rv), &status).await {
             Ok(_) => {
-                b.scheduler.outcome_written(&ns, &name, req.attempt);
+                b.scheduler.outcome_written(&task, req.attempt);
                 b.scheduler.attempts.end(
                     (&ns, &name),
                     req.attempt,

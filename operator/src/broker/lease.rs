@@ -8,6 +8,10 @@ use crate::tasks::{UnwrittenLease, leases::LeaseState};
 /// Lease writes one lease request makes at a time.
 const LEASE_WRITES_IN_FLIGHT: usize = 16;
 
+/// How often an unwritten lease whose attempt's outcome is being written checks whether that
+/// write ended.
+const OUTCOME_WAIT: Duration = Duration::from_millis(50);
+
 impl Broker {
     /// Leases the task `name` to `pod` of `agent`, if it is still Pending. With a coalescing
     /// window the lease is held and handed out at once, and its status written only when the
@@ -125,13 +129,16 @@ impl Broker {
             attempt,
             heartbeat_seconds: self.heartbeat_seconds,
             deadline: deadline.to_string(),
-            traceparent: None,
+            // An item has no attempt span of its own here: the pod's spans of it join the trace
+            // the task was created in, if any.
+            traceparent: crate::tasks::attempts::creator_traceparent(task).map(str::to_string),
             item: Some(i),
         }
     }
 
     /// Writes the lease `lease` of `ns/name` once the coalescing window has passed, unless the
-    /// attempt's outcome (or anything else) was written first. A conflict is read again and
+    /// attempt's outcome (or anything else) was written first; while the outcome is being
+    /// written, it waits for that to end (checking every [`OUTCOME_WAIT`]). A conflict is read again and
     /// the lease written over the newer status while it still applies; an API server that
     /// cannot be written is tried again each second while the pod heartbeats. The lease ends
     /// here when the task was deleted, moved on without it, or its pod went quiet before it
@@ -143,6 +150,12 @@ impl Broker {
         loop {
             if self.scheduler.unwritten(&ns, &name).as_ref() != Some(&lease) {
                 return;
+            }
+            // The attempt's outcome is on its way to status in the lease's place (a busy API
+            // server can hold it past the window): let it land or fail first.
+            if self.scheduler.is_writing_outcome(&ns, &name) {
+                tokio::time::sleep(OUTCOME_WAIT).await;
+                continue;
             }
             let task = match self.read_written(&api, &ns, &name, fresh).await {
                 Ok(Some(t)) => t,

@@ -56,7 +56,8 @@ pub async fn reconcile(t: Arc<AgentTask>, ctx: Arc<Context>) -> Result<Action> {
     let status = t.status.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
     let policy = Policy::of(&t, agent_of(&ctx, &ns, &t).as_deref());
-    ctx.scheduler.caught_up(&ns, &name, status.attempt);
+    ctx.scheduler.caught_up(&t);
+    ctx.scheduler.forget_other_objects(&t);
 
     match status.phase {
         Some(p) if p.is_terminal() => {
@@ -292,7 +293,7 @@ async fn finish(ctx: &Context, t: &AgentTask, next: AgentTaskStatus) -> Result<A
         other => other?,
     };
     ctx.metrics.status_written("AgentTask");
-    ctx.scheduler.outcome_written(&ns, &name, next.attempt);
+    ctx.scheduler.outcome_written(t, next.attempt);
     if let Some(attempt) = t.status.as_ref().map(|s| s.attempt) {
         let phase = next.phase.unwrap_or(TaskPhase::Pending);
         ctx.scheduler

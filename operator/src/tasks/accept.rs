@@ -184,19 +184,13 @@ pub fn validate(task: &AgentTask, facts: &TaskFacts, max_input_bytes: usize) -> 
 }
 
 /// Whether `items` can be run: one of `inputs` and `count` (the schema says so too), no
-/// `spec.input` beside `inputs`, inputs within the operator's limits, and a task type that runs
-/// on an agent (items of worker task types are not run yet).
+/// `spec.input` beside `inputs`, and inputs within the operator's limits. Items of worker task
+/// types run like any other: the Executor leases them and hands each to a worker as a job.
 fn check_items(task: &AgentTask, items: &cogo_api::TaskItems, max_input_bytes: usize) -> Result<(), Invalid> {
     let invalid = |message: String| Invalid {
         reason: reason::INVALID_ITEMS,
         message,
     };
-    if let Some(kind) = cogo_api::WorkerKind::for_task_type(&task.spec.task_type) {
-        return Err(invalid(format!(
-            "items of task type {} (run by {kind} workers) are not supported; create one task per input",
-            task.spec.task_type
-        )));
-    }
     match (&items.inputs, items.count) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(invalid(
@@ -428,6 +422,32 @@ mod tests {
         assert!(!was_accepted(&t));
         t.status = compute_pending(&t, &Ok(Target::Agent("r".into())), None, &at(2));
         assert!(was_accepted(&t));
+    }
+
+    #[test]
+    fn items_of_any_task_type_are_accepted_and_ill_formed_items_refused() {
+        let f = facts(&[("x", AgentRole::Executor)]);
+        for yaml in [
+            "role: Executor\ntype: python.execute\nitems: {count: 3}\ninput: {code: 'print({{index}})'}",
+            "agent: x\ntype: browser.screenshot\nitems: {inputs: [{url: 'https://a.example'}]}",
+            "agent: x\ntype: cogo.echo\nitems: {count: 2}",
+        ] {
+            assert!(validate(&task(yaml), &f, 1024).is_ok(), "{yaml}");
+        }
+        for (yaml, fragment) in [
+            (
+                "role: Executor\ntype: python.execute\nitems: {count: 3, inputs: [{code: 'pass'}]}",
+                "exactly one of",
+            ),
+            (
+                "role: Executor\ntype: python.execute\nitems: {inputs: [{code: 'pass'}]}\ninput: {code: 'pass'}",
+                "spec.input must be unset",
+            ),
+        ] {
+            let err = validate(&task(yaml), &f, 1024).expect_err(yaml);
+            assert_eq!(err.reason, reason::INVALID_ITEMS, "{yaml}");
+            assert!(err.message.contains(fragment), "{yaml}: {}", err.message);
+        }
     }
 
     #[test]

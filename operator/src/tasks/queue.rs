@@ -5,6 +5,7 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
 };
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ struct Entry {
     task_type: String,
     /// Not a sub-task: held back while its namespace runs its limit of tasks.
     top_level: bool,
+    /// When it joined the queue (kept when its entry is updated in place).
+    queued: Instant,
 }
 
 type QueueKey = (String, Target);
@@ -69,6 +72,8 @@ pub struct TaskQueue {
     /// Tasks refused for a full queue, per namespace, by creation time then name: room goes to
     /// the oldest first, so newer tasks cannot keep taking it.
     refused: HashMap<String, BTreeSet<(i64, String)>>,
+    /// When each task just popped had joined the queue, until [`TaskQueue::take_object`].
+    popped: HashMap<(String, String), Instant>,
 }
 
 impl TaskQueue {
@@ -86,6 +91,10 @@ impl TaskQueue {
         created: i64,
         top_level: bool,
     ) {
+        let queued = self
+            .index
+            .get(&(ns.to_string(), name.to_string()))
+            .map_or_else(Instant::now, |(_, e)| e.queued);
         self.unlink(ns, name);
         self.admitting.remove(&(ns.to_string(), name.to_string()));
         *self.per_namespace.entry(ns.to_string()).or_default() += 1;
@@ -96,6 +105,7 @@ impl TaskQueue {
             name: name.to_string(),
             task_type: task_type.to_string(),
             top_level,
+            queued,
         };
         self.queues.entry(key.clone()).or_default().insert(entry.clone());
         self.index
@@ -138,15 +148,18 @@ impl TaskQueue {
         }
     }
 
-    /// The task kept with a popped entry, if any.
-    pub fn take_object(&mut self, ns: &str, name: &str) -> Option<Arc<AgentTask>> {
-        self.objects.remove(&(ns.to_string(), name.to_string()))
+    /// The task kept with a popped entry, if any, and how long the entry had been queued.
+    pub fn take_object(&mut self, ns: &str, name: &str) -> (Option<Arc<AgentTask>>, Option<Duration>) {
+        let key = (ns.to_string(), name.to_string());
+        let waited = self.popped.remove(&key).map(|at| at.elapsed());
+        (self.objects.remove(&key), waited)
     }
 
     /// Removes a task; true when it was queued.
     pub fn remove(&mut self, ns: &str, name: &str) -> bool {
         let key = (ns.to_string(), name.to_string());
         self.objects.remove(&key);
+        self.popped.remove(&key);
         self.admitting.remove(&key);
         self.unrefuse(ns, name);
         self.unlink(ns, name)
@@ -261,17 +274,21 @@ impl TaskQueue {
                     Some(e) if e.top_level && top_level_room == 0 => {}
                     Some(e) => {
                         top_level_room -= usize::from(e.top_level);
-                        taken.push(e.name.clone());
+                        taken.push((e.name.clone(), e.queued));
                     }
                     None => break,
                 }
             }
             taken
         };
-        for name in &taken {
-            self.unlink(ns, name);
-        }
         taken
+            .into_iter()
+            .map(|(name, queued)| {
+                self.unlink(ns, &name);
+                self.popped.insert((ns.to_string(), name.clone()), queued);
+                name
+            })
+            .collect()
     }
 
     /// Tasks queued in `ns`, for any target.
@@ -377,8 +394,30 @@ mod tests {
         q.share("ns", "t", &cached);
         q.share("ns", "missing", &cached);
         assert_eq!(q.objects.len(), 1, "nothing is kept for a task not queued");
-        let kept = q.take_object("ns", "t").unwrap();
+        let kept = q.take_object("ns", "t").0.unwrap();
         assert!(Arc::ptr_eq(&kept, &cached) && !Arc::ptr_eq(&kept, &written));
+    }
+
+    #[test]
+    fn a_popped_task_says_how_long_it_was_queued_from_when_it_first_joined() {
+        let mut q = TaskQueue::default();
+        q.upsert("ns", "t", agent("a"), "cogo.echo", 0, 1, false);
+        std::thread::sleep(Duration::from_millis(30));
+        // A change to the queued task keeps its place in time.
+        q.upsert("ns", "t", agent("a"), "cogo.echo", 5, 1, false);
+        assert_eq!(q.take_object("ns", "t").1, None, "not popped yet");
+        assert_eq!(
+            q.pop_for("ns", "a", AgentRole::Research, (1, usize::MAX), |_| true),
+            ["t"]
+        );
+        let waited = q.take_object("ns", "t").1.expect("popped");
+        assert!(waited >= Duration::from_millis(30), "{waited:?}");
+        assert_eq!(q.take_object("ns", "t").1, None, "told once");
+
+        q.upsert("ns", "u", agent("a"), "cogo.echo", 0, 1, false);
+        q.pop_for("ns", "a", AgentRole::Research, (1, usize::MAX), |_| true);
+        q.remove("ns", "u");
+        assert!(q.popped.is_empty(), "a removed task leaves nothing behind");
     }
 
     #[test]

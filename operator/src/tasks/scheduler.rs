@@ -108,13 +108,31 @@ pub struct Scheduler {
     wakeups: Wakeups,
     deferred: Mutex<HashSet<(String, String)>>,
     unwritten: Mutex<HashMap<(String, String), UnwrittenLease>>,
+    /// Tasks whose attempt's outcome is being written now (see [`Scheduler::writing_outcome`]).
+    outcomes_writing: Mutex<HashSet<(String, String)>>,
     boards: Mutex<HashMap<(String, String), Board>>,
-    outcomes: Mutex<HashMap<(String, String), i32>>,
+    /// The last outcome written of each task: the object's UID and the attempt (see
+    /// [`Scheduler::outcome_written`]).
+    outcomes: Mutex<HashMap<(String, String), (String, i32)>>,
     lease_ttl: Duration,
     workers: Mutex<WorkerReports>,
     metrics: Arc<Metrics>,
     /// The spans of the attempts running now, ended as their leases are released.
     pub attempts: AttemptSpans,
+}
+
+/// While alive, the outcome of a task is being written (see [`Scheduler::writing_outcome`]).
+pub struct OutcomeWriting<'a> {
+    scheduler: &'a Scheduler,
+    key: (String, String),
+}
+
+impl Drop for OutcomeWriting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.scheduler.outcomes_writing.lock() {
+            w.remove(&self.key);
+        }
+    }
 }
 
 impl Scheduler {
@@ -130,6 +148,7 @@ impl Scheduler {
             wakeups: Default::default(),
             deferred: Default::default(),
             unwritten: Default::default(),
+            outcomes_writing: Default::default(),
             boards: Default::default(),
             outcomes: Default::default(),
             lease_ttl,
@@ -209,32 +228,49 @@ impl Scheduler {
         self.wakeups.target(ns, &target, agents);
     }
 
-    /// Records that the outcome of attempt `attempt` of `ns/name` was just written: until the
+    /// Records that the outcome of attempt `attempt` of `task` was just written: until the
     /// task cache shows it (see [`Scheduler::caught_up`]), an older view of the task is not
-    /// queued, so a task that ended is not run again from a stale cache.
-    pub fn outcome_written(&self, ns: &str, name: &str, attempt: i32) {
+    /// queued, so a task that ended is not run again from a stale cache. The record is of this
+    /// object (its UID): a task created later under the same name is not held back by it.
+    pub fn outcome_written(&self, task: &AgentTask, attempt: i32) {
+        let key = (task.namespace().unwrap_or_default(), task.name_any());
         if let Ok(mut o) = self.outcomes.lock() {
-            o.insert((ns.to_string(), name.to_string()), attempt);
+            o.insert(key, (task.uid().unwrap_or_default(), attempt));
         }
     }
 
-    /// Forgets the outcome recorded for `ns/name` once a view of it at `attempt` (or later)
-    /// has been seen.
-    pub fn caught_up(&self, ns: &str, name: &str, attempt: i32) {
-        if let Ok(mut o) = self.outcomes.lock() {
-            let key = (ns.to_string(), name.to_string());
-            if o.get(&key).is_some_and(|&a| attempt >= a) {
-                o.remove(&key);
-            }
+    /// Forgets the outcome recorded for `task`'s name once a view of it at its attempt (or
+    /// later) has been seen, or once another object holds the name.
+    pub fn caught_up(&self, task: &AgentTask) {
+        let key = (task.namespace().unwrap_or_default(), task.name_any());
+        let (uid, attempt) = (task.uid().unwrap_or_default(), attempt_of(task));
+        if let Ok(mut o) = self.outcomes.lock()
+            && o.get(&key).is_some_and(|(u, a)| *u != uid || attempt >= *a)
+        {
+            o.remove(&key);
         }
     }
 
-    /// Whether `task` is a view of `ns/name` older than an outcome written since.
+    /// Forgets the items laid out under `task`'s name for another object: a task deleted and
+    /// created again under the same name starts from its own items. Their slots are free again.
+    pub fn forget_other_objects(&self, task: &AgentTask) {
+        let key = (task.namespace().unwrap_or_default(), task.name_any());
+        let uid = task.uid();
+        let dropped = self.boards.lock().is_ok_and(|mut b| {
+            b.get(&key).is_some_and(|board| board.task.uid() != uid) && b.remove(&key).is_some()
+        });
+        if dropped {
+            self.wakeups.namespace(&key.0);
+        }
+    }
+
+    /// Whether `task` is a view of `ns/name` older than an outcome of the same object written
+    /// since.
     fn is_stale(&self, ns: &str, name: &str, task: &AgentTask) -> bool {
-        let attempt = task.status.as_ref().map_or(0, |s| s.attempt);
+        let (uid, attempt) = (task.uid().unwrap_or_default(), attempt_of(task));
         self.outcomes.lock().is_ok_and(|o| {
             o.get(&(ns.to_string(), name.to_string()))
-                .is_some_and(|&a| attempt < a)
+                .is_some_and(|(u, a)| *u == uid && attempt < *a)
         })
     }
 
@@ -291,22 +327,25 @@ impl Scheduler {
             .lock()
             .map(|q| q.pending_for(ns, agent, role))
             .unwrap_or_default();
-        // Items waiting for the agent count as tasks waiting, as old as their task.
-        if let Ok(boards) = self.boards.lock() {
-            for ((n, _), b) in boards.iter() {
-                let mine = match &b.target {
-                    Target::Agent(a) => a == agent,
-                    Target::Role(r) => *r == role,
-                };
-                let waiting = b.pending();
-                if n == ns && mine && waiting > 0 {
-                    let created = super::queue::created_second(&b.task);
-                    pending.count += waiting;
-                    pending.oldest = Some(pending.oldest.map_or(created, |o| o.min(created)));
-                }
+        self.count_waiting_items(ns, &mut pending, |b| match &b.target {
+            Target::Agent(a) => a == agent,
+            Target::Role(r) => *r == role,
+        });
+        (pending, running)
+    }
+
+    /// Adds the items of the indexed tasks of `ns` that `mine` picks to `pending`: items
+    /// waiting count as tasks waiting, as old as their task.
+    fn count_waiting_items(&self, ns: &str, pending: &mut Waiting, mine: impl Fn(&Board) -> bool) {
+        let Ok(boards) = self.boards.lock() else { return };
+        for ((n, _), b) in boards.iter() {
+            let waiting = b.pending();
+            if n == ns && waiting > 0 && mine(b) {
+                let created = super::queue::created_second(&b.task);
+                pending.count += waiting;
+                pending.oldest = Some(pending.oldest.map_or(created, |o| o.min(created)));
             }
         }
-        (pending, running)
     }
 
     /// Items of indexed tasks of `ns` running now.
@@ -606,11 +645,14 @@ impl Scheduler {
     /// Jobs of `kind` waiting in `ns`, and jobs the pods of the CogoWorker `worker` run, as
     /// the Executors report them.
     pub fn jobs_of(&self, ns: &str, worker: &str, kind: WorkerKind) -> (Waiting, usize) {
-        let pending = self
+        let mut pending = self
             .queue
             .lock()
             .map(|q| q.pending_of_kind(ns, kind))
             .unwrap_or_default();
+        self.count_waiting_items(ns, &mut pending, |b| {
+            WorkerKind::for_task_type(&b.task.spec.task_type) == Some(kind)
+        });
         let running = self.worker_stats(ns, worker).active_jobs.max(0) as usize;
         (pending, running)
     }
@@ -694,7 +736,10 @@ impl Scheduler {
         let names: Vec<_> = names
             .into_iter()
             .map(|n| {
-                let obj = queue.take_object(ns, &n);
+                let (obj, waited) = queue.take_object(ns, &n);
+                if let Some(waited) = waited {
+                    self.metrics.task_dispatched(waited);
+                }
                 (n, obj)
             })
             .filter(|(n, _)| !leases.contains(ns, n))
@@ -762,6 +807,25 @@ impl Scheduler {
         if let Ok(mut u) = self.unwritten.lock() {
             u.insert((ns.to_string(), name.to_string()), lease);
         }
+    }
+
+    /// Marks the outcome of `ns/name` as being written until the returned guard is dropped: an
+    /// unwritten lease of the task then waits instead of being written beside it (both are
+    /// fenced on the same resourceVersion, so one of the two would fail, and a lease written
+    /// first makes the outcome's write fail and be made again).
+    pub fn writing_outcome(&self, ns: &str, name: &str) -> OutcomeWriting<'_> {
+        let key = (ns.to_string(), name.to_string());
+        if let Ok(mut w) = self.outcomes_writing.lock() {
+            w.insert(key.clone());
+        }
+        OutcomeWriting { scheduler: self, key }
+    }
+
+    /// Whether the outcome of `ns/name` is being written now.
+    pub fn is_writing_outcome(&self, ns: &str, name: &str) -> bool {
+        self.outcomes_writing
+            .lock()
+            .is_ok_and(|w| w.contains(&(ns.to_string(), name.to_string())))
     }
 
     /// The lease of `ns/name` that is held but not written yet, if any.
@@ -890,14 +954,18 @@ impl Scheduler {
             }
         }
         if let Ok(mut o) = self.outcomes.lock() {
-            o.retain(|(ns, name), _| tasks.get(&ObjectRef::new(name).within(ns)).is_some());
+            o.retain(|(ns, name), (uid, _)| {
+                tasks
+                    .get(&ObjectRef::new(name).within(ns))
+                    .is_some_and(|t| t.uid().as_deref() == Some(uid.as_str()))
+            });
         }
         // So are the items of a task deleted while they ran.
         if let Ok(mut boards) = self.boards.lock() {
-            boards.retain(|(ns, name), _| {
+            boards.retain(|(ns, name), board| {
                 tasks
                     .get(&ObjectRef::new(name).within(ns))
-                    .is_some_and(|t| t.metadata.deletion_timestamp.is_none())
+                    .is_some_and(|t| t.metadata.deletion_timestamp.is_none() && t.uid() == board.task.uid())
             });
         }
         // A task deleted while it waited is never reconciled again: its entry goes here.
@@ -980,6 +1048,11 @@ impl Drop for Reservation<'_> {
             }
         }
     }
+}
+
+/// The attempt `task`'s status records (0 before its first lease).
+fn attempt_of(task: &AgentTask) -> i32 {
+    task.status.as_ref().map_or(0, |s| s.attempt)
 }
 
 /// Whether a running task counts against its agent's `replicas x concurrency`: an Executor's
@@ -1276,17 +1349,59 @@ mod tests {
     }
 
     #[test]
+    fn items_of_a_worker_task_type_wait_as_jobs_of_their_kind_and_go_to_its_lane() {
+        use super::super::{items::Board, transition::Policy};
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let (agents, _) = reflector::store();
+        let executor = agent(
+            "executor",
+            json!({"role": "Executor", "replicas": 1, "concurrency": 10}),
+        );
+        let t: AgentTask = serde_json::from_value(json!({
+            "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+            "metadata": {"name": "pages", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"role": "Executor", "type": "python.execute", "items": {"count": 4},
+                     "input": {"code": "print({{index}})"}},
+        }))
+        .unwrap();
+        let board = Board::new(
+            Arc::new(t.clone()),
+            Target::Role(AgentRole::Executor),
+            Policy::of(&t, None),
+            (&[], &[]),
+        );
+        s.lay_out("ns", "pages", board, &agents);
+        let waiting = |s: &Scheduler, kind| s.jobs_of("ns", "python", kind).0;
+        assert_eq!(
+            waiting(&s, WorkerKind::PythonSandbox).count,
+            4,
+            "the worker scaler sees the items"
+        );
+        assert_eq!(waiting(&s, WorkerKind::PythonSandbox).oldest, Some(1_767_225_600));
+        assert_eq!(waiting(&s, WorkerKind::Browser).count, 0);
+        // The Executor's browser lane does not take them; its python lane takes as many as
+        // it has free slots.
+        let lane = |prefix: &str, slots: u32| -> LeaseRequest {
+            serde_json::from_value(json!({"pod": "p", "slots": slots, "typePrefixes": [prefix]})).unwrap()
+        };
+        assert!(s.take_items("ns", &executor, &lane("browser.", 2), 0).is_empty());
+        let taken = s.take_items("ns", &executor, &lane("python.", 3), 0);
+        assert_eq!(taken.len(), 3);
+        assert_eq!(waiting(&s, WorkerKind::PythonSandbox).count, 1);
+    }
+
+    #[test]
     fn a_view_older_than_an_outcome_written_is_not_queued() {
         let s = Scheduler::new(Duration::from_secs(15), Default::default());
         let (agents, _) = reflector::store();
-        let stale = task("t", "2026-01-01T00:00:00Z");
-        s.outcome_written("ns", "t", 1);
+        let stale = with_uid(&task("t", "2026-01-01T00:00:00Z"), "u-1");
+        s.outcome_written(&stale, 1);
         s.enqueue("ns", "t", Target::Agent("a".into()), stale.clone(), &agents);
         assert!(
             !s.is_queued("ns", "t"),
             "the cache's view predates attempt 1's outcome"
         );
-        s.caught_up("ns", "t", 0);
+        s.caught_up(&stale);
         s.enqueue("ns", "t", Target::Agent("a".into()), stale.clone(), &agents);
         assert!(!s.is_queued("ns", "t"), "an older view does not catch up");
         let mut retried = stale.as_ref().clone();
@@ -1295,15 +1410,97 @@ mod tests {
             attempt: 1,
             ..Default::default()
         });
-        s.enqueue("ns", "t", Target::Agent("a".into()), Arc::new(retried), &agents);
+        let retried = Arc::new(retried);
+        s.enqueue("ns", "t", Target::Agent("a".into()), retried.clone(), &agents);
         assert!(
             s.is_queued("ns", "t"),
             "a view at the attempt written is queued (a retry)"
         );
-        s.caught_up("ns", "t", 1);
+        s.caught_up(&retried);
         s.dequeue("ns", "t");
         s.enqueue("ns", "t", Target::Agent("a".into()), stale, &agents);
         assert!(s.is_queued("ns", "t"), "forgotten once the cache caught up");
+    }
+
+    #[test]
+    fn a_task_created_again_under_the_name_of_one_that_ended_is_queued() {
+        use super::super::{items::Board, transition::Policy};
+        let s = Scheduler::new(Duration::from_secs(15), Default::default());
+        let (agents, _) = reflector::store();
+        let (tasks, mut writer) = reflector::store();
+        let ended = with_uid(&task("t", "2026-01-01T00:00:00Z"), "u-1");
+        s.outcome_written(&ended, 1);
+        // Deleted before the cache showed its outcome; a new object takes the name.
+        let again = with_uid(&task("t", "2026-01-01T00:01:00Z"), "u-2");
+        writer.apply_watcher_event(&watcher::Event::Apply(again.as_ref().clone()));
+        s.heal(&tasks, Instant::now());
+        s.enqueue("ns", "t", Target::Agent("a".into()), again.clone(), &agents);
+        assert!(
+            s.is_queued("ns", "t"),
+            "another object's outcome holds nothing back"
+        );
+        s.dequeue("ns", "t");
+
+        // The record of the old object stays until the new one is seen, then goes.
+        s.outcome_written(&ended, 1);
+        s.enqueue("ns", "t", Target::Agent("a".into()), again.clone(), &agents);
+        assert!(s.is_queued("ns", "t"));
+        s.caught_up(&again);
+        assert!(
+            s.outcomes.lock().unwrap().is_empty(),
+            "the old object's record is dropped"
+        );
+
+        // An indexed task's items belong to the object that laid them out.
+        let indexed = |uid: &str| -> AgentTask {
+            serde_json::from_value(json!({
+                "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": "many", "namespace": "ns", "uid": uid,
+                             "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"agent": "a", "type": "cogo.echo", "items": {"count": 5}},
+            }))
+            .unwrap()
+        };
+        let a = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 10}));
+        let old = indexed("u-1");
+        let board = Board::new(
+            Arc::new(old.clone()),
+            Target::Agent("a".into()),
+            Policy::of(&old, None),
+            (&[], &[]),
+        );
+        s.lay_out("ns", "many", board, &agents);
+        assert_eq!(s.take_items("ns", &a, &lease_request(2), 0).len(), 2);
+        s.forget_other_objects(&old);
+        assert!(s.has_board("ns", "many"), "its own object keeps its items");
+        s.forget_other_objects(&indexed("u-2"));
+        assert!(
+            !s.has_board("ns", "many"),
+            "a new object under the name lays out its own"
+        );
+        assert_eq!(
+            s.queue_of("ns", "a", AgentRole::Research).1,
+            0,
+            "the old items' slots are free"
+        );
+
+        // So does the healer, against the cache.
+        let board = Board::new(
+            Arc::new(old.clone()),
+            Target::Agent("a".into()),
+            Policy::of(&old, None),
+            (&[], &[]),
+        );
+        s.lay_out("ns", "many", board, &agents);
+        writer.apply_watcher_event(&watcher::Event::Apply(indexed("u-2")));
+        s.heal(&tasks, Instant::now());
+        assert!(!s.has_board("ns", "many"));
+    }
+
+    fn with_uid(t: &Arc<AgentTask>, uid: &str) -> Arc<AgentTask> {
+        let mut t = t.as_ref().clone();
+        t.metadata.uid = Some(uid.into());
+        Arc::new(t)
     }
 
     #[test]

@@ -202,9 +202,6 @@ pub fn cap_message(message: &str) -> String {
     format!("{} [{} more bytes cut]", &message[..end], message.len() - end)
 }
 
-/// The status after the agent's report of an attempt's outcome. A retryable failure goes back
-/// to Pending for the next attempt while `policy` allows. Results larger than
-/// `max_result_bytes` are not kept in status: a digest and size are, and the reason.
 /// Where a task's result can be kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResultRoom {
@@ -214,7 +211,9 @@ pub struct ResultRoom {
     pub store: bool,
 }
 
-/// The status after the outcome `req` of the attempt it names. A result that cannot be kept
+/// The status after the outcome `req` of the attempt it names. A retryable failure goes back
+/// to Pending for the next attempt while `policy` allows; a result larger than
+/// `room.status_bytes` keeps only its digest and size in status. A result that cannot be kept
 /// (nested deeper than [`cogo_api::json::MAX_DEPTH`], or too large for status with no result
 /// store) fails the task, with the reason, instead of being lost.
 pub fn completed(

@@ -3,19 +3,25 @@
 //! `cogo_task_item_results` (a real PostgreSQL) in batches; the task succeeds when every item
 //! did, or within `maxFailedItems`; status is written about once a second, not per item; an
 //! operator restart runs only the items its status does not list as finished; bad items are
-//! refused with a reason.
+//! refused with a reason; items of a worker task type run on the workers, several of one task
+//! at once.
 
 use std::time::{Duration, Instant};
 
 use cogo_e2e::{
     cluster::{
-        AgentProcess, Namespace, Operator, audit_lines, audited_writes, free_port, kwok_agent, wait_until,
+        AgentProcess, Namespace, Operator, ProcessEnv, WorkerProcess, audit_lines, audited_writes, free_port,
+        kwok_agent, kwok_pod_template, wait_until,
     },
+    otlp::{Receiver, Span},
     postgres::Postgres,
 };
 use serde_json::{Value, json};
 
 use super::{cluster, condition};
+
+/// The trace the indexed task of worker jobs is created in.
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
 const SECRET: &str = "cogo-supabase-items";
 
@@ -251,13 +257,7 @@ fn an_operator_restart_runs_only_the_items_not_yet_finished_and_bad_items_are_re
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("immutable"), "{err}");
 
-    // Refused with a reason, and never run: items of a worker task type, and inputs beside an
-    // input.
-    create(
-        &ns,
-        "on-workers",
-        json!({"role": "Executor", "type": "python.execute", "items": {"count": 3}, "input": {"code": "pass"}}),
-    );
+    // Refused with a reason, and never run: inputs beside an input, both ways of giving items.
     create(
         &ns,
         "both",
@@ -269,7 +269,6 @@ fn an_operator_restart_runs_only_the_items_not_yet_finished_and_bad_items_are_re
         json!({"agent": "many", "type": "cogo.echo", "items": {"count": 2, "inputs": [1, 2]}}),
     );
     for (name, said) in [
-        ("on-workers", "are not supported"),
         ("both", "spec.input must be unset"),
         (
             "neither",
@@ -305,5 +304,112 @@ fn an_operator_restart_runs_only_the_items_not_yet_finished_and_bad_items_are_re
         let out = ns.apply(&t.to_string());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(said), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn items_of_a_worker_task_type_run_on_the_workers_each_as_a_job_of_its_own_in_the_task_s_trace() {
+    let c = cluster();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(Receiver::start());
+    // Every process started below sends its spans to the receiver, in batches 100 ms apart.
+    let _env = ProcessEnv::set(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let pg = Postgres::start("items-workers");
+    let secret = "cogo-supabase-items-workers";
+    c.url_secret("default", secret, &pg.url());
+    let ns = Namespace::create(&c, "e2e-items-workers");
+    let port = free_port();
+    let _op = Operator::start_with(&c, "items-workers", port, &["--supabase-secret", secret]);
+    for obj in [
+        json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoAgent", "metadata": {"name": "executor"},
+               "spec": {"role": "Executor", "podTemplate": kwok_pod_template()}}),
+        json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "CogoWorker", "metadata": {"name": "python"},
+               "spec": {"kind": "PythonSandbox", "replicas": 1, "capacity": 3, "podTemplate": kwok_pod_template()}}),
+    ] {
+        ns.apply_ok(&obj.to_string());
+    }
+    let executor = AgentProcess::start(&c, &ns.name, "executor", "Executor", "executor-0", port);
+    let _worker = WorkerProcess::start(&c, &ns.name, ("python", "python-0"), executor.port, 3, &[]);
+    ns.kubectl_ok(&[
+        "wait",
+        "cogoworker/python",
+        "--for=jsonpath={.status.connectedWorkers}=1",
+        "--timeout=60s",
+    ]);
+
+    // Nine items, three at a time on the worker's three slots: each item's job is its own
+    // (the worker refuses a second job of the same id, and the Executor would take the first
+    // one's result for the second), so every item's output is its own square.
+    // The task is created inside a trace: its items' spans join it.
+    let t = json!({"apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": "squares", "annotations": {"cogo.xyz/traceparent": format!("00-{TRACE}-00f067aa0ba902b7-01")}},
+        "spec": {"role": "Executor", "type": "python.execute", "items": {"count": 9}, "parallelism": 3,
+                 "input": {"code": "import time\ntime.sleep(0.5)\nprint({{index}} * {{index}})"}}});
+    ns.apply_ok(&t.to_string());
+    let t = finished(&ns, "squares", 180);
+    assert_eq!(t["status"]["phase"], "Succeeded", "{t:#}");
+    assert_eq!(t["status"]["items"]["succeeded"], 9, "{t:#}");
+    assert_eq!(t["status"]["items"]["succeededIndexes"], "0-8", "{t:#}");
+    wait_until(Duration::from_secs(30), "the item results", || {
+        pg.query(
+            "select count(*) from public.cogo_task_item_results r \
+             join public.distributed_agent_tasks d on d.id = r.id where d.name = 'squares'",
+        ) == "9"
+    });
+    let outputs = pg.query(
+        "select string_agg(r.item || '=' || (r.result->>'stdout'), ',' order by r.item) \
+         from public.cogo_task_item_results r \
+         join public.distributed_agent_tasks d on d.id = r.id where d.name = 'squares'",
+    );
+    assert_eq!(
+        outputs.replace('\n', ""),
+        "0=0,1=1,2=4,3=9,4=16,5=25,6=36,7=49,8=64",
+        "each item's own result"
+    );
+
+    // Each item's run is a span of the agent (with its index) and a job span of the worker
+    // (with the item's job id) below it, all in the task's trace.
+    let of = |spans: &[Span], service: &str, name: &str| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| {
+                s.service == service && s.name == name && s.attr("cogo.task.name").starts_with("squares")
+            })
+            .cloned()
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), "the items' spans", || {
+        let spans = receiver.spans();
+        of(&spans, "cogo-agent", "cogo.task.handle").len() >= 9
+            && of(&spans, "cogo-worker", "cogo.worker.job").len() >= 9
+    });
+    let spans = receiver.spans();
+    let handled = of(&spans, "cogo-agent", "cogo.task.handle");
+    let jobs = of(&spans, "cogo-worker", "cogo.worker.job");
+    let mut items: Vec<String> = handled
+        .iter()
+        .map(|s| s.attr("cogo.task.item").to_string())
+        .collect();
+    items.sort_by_key(|i| i.parse::<u32>().unwrap_or(u32::MAX));
+    assert_eq!(
+        items,
+        (0..9).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "{handled:#?}"
+    );
+    for h in &handled {
+        assert_eq!(h.trace, TRACE, "{h:#?}");
+        let job_id = format!("squares[{}]", h.attr("cogo.task.item"));
+        let job = jobs
+            .iter()
+            .find(|j| j.attr("cogo.task.name") == job_id)
+            .unwrap_or_else(|| panic!("a worker span of job {job_id}: {jobs:#?}"));
+        assert_eq!(
+            (job.trace.as_str(), job.parent.as_str()),
+            (TRACE, h.id.as_str()),
+            "{job:#?}"
+        );
     }
 }

@@ -149,6 +149,11 @@ fn two_hundred_echo_tasks_across_two_agents() {
         ["echo-a", "echo-b"],
         "both agents ran tasks: {by_agent:?}"
     );
+    assert!(
+        op.counter("cogo_operator_task_dispatch_seconds_count") >= 200,
+        "each task's wait in the queue is measured:\n{}",
+        op.metrics()
+    );
 
     let big = serde_json::json!({
         "apiVersion": "cogo.xyz/v1alpha1", "kind": "AgentTask", "metadata": {"name": "big-result"},

@@ -1,12 +1,14 @@
 //! Running a leased worker task: hand it to a worker of its kind, wait for its result, and
 //! hand it to another worker when the first one goes away (the same attempt, while the lease
-//! holds). A cancelled task is taken back from its worker.
+//! holds). A cancelled task is taken back from its worker. Each item of an indexed task is a
+//! job of its own, `<task>[<index>]` ([`job_id`]).
 
 use std::{sync::Arc, time::Duration};
 
 use cogo_api::{
     WorkerKind,
-    worker::message::{ErrorData, ExecuteData, MessageType, WorkerMessage},
+    broker::LeasedTask,
+    worker::message::{ErrorData, ExecuteData, MAX_ID_CHARS, MessageType, WorkerMessage},
 };
 use serde_json::Value;
 use tracing::{debug, info};
@@ -26,6 +28,21 @@ pub struct Dispatch {
     /// How long a job waits while no worker of its kind is connected before it goes back to
     /// the broker (as a retryable failure, so the task's retry policy decides).
     pub no_worker_for: Duration,
+}
+
+/// The job's id on the wire (`taskId`) and in the registry: the task's name, or for an item of
+/// an indexed task `<name>[<index>]`, so the items of one task that run at once are jobs of
+/// their own. A name too long for the frame's ids gives way to the task's UID.
+pub fn job_id(task: &LeasedTask) -> String {
+    let Some(i) = task.item else {
+        return task.name.clone();
+    };
+    let id = format!("{}[{i}]", task.name);
+    if id.chars().count() <= MAX_ID_CHARS {
+        id
+    } else {
+        format!("{}[{i}]", task.uid)
+    }
 }
 
 /// Takes a job back from its worker if its run ends some other way than by the worker's answer.
@@ -63,7 +80,8 @@ impl TaskHandler for Dispatch {
     fn run<'a>(&'a self, input: &'a Value, ctx: TaskContext) -> HandlerFuture<'a> {
         Box::pin(async move {
             let registry = &self.endpoint.registry;
-            let task = ctx.task.name.as_str();
+            let job_id = job_id(&ctx.task);
+            let task = job_id.as_str();
             let mut job_data = ExecuteData {
                 task_type: ctx.task.task_type.clone(),
                 input: input.clone(),
@@ -138,5 +156,34 @@ impl TaskHandler for Dispatch {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leased(name: &str, item: Option<u32>) -> LeasedTask {
+        serde_json::from_value(serde_json::json!({
+            "namespace": "ns", "name": name, "uid": "6f0c1b8e-0000-4000-8000-000000000001",
+            "type": "python.execute", "input": {}, "attempt": 1, "heartbeatSeconds": 5,
+            "deadline": "2030-01-01T00:00:00Z", "item": item,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_item_is_a_job_of_its_own_and_ids_fit_in_a_frame() {
+        assert_eq!(job_id(&leased("pages", None)), "pages");
+        assert_eq!(job_id(&leased("pages", Some(0))), "pages[0]");
+        assert_ne!(
+            job_id(&leased("pages", Some(1))),
+            job_id(&leased("pages", Some(0)))
+        );
+        let long = "a".repeat(253);
+        assert_eq!(job_id(&leased(&long, None)), long);
+        let id = job_id(&leased(&long, Some(99_999)));
+        assert_eq!(id, "6f0c1b8e-0000-4000-8000-000000000001[99999]");
+        assert!(id.chars().count() <= MAX_ID_CHARS);
     }
 }
