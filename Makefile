@@ -139,7 +139,7 @@ bench: wheels | require-cargo require-go require-wrk require-perf ## Benchmark t
 	tests/cluster/build
 	cargo build --release -p cogo-operator -p cogo-agent -p cogo-worker
 	cargo build --release -p cogo-e2e --features bench --bin cogo-bench
-	kubeconfig=$$(COGO_REAL_NODE=0 tests/cluster/up); \
+	kubeconfig=$$(COGO_REAL_NODE=0 COGO_APISERVER_PROFILING=1 tests/cluster/up); \
 	trap 'COGO_REAL_NODE=0 tests/cluster/down' EXIT; \
 	COGO_E2E_KUBECONFIG=$$kubeconfig COGO_BIN_DIR=$(CURDIR)/target/release \
 	  COGO_E2E_OPERATOR_LOG=info COGO_E2E_AGENT_LOG=warn target/release/cogo-bench

@@ -2,18 +2,25 @@
 //! operator and agents as local release-built processes).
 //!
 //! It measures, in this order:
-//! 1. the ceiling: small-object writes per second this API server takes (ConfigMap creates
-//!    from 32 concurrent writers for 10 s);
+//! 1. the ceilings: small-object writes per second this API server takes (ConfigMap creates
+//!    from 32 concurrent writers for 10 s), and the same for the writes a task makes (an
+//!    AgentTask create, then one status write of its final state);
 //! 2. end-to-end throughput for 1,000 and 10,000 `cogo.echo` tasks (all created at once, time
 //!    from the first create to the last `Succeeded` seen on a watch), the operator's API
-//!    writes per task (from the audit log), the achieved write rate against the ceiling, the
+//!    writes per task (from the audit log), the achieved write rate against both ceilings, the
 //!    CPU each process spent per task (API server, etcd, operator, agents, kwok, the
 //!    benchmark) against what the machine had, the operator's peak memory with the 10,000
-//!    tasks cached, and a CPU profile of the operator during the 10,000 (`perf record` with
+//!    tasks cached, and CPU profiles during the 10,000: the operator's (`perf record` with
 //!    DWARF call graphs: a flame graph in `target/bench/operator-10000-tasks.svg`, and the
-//!    crates and functions that took the most samples);
+//!    crates and functions that took the most samples) and the API server's (its own pprof,
+//!    for a cluster started with `COGO_APISERVER_PROFILING=1`, as `make bench` does: the share
+//!    of each step of a request);
 //! 3. lease latency (create sent -> `Running` seen on a watch) for 1,000 tasks created at
-//!    100 tasks/s: p50 and p99;
+//!    100 tasks/s and at half the rate the 10,000-task run sustained: p50 and p99, split into
+//!    the API server's own answer to the create (create sent -> created) and the time the task
+//!    waited in the operator's queue (from `cogo_operator_task_dispatch_seconds`);
+//!    `COGO_BENCH_ONLY=latency` measures only this, at the rates in `COGO_BENCH_RATES`
+//!    (tasks/s, comma-separated; default 100);
 //! 4. the Supabase mirror, against a real PostgreSQL directly and through PgBouncer in
 //!    transaction mode: rows/s while 1,000 tasks created at once run (first create -> every
 //!    row `succeeded`), and the mirror's lag (change seen -> row written, from the operator's
@@ -67,10 +74,12 @@ use serde_json::json;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// When each task was sent, first seen leased (Running or later), and first seen finished.
+/// When each task was sent, created (the API server answered), first seen leased (Running or
+/// later), and first seen finished.
 #[derive(Default, Clone, Copy)]
 struct Seen {
     sent: Option<Instant>,
+    created: Option<Instant>,
     leased: Option<Instant>,
     done: Option<Instant>,
 }
@@ -146,10 +155,36 @@ async fn main() -> Result<(), Error> {
         return write_report(report);
     }
 
+    // COGO_BENCH_ONLY=latency measures only lease latency, at the rates (tasks/s) in
+    // COGO_BENCH_RATES (comma-separated; default 100).
+    if std::env::var("COGO_BENCH_ONLY").as_deref() == Ok("latency") {
+        let op = Operator::start(&c, "bench");
+        let rates = std::env::var("COGO_BENCH_RATES").unwrap_or_else(|_| "100".into());
+        for rate in rates.split(',') {
+            let rate: u64 = rate
+                .trim()
+                .parse()
+                .map_err(|_| format!("COGO_BENCH_RATES: {rate:?} is not a rate"))?;
+            eprintln!("[bench] lease latency: 1,000 tasks at {rate} tasks/s");
+            report.push(latency_line(
+                &format!("{rate} tasks/s"),
+                latency(&c, &client, &op, 1_000, rate.max(1)).await?,
+            ));
+        }
+        return write_report(report);
+    }
+
     eprintln!("[bench] measuring the API server's write ceiling (10 s)");
     let ceiling = ceiling(&client).await?;
     report.push(format!(
         "API write ceiling: {ceiling:.0} small-object writes/s (ConfigMap creates, 32 concurrent writers, 10 s)"
+    ));
+
+    eprintln!("[bench] measuring the API server's ceiling for a task's writes (10 s)");
+    let task_ceiling = task_ceiling(&client).await?;
+    report.push(format!(
+        "API write ceiling for a task's writes: {task_ceiling:.0} writes/s ({:.0} tasks/s; AgentTask creates, each followed by one status write of its final state, 32 concurrent writers, 10 s)",
+        task_ceiling / 2.0
     ));
 
     eprintln!("[bench] API server CPU per status write: server-side apply and JSON patch");
@@ -160,6 +195,7 @@ async fn main() -> Result<(), Error> {
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
     let mut profiles = Vec::new();
+    let mut sustained = 0.0;
     for n in [1_000usize, 10_000] {
         eprintln!("[bench] {n} cogo.echo tasks, all created at once");
         let r = throughput(&c, &client, &op, n, n == 10_000).await?;
@@ -173,14 +209,27 @@ async fn main() -> Result<(), Error> {
         if let Some(p) = &r.profile {
             profiles.extend(p.report("The operator during the 10,000-task run", 15));
         }
+        if !r.apiserver_profile.is_empty() {
+            profiles.push(String::new());
+            profiles.push(
+                "| The API server during the 10,000-task run (first 30 s; `target/bench/apiserver-10000-tasks.pprof`) | share of its CPU |"
+                    .into(),
+            );
+            profiles.push("|---|---|".into());
+            for (what, share) in &r.apiserver_profile {
+                profiles.push(format!("| {what} | {share:.1}% |"));
+            }
+        }
+        sustained = n as f64 / r.elapsed.as_secs_f64();
         let achieved = r.writes_per_second();
         rows.push(format!(
-            "| {n} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {} |",
+            "| {n} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {:.2} | {} |",
             r.elapsed.as_secs_f64(),
             n as f64 / r.elapsed.as_secs_f64(),
             r.operator_writes as f64 / n as f64,
             achieved,
             achieved / ceiling,
+            achieved / task_ceiling,
             r.breakdown
         ));
         if n == 10_000 {
@@ -194,10 +243,10 @@ async fn main() -> Result<(), Error> {
     }
     report.push(String::new());
     report.push(
-        "| tasks | seconds | tasks/s | operator API writes per task | API writes/s achieved (creates + operator) | of ceiling | operator writes |"
+        "| tasks | seconds | tasks/s | operator API writes per task | API writes/s achieved (creates + operator) | of ceiling (ConfigMap creates) | of ceiling (a task's writes) | operator writes |"
             .into(),
     );
-    report.push("|---|---|---|---|---|---|---|".into());
+    report.push("|---|---|---|---|---|---|---|---|".into());
     report.extend(rows);
     report.push(String::new());
     report.push(
@@ -212,11 +261,17 @@ async fn main() -> Result<(), Error> {
         report.push(String::new());
     }
 
-    eprintln!("[bench] lease latency: 1,000 tasks at 100 tasks/s");
-    let (p50, p99, max) = latency(&c, &client, &op, 1_000, 100).await?;
-    report.push(format!(
-        "Lease latency (create sent -> Running seen), 1,000 tasks at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
-    ));
+    // At a fixed 100 tasks/s, and at half the rate the 10,000-task run sustained.
+    let half = ((sustained / 2.0) as u64).max(1);
+    for rate in [100, half] {
+        eprintln!("[bench] lease latency: 1,000 tasks at {rate} tasks/s");
+        let what = if rate == half {
+            format!("{rate} tasks/s (half the 10,000-task run's {sustained:.0})")
+        } else {
+            format!("{rate} tasks/s")
+        };
+        report.push(latency_line(&what, latency(&c, &client, &op, 1_000, rate).await?));
+    }
 
     op.stop();
     report.push(String::new());
@@ -366,6 +421,136 @@ async fn ceiling(client: &Client) -> Result<f64, Error> {
     Ok(rate)
 }
 
+/// The ceiling for the writes a task makes, measured like [`ceiling`]: 32 concurrent writers
+/// for 10 s, each creating an AgentTask and then writing its final status once (the JSON patch
+/// fenced on resourceVersion the operator writes for a task that finishes within the coalescing
+/// window, built by the operator's own transitions), with no operator running. Returns the
+/// writes per second (two per task).
+async fn task_ceiling(client: &Client) -> Result<f64, Error> {
+    use cogo_operator::{
+        kube_io,
+        tasks::transition::{self, Policy, ResultRoom},
+    };
+    let ns = "bench-task-ceiling";
+    create_namespace(client, ns).await?;
+    let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let stop = Instant::now() + Duration::from_secs(10);
+    let start = Instant::now();
+    let workers = (0..32).map(|w| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut writes = 0u64;
+            let mut n = 0;
+            while Instant::now() < stop {
+                n += 1;
+                let Ok(task) = api
+                    .create(&PostParams::default(), &echo(&format!("w{w}-{n}"), n)?)
+                    .await
+                else {
+                    continue;
+                };
+                writes += 1;
+                let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+                let mut leased = task.clone();
+                leased.status = transition::leased(&task, "bench", "bench-0", &now);
+                let req = cogo_api::broker::CompleteRequest {
+                    pod: "bench-0".into(),
+                    attempt: 1,
+                    outcome: cogo_api::broker::Outcome::Succeeded,
+                    result: Some(json!({"n": n})),
+                    error: None,
+                    retryable: false,
+                    item: None,
+                };
+                let room = ResultRoom {
+                    status_bytes: 64 * 1024,
+                    store: false,
+                };
+                let status = transition::completed(&leased, &req, &Policy::of(&task, None), &now, room)
+                    .map_err(|e| format!("{e:?}"))?;
+                let rv = task.resource_version();
+                if kube_io::replace_status(&api, &task.name_any(), &status, rv.as_deref())
+                    .await
+                    .is_ok()
+                {
+                    writes += 1;
+                }
+            }
+            Ok::<_, Error>(writes)
+        })
+    });
+    let mut total = 0;
+    for w in futures::future::join_all(workers).await {
+        total += w??;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    delete_namespace(client, ns).await;
+    Ok(rate)
+}
+
+/// Where the API server's CPU went in the profile `file`: the cumulative share of the functions
+/// that stand for each step of a request (`go tool pprof -top -cum` over the API server's
+/// binary), from reading the request to the watch events it sends.
+fn apiserver_shares(file: &std::path::Path) -> Result<Vec<(&'static str, f64)>, Error> {
+    const STEPS: &[(&str, &str)] = &[
+        (
+            "creates (from admission to the etcd write)",
+            "registry.(*Store).Create",
+        ),
+        (
+            "status writes (from reading the stored object to the etcd write)",
+            "registry.(*Store).Update",
+        ),
+        (
+            "  applying the patch to the stored object",
+            "(*patcher).applyPatch",
+        ),
+        (
+            "  schema validation of the updated object",
+            "(*RatchetingSchemaValidator).ValidateUpdate",
+        ),
+        ("  CEL rules (creates and updates)", "cel.(*Validator).Validate"),
+        (
+            "  managedFields (creates and updates)",
+            "internal.(*FieldManager).Update",
+        ),
+        (
+            "decoding objects read from etcd (writes and watch events)",
+            "etcd3.decodeObj",
+        ),
+        ("sending watch events to watchers", "(*WatchServer).HandleHTTP"),
+        ("writing the audit log", "log.(*backend).ProcessEvents"),
+        ("Go garbage collector (background)", "runtime.gcBgMarkWorker"),
+        (
+            "Go garbage collector (assists in allocations)",
+            "runtime.gcAssistAlloc",
+        ),
+    ];
+    let binary = cogo_e2e::tool("kube-apiserver");
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-cum", "-nodecount=2000"])
+        .arg(&binary)
+        .arg(file)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("go tool pprof failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Lines: flat flat% sum% cum cum% function
+    let cum = |function: &str| {
+        text.lines().find_map(|l| {
+            let cols: Vec<_> = l.split_whitespace().collect();
+            (cols.len() >= 6 && cols[5..].join(" ").ends_with(function))
+                .then(|| cols[4].trim_end_matches('%').parse::<f64>().ok())
+                .flatten()
+        })
+    };
+    Ok(STEPS
+        .iter()
+        .map(|(what, function)| (*what, cum(function).unwrap_or(0.0)))
+        .collect())
+}
+
 /// Starts the bench agent (one CogoAgent, `AGENT_PODS` local pods) in `ns`.
 fn agents(c: &Cluster, ns: &str, op: &Operator) -> Vec<AgentProcess> {
     let agent = kwok_agent("bench", AGENT_PODS as i32, SLOTS_PER_POD as i32);
@@ -458,6 +643,8 @@ struct Run {
     cpu: Vec<(String, f64)>,
     /// The operator's profile, when one was taken.
     profile: Option<cogo_e2e::profile::Profile>,
+    /// Where the API server's CPU went, when it was profiled: what, and its share.
+    apiserver_profile: Vec<(&'static str, f64)>,
 }
 
 impl Run {
@@ -491,6 +678,15 @@ async fn throughput(
         )?),
         _ => None,
     };
+    // The API server's own CPU profile (Go's pprof) for the first 30 s of the run.
+    let apiserver = profile.then(|| {
+        let c = Cluster {
+            kubeconfig: c.kubeconfig.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            c.kubectl(&["get", "--raw", "/debug/pprof/profile?seconds=30"], None)
+        })
+    });
     let cpu_before = cpu_by_process();
     let start = Instant::now();
     futures::stream::iter(0..n)
@@ -514,6 +710,22 @@ async fn throughput(
             Some(r.finish(&dir, "operator-10000-tasks")?)
         }
         None => None,
+    };
+    let apiserver_profile = match apiserver {
+        Some(fetch) => {
+            let out = fetch.await?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cannot profile the API server (start the cluster with COGO_APISERVER_PROFILING=1): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+                .into());
+            }
+            let file = dir.join("apiserver-10000-tasks.pprof");
+            std::fs::write(&file, &out.stdout)?;
+            apiserver_shares(&file)?
+        }
+        None => Vec::new(),
     };
     watching.abort();
     let failed = api
@@ -549,6 +761,7 @@ async fn throughput(
         breakdown,
         cpu,
         profile,
+        apiserver_profile,
     })
 }
 
@@ -558,7 +771,7 @@ async fn latency(
     op: &Operator,
     n: usize,
     rate: u64,
-) -> Result<(f64, f64, f64), Error> {
+) -> Result<(Percentiles, Percentiles, (f64, f64)), Error> {
     let ns = "bench-latency";
     create_namespace(client, ns).await?;
     let _agents = agents(c, ns, op);
@@ -567,6 +780,8 @@ async fn latency(
     // Let the agents' first long-polls arrive before the clock starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let api: Api<AgentTask> = Api::namespaced(client.clone(), ns);
+    let dispatch = "cogo_operator_task_dispatch_seconds";
+    let before = buckets(&op.metrics(), dispatch);
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let mut sends = Vec::new();
     for i in 0..n {
@@ -575,8 +790,16 @@ async fn latency(
         let t = echo(&name, i)?;
         book.lock().expect("book").entry(name).or_default().sent = Some(Instant::now());
         let api = api.clone();
+        let book = book.clone();
         sends.push(tokio::spawn(async move {
-            api.create(&PostParams::default(), &t).await
+            let created = api.create(&PostParams::default(), &t).await;
+            let now = Instant::now();
+            book.lock()
+                .expect("book")
+                .entry(t.name_any())
+                .or_default()
+                .created = Some(now);
+            created
         }));
     }
     for s in sends {
@@ -584,17 +807,51 @@ async fn latency(
     }
     wait_done(&book, n, "latency run").await?;
     watching.abort();
-    let mut ms: Vec<f64> = book
-        .lock()
-        .expect("book")
-        .values()
-        .filter_map(|s| Some((s.leased? - s.sent?).as_secs_f64() * 1000.0))
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
-    let out = (pct(0.50), pct(0.99), *ms.last().unwrap_or(&0.0));
+    let after = buckets(&op.metrics(), dispatch);
+    let queued = (
+        quantile(&before, &after, 0.5) * 1000.0,
+        quantile(&before, &after, 0.99) * 1000.0,
+    );
+    let (leased, created) = {
+        let book = book.lock().expect("book");
+        (
+            percentiles(book.values().filter_map(|s| Some(s.leased? - s.sent?))),
+            percentiles(book.values().filter_map(|s| Some(s.created? - s.sent?))),
+        )
+    };
     delete_namespace(client, ns).await;
-    Ok(out)
+    Ok((leased, created, queued))
+}
+
+/// The report's line for a [`latency`] run at `what` (a rate).
+fn latency_line(what: &str, (leased, created, queued): (Percentiles, Percentiles, (f64, f64))) -> String {
+    format!(
+        "Lease latency (create sent -> Running seen), 1,000 tasks at {what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; of which the create's own answer (create sent -> created): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; and the wait in the operator's queue (`cogo_operator_task_dispatch_seconds`, interpolated in its bucket): p50 {:.1} ms, p99 {:.1} ms",
+        leased.p50, leased.p99, leased.max, created.p50, created.p99, created.max, queued.0, queued.1
+    )
+}
+
+/// p50, p99 and max of `spans`, in milliseconds.
+fn percentiles(spans: impl Iterator<Item = Duration>) -> Percentiles {
+    let mut ms: Vec<f64> = spans.map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ms.get(((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len().max(1)) - 1)
+            .copied()
+    };
+    Percentiles {
+        p50: pct(0.50).unwrap_or_default(),
+        p99: pct(0.99).unwrap_or_default(),
+        max: ms.last().copied().unwrap_or_default(),
+    }
+}
+
+/// A latency's distribution, in milliseconds.
+#[derive(Clone, Copy)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    max: f64,
 }
 
 /// CPU seconds spent so far by each kind of process on the machine (own time plus that of the
