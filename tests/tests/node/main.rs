@@ -300,19 +300,30 @@ fn security_settings_are_enforced_by_the_kernel() {
     ns.apply_ok(&agent_yaml("locked", "320Mi"));
     ns.wait("cogoagent/locked", "condition=Ready", 180);
 
-    let before: Vec<u32> = pids_of("/usr/local/bin/cogo-agent");
-    assert!(!before.is_empty(), "no agent process runs on this host");
-    // The pod's own process: the one whose memory cgroup carries this pod's UID.
-    let pod = pod_of(&c, &ns.name, "locked");
-    let uid = pod["metadata"]["uid"].as_str().unwrap().replace('-', "_");
-    let uid_dash = pod["metadata"]["uid"].as_str().unwrap().to_string();
-    let pid = *before
-        .iter()
-        .find(|p| {
-            let cg = memory_cgroup(**p).to_string_lossy().into_owned();
-            cg.contains(&uid) || cg.contains(&uid_dash)
-        })
-        .expect("the agent process of this pod");
+    // The pod's own process: the one whose memory cgroup carries this pod's UID. On a busy
+    // node it can still be starting (or restarting) when the agent first reads Ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (pod, pid) = loop {
+        let pod = pod_of(&c, &ns.name, "locked");
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let found = (!uid.is_empty())
+            .then(|| {
+                pids_of("/usr/local/bin/cogo-agent").into_iter().find(|p| {
+                    let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
+                    cg.contains(&uid.replace('-', "_")) || cg.contains(&uid)
+                })
+            })
+            .flatten();
+        if let Some(pid) = found {
+            break (pod, pid);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no agent process of this pod within 60 s; the pod: {}",
+            pod["status"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
 
     assert_eq!(status_field(pid, "Uid"), "65532", "runs as UID 65532");
     assert_eq!(status_field(pid, "Gid"), "65532");
