@@ -1274,7 +1274,6 @@ mod tests {
 
     #[test]
     fn items_take_agents_slots_and_count_against_the_namespace_running_limit() {
-        use super::super::{items::Board, transition::Policy};
         let limits = NamespaceLimits {
             queued: 0,
             running: 3,
@@ -1288,12 +1287,7 @@ mod tests {
             "spec": {"agent": "a", "type": "cogo.echo", "items": {"count": 5}},
         }))
         .unwrap();
-        let board = Board::new(
-            Arc::new(t.clone()),
-            Target::Agent("a".into()),
-            Policy::of(&t, None),
-            (&[], &[]),
-        );
+        let board = board_of(&t);
         assert!(s.lay_out("ns", "many", board, &agents));
         s.hold("ns", "running", "a", "p", 1, Instant::now());
         let items = s.take_items("ns", &a, &lease_request(10), 0);
@@ -1325,12 +1319,7 @@ mod tests {
 
         // Without a namespace limit, the agent's slots bound them: 10, two held by tasks.
         let s = Scheduler::new(Duration::from_secs(15), Default::default());
-        let board = Board::new(
-            Arc::new(t.clone()),
-            Target::Agent("a".into()),
-            Policy::of(&t, None),
-            (&[], &[]),
-        );
+        let board = board_of(&t);
         s.lay_out("ns", "many", board, &agents);
         let small = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 4}));
         s.hold("ns", "x", "a", "p", 1, Instant::now());
@@ -1424,7 +1413,6 @@ mod tests {
 
     #[test]
     fn a_task_created_again_under_the_name_of_one_that_ended_is_queued() {
-        use super::super::{items::Board, transition::Policy};
         let s = Scheduler::new(Duration::from_secs(15), Default::default());
         let (agents, _) = reflector::store();
         let (tasks, mut writer) = reflector::store();
@@ -1463,12 +1451,7 @@ mod tests {
         };
         let a = agent("a", json!({"role": "Research", "replicas": 1, "concurrency": 10}));
         let old = indexed("u-1");
-        let board = Board::new(
-            Arc::new(old.clone()),
-            Target::Agent("a".into()),
-            Policy::of(&old, None),
-            (&[], &[]),
-        );
+        let board = board_of(&old);
         s.lay_out("ns", "many", board, &agents);
         assert_eq!(s.take_items("ns", &a, &lease_request(2), 0).len(), 2);
         s.forget_other_objects(&old);
@@ -1485,16 +1468,22 @@ mod tests {
         );
 
         // So does the healer, against the cache.
-        let board = Board::new(
-            Arc::new(old.clone()),
-            Target::Agent("a".into()),
-            Policy::of(&old, None),
-            (&[], &[]),
-        );
+        let board = board_of(&old);
         s.lay_out("ns", "many", board, &agents);
         writer.apply_watcher_event(&watcher::Event::Apply(indexed("u-2")));
         s.heal(&tasks, Instant::now());
         assert!(!s.has_board("ns", "many"));
+    }
+
+    /// A fresh board of `t`'s items for the agent `a`.
+    fn board_of(t: &AgentTask) -> super::super::items::Board {
+        use super::super::{items::Board, transition::Policy};
+        Board::new(
+            Arc::new(t.clone()),
+            Target::Agent("a".into()),
+            Policy::of(t, None),
+            (&[], &[]),
+        )
     }
 
     fn with_uid(t: &Arc<AgentTask>, uid: &str) -> Arc<AgentTask> {

@@ -34,6 +34,17 @@ fn get(ns: &Namespace, name: &str) -> Value {
     serde_json::from_str(&ns.kubectl_ok(&["get", &format!("agenttask/{name}"), "-o", "json"])).unwrap()
 }
 
+/// Waits until the database holds `count` item results of the task `name`.
+fn wait_for_item_results(pg: &Postgres, name: &str, count: usize) {
+    let query = format!(
+        "select count(*) from public.cogo_task_item_results r \
+         join public.distributed_agent_tasks d on d.id = r.id where d.name = '{name}'"
+    );
+    wait_until(Duration::from_secs(30), "the item results", || {
+        pg.query(&query) == count.to_string()
+    });
+}
+
 /// Waits until the task is finished and returns it.
 fn finished(ns: &Namespace, name: &str, secs: u64) -> Value {
     let mut last = Value::Null;
@@ -95,12 +106,7 @@ fn an_indexed_task_runs_each_item_once_keeps_their_results_and_writes_status_abo
     assert_eq!(done["status"]["message"], "all 2000 items succeeded");
 
     // Every item's result is in the database, as the item's handler returned it.
-    wait_until(Duration::from_secs(30), "the item results", || {
-        pg.query(
-            "select count(*) from public.cogo_task_item_results r \
-             join public.distributed_agent_tasks d on d.id = r.id where d.name = 'pages'",
-        ) == "2000"
-    });
+    wait_for_item_results(&pg, "pages", 2000);
     let one = pg.query(
         "select r.result::text from public.cogo_task_item_results r \
          join public.distributed_agent_tasks d on d.id = r.id where d.name = 'pages' and r.item = 1234",
@@ -353,12 +359,7 @@ fn items_of_a_worker_task_type_run_on_the_workers_each_as_a_job_of_its_own_in_th
     assert_eq!(t["status"]["phase"], "Succeeded", "{t:#}");
     assert_eq!(t["status"]["items"]["succeeded"], 9, "{t:#}");
     assert_eq!(t["status"]["items"]["succeededIndexes"], "0-8", "{t:#}");
-    wait_until(Duration::from_secs(30), "the item results", || {
-        pg.query(
-            "select count(*) from public.cogo_task_item_results r \
-             join public.distributed_agent_tasks d on d.id = r.id where d.name = 'squares'",
-        ) == "9"
-    });
+    wait_for_item_results(&pg, "squares", 9);
     let outputs = pg.query(
         "select string_agg(r.item || '=' || (r.result->>'stdout'), ',' order by r.item) \
          from public.cogo_task_item_results r \
