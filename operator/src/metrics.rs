@@ -131,6 +131,11 @@ pub struct PoolFigures {
     pub oldest_pending_seconds: Option<i64>,
 }
 
+/// Buckets (seconds) of the dispatch histograms: from the queue (a task, or an item) to a lease.
+const DISPATCH_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
 /// The operator's metrics.
 pub struct Metrics {
     broker_errors: Family<CodeLabel, Counter>,
@@ -191,12 +196,8 @@ impl Default for Metrics {
             0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
             30.0, 120.0,
         ]);
-        let item_dispatch = Histogram::new([
-            0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
-        ]);
-        let task_dispatch = Histogram::new([
-            0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
-        ]);
+        let item_dispatch = Histogram::new(DISPATCH_BUCKETS);
+        let task_dispatch = Histogram::new(DISPATCH_BUCKETS);
         registry.register(
             "task_dispatch_seconds",
             "Time from an AgentTask joining the queue (accepted, or its retry's backoff over) to a lease request taking it",
